@@ -1,0 +1,219 @@
+//! Points and request coalescing.
+//!
+//! A meter's points of one group are read with as few requests as possible: neighbouring points
+//! of the same register kind share a request as long as it stays within
+//! [`MAX_READ_REGISTERS`] and the unused registers between two points do not exceed `max_gap`.
+//! Reading a small gap costs a few bytes on the wire; a separate request costs a full round trip
+//! and on RS-485 an inter-frame gap.
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{ByteOrder, PointType, RawValue};
+
+/// The Modbus limit for one read of holding or input registers (function codes 3 and 4).
+pub const MAX_READ_REGISTERS: u16 = 125;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegisterKind {
+    /// Function code 3.
+    Holding,
+    /// Function code 4.
+    Input,
+}
+
+impl RegisterKind {
+    pub fn function_code(self) -> u8 {
+        match self {
+            RegisterKind::Holding => 3,
+            RegisterKind::Input => 4,
+        }
+    }
+}
+
+/// One value in a register map.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Point {
+    pub quantity: String,
+    pub kind: RegisterKind,
+    /// Protocol address (0-based; register 30001 or 40001 in a manual is address 0).
+    pub address: u16,
+    pub ty: PointType,
+    pub order: ByteOrder,
+    /// value = raw × scale + offset
+    pub scale: f64,
+    pub offset: f64,
+}
+
+impl Point {
+    pub fn end(&self) -> u32 {
+        u32::from(self.address) + u32::from(self.ty.words())
+    }
+
+    /// The engineering value for a raw value. Non-finite results (NaN/∞ floats, which many
+    /// meters use as "not available") are `None`.
+    pub fn scale_raw(&self, raw: RawValue) -> Option<f64> {
+        let v = raw.to_f64() * self.scale + self.offset;
+        v.is_finite().then_some(v)
+    }
+
+    /// The raw value a meter holds for an engineering value (the simulator's direction).
+    pub fn raw_for(&self, value: f64) -> RawValue {
+        let scale = if self.scale == 0.0 { 1.0 } else { self.scale };
+        RawValue::from_f64(self.ty, (value - self.offset) / scale)
+    }
+}
+
+/// One read request and the points it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBlock {
+    pub kind: RegisterKind,
+    pub start: u16,
+    pub count: u16,
+    /// Indices into the point slice given to [`plan_reads`].
+    pub points: Vec<usize>,
+}
+
+impl ReadBlock {
+    /// Decode every point of this block from the registers the meter returned.
+    /// Yields `(point index, value)`; a point whose value is not finite is left out, and a
+    /// reply shorter than requested leaves out the points it does not cover.
+    pub fn decode<'a>(
+        &'a self,
+        points: &'a [Point],
+        words: &'a [u16],
+    ) -> impl Iterator<Item = (usize, f64)> + 'a {
+        self.points.iter().filter_map(move |&i| {
+            let p = points.get(i)?;
+            let off = usize::from(p.address - self.start);
+            let raw = RawValue::decode(words.get(off..)?, p.ty, p.order)?;
+            Some((i, p.scale_raw(raw)?))
+        })
+    }
+}
+
+/// Coalesce points into read requests. `max_registers` is clamped to 1..=125.
+pub fn plan_reads(points: &[Point], max_registers: u16, max_gap: u16) -> Vec<ReadBlock> {
+    let max = u32::from(max_registers.clamp(1, MAX_READ_REGISTERS));
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_by_key(|&i| (points[i].kind, points[i].address, points[i].ty.words()));
+    let mut blocks: Vec<ReadBlock> = Vec::new();
+    let mut end = 0u32;
+    for i in order {
+        let p = &points[i];
+        if let Some(b) = blocks.last_mut() {
+            let start = u32::from(b.start);
+            let fits = b.kind == p.kind
+                && u32::from(p.address) <= end + u32::from(max_gap)
+                && p.end().max(end) - start <= max;
+            if fits {
+                end = end.max(p.end());
+                b.count = (end - start) as u16;
+                b.points.push(i);
+                continue;
+            }
+        }
+        end = p.end();
+        blocks.push(ReadBlock {
+            kind: p.kind,
+            start: p.address,
+            count: p.ty.words(),
+            points: vec![i],
+        });
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(kind: RegisterKind, address: u16, ty: PointType) -> Point {
+        Point {
+            quantity: format!("q{address}_v"),
+            kind,
+            address,
+            ty,
+            order: ByteOrder::ABCD,
+            scale: 1.0,
+            offset: 0.0,
+        }
+    }
+
+    fn spans(points: &[Point], max: u16, gap: u16) -> Vec<(RegisterKind, u16, u16)> {
+        plan_reads(points, max, gap)
+            .into_iter()
+            .map(|b| (b.kind, b.start, b.count))
+            .collect()
+    }
+
+    use PointType::*;
+    use RegisterKind::*;
+
+    #[test]
+    fn neighbouring_points_share_one_request() {
+        let pts = [point(Input, 0, F32), point(Input, 2, F32), point(Input, 4, F32)];
+        assert_eq!(spans(&pts, 125, 0), [(Input, 0, 6)]);
+    }
+
+    #[test]
+    fn a_gap_wider_than_allowed_starts_a_new_request() {
+        // Registers 2..12 are unused: a gap of 10.
+        let pts = [point(Input, 0, F32), point(Input, 12, F32)];
+        assert_eq!(spans(&pts, 125, 9), [(Input, 0, 2), (Input, 12, 2)]);
+        assert_eq!(spans(&pts, 125, 10), [(Input, 0, 14)]);
+        assert_eq!(spans(&pts, 13, 10), [(Input, 0, 2), (Input, 12, 2)]);
+    }
+
+    #[test]
+    fn holding_and_input_registers_are_never_mixed() {
+        let pts = [point(Input, 0, U16), point(Holding, 1, U16)];
+        assert_eq!(spans(&pts, 125, 10), [(Holding, 1, 1), (Input, 0, 1)]);
+    }
+
+    #[test]
+    fn no_request_exceeds_the_register_limit() {
+        let pts: Vec<Point> = (0..100).map(|i| point(Input, i * 2, F32)).collect();
+        let blocks = plan_reads(&pts, 125, 0);
+        assert!(blocks.iter().all(|b| b.count <= 125));
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks.iter().map(|b| b.points.len()).sum::<usize>(), 100);
+        assert_eq!(spans(&pts, 10, 0)[0], (Input, 0, 10));
+    }
+
+    #[test]
+    fn overlapping_points_are_read_once() {
+        let pts = [point(Holding, 0, U64), point(Holding, 2, U32)];
+        assert_eq!(spans(&pts, 125, 0), [(Holding, 0, 4)]);
+    }
+
+    #[test]
+    fn a_block_decodes_each_point_at_its_offset() {
+        let mut pts = vec![point(Input, 10, F32), point(Input, 14, I16)];
+        pts[1].scale = 0.1;
+        let blocks = plan_reads(&pts, 125, 4);
+        assert_eq!(blocks.len(), 1);
+        let mut words = RawValue::F32(230.5).encode(ByteOrder::ABCD);
+        words.extend([0, 0]);
+        words.extend(RawValue::I16(-15).encode(ByteOrder::ABCD));
+        let got: Vec<(usize, f64)> = blocks[0].decode(&pts, &words).collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], (0, 230.5));
+        assert!((got[1].1 - -1.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_short_reply_leaves_out_points_it_does_not_cover() {
+        let pts = [point(Input, 0, F32), point(Input, 2, F32)];
+        let blocks = plan_reads(&pts, 125, 0);
+        let got: Vec<_> = blocks[0].decode(&pts, &[0x4366, 0, 0x4366]).collect();
+        assert_eq!(got, [(0, 230.0)]);
+    }
+
+    #[test]
+    fn not_a_number_is_not_a_reading() {
+        let pts = [point(Input, 0, F32)];
+        let words = RawValue::F32(f32::NAN).encode(ByteOrder::ABCD);
+        assert_eq!(plan_reads(&pts, 125, 0)[0].decode(&pts, &words).count(), 0);
+    }
+}

@@ -1,0 +1,344 @@
+//! Meter profiles: a meter model's register map as data.
+//!
+//! Built-in profiles are the TOML files in `protocols/profiles/`, embedded at build time; users
+//! add their own files in the directory named by `profiles_dir` in the config. Both use the same
+//! format (see any built-in file):
+//!
+//! ```toml
+//! name = "eastron-sdm120"
+//! manufacturer = "Eastron"
+//! model = "SDM120-Modbus"
+//! document = "where the register map comes from"
+//! protocol = "modbus"
+//! register = "input"     # default register kind for points: input | holding
+//! type = "f32"           # default point type: u16 i16 u32 i32 u64 i64 f32 f64
+//! order = "ABCD"         # default byte order: ABCD CDAB BADC DCBA
+//!
+//! [[group]]
+//! name = "realtime"      # groups are polled on their own interval
+//! interval = "5s"
+//! points = [
+//!   { quantity = "voltage_l1_v", address = 0x0000 },
+//!   { quantity = "power_w", address = 0x000C, scale = 1.0 },
+//! ]
+//! ```
+//!
+//! Reading a profile never touches the file system: the caller hands in the text.
+
+use std::{fmt, time::Duration};
+
+use serde::Deserialize;
+
+use crate::{
+    modbus::{plan_reads, ByteOrder, Point, PointType, ReadBlock, RegisterKind},
+    quantity,
+};
+
+include!(concat!(env!("OUT_DIR"), "/builtin_profiles.rs"));
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProfileProtocol {
+    Modbus,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub interval: Duration,
+    pub points: Vec<Point>,
+}
+
+impl Group {
+    /// The read requests for this group.
+    pub fn plan(&self, max_registers: u16, max_gap: u16) -> Vec<ReadBlock> {
+        plan_reads(&self.points, max_registers, max_gap)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub name: String,
+    pub manufacturer: String,
+    pub model: String,
+    pub document: String,
+    pub protocol: ProfileProtocol,
+    pub groups: Vec<Group>,
+    /// Where it came from: `builtin:FILE` or a path.
+    pub origin: String,
+}
+
+impl Profile {
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    pub fn points(&self) -> impl Iterator<Item = &Point> {
+        self.groups.iter().flat_map(|g| g.points.iter())
+    }
+}
+
+/// Why a profile was refused; every problem of one file at once.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ProfileError {
+    pub origin: String,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {p}", self.origin)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: String,
+    manufacturer: String,
+    model: String,
+    document: String,
+    protocol: ProfileProtocol,
+    #[serde(default = "default_kind")]
+    register: RegisterKind,
+    #[serde(default = "default_type", rename = "type")]
+    ty: PointType,
+    #[serde(default)]
+    order: ByteOrder,
+    group: Vec<RawGroup>,
+}
+
+fn default_kind() -> RegisterKind {
+    RegisterKind::Holding
+}
+fn default_type() -> PointType {
+    PointType::F32
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: String,
+    interval: String,
+    points: Vec<RawPoint>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPoint {
+    quantity: String,
+    address: u16,
+    register: Option<RegisterKind>,
+    #[serde(rename = "type")]
+    ty: Option<PointType>,
+    order: Option<ByteOrder>,
+    #[serde(default = "one")]
+    scale: f64,
+    #[serde(default)]
+    offset: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Profile {
+    /// Parse and check a profile. `origin` names it in errors (a path, or `builtin:FILE`).
+    pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
+        let fail = |problems| ProfileError {
+            origin: origin.to_string(),
+            problems,
+        };
+        let raw: RawProfile = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            let line = e
+                .span()
+                .map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
+            fail(vec![match line {
+                Some(l) => format!("line {l}: {msg}"),
+                None => msg,
+            }])
+        })?;
+        let mut problems = Vec::new();
+        if quantity_name_invalid(&raw.name) {
+            problems.push(format!(
+                "name {:?}: use lowercase letters, digits and '-'",
+                raw.name
+            ));
+        }
+        if raw.group.is_empty() {
+            problems.push("no [[group]]: a profile needs at least one point group".into());
+        }
+        let mut groups = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for g in raw.group {
+            let interval = match humantime::parse_duration(&g.interval) {
+                Ok(d) if !d.is_zero() => d,
+                _ => {
+                    problems.push(format!(
+                        "group {:?}: interval {:?} is not a duration like \"5s\" or \"15m\"",
+                        g.name, g.interval
+                    ));
+                    Duration::from_secs(1)
+                }
+            };
+            if g.points.is_empty() {
+                problems.push(format!("group {:?} has no points", g.name));
+            }
+            let mut points = Vec::new();
+            for p in g.points {
+                if quantity::unit_of(&p.quantity).is_none() {
+                    problems.push(format!(
+                        "group {:?}: quantity {:?} is not a quantity name with a unit suffix \
+                         (like voltage_l1_v, energy_import_kwh)",
+                        g.name, p.quantity
+                    ));
+                }
+                if !seen.insert(p.quantity.clone()) {
+                    problems.push(format!("quantity {:?} is mapped twice", p.quantity));
+                }
+                let ty = p.ty.unwrap_or(raw.ty);
+                if u32::from(p.address) + u32::from(ty.words()) > 0x1_0000 {
+                    problems.push(format!(
+                        "quantity {:?}: a {ty:?} at address {} runs past register 65535",
+                        p.quantity, p.address
+                    ));
+                }
+                if !p.scale.is_finite() || p.scale == 0.0 || !p.offset.is_finite() {
+                    problems.push(format!(
+                        "quantity {:?}: scale must be a non-zero number and offset a number",
+                        p.quantity
+                    ));
+                }
+                points.push(Point {
+                    quantity: p.quantity,
+                    kind: p.register.unwrap_or(raw.register),
+                    address: p.address,
+                    ty,
+                    order: p.order.unwrap_or(raw.order),
+                    scale: p.scale,
+                    offset: p.offset,
+                });
+            }
+            groups.push(Group {
+                name: g.name,
+                interval,
+                points,
+            });
+        }
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        Ok(Profile {
+            name: raw.name,
+            manufacturer: raw.manufacturer,
+            model: raw.model,
+            document: raw.document,
+            protocol: raw.protocol,
+            groups,
+            origin: origin.to_string(),
+        })
+    }
+
+    /// Every built-in profile. A broken built-in file is a bug caught by this crate's tests.
+    pub fn builtin() -> Vec<Result<Profile, ProfileError>> {
+        BUILTIN
+            .iter()
+            .map(|(file, text)| Profile::parse(text, &format!("builtin:{file}")))
+            .collect()
+    }
+}
+
+fn quantity_name_invalid(name: &str) -> bool {
+    name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builtins() -> Vec<Profile> {
+        Profile::builtin()
+            .into_iter()
+            .map(|p| p.unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    }
+
+    #[test]
+    fn every_builtin_profile_parses_and_names_its_source_document() {
+        let all = builtins();
+        assert!(all.len() >= 8, "only {} built-in profiles", all.len());
+        for p in &all {
+            assert!(p.document.len() > 10, "{} names no document", p.name);
+            assert_eq!(format!("builtin:{}.toml", p.name), p.origin);
+        }
+    }
+
+    #[test]
+    fn the_required_meter_models_are_built_in() {
+        let names: Vec<String> = builtins().into_iter().map(|p| p.name).collect();
+        for required in [
+            "eastron-sdm630",
+            "eastron-sdm120",
+            "eastron-sdm72",
+            "chint-dtsu666",
+            "chint-ddsu666",
+            "abb-b23",
+            "carlo-gavazzi-em24",
+            "schneider-iem3255",
+        ] {
+            assert!(names.iter().any(|n| n == required), "{required} missing");
+        }
+    }
+
+    #[test]
+    fn a_full_sdm630_read_takes_a_handful_of_requests() {
+        let p = builtins()
+            .into_iter()
+            .find(|p| p.name == "eastron-sdm630")
+            .unwrap();
+        let requests: usize = p.groups.iter().map(|g| g.plan(125, 16).len()).sum();
+        let points = p.points().count();
+        assert!(points >= 30, "{points} points");
+        assert!(requests <= 5, "{requests} requests for {points} points");
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        Profile::parse(text, "t.toml").unwrap_err().problems
+    }
+
+    const HEAD: &str = "name = \"x\"\nmanufacturer = \"m\"\nmodel = \"x\"\ndocument = \"doc\"\nprotocol = \"modbus\"\n";
+
+    #[test]
+    fn a_profile_with_several_mistakes_reports_them_all() {
+        let text = format!(
+            "{HEAD}[[group]]\nname = \"g\"\ninterval = \"soon\"\npoints = [\n\
+             {{ quantity = \"volts\", address = 0 }},\n\
+             {{ quantity = \"power_w\", address = 65535, type = \"u32\" }},\n\
+             {{ quantity = \"power_w\", address = 2, scale = 0.0 }},\n]\n"
+        );
+        let p = problems(&text);
+        assert_eq!(p.len(), 5, "{p:#?}");
+        assert!(p[0].contains("interval \"soon\""));
+        assert!(p[1].contains("\"volts\""));
+        assert!(p[2].contains("runs past register 65535"));
+        assert!(p[3].contains("mapped twice"));
+        assert!(p[4].contains("scale"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_reported_with_its_line() {
+        let p = problems(&format!("{HEAD}colour = \"red\"\n"));
+        assert!(p[0].starts_with("line 6:"), "{p:?}");
+        assert!(p[0].contains("unknown field `colour`"), "{p:?}");
+    }
+}
