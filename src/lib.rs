@@ -1,0 +1,14 @@
+//! meterd: smart-meter data acquisition. Buses poll meters, readings go through a log with a
+//! cursor per sink, sinks deliver to MQTT and InfluxDB and acknowledge only what their far end
+//! confirmed. See ARCHITECTURE.md for the map.
+
+pub mod bus;
+pub mod config;
+pub mod daemon;
+pub mod log;
+pub mod reading;
+pub mod sim;
+pub mod sinks;
+pub mod state;
+
+pub use meterd_protocols as protocols;

@@ -52,15 +52,54 @@ impl Point {
 
     /// The engineering value for a raw value. Non-finite results (NaN/∞ floats, which many
     /// meters use as "not available") are `None`.
+    ///
+    /// The result is rounded to the point's resolution, so a float register holding 230.1
+    /// reads as 230.1 rather than 230.10000610351562, and an integer in 0.01 units keeps two
+    /// decimals.
     pub fn scale_raw(&self, raw: RawValue) -> Option<f64> {
         let v = raw.to_f64() * self.scale + self.offset;
-        v.is_finite().then_some(v)
+        if !v.is_finite() {
+            return None;
+        }
+        Some(match raw {
+            RawValue::F32(_) => round_significant(v, 7),
+            RawValue::F64(_) => round_significant(v, 15),
+            _ => {
+                let decimals = (-self.scale.abs().log10()).ceil().clamp(0.0, 9.0) as i32;
+                v.round_to(decimals)
+            }
+        })
     }
 
     /// The raw value a meter holds for an engineering value (the simulator's direction).
     pub fn raw_for(&self, value: f64) -> RawValue {
         let scale = if self.scale == 0.0 { 1.0 } else { self.scale };
         RawValue::from_f64(self.ty, (value - self.offset) / scale)
+    }
+}
+
+fn round_significant(v: f64, digits: usize) -> f64 {
+    if v == 0.0 {
+        return 0.0;
+    }
+    format!("{:.*e}", digits.saturating_sub(1), v)
+        .parse()
+        .unwrap_or(v)
+}
+
+trait RoundTo {
+    fn round_to(self, decimals: i32) -> f64;
+}
+
+impl RoundTo for f64 {
+    fn round_to(self, decimals: i32) -> f64 {
+        let f = 10f64.powi(decimals);
+        let r = (self * f).round() / f;
+        if r.is_finite() {
+            r
+        } else {
+            self
+        }
     }
 }
 
@@ -208,6 +247,19 @@ mod tests {
         let blocks = plan_reads(&pts, 125, 0);
         let got: Vec<_> = blocks[0].decode(&pts, &[0x4366, 0, 0x4366]).collect();
         assert_eq!(got, [(0, 230.0)]);
+    }
+
+    #[test]
+    fn values_are_rounded_to_the_points_resolution() {
+        let mut p = point(Input, 0, F32);
+        assert_eq!(p.scale_raw(RawValue::F32(230.1)), Some(230.1));
+        p.scale = 0.1;
+        assert_eq!(p.scale_raw(RawValue::F32(2301.0)), Some(230.1));
+        let mut q = point(Holding, 0, U32);
+        q.scale = 0.01;
+        assert_eq!(q.scale_raw(RawValue::U32(1234567)), Some(12345.67));
+        q.scale = 0.1;
+        assert_eq!(q.scale_raw(RawValue::U32(2301)), Some(230.1));
     }
 
     #[test]

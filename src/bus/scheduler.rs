@@ -1,0 +1,299 @@
+//! The poll scheduler of one bus: pure logic, time passed in.
+//!
+//! Every (meter, point group) has a due time; the bus task asks for the next due job, runs it
+//! and reports the outcome. A meter is polled by one job at a time. After `offline_after`
+//! consecutive failures a meter is offline: its regular polls are skipped and it is probed once
+//! per back-off period (doubling up to `backoff_max`), so a dead meter costs at most one timeout
+//! per period and never stalls the bus. Missed slots are skipped, not caught up in a burst.
+
+use std::{
+    cmp::Reverse,
+    collections::BinaryHeap,
+    time::{Duration, Instant},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub offline_after: u32,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Job {
+    pub meter: usize,
+    pub group: usize,
+    pub due: Instant,
+    /// The meter is offline and this is its probe: no retries, stop at the first failure.
+    pub probe: bool,
+}
+
+/// How a poll went, as far as availability is concerned. An exception reply is an answer:
+/// the meter is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Answered,
+    NoAnswer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Online,
+    Offline,
+}
+
+#[derive(Debug, Clone)]
+struct Health {
+    busy: bool,
+    failures: u32,
+    online: Option<bool>,
+    probe_at: Option<Instant>,
+    backoff: Duration,
+    /// Jobs that came due while the meter was busy.
+    waiting: Vec<(Instant, usize)>,
+}
+
+#[derive(Debug)]
+pub struct Scheduler {
+    queue: BinaryHeap<Reverse<(Instant, usize, usize)>>,
+    intervals: Vec<Vec<Duration>>,
+    health: Vec<Health>,
+    policy: Policy,
+    skipped: u64,
+}
+
+impl Scheduler {
+    /// `intervals[meter][group]`; every group is first due at `now`.
+    pub fn new(intervals: Vec<Vec<Duration>>, policy: Policy, now: Instant) -> Scheduler {
+        let mut queue = BinaryHeap::new();
+        for (m, groups) in intervals.iter().enumerate() {
+            for g in 0..groups.len() {
+                queue.push(Reverse((now, m, g)));
+            }
+        }
+        let health = intervals
+            .iter()
+            .map(|_| Health {
+                busy: false,
+                failures: 0,
+                online: None,
+                probe_at: None,
+                backoff: policy.backoff,
+                waiting: Vec::new(),
+            })
+            .collect();
+        Scheduler {
+            queue,
+            intervals,
+            health,
+            policy,
+            skipped: 0,
+        }
+    }
+
+    /// When the earliest queued job is due.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    /// Polls skipped because their meter was offline.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    pub fn is_online(&self, meter: usize) -> Option<bool> {
+        self.health[meter].online
+    }
+
+    /// The next job due at `now`, if any.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Job> {
+        while let Some(&Reverse((due, m, g))) = self.queue.peek() {
+            if due > now {
+                return None;
+            }
+            self.queue.pop();
+            let h = &mut self.health[m];
+            if h.busy {
+                h.waiting.push((due, g));
+                continue;
+            }
+            let probe = h.online == Some(false);
+            if probe && h.probe_at.is_some_and(|t| t > now) {
+                self.skipped += 1;
+                let next = next_slot(due, self.intervals[m][g], now);
+                self.queue.push(Reverse((next, m, g)));
+                continue;
+            }
+            h.busy = true;
+            return Some(Job {
+                meter: m,
+                group: g,
+                due,
+                probe,
+            });
+        }
+        None
+    }
+
+    /// Report a job's outcome; returns the meter's availability change, if any.
+    pub fn complete(&mut self, job: Job, outcome: Outcome, now: Instant) -> Option<Transition> {
+        let interval = self.intervals[job.meter][job.group];
+        self.queue
+            .push(Reverse((next_slot(job.due, interval, now), job.meter, job.group)));
+        let policy = self.policy;
+        let h = &mut self.health[job.meter];
+        h.busy = false;
+        for (due, g) in h.waiting.drain(..) {
+            self.queue.push(Reverse((due, job.meter, g)));
+        }
+        match outcome {
+            Outcome::Answered => {
+                h.failures = 0;
+                h.probe_at = None;
+                h.backoff = policy.backoff;
+                if h.online != Some(true) {
+                    h.online = Some(true);
+                    return Some(Transition::Online);
+                }
+                None
+            }
+            Outcome::NoAnswer => {
+                h.failures = h.failures.saturating_add(1);
+                let went_offline = h.online != Some(false) && h.failures >= policy.offline_after;
+                if h.online == Some(false) || went_offline {
+                    h.probe_at = Some(now + h.backoff);
+                    h.backoff = (h.backoff * 2).min(policy.backoff_max);
+                }
+                if went_offline {
+                    h.online = Some(false);
+                    return Some(Transition::Offline);
+                }
+                None
+            }
+        }
+    }
+}
+
+/// The first slot after `due` (in steps of `interval`) that is later than `now`.
+fn next_slot(due: Instant, interval: Duration, now: Instant) -> Instant {
+    let next = due + interval;
+    if next > now {
+        return next;
+    }
+    let behind = now.duration_since(due).as_nanos() / interval.as_nanos().max(1);
+    due + interval * (behind as u32 + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn policy() -> Policy {
+        Policy {
+            offline_after: 3,
+            backoff: 10 * S,
+            backoff_max: 40 * S,
+        }
+    }
+
+    /// Runs a virtual bus for `secs` seconds in 100 ms steps; `answers(meter, t)` says whether
+    /// the meter answers at virtual second `t`. Returns polls per meter and transitions.
+    fn simulate(
+        intervals: Vec<Vec<Duration>>,
+        secs: u64,
+        answers: impl Fn(usize, f64) -> bool,
+    ) -> (Vec<u32>, Vec<(f64, usize, Transition)>, Vec<Vec<f64>>) {
+        let t0 = Instant::now();
+        let n = intervals.len();
+        let mut s = Scheduler::new(intervals, policy(), t0);
+        let mut polls = vec![0; n];
+        let mut times = vec![Vec::new(); n];
+        let mut transitions = Vec::new();
+        for step in 0..secs * 10 {
+            let now = t0 + Duration::from_millis(step * 100);
+            let t = step as f64 / 10.0;
+            while let Some(job) = s.pop_due(now) {
+                polls[job.meter] += 1;
+                times[job.meter].push(t);
+                let outcome = if answers(job.meter, t) {
+                    Outcome::Answered
+                } else {
+                    Outcome::NoAnswer
+                };
+                if let Some(tr) = s.complete(job, outcome, now) {
+                    transitions.push((t, job.meter, tr));
+                }
+            }
+        }
+        (polls, transitions, times)
+    }
+
+    #[test]
+    fn every_group_is_polled_on_its_own_interval() {
+        let (polls, _, _) = simulate(vec![vec![S, 10 * S]], 60, |_, _| true);
+        assert_eq!(polls[0], 60 + 6);
+    }
+
+    #[test]
+    fn a_meter_that_stops_answering_goes_offline_after_three_failed_polls() {
+        let (_, tr, _) = simulate(vec![vec![S], vec![S]], 20, |m, t| m == 0 || t < 5.0);
+        assert_eq!(
+            tr,
+            [
+                (0.0, 0, Transition::Online),
+                (0.0, 1, Transition::Online),
+                (7.0, 1, Transition::Offline)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_offline_meter_is_probed_at_most_once_per_backoff_period_doubling() {
+        let (_, _, times) = simulate(vec![vec![S]], 120, |_, _| false);
+        // Three failures at 0, 1, 2 s; then probes after 10, 20, 40, 40 s.
+        assert_eq!(times[0], [0.0, 1.0, 2.0, 12.0, 32.0, 72.0, 112.0]);
+    }
+
+    #[test]
+    fn other_meters_keep_their_rate_while_one_is_silent() {
+        let (polls, _, _) = simulate(vec![vec![S], vec![S], vec![S]], 60, |m, _| m != 1);
+        assert_eq!(polls[0], 60);
+        assert_eq!(polls[2], 60);
+        assert!(polls[1] <= 8, "{}", polls[1]);
+    }
+
+    #[test]
+    fn a_meter_that_answers_again_comes_back_online_at_its_next_probe() {
+        let (_, tr, _) = simulate(vec![vec![S]], 60, |_, t| !(3.0..20.0).contains(&t));
+        assert_eq!(
+            tr,
+            [
+                (0.0, 0, Transition::Online),
+                (5.0, 0, Transition::Offline),
+                (35.0, 0, Transition::Online)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_meter_is_never_polled_twice_at_once() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(vec![vec![S, S]], policy(), t0);
+        let first = s.pop_due(t0).unwrap();
+        assert_eq!(s.pop_due(t0), None);
+        s.complete(first, Outcome::Answered, t0);
+        let second = s.pop_due(t0).unwrap();
+        assert_ne!(first.group, second.group);
+    }
+
+    #[test]
+    fn missed_slots_are_skipped_not_caught_up_in_a_burst() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(vec![vec![S]], policy(), t0);
+        let job = s.pop_due(t0).unwrap();
+        s.complete(job, Outcome::Answered, t0 + Duration::from_millis(5500));
+        assert_eq!(s.next_wakeup(), Some(t0 + 6 * S));
+    }
+}

@@ -1,0 +1,675 @@
+//! Commands: run, validate, configfile, profiles, read, scan, simulate, demo.
+
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use meterd::{
+    bus::modbus::{open_serial, poll_group, ModbusLink},
+    config::{self, raw::BusProtocol, raw::Parity, Link, ProfileSet, SerialConfig},
+    protocols::{modbus::RegisterKind, profile::Profile, quantity},
+    sim::{self, Fault, Simulator},
+    state::LiveState,
+};
+use tokio::sync::watch;
+
+/// Exit code for a bad config (sysexits EX_CONFIG); systemd's RestartPreventExitStatus.
+const EXIT_CONFIG: i32 = 78;
+
+#[derive(Parser)]
+#[command(name = "meterd", version, about = "Smart-meter data acquisition: Modbus meters to MQTT and InfluxDB")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run(ConfigArg),
+    /// Check a config without touching hardware; prints every problem.
+    Validate(ConfigArg),
+    /// Print a complete, commented example config.
+    Configfile,
+    /// List meter profiles, or print one.
+    Profiles {
+        name: Option<String>,
+        /// Also list the user profiles in this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Read one meter once and print every quantity.
+    Read(ReadArgs),
+    /// Find Modbus meters on a bus by probing unit ids.
+    Scan(ScanArgs),
+    /// Run simulated meters.
+    Simulate(SimArgs),
+    /// Simulated meters and the whole pipeline on loopback: a first look at meterd.
+    Demo,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    #[arg(short, long, default_value = "/etc/meterd/meterd.toml")]
+    config: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct BusArgs {
+    /// modbus-tcp, modbus-rtu or modbus-rtu-over-tcp.
+    #[arg(long)]
+    protocol: Option<String>,
+    /// HOST:PORT of a Modbus TCP device or serial server.
+    #[arg(long)]
+    addr: Option<String>,
+    /// Serial device of an RS-485 adapter.
+    #[arg(long)]
+    serial: Option<PathBuf>,
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
+    /// none, even or odd.
+    #[arg(long, default_value = "none")]
+    parity: String,
+    #[arg(long, default_value_t = 8)]
+    data_bits: u8,
+    #[arg(long, default_value_t = 1)]
+    stop_bits: u8,
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Args)]
+struct ReadArgs {
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Meter id in the config.
+    #[arg(long)]
+    meter: Option<String>,
+    #[command(flatten)]
+    bus: BusArgs,
+    #[arg(long)]
+    unit: Option<u8>,
+    #[arg(long)]
+    profile: Option<String>,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ScanArgs {
+    #[command(flatten)]
+    bus: BusArgs,
+    /// Unit ids to try, e.g. 1-247 or 1-10.
+    #[arg(long, default_value = "1-247")]
+    units: String,
+    /// Probe with this profile's first point instead of holding register 0.
+    #[arg(long)]
+    profile: Option<String>,
+    /// holding or input.
+    #[arg(long, default_value = "holding")]
+    register: String,
+    #[arg(long, default_value_t = 0)]
+    address: u16,
+}
+
+#[derive(Args)]
+struct SimArgs {
+    /// Serve Modbus TCP on this address (e.g. 127.0.0.1:5020).
+    #[arg(long)]
+    tcp: Option<String>,
+    /// Serve Modbus RTU on a new pty; prints the path for the master.
+    #[arg(long)]
+    pty: bool,
+    /// Serve Modbus RTU on this serial device.
+    #[arg(long)]
+    serial: Option<PathBuf>,
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
+    /// Profile of the meters made by --count.
+    #[arg(long, default_value = "eastron-sdm630")]
+    profile: String,
+    /// Number of meters, at unit ids from --first-unit on.
+    #[arg(long, default_value_t = 1)]
+    count: u16,
+    #[arg(long, default_value_t = 1)]
+    first_unit: u8,
+    /// A meter as UNIT=PROFILE (repeatable; replaces --count).
+    #[arg(long = "meter")]
+    meters: Vec<String>,
+    /// A fault as UNIT=FAULT: silent, exception[:CODE], garbage, bad-crc, slow:DURATION.
+    #[arg(long = "fault")]
+    faults: Vec<String>,
+    /// Hold values fixed.
+    #[arg(long)]
+    frozen: bool,
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meterd: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("meterd: {e:#}");
+            1
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Run(c) => run(&c.config).await,
+        Command::Validate(c) => Ok(validate(&c.config)),
+        Command::Configfile => {
+            print!("{}", config::TEMPLATE);
+            Ok(0)
+        }
+        Command::Profiles { name, dir } => profiles(name.as_deref(), dir.as_deref()),
+        Command::Read(a) => read(a).await,
+        Command::Scan(a) => scan(a).await,
+        Command::Simulate(a) => simulate(a).await,
+        Command::Demo => demo().await,
+    }
+}
+
+fn validate(path: &Path) -> i32 {
+    match config::load(path) {
+        Ok(c) => {
+            let meters: usize = c.buses.iter().map(|b| b.meters.len()).sum();
+            println!("{}: ok ({} buses, {meters} meters)", path.display(), c.buses.len());
+            0
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                println!("{e}");
+            }
+            EXIT_CONFIG
+        }
+    }
+}
+
+/// A watch that turns true on SIGTERM or Ctrl-C.
+fn stop_signal() -> anyhow::Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = tx.send(true);
+        // Keep the sender alive so receivers do not see a closed channel.
+        std::future::pending::<()>().await;
+    });
+    Ok(rx)
+}
+
+async fn run(path: &Path) -> anyhow::Result<i32> {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    let stop = stop_signal()?;
+    meterd::daemon::run(config, Arc::new(LiveState::default()), stop).await?;
+    Ok(0)
+}
+
+fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<i32> {
+    let set = match dir {
+        Some(d) => {
+            let (set, problems) = ProfileSet::with_dir(d);
+            for p in problems {
+                eprintln!("{p}");
+            }
+            set
+        }
+        None => ProfileSet::builtin(),
+    };
+    match name {
+        None => {
+            println!("{:<22} {:<18} {:<28} {:>6}  origin", "name", "manufacturer", "model", "points");
+            for p in set.profiles.values() {
+                println!(
+                    "{:<22} {:<18} {:<28} {:>6}  {}",
+                    p.name,
+                    p.manufacturer,
+                    p.model,
+                    p.points().count(),
+                    p.origin
+                );
+            }
+        }
+        Some(n) => {
+            let p = set.get(n).ok_or_else(|| anyhow!("no profile {n:?}; `meterd profiles` lists them"))?;
+            println!("# {} {} — {}", p.manufacturer, p.model, p.document);
+            println!("# origin: {}", p.origin);
+            for g in &p.groups {
+                println!("\n[{}] every {}", g.name, humantime::format_duration(g.interval));
+                for pt in &g.points {
+                    println!(
+                        "  {:<32} {:<7} 0x{:04X} {:>4} {:?} scale {} {}",
+                        pt.quantity,
+                        format!("{:?}", pt.kind).to_lowercase(),
+                        pt.address,
+                        format!("{:?}", pt.ty).to_lowercase(),
+                        pt.order,
+                        pt.scale,
+                        quantity::unit_of(&pt.quantity).unwrap_or("")
+                    );
+                }
+                let blocks = g.plan(125, 16);
+                println!("  ({} points in {} read requests)", g.points.len(), blocks.len());
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn parse_protocol(s: Option<&str>, serial: bool) -> anyhow::Result<BusProtocol> {
+    Ok(match s {
+        None if serial => BusProtocol::ModbusRtu,
+        None => BusProtocol::ModbusTcp,
+        Some("modbus-tcp") => BusProtocol::ModbusTcp,
+        Some("modbus-rtu") => BusProtocol::ModbusRtu,
+        Some("modbus-rtu-over-tcp") => BusProtocol::ModbusRtuOverTcp,
+        Some(other) => bail!("protocol {other:?}: use modbus-tcp, modbus-rtu or modbus-rtu-over-tcp"),
+    })
+}
+
+fn link_from(b: &BusArgs) -> anyhow::Result<(BusProtocol, Link, Duration)> {
+    let protocol = parse_protocol(b.protocol.as_deref(), b.serial.is_some())?;
+    let link = match (&b.addr, &b.serial) {
+        (Some(a), None) => Link::Tcp(a.clone()),
+        (None, Some(dev)) => Link::Serial(SerialConfig {
+            device: dev.clone(),
+            baud: b.baud,
+            parity: match b.parity.as_str() {
+                "none" => Parity::None,
+                "even" => Parity::Even,
+                "odd" => Parity::Odd,
+                p => bail!("parity {p:?}: use none, even or odd"),
+            },
+            data_bits: b.data_bits,
+            stop_bits: b.stop_bits,
+        }),
+        _ => bail!("give --addr HOST:PORT or --serial DEVICE"),
+    };
+    Ok((protocol, link, b.timeout))
+}
+
+fn frame_gap(link: &Link) -> Duration {
+    match link {
+        Link::Serial(s) => s.rtu_frame_gap(),
+        Link::Tcp(_) => Duration::ZERO,
+    }
+}
+
+async fn read(a: ReadArgs) -> anyhow::Result<i32> {
+    let (mut link, unit, profile, retries, gap, max_regs, max_gap, meter_id) = match (&a.config, &a.meter) {
+        (Some(path), Some(id)) => {
+            let cfg = match config::load(path) {
+                Ok(c) => c,
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("{e}");
+                    }
+                    return Ok(EXIT_CONFIG);
+                }
+            };
+            let (bus, m) = cfg.meter(id).ok_or_else(|| anyhow!("no meter {id:?} in {}", path.display()))?;
+            (
+                ModbusLink::new(bus.protocol, bus.link.clone(), bus.timeout),
+                m.unit,
+                m.profile.clone(),
+                bus.retries,
+                bus.frame_gap,
+                bus.max_registers,
+                bus.max_gap,
+                id.clone(),
+            )
+        }
+        (None, None) => {
+            let (protocol, l, timeout) = link_from(&a.bus)?;
+            let name = a.profile.as_deref().ok_or_else(|| anyhow!("give --profile NAME (see `meterd profiles`)"))?;
+            let profile = ProfileSet::builtin()
+                .get(name)
+                .cloned()
+                .ok_or_else(|| anyhow!("no profile {name:?}"))?;
+            let gap = frame_gap(&l);
+            (
+                ModbusLink::new(protocol, l, timeout),
+                a.unit.unwrap_or(1),
+                profile,
+                1,
+                gap,
+                125,
+                16,
+                format!("unit-{}", a.unit.unwrap_or(1)),
+            )
+        }
+        _ => bail!("give -c FILE --meter ID, or --addr/--serial with --unit and --profile"),
+    };
+    let mut values = Vec::new();
+    let mut errors = Vec::new();
+    let mut requests = 0;
+    for (gi, g) in profile.groups.iter().enumerate() {
+        let blocks = g.plan(max_regs, max_gap);
+        let r = poll_group(&mut link, unit, &profile, gi, &blocks, retries, gap).await;
+        requests += r.requests;
+        values.extend(r.values);
+        errors.extend(r.errors.into_iter().map(|e| format!("{}: {e}", g.name)));
+    }
+    if a.json {
+        let v: serde_json::Map<String, serde_json::Value> = values
+            .iter()
+            .filter_map(|(q, v)| Some((q.to_string(), serde_json::Number::from_f64(*v)?.into())))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"meter": meter_id, "unit": unit, "profile": profile.name, "requests": requests, "values": v, "errors": errors})
+        );
+    } else {
+        println!("meter {meter_id} (unit {unit}, {}), {requests} requests", profile.name);
+        for (q, v) in &values {
+            println!("  {q:<32} {v:>14} {}", quantity::unit_of(q).unwrap_or(""));
+        }
+        for e in &errors {
+            println!("  error: {e}");
+        }
+    }
+    Ok(if values.is_empty() { 1 } else { 0 })
+}
+
+fn parse_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u8>> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let a: u8 = a.trim().parse().with_context(|| format!("bad unit range {s:?}"))?;
+    let b: u8 = b.trim().parse().with_context(|| format!("bad unit range {s:?}"))?;
+    if a > b {
+        bail!("bad unit range {s:?}");
+    }
+    Ok(a..=b)
+}
+
+async fn scan(a: ScanArgs) -> anyhow::Result<i32> {
+    let (protocol, l, timeout) = link_from(&a.bus)?;
+    let gap = frame_gap(&l);
+    let mut link = ModbusLink::new(protocol, l, timeout);
+    let (kind, address, count) = match &a.profile {
+        Some(name) => {
+            let p: Arc<Profile> = ProfileSet::builtin()
+                .get(name)
+                .cloned()
+                .ok_or_else(|| anyhow!("no profile {name:?}"))?;
+            let pt = p.points().next().ok_or_else(|| anyhow!("profile {name} has no points"))?;
+            (pt.kind, pt.address, pt.ty.words())
+        }
+        None => (
+            match a.register.as_str() {
+                "holding" => RegisterKind::Holding,
+                "input" => RegisterKind::Input,
+                r => bail!("register {r:?}: use holding or input"),
+            },
+            a.address,
+            1,
+        ),
+    };
+    let units = parse_range(&a.units)?;
+    let bar = indicatif::ProgressBar::new(units.clone().count() as u64);
+    if std::io::stderr().is_terminal() {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} unit ids, {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut found = 0;
+    for unit in units {
+        let r = link.read(unit, kind, address, count).await;
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
+        let line = match r {
+            Ok(words) => Some(format!("unit {unit:>3}: answers ({kind:?} {address}: {words:04X?})")),
+            Err(meterd::bus::PollError::Exception { code }) => {
+                Some(format!("unit {unit:>3}: answers with exception {code} (present, register not served)"))
+            }
+            Err(_) => None,
+        };
+        if let Some(line) = line {
+            found += 1;
+            bar.suspend(|| println!("{line}"));
+        }
+        bar.set_message(format!("{found} found"));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!("{found} meter(s) answered");
+    Ok(0)
+}
+
+fn build_sim(a: &SimArgs) -> anyhow::Result<Arc<Simulator>> {
+    let set = ProfileSet::builtin();
+    let sim = Simulator::new();
+    let profile = |n: &str| set.get(n).cloned().ok_or_else(|| anyhow!("no profile {n:?}"));
+    if a.meters.is_empty() {
+        let p = profile(&a.profile)?;
+        for k in 0..a.count {
+            let unit = u8::try_from(u16::from(a.first_unit) + k).map_err(|_| anyhow!("unit ids run past 255"))?;
+            sim.add_meter(unit, p.clone(), a.frozen);
+        }
+    } else {
+        for m in &a.meters {
+            let (u, p) = m.split_once('=').ok_or_else(|| anyhow!("--meter {m:?}: use UNIT=PROFILE"))?;
+            sim.add_meter(u.parse().with_context(|| format!("--meter {m:?}"))?, profile(p)?, a.frozen);
+        }
+    }
+    for f in &a.faults {
+        let (u, fault) = f.split_once('=').ok_or_else(|| anyhow!("--fault {f:?}: use UNIT=FAULT"))?;
+        let fault: Fault = fault.parse().map_err(|e: String| anyhow!(e))?;
+        sim.set_fault(u.parse().with_context(|| format!("--fault {f:?}"))?, fault);
+    }
+    Ok(sim)
+}
+
+async fn simulate(a: SimArgs) -> anyhow::Result<i32> {
+    let sim = build_sim(&a)?;
+    let units = sim.units();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut keep = Vec::new();
+    if let Some(addr) = &a.tcp {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+        println!("modbus-tcp {} units {:?}", listener.local_addr()?, units);
+        tasks.spawn(sim.clone().serve_tcp(listener));
+    }
+    if a.pty {
+        let (master, other, path) = sim::pty_pair()?;
+        println!("modbus-rtu pty {path} units {units:?}");
+        keep.push(other);
+        tasks.spawn(sim.clone().serve_rtu(master));
+    }
+    if let Some(dev) = &a.serial {
+        let port = open_serial(&SerialConfig {
+            device: dev.clone(),
+            baud: a.baud,
+            parity: Parity::None,
+            data_bits: 8,
+            stop_bits: 1,
+        })?;
+        println!("modbus-rtu serial {} units {units:?}", dev.display());
+        tasks.spawn(sim.clone().serve_rtu(port));
+    }
+    if tasks.is_empty() {
+        bail!("give --tcp ADDR, --pty or --serial DEVICE");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let mut stop = stop_signal()?;
+    tokio::select! {
+        _ = stop.changed() => {}
+        _ = tasks.join_next() => {}
+    }
+    drop(keep);
+    Ok(0)
+}
+
+async fn demo() -> anyhow::Result<i32> {
+    let set = ProfileSet::builtin();
+    let sim = Simulator::new();
+    for (unit, p) in [(1, "eastron-sdm630"), (2, "chint-dtsu666"), (3, "abb-b23"), (4, "carlo-gavazzi-em24")] {
+        sim.add_meter(unit, set.get(p).cloned().ok_or_else(|| anyhow!("no profile {p}"))?, false);
+    }
+    let serial_sim = Simulator::new();
+    for (unit, p) in [(1, "eastron-sdm120"), (2, "chint-ddsu666")] {
+        serial_sim.add_meter(unit, set.get(p).cloned().ok_or_else(|| anyhow!("no profile {p}"))?, false);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let tcp_addr = listener.local_addr()?;
+    tokio::spawn(sim.clone().serve_tcp(listener));
+    let (master, _other_end, pty) = sim::pty_pair()?;
+    tokio::spawn(serial_sim.clone().serve_rtu(master));
+
+    let state_dir = std::env::temp_dir().join(format!("meterd-demo-{}", std::process::id()));
+    let broker_up = tokio::net::TcpStream::connect("127.0.0.1:1883").await.is_ok();
+    let text = format!(
+        r#"
+[gateway]
+id = "demo"
+state_dir = "{state}"
+
+[[bus]]
+name = "tcp-1"
+protocol = "modbus-tcp"
+tcp = "{tcp_addr}"
+concurrency = 2
+[[bus.meter]]
+id = "sdm630-1"
+unit = 1
+profile = "eastron-sdm630"
+intervals = {{ realtime = "2s", energy = "10s" }}
+[[bus.meter]]
+id = "dtsu666-2"
+unit = 2
+profile = "chint-dtsu666"
+intervals = {{ realtime = "2s", energy = "10s" }}
+[[bus.meter]]
+id = "abb-b23-3"
+unit = 3
+profile = "abb-b23"
+intervals = {{ realtime = "2s", energy = "10s" }}
+[[bus.meter]]
+id = "em24-4"
+unit = 4
+profile = "carlo-gavazzi-em24"
+intervals = {{ realtime = "2s", energy = "10s" }}
+
+[[bus]]
+name = "rs485-pty"
+protocol = "modbus-rtu"
+serial = {{ device = "{pty}", baud = 9600 }}
+timeout = "300ms"
+[[bus.meter]]
+id = "sdm120-1"
+unit = 1
+profile = "eastron-sdm120"
+intervals = {{ realtime = "2s", energy = "10s" }}
+[[bus.meter]]
+id = "ddsu666-2"
+unit = 2
+profile = "chint-ddsu666"
+intervals = {{ realtime = "2s", energy = "10s" }}
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+"#,
+        state = state_dir.display()
+    );
+    let cfg = config::load_str(&text, "demo.toml").map_err(|e| anyhow!("demo config: {e}"))?;
+    println!("meterd demo");
+    println!("  simulated Modbus TCP meters on {tcp_addr} (units 1-4)");
+    println!("  simulated Modbus RTU meters on pty {pty} (units 1-2, 9600 8N1)");
+    println!("  journal in {}", state_dir.display());
+    if broker_up {
+        println!("  publishing to mqtt://127.0.0.1:1883 — try: mosquitto_sub -v -t 'meterd/demo/#'");
+    } else {
+        println!("  no MQTT broker on 127.0.0.1:1883: readings are buffered and published when one appears");
+    }
+    println!("  Ctrl-C stops\n");
+    let live = Arc::new(LiveState::default());
+    let stop = stop_signal()?;
+    let mut show_stop = stop.clone();
+    let daemon = tokio::spawn(meterd::daemon::run(cfg, live.clone(), stop));
+    let mut tick = tokio::time::interval(Duration::from_secs(3));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => print_live(&live),
+            _ = show_stop.changed() => break,
+        }
+    }
+    daemon.await??;
+    let _ = std::fs::remove_dir_all(&state_dir);
+    Ok(0)
+}
+
+fn print_live(live: &LiveState) {
+    let snap = live.snapshot();
+    if snap.is_empty() {
+        return;
+    }
+    println!("{:<12} {:<10} {:<8} {:>9} {:>9} {:>12} {:>14}", "meter", "bus", "state", "V L1", "A L1", "W", "kWh import");
+    for (id, s) in &snap {
+        let get = |q: &str| {
+            s.last_reading
+                .as_ref()
+                .and_then(|r| r.values.iter().find(|(k, _)| &**k == q).map(|(_, v)| format!("{v:.2}")))
+                .unwrap_or_else(|| "-".into())
+        };
+        let state = match s.online {
+            Some(true) => "online",
+            Some(false) => "OFFLINE",
+            None => "…",
+        };
+        println!(
+            "{:<12} {:<10} {:<8} {:>9} {:>9} {:>12} {:>14}",
+            id,
+            s.bus,
+            state,
+            get("voltage_l1_v"),
+            get("current_l1_a"),
+            get("power_w"),
+            get("energy_import_kwh")
+        );
+    }
+    println!();
+}

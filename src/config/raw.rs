@@ -1,0 +1,192 @@
+//! Stage one: the TOML file as strict structs. Unknown keys are errors, durations and sizes are
+//! human-readable. Nothing here checks meaning; `validate.rs` does.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub id: String,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BusProtocol {
+    ModbusRtu,
+    ModbusTcp,
+    ModbusRtuOverTcp,
+    #[serde(rename = "dlt645-2007")]
+    Dlt645_2007,
+    #[serde(rename = "dlt645-1997")]
+    Dlt645_1997,
+}
+
+impl BusProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BusProtocol::ModbusRtu => "modbus-rtu",
+            BusProtocol::ModbusTcp => "modbus-tcp",
+            BusProtocol::ModbusRtuOverTcp => "modbus-rtu-over-tcp",
+            BusProtocol::Dlt645_2007 => "dlt645-2007",
+            BusProtocol::Dlt645_1997 => "dlt645-1997",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSerial {
+    pub device: PathBuf,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    #[serde(default)]
+    pub parity: Parity,
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBus {
+    pub name: String,
+    pub protocol: BusProtocol,
+    pub serial: Option<RawSerial>,
+    pub tcp: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    /// Meters polled at once (TCP buses only).
+    pub concurrency: Option<usize>,
+    /// Silence between frames on a serial line; default 3.5 character times (at least 1.75 ms).
+    #[serde(default, with = "humantime_serde")]
+    pub frame_gap: Option<Duration>,
+    /// Unused registers a read may span to join two points.
+    pub max_gap: Option<u16>,
+    /// Registers per read request, at most 125.
+    pub max_registers: Option<u16>,
+    /// Consecutive failed polls before a meter is reported offline.
+    pub offline_after: Option<u32>,
+    /// First and longest wait between probes of an offline meter.
+    #[serde(default, with = "humantime_serde")]
+    pub backoff: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub backoff_max: Option<Duration>,
+    #[serde(default)]
+    pub meter: Vec<RawMeter>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMeter {
+    pub id: String,
+    pub unit: Option<u8>,
+    pub address: Option<String>,
+    pub profile: String,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    #[serde(default)]
+    pub intervals: BTreeMap<String, HumanDuration>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct HumanDuration(#[serde(with = "humantime_serde")] pub Duration);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    pub url: String,
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    pub keep_alive: Option<Duration>,
+    /// Publishes awaiting PUBACK at once.
+    pub inflight: Option<u16>,
+}
+
+fn default_prefix() -> String {
+    "meterd".into()
+}
+fn default_qos() -> u8 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InfluxApi {
+    V1,
+    #[default]
+    V2,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInflux {
+    pub url: String,
+    #[serde(default)]
+    pub api: InfluxApi,
+    pub org: Option<String>,
+    pub bucket: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub token_env: Option<String>,
+    pub database: Option<String>,
+    pub retention_policy: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub batch_size: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub batch_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawJournal {
+    pub max_size: Option<ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    pub fsync: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<SocketAddr>,
+}

@@ -1,0 +1,144 @@
+//! `meterd run`: wires buses, the log and the sinks, and stops them in order.
+
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
+
+use tokio::{sync::watch, task::JoinSet};
+use tracing::{error, info, warn};
+
+use crate::{
+    bus,
+    config::Config,
+    log::Log,
+    sinks::{self, influx::InfluxStats},
+    state::LiveState,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Rough size of one buffered reading, to turn `journal.max_size` into a record count.
+const BYTES_PER_READING: u64 = 512;
+
+const SEQ_FILE: &str = "seq.json";
+
+fn load_seqs(dir: &Path) -> HashMap<String, u64> {
+    let path = dir.join(SEQ_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+            warn!(path = %path.display(), error = %e, "unreadable seq file; seq restarts at 1");
+            HashMap::new()
+        }),
+        Err(_) => HashMap::new(),
+    }
+}
+
+/// Write atomically: a crash leaves the old file or the new one, never half of one.
+fn save_seqs(dir: &Path, seqs: &HashMap<String, u64>) {
+    let tmp = dir.join(format!("{SEQ_FILE}.tmp"));
+    let result = serde_json::to_vec(seqs)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, dir.join(SEQ_FILE)));
+    if let Err(e) = result {
+        error!(error = %e, dir = %dir.display(), "cannot save meter seq numbers");
+    }
+}
+
+/// Run until `stop` turns true: stop polling, let the sinks flush for a few seconds, publish
+/// the gateway offline, return.
+pub async fn run(
+    config: Config,
+    live: Arc<LiveState>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| DaemonError::StateDir {
+        path: config.state_dir.display().to_string(),
+        source,
+    })?;
+    let capacity = (config.journal.max_size / BYTES_PER_READING).max(1000) as usize;
+    let log = Arc::new(Log::new(capacity));
+    log.restore_seqs(load_seqs(&config.state_dir));
+
+    let (bus_stop_tx, bus_stop) = watch::channel(false);
+    let (sink_stop_tx, sink_stop) = watch::channel(false);
+    let mut buses = JoinSet::new();
+    let mut sinks = JoinSet::new();
+    let influx_stats = Arc::new(InfluxStats::default());
+
+    if let Some(mqtt) = config.mqtt.clone() {
+        let cursor = log.cursor("mqtt");
+        sinks.spawn(sinks::mqtt::run(
+            mqtt,
+            config.gateway_id.clone(),
+            log.clone(),
+            cursor,
+            live.clone(),
+            sink_stop.clone(),
+        ));
+    }
+    if let Some(influx) = config.influx.clone() {
+        let cursor = log.cursor("influxdb");
+        sinks.spawn(sinks::influx::run(
+            influx,
+            config.gateway_id.clone(),
+            log.clone(),
+            cursor,
+            influx_stats.clone(),
+            sink_stop.clone(),
+        ));
+    }
+    if config.mqtt.is_none() && config.influx.is_none() {
+        warn!("no [mqtt] and no [influxdb] section: readings are polled but go nowhere");
+        // Without a sink nothing acknowledges: keep the buffer from filling with a null sink.
+        let cursor = log.cursor("none");
+        let log = log.clone();
+        let mut stop = sink_stop.clone();
+        sinks.spawn(async move {
+            loop {
+                log.ack(cursor, log.end());
+                tokio::select! {
+                    _ = log.wait_beyond(log.end()) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+    }
+    for b in config.buses.clone() {
+        buses.spawn(bus::run_bus(b, log.clone(), live.clone(), bus_stop.clone()));
+    }
+    info!(
+        gateway = %config.gateway_id,
+        buses = config.buses.len(),
+        meters = config.buses.iter().map(|b| b.meters.len()).sum::<usize>(),
+        "meterd running"
+    );
+
+    let mut save = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = save.tick() => save_seqs(&config.state_dir, &log.seqs()),
+            r = stop.changed() => {
+                if r.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    info!("stopping: polling ends, sinks flush");
+    let _ = bus_stop_tx.send(true);
+    while buses.join_next().await.is_some() {}
+    save_seqs(&config.state_dir, &log.seqs());
+    let _ = sink_stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(6), async {
+        while sinks.join_next().await.is_some() {}
+    })
+    .await;
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! Simulated meters for `meterd simulate`, `meterd demo`, tests and benches.
+//!
+//! Meters answer as unit ids on a Modbus TCP port or on a serial line (a pty the simulator
+//! creates, or a device). Faults can be set per unit at any time: silence, exception replies,
+//! garbage bytes, a corrupted CRC, slow replies.
+
+pub mod model;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
+};
+
+use meterd_protocols::{
+    modbus::{
+        slave::{self, exception, Request, RtuScan},
+        RegisterKind,
+    },
+    profile::Profile,
+};
+use rand::Rng;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
+};
+
+pub use model::MeterModel;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    #[default]
+    None,
+    /// No reply at all.
+    Silent,
+    /// An exception reply with this code.
+    Exception(u8),
+    /// Random bytes instead of a reply.
+    Garbage,
+    /// A reply whose CRC is wrong (on TCP, which has no CRC: a malformed header).
+    BadCrc,
+    /// The right reply, after this delay.
+    Slow(Duration),
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Fault, String> {
+        Ok(match s {
+            "none" => Fault::None,
+            "silent" => Fault::Silent,
+            "garbage" => Fault::Garbage,
+            "bad-crc" => Fault::BadCrc,
+            _ => {
+                if let Some(code) = s.strip_prefix("exception") {
+                    let code = code.trim_start_matches([':', '=']);
+                    Fault::Exception(if code.is_empty() { 2 } else { code.parse().map_err(|_| format!("bad exception code in {s:?}"))? })
+                } else if let Some(d) = s.strip_prefix("slow:").or_else(|| s.strip_prefix("slow=")) {
+                    Fault::Slow(humantime::parse_duration(d).map_err(|e| format!("{s:?}: {e}"))?)
+                } else {
+                    return Err(format!("unknown fault {s:?}: use none, silent, exception[:CODE], garbage, bad-crc or slow:DURATION"));
+                }
+            }
+        })
+    }
+}
+
+/// What to put on the wire for a request.
+#[derive(Debug, PartialEq)]
+enum Reply {
+    Nothing,
+    Pdu(Vec<u8>),
+    Garbage(Vec<u8>),
+    BadCrc(Vec<u8>),
+}
+
+#[derive(Debug, Default)]
+pub struct Simulator {
+    meters: Mutex<BTreeMap<u8, MeterModel>>,
+    faults: Mutex<HashMap<u8, Fault>>,
+    /// Requests received (any unit).
+    pub requests: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Simulator {
+    pub fn new() -> Arc<Simulator> {
+        Arc::new(Simulator::default())
+    }
+
+    /// Add a meter at `unit`. Frozen meters keep fixed values, for exact comparisons.
+    pub fn add_meter(&self, unit: u8, profile: Arc<Profile>, frozen: bool) {
+        lock(&self.meters).insert(unit, MeterModel::new(profile, u64::from(unit) * 7919, frozen));
+    }
+
+    pub fn set_fault(&self, unit: u8, fault: Fault) {
+        lock(&self.faults).insert(unit, fault);
+    }
+
+    pub fn units(&self) -> Vec<u8> {
+        lock(&self.meters).keys().copied().collect()
+    }
+
+    /// The values meter `unit` would report now.
+    pub fn values(&self, unit: u8) -> Option<HashMap<&'static str, f64>> {
+        lock(&self.meters).get_mut(&unit).map(|m| m.values(Instant::now()))
+    }
+
+    fn fault(&self, unit: u8) -> Fault {
+        lock(&self.faults).get(&unit).copied().unwrap_or_default()
+    }
+
+    /// The reply to `pdu` for `unit`, and how long to wait before sending it.
+    fn handle(&self, unit: u8, pdu: &[u8]) -> (Reply, Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut meters = lock(&self.meters);
+        let Some(meter) = meters.get_mut(&unit) else {
+            return (Reply::Nothing, Duration::ZERO);
+        };
+        let function = pdu.first().copied().unwrap_or(0);
+        let answer = match slave::parse_pdu(pdu) {
+            Err(code) => slave::exception_response(function, code),
+            Ok(req) => match req {
+                Request::ReadHolding { start, count } | Request::ReadInput { start, count } => {
+                    let kind = if function == 3 { RegisterKind::Holding } else { RegisterKind::Input };
+                    match meter.registers(kind, start, count, Instant::now()) {
+                        Ok(words) => slave::read_response(function, &words),
+                        Err(code) => slave::exception_response(function, code),
+                    }
+                }
+                Request::WriteSingle { address, value } => {
+                    meter.write(address, &[value]);
+                    pdu[..5.min(pdu.len())].to_vec()
+                }
+                Request::WriteMultiple { start, values } => {
+                    meter.write(start, &values);
+                    pdu[..5.min(pdu.len())].to_vec()
+                }
+                Request::Unsupported { function } => {
+                    slave::exception_response(function, exception::ILLEGAL_FUNCTION)
+                }
+            },
+        };
+        drop(meters);
+        match self.fault(unit) {
+            Fault::None => (Reply::Pdu(answer), Duration::ZERO),
+            Fault::Silent => (Reply::Nothing, Duration::ZERO),
+            Fault::Exception(code) => (Reply::Pdu(slave::exception_response(function, code)), Duration::ZERO),
+            Fault::Garbage => {
+                let mut rng = rand::thread_rng();
+                let n = rng.gen_range(3..40);
+                (Reply::Garbage((0..n).map(|_| rng.gen()).collect()), Duration::ZERO)
+            }
+            Fault::BadCrc => (Reply::BadCrc(answer), Duration::ZERO),
+            Fault::Slow(d) => (Reply::Pdu(answer), d),
+        }
+    }
+
+    /// Serve Modbus TCP on `listener` until the task is dropped.
+    pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = sock.set_nodelay(true);
+            let sim = self.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::with_capacity(512);
+                let mut chunk = [0u8; 512];
+                loop {
+                    match slave::scan_tcp_request(&buf) {
+                        Err(()) => return,
+                        Ok(Some((tid, unit, pdu, len))) => {
+                            buf.drain(..len);
+                            let (reply, delay) = sim.handle(unit, &pdu);
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
+                            let bytes = match reply {
+                                Reply::Nothing => continue,
+                                Reply::Pdu(p) => slave::tcp_frame(tid, unit, &p),
+                                Reply::Garbage(g) => g,
+                                Reply::BadCrc(p) => {
+                                    let mut f = slave::tcp_frame(tid, unit, &p);
+                                    f[2] = 0xFF;
+                                    f
+                                }
+                            };
+                            if sock.write_all(&bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        },
+                    }
+                }
+            });
+        }
+    }
+
+    /// Serve Modbus RTU on a serial port or pty until it closes.
+    pub async fn serve_rtu<S: AsyncRead + AsyncWrite + Unpin>(self: Arc<Self>, mut port: S) {
+        let mut buf: Vec<u8> = Vec::with_capacity(512);
+        let mut chunk = [0u8; 512];
+        loop {
+            match slave::scan_rtu_request(&buf) {
+                RtuScan::Frame { unit, pdu, len } => {
+                    buf.drain(..len);
+                    let (reply, delay) = self.handle(unit, &pdu);
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let bytes = match reply {
+                        Reply::Nothing => continue,
+                        Reply::Pdu(p) => slave::rtu_frame(unit, &p),
+                        Reply::Garbage(g) => g,
+                        Reply::BadCrc(p) => {
+                            let mut f = slave::rtu_frame(unit, &p);
+                            if let Some(last) = f.last_mut() {
+                                *last ^= 0x5A;
+                            }
+                            f
+                        }
+                    };
+                    if port.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                RtuScan::Junk { skip } => {
+                    buf.drain(..skip.min(buf.len()));
+                }
+                RtuScan::Incomplete => {
+                    // A partial frame followed by silence is junk: resynchronise on the next.
+                    let read = tokio::time::timeout(Duration::from_millis(50), port.read(&mut chunk));
+                    match read.await {
+                        Err(_) => buf.clear(),
+                        Ok(Ok(0)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                        Ok(Err(e)) if e.raw_os_error() == Some(5) => {
+                            // EIO on a pty master: nobody has the other end open right now.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Ok(Err(_)) => return,
+                        Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A pseudo-terminal pair: serve on the first, hand the path of the second to a master.
+/// The second end is returned too and must be kept open: closing every handle on it makes
+/// the first end fail.
+pub fn pty_pair() -> std::io::Result<(tokio_serial::SerialStream, tokio_serial::SerialStream, String)> {
+    use tokio_serial::SerialPort;
+    let (master, mut other) = tokio_serial::SerialStream::pair().map_err(std::io::Error::from)?;
+    other.set_exclusive(false).map_err(std::io::Error::from)?;
+    let path = other
+        .name()
+        .ok_or_else(|| std::io::Error::other("pty has no name"))?;
+    Ok((master, other, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_parse_from_their_cli_names() {
+        for (s, f) in [
+            ("silent", Fault::Silent),
+            ("exception", Fault::Exception(2)),
+            ("exception:4", Fault::Exception(4)),
+            ("garbage", Fault::Garbage),
+            ("bad-crc", Fault::BadCrc),
+            ("slow:300ms", Fault::Slow(Duration::from_millis(300))),
+            ("none", Fault::None),
+        ] {
+            assert_eq!(s.parse::<Fault>(), Ok(f), "{s}");
+        }
+        assert!("loud".parse::<Fault>().is_err());
+    }
+}

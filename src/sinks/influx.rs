@@ -1,0 +1,250 @@
+//! The InfluxDB sink: line protocol in batches, v2 API through the influxdb2 crate
+//! (InfluxDB 2.x/3.x, VictoriaMetrics) or the v1 `/write` API over plain HTTP (InfluxDB 1.x,
+//! which the influxdb2 crate cannot talk to).
+//!
+//! A batch leaves the log only after a 2xx. 5xx, 429 and connection errors are retried with
+//! back-off; so are 401/403/404 (a wrong token or database is an operator's mistake, and
+//! dropping the data would make it a loss). A 400/422 means a bad point: InfluxDB wrote the
+//! good ones of the batch and names the bad one; it is logged, counted and skipped.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tokio::sync::watch;
+use tracing::{error, info, info_span, warn, Instrument};
+
+use super::Backoff;
+use crate::{
+    config::{InfluxAuth, InfluxConfig},
+    log::{CursorId, Log},
+};
+
+#[derive(Debug, Default)]
+pub struct InfluxStats {
+    pub written: AtomicU64,
+    pub rejected: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum WriteError {
+    /// Try again later.
+    Retry(String),
+    /// The server refused the data itself; do not send it again.
+    Rejected(String),
+}
+
+enum Writer {
+    V2 {
+        client: influxdb2::Client,
+        org: String,
+        bucket: String,
+    },
+    V1 {
+        http: reqwest::Client,
+        url: String,
+        query: Vec<(&'static str, String)>,
+    },
+}
+
+fn classify(status: u16, text: &str) -> WriteError {
+    let msg = format!("HTTP {status}: {}", text.trim());
+    match status {
+        400 | 422 => WriteError::Rejected(msg),
+        _ => WriteError::Retry(msg),
+    }
+}
+
+impl Writer {
+    fn new(cfg: &InfluxConfig) -> Result<Writer, String> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(match &cfg.auth {
+            InfluxAuth::V2 { org, bucket, token } => Writer::V2 {
+                client: influxdb2::ClientBuilder::with_builder(
+                    reqwest::Client::builder().timeout(cfg.timeout),
+                    &cfg.url,
+                    org,
+                    token,
+                )
+                .build()
+                .map_err(|e| e.to_string())?,
+                org: org.clone(),
+                bucket: bucket.clone(),
+            },
+            InfluxAuth::V1 {
+                database,
+                retention_policy,
+                username,
+                password,
+            } => {
+                let mut query = vec![("db", database.clone()), ("precision", "ms".to_string())];
+                if let Some(rp) = retention_policy {
+                    query.push(("rp", rp.clone()));
+                }
+                if let Some(u) = username {
+                    query.push(("u", u.clone()));
+                    query.push(("p", password.clone().unwrap_or_default()));
+                }
+                Writer::V1 {
+                    http,
+                    url: format!("{}/write", cfg.url),
+                    query,
+                }
+            }
+        })
+    }
+
+    async fn write(&self, body: String) -> Result<(), WriteError> {
+        match self {
+            Writer::V2 {
+                client,
+                org,
+                bucket,
+            } => client
+                .write_line_protocol_with_precision(
+                    org,
+                    bucket,
+                    body,
+                    influxdb2::api::write::TimestampPrecision::Milliseconds,
+                )
+                .await
+                .map_err(|e| match e {
+                    influxdb2::RequestError::Http { status, text } => classify(status.as_u16(), &text),
+                    other => WriteError::Retry(other.to_string()),
+                }),
+            Writer::V1 { http, url, query } => {
+                let resp = http
+                    .post(url)
+                    .query(query)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| WriteError::Retry(e.to_string()))?;
+                let status = resp.status();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    let text = resp.text().await.unwrap_or_default();
+                    Err(classify(status.as_u16(), &text))
+                }
+            }
+        }
+    }
+}
+
+/// Runs until shutdown; on shutdown writes what is buffered (one attempt, a few seconds).
+pub async fn run(
+    cfg: InfluxConfig,
+    gateway: String,
+    log: Arc<Log>,
+    cursor: CursorId,
+    stats: Arc<InfluxStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let span = info_span!("influxdb", url = %cfg.url);
+    async move {
+        let writer = match Writer::new(&cfg) {
+            Ok(w) => w,
+            Err(e) => {
+                error!(error = %e, "cannot set up the InfluxDB client; readings stay buffered");
+                return;
+            }
+        };
+        let mut backoff = Backoff::default();
+        let mut failing = false;
+        let mut stopping = false;
+        loop {
+            let pos = log.position(cursor);
+            if !stopping {
+                // Wait for a first reading, then up to batch_interval for the batch to fill.
+                tokio::select! {
+                    _ = log.wait_beyond(pos) => {}
+                    _ = shutdown.changed() => { stopping = *shutdown.borrow(); }
+                }
+                if !stopping && log.end() - pos < cfg.batch_size as u64 {
+                    tokio::select! {
+                        _ = tokio::time::sleep(cfg.batch_interval) => {}
+                        _ = shutdown.changed() => { stopping = *shutdown.borrow(); }
+                    }
+                }
+            }
+            let batch = log.read_from(pos, cfg.batch_size);
+            if batch.is_empty() {
+                if stopping {
+                    break;
+                }
+                continue;
+            }
+            let upto = batch.last().map_or(pos, |(p, _)| p + 1);
+            let mut body = String::with_capacity(batch.len() * 400);
+            for (_, r) in &batch {
+                r.write_line(&gateway, &mut body);
+            }
+            let result = if stopping {
+                tokio::time::timeout(Duration::from_secs(3), writer.write(body))
+                    .await
+                    .unwrap_or_else(|_| Err(WriteError::Retry("timed out while stopping".into())))
+            } else {
+                writer.write(body).await
+            };
+            match result {
+                Ok(()) => {
+                    if failing {
+                        info!("InfluxDB accepts writes again");
+                        failing = false;
+                    }
+                    backoff.reset();
+                    stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    log.ack(cursor, upto);
+                }
+                Err(WriteError::Rejected(msg)) => {
+                    stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    error!(readings = batch.len(), reason = %msg, "InfluxDB rejected points of a batch; the rest of the batch was written, the rejected points are skipped");
+                    log.ack(cursor, upto);
+                }
+                Err(WriteError::Retry(msg)) => {
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    if stopping {
+                        warn!(error = %msg, "stopping with readings undelivered to InfluxDB");
+                        break;
+                    }
+                    if !failing {
+                        warn!(error = %msg, "InfluxDB write failed; retrying with back-off, readings stay buffered");
+                        failing = true;
+                    }
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => { stopping = *shutdown.borrow(); }
+                    }
+                }
+            }
+            if stopping && log.position(cursor) >= log.end() {
+                break;
+            }
+        }
+        info!(delivered_upto = log.position(cursor), "influxdb sink stopped");
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_point_is_rejected_but_an_outage_or_a_wrong_token_is_retried() {
+        for (status, rejected) in [(400, true), (422, true), (401, false), (404, false), (429, false), (500, false), (503, false)] {
+            assert_eq!(matches!(classify(status, ""), WriteError::Rejected(_)), rejected, "{status}");
+        }
+    }
+}

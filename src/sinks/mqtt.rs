@@ -1,0 +1,367 @@
+//! The MQTT sink.
+//!
+//! One task owns rumqttc's event loop. rumqttc's `publish` returns no packet id, so the task
+//! pairs each `Outgoing::Publish(pkid)` event with the publish it made (they come out in
+//! order) and each `Incoming::PubAck(pkid)` with that publish. The log cursor advances over
+//! the confirmed prefix only. On a lost connection the session is clean: whatever was not
+//! confirmed is published again from the cursor (at least once; consumers dedupe by `seq`).
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
+
+use rumqttc::{
+    AsyncClient, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS,
+    TlsConfiguration, Transport,
+};
+use tokio::sync::watch;
+use tracing::{error, info, info_span, warn, Instrument};
+
+use super::Backoff;
+use crate::{
+    config::MqttConfig,
+    log::{CursorId, Log},
+    state::LiveState,
+};
+
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, gateway: &str) -> Topics {
+        Topics {
+            prefix: format!("{prefix}/{gateway}"),
+        }
+    }
+    pub fn status(&self) -> String {
+        format!("{}/status", self.prefix)
+    }
+    pub fn reading(&self, meter: &str) -> String {
+        format!("{}/meter/{meter}/reading", self.prefix)
+    }
+    pub fn availability(&self, meter: &str) -> String {
+        format!("{}/meter/{meter}/availability", self.prefix)
+    }
+}
+
+/// What a publish was for, in the order they were handed to rumqttc.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sent {
+    Reading(u64),
+    Control,
+}
+
+fn options(cfg: &MqttConfig, topics: &Topics) -> std::io::Result<MqttOptions> {
+    let mut o = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+    o.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(5)));
+    o.set_clean_session(true);
+    o.set_inflight(cfg.inflight.saturating_add(16));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    o.set_last_will(LastWill::new(
+        topics.status(),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    if let Some(user) = &cfg.username {
+        o.set_credentials(user, cfg.password.as_deref().unwrap_or(""));
+    }
+    if cfg.tls {
+        let ca = match &cfg.ca_file {
+            Some(f) => std::fs::read(f)?,
+            None => std::fs::read("/etc/ssl/certs/ca-certificates.crt")?,
+        };
+        let client_auth = match (&cfg.client_cert_file, &cfg.client_key_file) {
+            (Some(c), Some(k)) => Some((std::fs::read(c)?, std::fs::read(k)?)),
+            _ => None,
+        };
+        o.set_transport(Transport::Tls(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
+    }
+    Ok(o)
+}
+
+/// Runs until shutdown; then publishes `offline`, waits briefly for outstanding PUBACKs and
+/// disconnects.
+pub async fn run(
+    cfg: MqttConfig,
+    gateway: String,
+    log: Arc<Log>,
+    cursor: CursorId,
+    live: Arc<LiveState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let span = info_span!("mqtt", broker = %format!("{}:{}", cfg.host, cfg.port));
+    async move {
+        let topics = Topics::new(&cfg.topic_prefix, &gateway);
+        let opts = match options(&cfg, &topics) {
+            Ok(o) => o,
+            Err(e) => {
+                error!(error = %e, "cannot read TLS files; MQTT sink not started, readings stay buffered");
+                return;
+            }
+        };
+        let window_max = usize::from(cfg.inflight);
+        let capacity = window_max + live.snapshot().len() + 64;
+        let (client, mut el) = AsyncClient::new(opts, capacity);
+        let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+        let mut s = Session::new(log.clone(), cursor);
+        let mut avail_rx = live.subscribe();
+        let mut published_avail: HashMap<String, bool> = HashMap::new();
+        let mut backoff = Backoff::default();
+        let mut stopping = false;
+        let mut stop_deadline = tokio::time::Instant::now();
+        loop {
+            if s.connected && !stopping {
+                // Availability first: it is small, retained and what a dashboard shows.
+                let now_avail = live.availability();
+                for (m, online) in &now_avail {
+                    if published_avail.get(m) != Some(online) {
+                        let payload = if *online { "online" } else { "offline" };
+                        if client.try_publish(topics.availability(m), QoS::AtLeastOnce, true, payload).is_ok() {
+                            s.fifo.push_back(Sent::Control);
+                            published_avail.insert(m.clone(), *online);
+                        }
+                    }
+                }
+                while s.window.len() < window_max {
+                    let batch = log.read_from(s.next, window_max - s.window.len());
+                    if batch.is_empty() {
+                        break;
+                    }
+                    let mut full = false;
+                    for (pos, r) in batch {
+                        if client.try_publish(topics.reading(&r.meter), qos, false, r.to_json()).is_err() {
+                            full = true;
+                            break;
+                        }
+                        s.fifo.push_back(Sent::Reading(pos));
+                        s.window.push_back((pos, false));
+                        s.next = pos + 1;
+                    }
+                    if full {
+                        break;
+                    }
+                }
+            }
+            if stopping && (s.all_confirmed() || tokio::time::Instant::now() >= stop_deadline) {
+                if !s.all_confirmed() {
+                    warn!(unconfirmed = s.window.len(), "stopping with publishes unconfirmed; they stay in the buffer");
+                }
+                let _ = client.try_disconnect();
+                let _ = tokio::time::timeout(Duration::from_millis(500), el.poll()).await;
+                break;
+            }
+            let can_publish = s.connected && !stopping && s.window.len() < window_max;
+            tokio::select! {
+                ev = el.poll() => match ev {
+                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                        info!("connected to broker");
+                        backoff.reset();
+                        s.reconnected();
+                        published_avail.clear();
+                        if client.try_publish(topics.status(), QoS::AtLeastOnce, true, "online").is_ok() {
+                            s.fifo.push_back(Sent::Control);
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => s.on_outgoing(pkid, qos),
+                    Ok(Event::Incoming(Incoming::PubAck(ack))) => s.on_puback(ack.pkid),
+                    Ok(_) => {}
+                    Err(e) => {
+                        if s.connected {
+                            warn!(error = %e, "lost the broker; unconfirmed readings will be published again");
+                        } else {
+                            tracing::debug!(error = %e, "broker unreachable");
+                        }
+                        s.disconnected();
+                        if stopping {
+                            break;
+                        }
+                        let delay = backoff.next_delay();
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = shutdown.changed() => { if *shutdown.borrow() { break; } }
+                        }
+                    }
+                },
+                _ = log.wait_beyond(s.next), if can_publish => {}
+                _ = avail_rx.changed(), if s.connected && !stopping => {}
+                _ = shutdown.changed(), if !stopping => {
+                    if *shutdown.borrow() {
+                        stopping = true;
+                        stop_deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                        if s.connected && client.try_publish(topics.status(), QoS::AtLeastOnce, true, "offline").is_ok() {
+                            s.fifo.push_back(Sent::Control);
+                        }
+                        if !s.connected {
+                            break;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(stop_deadline), if stopping => {}
+            }
+        }
+        info!(delivered_upto = log.position(cursor), "mqtt sink stopped");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Bookkeeping of one connection: which publish got which packet id, and which are confirmed.
+struct Session {
+    log: Arc<Log>,
+    cursor: CursorId,
+    connected: bool,
+    /// Publishes handed to rumqttc, not yet given a packet id.
+    fifo: VecDeque<Sent>,
+    /// Packet id → publish, awaiting PUBACK.
+    pending: BTreeMap<u16, Sent>,
+    /// Reading positions published in order, and whether confirmed.
+    window: VecDeque<(u64, bool)>,
+    /// The next log position to publish.
+    next: u64,
+}
+
+impl Session {
+    fn new(log: Arc<Log>, cursor: CursorId) -> Session {
+        let next = log.position(cursor);
+        Session {
+            log,
+            cursor,
+            connected: false,
+            fifo: VecDeque::new(),
+            pending: BTreeMap::new(),
+            window: VecDeque::new(),
+            next,
+        }
+    }
+
+    fn all_confirmed(&self) -> bool {
+        self.fifo.is_empty() && self.pending.is_empty() && self.window.is_empty()
+    }
+
+    fn reconnected(&mut self) {
+        self.disconnected();
+        self.connected = true;
+    }
+
+    /// Forget the connection's bookkeeping and rewind to the last confirmed reading.
+    fn disconnected(&mut self) {
+        self.connected = false;
+        self.fifo.clear();
+        self.pending.clear();
+        self.window.clear();
+        self.next = self.log.position(self.cursor);
+    }
+
+    fn on_outgoing(&mut self, pkid: u16, qos: QoS) {
+        let Some(sent) = self.fifo.pop_front() else {
+            return;
+        };
+        if qos == QoS::AtMostOnce && pkid == 0 {
+            // QoS 0 has no acknowledgement: handed to the socket is all we will ever know.
+            self.confirm(sent);
+        } else {
+            self.pending.insert(pkid, sent);
+        }
+    }
+
+    fn on_puback(&mut self, pkid: u16) {
+        if let Some(sent) = self.pending.remove(&pkid) {
+            self.confirm(sent);
+        }
+    }
+
+    fn confirm(&mut self, sent: Sent) {
+        let Sent::Reading(pos) = sent else { return };
+        if let Some(front) = self.window.front().map(|(p, _)| *p) {
+            if let Some(slot) = pos.checked_sub(front).and_then(|i| self.window.get_mut(i as usize)) {
+                slot.1 = true;
+            }
+        }
+        let mut upto = None;
+        while let Some(&(p, true)) = self.window.front() {
+            self.window.pop_front();
+            upto = Some(p + 1);
+        }
+        if let Some(u) = upto {
+            self.log.ack(self.cursor, u);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::Reading;
+    use std::time::SystemTime;
+
+    fn session_with(n: usize) -> (Arc<Log>, Session) {
+        let log = Arc::new(Log::new(100));
+        let c = log.cursor("mqtt");
+        for _ in 0..n {
+            log.append(Reading {
+                meter: "m".into(),
+                bus: "b".into(),
+                profile: "p".into(),
+                ts: SystemTime::now(),
+                seq: 0,
+                values: vec![],
+            });
+        }
+        let mut s = Session::new(log.clone(), c);
+        s.connected = true;
+        for pos in 0..n as u64 {
+            s.fifo.push_back(Sent::Reading(pos));
+            s.window.push_back((pos, false));
+            s.next = pos + 1;
+        }
+        (log, s)
+    }
+
+    #[test]
+    fn the_cursor_advances_only_over_the_confirmed_prefix() {
+        let (log, mut s) = session_with(3);
+        s.on_outgoing(1, QoS::AtLeastOnce);
+        s.on_outgoing(2, QoS::AtLeastOnce);
+        s.on_outgoing(3, QoS::AtLeastOnce);
+        s.on_puback(2);
+        assert_eq!(log.position(s.cursor), 0);
+        s.on_puback(1);
+        assert_eq!(log.position(s.cursor), 2);
+        s.on_puback(3);
+        assert_eq!(log.position(s.cursor), 3);
+    }
+
+    #[test]
+    fn a_lost_connection_rewinds_to_the_last_confirmed_reading() {
+        let (log, mut s) = session_with(3);
+        s.on_outgoing(7, QoS::AtLeastOnce);
+        s.on_outgoing(8, QoS::AtLeastOnce);
+        s.on_puback(7);
+        s.disconnected();
+        assert_eq!(s.next, 1);
+        assert_eq!(log.position(s.cursor), 1);
+        // A late PUBACK from the old connection confirms nothing.
+        s.on_puback(8);
+        assert_eq!(log.position(s.cursor), 1);
+    }
+
+    #[test]
+    fn a_puback_for_a_control_message_does_not_move_the_cursor() {
+        let (log, mut s) = session_with(1);
+        s.fifo.push_front(Sent::Control);
+        s.on_outgoing(5, QoS::AtLeastOnce);
+        s.on_outgoing(6, QoS::AtLeastOnce);
+        s.on_puback(5);
+        assert_eq!(log.position(s.cursor), 0);
+        s.on_puback(6);
+        assert_eq!(log.position(s.cursor), 1);
+    }
+}
