@@ -345,8 +345,9 @@ impl<'a> Reporter<'a> {
                         serde_path_to_error::Segment::Unknown => {}
                     }
                 }
+                // toml appends "in `key`" on a second line; the key path already says where.
                 let msg = e.into_inner().to_string();
-                self.error(&full, msg.trim().to_string());
+                self.error(&full, msg.lines().next().unwrap_or("").trim().to_string());
                 None
             }
         }
@@ -384,7 +385,7 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
         Ok(d) => d,
         Err(e) => {
             let position = e.span().map(|s| r.line_col(s.start));
-            let message = e.message().trim().to_string();
+            let message = e.message().trim().replace('\n', ": ");
             return Err(ConfigErrors(vec![ConfigError {
                 file: file.into(),
                 position,
@@ -413,7 +414,8 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
 struct RawAll {
     gateway: Option<RawGateway>,
     profiles_dir: Option<PathBuf>,
-    buses: Vec<(usize, RawBus)>,
+    /// (index in the file, bus, file index of each meter that parsed)
+    buses: Vec<(usize, RawBus, Vec<usize>)>,
     mqtt: Option<RawMqtt>,
     influx: Option<RawInflux>,
     journal: RawJournal,
@@ -464,6 +466,7 @@ fn parse_sections(r: &mut Reporter, mut top: toml::Table) -> Option<RawAll> {
                 let Some(mut bus) = r.parse::<RawBus>(&path, toml::Value::Table(t)) else {
                     continue;
                 };
+                let mut indices = Vec::new();
                 match meters {
                     None => {}
                     Some(toml::Value::Array(ms)) => {
@@ -471,12 +474,13 @@ fn parse_sections(r: &mut Reporter, mut top: toml::Table) -> Option<RawAll> {
                             let mp = [k("bus"), Seg::Index(i), k("meter"), Seg::Index(j)];
                             if let Some(m) = r.parse::<RawMeter>(&mp, m) {
                                 bus.meter.push(m);
+                                indices.push(j);
                             }
                         }
                     }
                     Some(_) => r.error(&[k("bus"), Seg::Index(i), k("meter")], "meters are [[bus.meter]] tables"),
                 }
-                buses.push((i, bus));
+                buses.push((i, bus, indices));
             }
         }
         Some(_) => r.error(&[k("bus")], "buses are [[bus]] tables"),
@@ -582,7 +586,7 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
     let mut bus_names = HashSet::new();
     let mut meter_ids: HashMap<String, String> = HashMap::new();
     let mut devices: HashMap<PathBuf, String> = HashMap::new();
-    for (i, b) in raw.buses {
+    for (i, b, meter_index) in raw.buses {
         let bp = |rest: &[&str]| {
             let mut p = vec![k("bus"), Seg::Index(i)];
             p.extend(rest.iter().map(|s| k(s)));
@@ -674,7 +678,7 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
 
         let mut meters = Vec::new();
         let mut units = HashMap::new();
-        for (j, m) in b.meter.into_iter().enumerate() {
+        for (m, j) in b.meter.into_iter().zip(meter_index) {
             let mp = |key: &str| vec![k("bus"), Seg::Index(i), k("meter"), Seg::Index(j), k(key)];
             if !valid_id(&m.id) {
                 r.error(&mp("id"), format!("{:?}: {ID_RULE}", m.id));

@@ -257,16 +257,24 @@ impl Simulator {
 }
 
 /// A pseudo-terminal pair: serve on the first, hand the path of the second to a master.
-/// The second end is returned too and must be kept open: closing every handle on it makes
-/// the first end fail.
-pub fn pty_pair() -> std::io::Result<(tokio_serial::SerialStream, tokio_serial::SerialStream, String)> {
+/// The second end is kept open by the returned file (closing every handle on it makes the
+/// first end fail); it is a plain descriptor, without the exclusive lock a serial port
+/// takes, so a master can open the path.
+pub fn pty_pair() -> std::io::Result<(tokio_serial::SerialStream, std::fs::File, String)> {
+    use std::os::unix::fs::OpenOptionsExt;
     use tokio_serial::SerialPort;
-    let (master, mut other) = tokio_serial::SerialStream::pair().map_err(std::io::Error::from)?;
-    other.set_exclusive(false).map_err(std::io::Error::from)?;
+    let (master, other) = tokio_serial::SerialStream::pair().map_err(std::io::Error::from)?;
     let path = other
         .name()
         .ok_or_else(|| std::io::Error::other("pty has no name"))?;
-    Ok((master, other, path))
+    const O_NOCTTY: i32 = 0o400;
+    let keep = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(O_NOCTTY)
+        .open(&path)?;
+    drop(other);
+    Ok((master, keep, path))
 }
 
 #[cfg(test)]

@@ -1,0 +1,98 @@
+//! Config validation: every problem at once, each with its file, line and key.
+
+use std::process::Command;
+
+use meterd::config;
+
+const GOOD_BUS: &str = "[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"127.0.0.1:502\"\n\
+                        [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm630\"\n";
+
+fn errors(text: &str) -> Vec<String> {
+    match config::load_str(text, "t.toml") {
+        Ok(_) => vec![],
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+/// `text` must produce exactly `expected` problems, in order.
+fn check(text: &str, expected: &[&str]) {
+    assert_eq!(errors(text), expected, "config:\n{text}");
+}
+
+#[test]
+fn each_class_of_config_error_is_reported_with_its_location() {
+    let gw = "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\n";
+    let cases: &[(&str, String, &[&str])] = &[
+        ("a TOML syntax error", format!("{gw}[[bus]\n"), &["t.toml:4:6: invalid table header: expected `.`, `]]`"]),
+        ("an unknown top-level key", format!("colour = 1\n{gw}"), &["t.toml:1:1: colour: unknown section `colour`, expected one of gateway, profiles_dir, bus, mqtt, influxdb, journal, http"]),
+        ("an unknown key in a meter", format!("{gw}{GOOD_BUS}colour = \"red\"\n"), &["t.toml:12:1: bus[0].meter[0].colour: unknown field `colour`, expected one of `id`, `unit`, `address`, `profile`, `interval`, `intervals`"]),
+        ("a value of the wrong type", format!("{gw}{GOOD_BUS}").replace("unit = 1", "unit = \"one\""), &["t.toml:10:1: bus[0].meter[0].unit: invalid type: string \"one\", expected u8"]),
+        ("a bad duration", format!("{gw}{GOOD_BUS}").replace("tcp = \"127.0.0.1:502\"\n", "tcp = \"127.0.0.1:502\"\ntimeout = \"soon\"\n"), &["t.toml:8:1: bus[0].timeout: invalid value: string \"soon\", expected a duration"]),
+        ("an unknown profile", format!("{gw}{GOOD_BUS}").replace("eastron-sdm630", "acme-9000"), &["t.toml:11:1: bus[0].meter[0].profile: unknown profile \"acme-9000\"; known: abb-b23, carlo-gavazzi-em24, chint-ddsu666, chint-dtsu666, eastron-sdm120, eastron-sdm630, eastron-sdm72, schneider-iem3255"]),
+        ("a duplicate meter id across buses", format!("{gw}{GOOD_BUS}{}", GOOD_BUS.replace("name = \"b\"", "name = \"c\"").replace("502", "503")), &["t.toml:17:1: bus[1].meter[0].id: meter id \"m1\" is already used on bus \"b\"; ids are unique per gateway"]),
+        ("a duplicate unit on one bus", format!("{gw}{GOOD_BUS}[[bus.meter]]\nid = \"m2\"\nunit = 1\nprofile = \"eastron-sdm120\"\n"), &["t.toml:14:1: bus[0].meter[1].unit: unit 1 is already meter \"m1\" on this bus"]),
+        ("two buses on one serial device", format!("{gw}[[bus]]\nname = \"a\"\nprotocol = \"modbus-rtu\"\nserial = {{ device = \"/dev/ttyS1\" }}\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-rtu\"\nserial = {{ device = \"/dev/ttyS1\" }}\n"), &["t.toml:11:12: bus[1].serial.device: /dev/ttyS1 is already used by bus \"a\": one task owns a serial line"]),
+        ("a serial bus without a device", format!("{gw}[[bus]]\nname = \"a\"\nprotocol = \"modbus-rtu\"\ntcp = \"127.0.0.1:1\"\n"), &["t.toml:4:1: bus[0].serial: a modbus-rtu bus needs serial = { device = ... } and no tcp"]),
+        ("unit 0 on a serial line", format!("{gw}[[bus]]\nname = \"a\"\nprotocol = \"modbus-rtu\"\nserial = {{ device = \"/dev/ttyS1\" }}\n[[bus.meter]]\nid = \"m\"\nunit = 0\nprofile = \"eastron-sdm120\"\n"), &["t.toml:10:1: bus[0].meter[0].unit: 0: unit ids on a serial line are 1 to 247 (0 is broadcast)"]),
+        ("concurrency on a serial line", format!("{gw}[[bus]]\nname = \"a\"\nprotocol = \"modbus-rtu\"\nconcurrency = 4\nserial = {{ device = \"/dev/ttyS1\" }}\n"), &["t.toml:7:1: bus[0].concurrency: only modbus-tcp buses poll meters concurrently: a serial line carries one transaction at a time"]),
+        ("an interval for a group the profile lacks", format!("{gw}{GOOD_BUS}intervals = {{ fast = \"1s\" }}\n"), &["t.toml:12:1: bus[0].meter[0].intervals: profile eastron-sdm630 has no point group \"fast\"; it has realtime, energy"]),
+        ("a bad MQTT url and QoS 2", format!("{gw}[mqtt]\nurl = \"http://x\"\nqos = 2\n"), &["t.toml:5:1: mqtt.url: \"http://x\": use mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"]),
+        ("InfluxDB v2 without org and bucket", format!("{gw}[influxdb]\nurl = \"http://127.0.0.1:8086\"\n"), &["t.toml:4:2: influxdb.api: api = \"v2\" needs org", "t.toml:4:2: influxdb.api: api = \"v2\" needs bucket"]),
+        ("a secret given twice", format!("{gw}[mqtt]\nurl = \"mqtt://h\"\npassword = \"a\"\npassword_env = \"B\"\n"), &["t.toml:6:1: mqtt.password: give one of password, password_file and password_env, not several"]),
+        ("a secret file that is missing", format!("{gw}[influxdb]\nurl = \"http://h:1\"\napi = \"v1\"\ndatabase = \"d\"\npassword_file = \"/nonexistent/pw\"\n"), &["t.toml:8:1: influxdb.password_file: cannot read /nonexistent/pw: No such file or directory (os error 2)"]),
+        ("a missing gateway section", GOOD_BUS.to_string(), &["t.toml: missing [gateway] section (id and state_dir)"]),
+    ];
+    let mut failed = Vec::new();
+    for (what, text, expected) in cases {
+        let got = errors(text);
+        if &got != expected {
+            failed.push(format!("{what}:\n  got      {got:?}\n  expected {expected:?}"));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
+fn several_problems_in_several_places_are_all_reported_at_once() {
+    let text = "[gateway]\nid = \"gw/1\"\nstate_dir = \"/tmp/x\"\n\
+                [[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"nohost\"\n\
+                [[bus.meter]]\nid = \"m1\"\nunit = \"x\"\nprofile = \"eastron-sdm630\"\n\
+                [[bus.meter]]\nid = \"m2\"\nunit = 2\nprofile = \"nope\"\n\
+                [journal]\nmax_size = \"10KiB\"\n";
+    let got = errors(text);
+    assert_eq!(got.len(), 5, "{got:#?}");
+    assert!(got[0].starts_with("t.toml:10:1: bus[0].meter[0].unit: invalid type"), "{got:#?}");
+    assert!(got[1].starts_with("t.toml:2:1: gateway.id: \"gw/1\""), "{got:#?}");
+    assert!(got[2].starts_with("t.toml:7:1: bus[0].tcp: \"nohost\" is not HOST:PORT"), "{got:#?}");
+    assert!(got[3].starts_with("t.toml:15:1: bus[0].meter[1].profile: unknown profile \"nope\""), "{got:#?}");
+    assert!(got[4].starts_with("t.toml:17:1: journal.max_size: must be at least 1MiB"), "{got:#?}");
+}
+
+#[test]
+fn the_printed_template_validates() {
+    let out = Command::new(env!("CARGO_BIN_EXE_meterd")).arg("configfile").output().unwrap();
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meterd.toml");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let v = Command::new(env!("CARGO_BIN_EXE_meterd")).args(["validate", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(v.status.code(), Some(0), "{}", String::from_utf8_lossy(&v.stdout));
+    assert_eq!(std::fs::read_to_string("config/meterd.example.toml").unwrap().as_bytes(), &out.stdout[..]);
+}
+
+#[test]
+fn validate_exits_78_and_prints_one_located_line_per_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[gateway]\nid = \"\"\nstate_dir = \"/tmp/x\"\n[mqtt]\nurl = \"mqtt://h\"\nqos = 2\n").unwrap();
+    let v = Command::new(env!("CARGO_BIN_EXE_meterd")).args(["validate", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(v.status.code(), Some(78));
+    let stdout = String::from_utf8_lossy(&v.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let file = path.display().to_string();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with(&format!("{file}:2:1: gateway.id: ")), "{stdout}");
+    assert!(lines[1].starts_with(&format!("{file}:6:1: mqtt.qos: must be 0 or 1")), "{stdout}");
+    let run = Command::new(env!("CARGO_BIN_EXE_meterd")).args(["run", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(run.status.code(), Some(78), "run refuses a bad config with 78 too");
+}

@@ -1,0 +1,175 @@
+//! Running `meterd` as a real process, collecting MQTT messages, simulated meters.
+
+use std::{
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use meterd::{
+    config::ProfileSet,
+    sim::Simulator,
+};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+
+pub struct Meterd {
+    child: Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Meterd {
+    pub fn run(config: &Path) -> Meterd {
+        let log = config.with_extension("log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_meterd"))
+            .arg("run")
+            .arg("-c")
+            .arg(config)
+            .env("RUST_LOG", "info,meterd=debug")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("start meterd");
+        Meterd { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait up to `within` for the exit.
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Meterd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: String,
+    pub retain: bool,
+}
+
+/// Subscribes to `filter` and keeps every message.
+#[derive(Clone)]
+pub struct Collector {
+    pub messages: Arc<Mutex<Vec<Message>>>,
+}
+
+impl Collector {
+    pub async fn start(port: u16, filter: &str) -> Collector {
+        let mut o = MqttOptions::new(format!("test-{}", super::servers::free_port()), "127.0.0.1", port);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut el) = AsyncClient::new(o, 100);
+        client.subscribe(filter, QoS::AtLeastOnce).await.expect("subscribe");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let m = messages.clone();
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        let mut subscribed_tx = Some(subscribed_tx);
+        tokio::spawn(async move {
+            let _client = client;
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => m.lock().unwrap().push(Message {
+                        topic: p.topic.clone(),
+                        payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                        retain: p.retain,
+                    }),
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await;
+        Collector { messages }
+    }
+
+    pub fn all(&self) -> Vec<Message> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    pub fn on(&self, topic: &str) -> Vec<Message> {
+        self.all().into_iter().filter(|m| m.topic == topic).collect()
+    }
+
+    /// Wait until `pred` holds for the messages so far.
+    pub async fn wait_for(&self, what: &str, within: Duration, pred: impl Fn(&[Message]) -> bool) {
+        let deadline = Instant::now() + within;
+        loop {
+            if pred(&self.all()) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let topics: std::collections::BTreeSet<String> = self.all().into_iter().map(|m| m.topic).collect();
+                panic!("timed out waiting for {what}; topics seen: {topics:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Simulated Modbus TCP meters on a free loopback port.
+pub async fn tcp_sim(meters: &[(u8, &str)], frozen: bool) -> (Arc<Simulator>, String) {
+    let set = ProfileSet::builtin();
+    let sim = Simulator::new();
+    for (unit, profile) in meters {
+        sim.add_meter(*unit, set.get(profile).cloned().expect("profile"), frozen);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(sim.clone().serve_tcp(listener));
+    (sim, addr)
+}
+
+/// Wait until `f` returns Some, polling every 200 ms.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The tolerance for comparing a reported value with the simulated one: the point's
+/// resolution (its scale for integer registers; float precision for float registers).
+pub fn tolerance(profile: &str, quantity: &str, expected: f64) -> f64 {
+    let set = ProfileSet::builtin();
+    let p = set.get(profile).expect("profile");
+    let point = p.points().find(|pt| pt.quantity == quantity).expect("point");
+    if point.ty.is_float() {
+        expected.abs() * 1e-6 * point.scale.abs().max(1.0) + 1e-9
+    } else {
+        point.scale.abs()
+    }
+}

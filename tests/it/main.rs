@@ -1,0 +1,10 @@
+//! One integration-test binary. Tests start their own servers (Mosquitto, InfluxDB 1.x,
+//! VictoriaMetrics) on free loopback ports; a missing server binary fails the test with the
+//! Debian package to install.
+
+mod config;
+mod harness;
+mod pipeline;
+mod serial;
+mod servers;
+mod silent;
