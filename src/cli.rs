@@ -22,7 +22,11 @@ use tokio::sync::watch;
 const EXIT_CONFIG: i32 = 78;
 
 #[derive(Parser)]
-#[command(name = "meterd", version, about = "Smart-meter data acquisition: Modbus meters to MQTT and InfluxDB")]
+#[command(
+    name = "meterd",
+    version,
+    about = "Smart-meter data acquisition: Modbus meters to MQTT and InfluxDB"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -153,7 +157,11 @@ struct SimArgs {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("meterd: cannot start the runtime: {e}");
@@ -200,7 +208,11 @@ fn validate(path: &Path) -> i32 {
     match config::load(path) {
         Ok(c) => {
             let meters: usize = c.buses.iter().map(|b| b.meters.len()).sum();
-            println!("{}: ok ({} buses, {meters} meters)", path.display(), c.buses.len());
+            println!(
+                "{}: ok ({} buses, {meters} meters)",
+                path.display(),
+                c.buses.len()
+            );
             0
         }
         Err(errors) => {
@@ -258,7 +270,10 @@ fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<i32> {
     };
     match name {
         None => {
-            println!("{:<22} {:<18} {:<28} {:>6}  origin", "name", "manufacturer", "model", "points");
+            println!(
+                "{:<22} {:<18} {:<28} {:>6}  origin",
+                "name", "manufacturer", "model", "points"
+            );
             for p in set.profiles.values() {
                 println!(
                     "{:<22} {:<18} {:<28} {:>6}  {}",
@@ -271,11 +286,17 @@ fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<i32> {
             }
         }
         Some(n) => {
-            let p = set.get(n).ok_or_else(|| anyhow!("no profile {n:?}; `meterd profiles` lists them"))?;
+            let p = set
+                .get(n)
+                .ok_or_else(|| anyhow!("no profile {n:?}; `meterd profiles` lists them"))?;
             println!("# {} {} — {}", p.manufacturer, p.model, p.document);
             println!("# origin: {}", p.origin);
             for g in &p.groups {
-                println!("\n[{}] every {}", g.name, humantime::format_duration(g.interval));
+                println!(
+                    "\n[{}] every {}",
+                    g.name,
+                    humantime::format_duration(g.interval)
+                );
                 for pt in &g.points {
                     println!(
                         "  {:<32} {:<7} 0x{:04X} {:>4} {:?} scale {} {}",
@@ -289,7 +310,11 @@ fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<i32> {
                     );
                 }
                 let blocks = g.plan(125, 16);
-                println!("  ({} points in {} read requests)", g.points.len(), blocks.len());
+                println!(
+                    "  ({} points in {} read requests)",
+                    g.points.len(),
+                    blocks.len()
+                );
             }
         }
     }
@@ -303,7 +328,9 @@ fn parse_protocol(s: Option<&str>, serial: bool) -> anyhow::Result<BusProtocol> 
         Some("modbus-tcp") => BusProtocol::ModbusTcp,
         Some("modbus-rtu") => BusProtocol::ModbusRtu,
         Some("modbus-rtu-over-tcp") => BusProtocol::ModbusRtuOverTcp,
-        Some(other) => bail!("protocol {other:?}: use modbus-tcp, modbus-rtu or modbus-rtu-over-tcp"),
+        Some(other) => {
+            bail!("protocol {other:?}: use modbus-tcp, modbus-rtu or modbus-rtu-over-tcp")
+        }
     })
 }
 
@@ -336,50 +363,56 @@ fn frame_gap(link: &Link) -> Duration {
 }
 
 async fn read(a: ReadArgs) -> anyhow::Result<i32> {
-    let (mut link, unit, profile, retries, gap, max_regs, max_gap, meter_id) = match (&a.config, &a.meter) {
-        (Some(path), Some(id)) => {
-            let cfg = match config::load(path) {
-                Ok(c) => c,
-                Err(errors) => {
-                    for e in &errors.0 {
-                        eprintln!("{e}");
+    let (mut link, unit, profile, retries, gap, max_regs, max_gap, meter_id) =
+        match (&a.config, &a.meter) {
+            (Some(path), Some(id)) => {
+                let cfg = match config::load(path) {
+                    Ok(c) => c,
+                    Err(errors) => {
+                        for e in &errors.0 {
+                            eprintln!("{e}");
+                        }
+                        return Ok(EXIT_CONFIG);
                     }
-                    return Ok(EXIT_CONFIG);
-                }
-            };
-            let (bus, m) = cfg.meter(id).ok_or_else(|| anyhow!("no meter {id:?} in {}", path.display()))?;
-            (
-                ModbusLink::new(bus.protocol, bus.link.clone(), bus.timeout),
-                m.unit,
-                m.profile.clone(),
-                bus.retries,
-                bus.frame_gap,
-                bus.max_registers,
-                bus.max_gap,
-                id.clone(),
-            )
-        }
-        (None, None) => {
-            let (protocol, l, timeout) = link_from(&a.bus)?;
-            let name = a.profile.as_deref().ok_or_else(|| anyhow!("give --profile NAME (see `meterd profiles`)"))?;
-            let profile = ProfileSet::builtin()
-                .get(name)
-                .cloned()
-                .ok_or_else(|| anyhow!("no profile {name:?}"))?;
-            let gap = frame_gap(&l);
-            (
-                ModbusLink::new(protocol, l, timeout),
-                a.unit.unwrap_or(1),
-                profile,
-                1,
-                gap,
-                125,
-                16,
-                format!("unit-{}", a.unit.unwrap_or(1)),
-            )
-        }
-        _ => bail!("give -c FILE --meter ID, or --addr/--serial with --unit and --profile"),
-    };
+                };
+                let (bus, m) = cfg
+                    .meter(id)
+                    .ok_or_else(|| anyhow!("no meter {id:?} in {}", path.display()))?;
+                (
+                    ModbusLink::new(bus.protocol, bus.link.clone(), bus.timeout),
+                    m.unit,
+                    m.profile.clone(),
+                    bus.retries,
+                    bus.frame_gap,
+                    bus.max_registers,
+                    bus.max_gap,
+                    id.clone(),
+                )
+            }
+            (None, None) => {
+                let (protocol, l, timeout) = link_from(&a.bus)?;
+                let name = a
+                    .profile
+                    .as_deref()
+                    .ok_or_else(|| anyhow!("give --profile NAME (see `meterd profiles`)"))?;
+                let profile = ProfileSet::builtin()
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("no profile {name:?}"))?;
+                let gap = frame_gap(&l);
+                (
+                    ModbusLink::new(protocol, l, timeout),
+                    a.unit.unwrap_or(1),
+                    profile,
+                    1,
+                    gap,
+                    125,
+                    16,
+                    format!("unit-{}", a.unit.unwrap_or(1)),
+                )
+            }
+            _ => bail!("give -c FILE --meter ID, or --addr/--serial with --unit and --profile"),
+        };
     let mut values = Vec::new();
     let mut errors = Vec::new();
     let mut requests = 0;
@@ -400,7 +433,10 @@ async fn read(a: ReadArgs) -> anyhow::Result<i32> {
             serde_json::json!({"meter": meter_id, "unit": unit, "profile": profile.name, "requests": requests, "values": v, "errors": errors})
         );
     } else {
-        println!("meter {meter_id} (unit {unit}, {}), {requests} requests", profile.name);
+        println!(
+            "meter {meter_id} (unit {unit}, {}), {requests} requests",
+            profile.name
+        );
         for (q, v) in &values {
             println!("  {q:<32} {v:>14} {}", quantity::unit_of(q).unwrap_or(""));
         }
@@ -413,8 +449,14 @@ async fn read(a: ReadArgs) -> anyhow::Result<i32> {
 
 fn parse_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u8>> {
     let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let a: u8 = a.trim().parse().with_context(|| format!("bad unit range {s:?}"))?;
-    let b: u8 = b.trim().parse().with_context(|| format!("bad unit range {s:?}"))?;
+    let a: u8 = a
+        .trim()
+        .parse()
+        .with_context(|| format!("bad unit range {s:?}"))?;
+    let b: u8 = b
+        .trim()
+        .parse()
+        .with_context(|| format!("bad unit range {s:?}"))?;
     if a > b {
         bail!("bad unit range {s:?}");
     }
@@ -431,7 +473,10 @@ async fn scan(a: ScanArgs) -> anyhow::Result<i32> {
                 .get(name)
                 .cloned()
                 .ok_or_else(|| anyhow!("no profile {name:?}"))?;
-            let pt = p.points().next().ok_or_else(|| anyhow!("profile {name} has no points"))?;
+            let pt = p
+                .points()
+                .next()
+                .ok_or_else(|| anyhow!("profile {name} has no points"))?;
             (pt.kind, pt.address, pt.ty.words())
         }
         None => (
@@ -461,10 +506,12 @@ async fn scan(a: ScanArgs) -> anyhow::Result<i32> {
             tokio::time::sleep(gap).await;
         }
         let line = match r {
-            Ok(words) => Some(format!("unit {unit:>3}: answers ({kind:?} {address}: {words:04X?})")),
-            Err(meterd::bus::PollError::Exception { code }) => {
-                Some(format!("unit {unit:>3}: answers with exception {code} (present, register not served)"))
-            }
+            Ok(words) => Some(format!(
+                "unit {unit:>3}: answers ({kind:?} {address}: {words:04X?})"
+            )),
+            Err(meterd::bus::PollError::Exception { code }) => Some(format!(
+                "unit {unit:>3}: answers with exception {code} (present, register not served)"
+            )),
             Err(_) => None,
         };
         if let Some(line) = line {
@@ -482,21 +529,34 @@ async fn scan(a: ScanArgs) -> anyhow::Result<i32> {
 fn build_sim(a: &SimArgs) -> anyhow::Result<Arc<Simulator>> {
     let set = ProfileSet::builtin();
     let sim = Simulator::new();
-    let profile = |n: &str| set.get(n).cloned().ok_or_else(|| anyhow!("no profile {n:?}"));
+    let profile = |n: &str| {
+        set.get(n)
+            .cloned()
+            .ok_or_else(|| anyhow!("no profile {n:?}"))
+    };
     if a.meters.is_empty() {
         let p = profile(&a.profile)?;
         for k in 0..a.count {
-            let unit = u8::try_from(u16::from(a.first_unit) + k).map_err(|_| anyhow!("unit ids run past 255"))?;
+            let unit = u8::try_from(u16::from(a.first_unit) + k)
+                .map_err(|_| anyhow!("unit ids run past 255"))?;
             sim.add_meter(unit, p.clone(), a.frozen);
         }
     } else {
         for m in &a.meters {
-            let (u, p) = m.split_once('=').ok_or_else(|| anyhow!("--meter {m:?}: use UNIT=PROFILE"))?;
-            sim.add_meter(u.parse().with_context(|| format!("--meter {m:?}"))?, profile(p)?, a.frozen);
+            let (u, p) = m
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--meter {m:?}: use UNIT=PROFILE"))?;
+            sim.add_meter(
+                u.parse().with_context(|| format!("--meter {m:?}"))?,
+                profile(p)?,
+                a.frozen,
+            );
         }
     }
     for f in &a.faults {
-        let (u, fault) = f.split_once('=').ok_or_else(|| anyhow!("--fault {f:?}: use UNIT=FAULT"))?;
+        let (u, fault) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--fault {f:?}: use UNIT=FAULT"))?;
         let fault: Fault = fault.parse().map_err(|e: String| anyhow!(e))?;
         sim.set_fault(u.parse().with_context(|| format!("--fault {f:?}"))?, fault);
     }
@@ -509,7 +569,9 @@ async fn simulate(a: SimArgs) -> anyhow::Result<i32> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut keep = Vec::new();
     if let Some(addr) = &a.tcp {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind {addr}"))?;
         println!("modbus-tcp {} units {:?}", listener.local_addr()?, units);
         tasks.spawn(sim.clone().serve_tcp(listener));
     }
@@ -547,12 +609,29 @@ async fn simulate(a: SimArgs) -> anyhow::Result<i32> {
 async fn demo() -> anyhow::Result<i32> {
     let set = ProfileSet::builtin();
     let sim = Simulator::new();
-    for (unit, p) in [(1, "eastron-sdm630"), (2, "chint-dtsu666"), (3, "abb-b23"), (4, "carlo-gavazzi-em24")] {
-        sim.add_meter(unit, set.get(p).cloned().ok_or_else(|| anyhow!("no profile {p}"))?, false);
+    for (unit, p) in [
+        (1, "eastron-sdm630"),
+        (2, "chint-dtsu666"),
+        (3, "abb-b23"),
+        (4, "carlo-gavazzi-em24"),
+    ] {
+        sim.add_meter(
+            unit,
+            set.get(p)
+                .cloned()
+                .ok_or_else(|| anyhow!("no profile {p}"))?,
+            false,
+        );
     }
     let serial_sim = Simulator::new();
     for (unit, p) in [(1, "eastron-sdm120"), (2, "chint-ddsu666")] {
-        serial_sim.add_meter(unit, set.get(p).cloned().ok_or_else(|| anyhow!("no profile {p}"))?, false);
+        serial_sim.add_meter(
+            unit,
+            set.get(p)
+                .cloned()
+                .ok_or_else(|| anyhow!("no profile {p}"))?,
+            false,
+        );
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let tcp_addr = listener.local_addr()?;
@@ -561,7 +640,9 @@ async fn demo() -> anyhow::Result<i32> {
     tokio::spawn(serial_sim.clone().serve_rtu(master));
 
     let state_dir = std::env::temp_dir().join(format!("meterd-demo-{}", std::process::id()));
-    let broker_up = tokio::net::TcpStream::connect("127.0.0.1:1883").await.is_ok();
+    let broker_up = tokio::net::TcpStream::connect("127.0.0.1:1883")
+        .await
+        .is_ok();
     let text = format!(
         r#"
 [gateway]
@@ -621,7 +702,9 @@ url = "mqtt://127.0.0.1:1883"
     println!("  simulated Modbus RTU meters on pty {pty} (units 1-2, 9600 8N1)");
     println!("  journal in {}", state_dir.display());
     if broker_up {
-        println!("  publishing to mqtt://127.0.0.1:1883 — try: mosquitto_sub -v -t 'meterd/demo/#'");
+        println!(
+            "  publishing to mqtt://127.0.0.1:1883 — try: mosquitto_sub -v -t 'meterd/demo/#'"
+        );
     } else {
         println!("  no MQTT broker on 127.0.0.1:1883: readings are buffered and published when one appears");
     }
@@ -647,12 +730,20 @@ fn print_live(live: &LiveState) {
     if snap.is_empty() {
         return;
     }
-    println!("{:<12} {:<10} {:<8} {:>9} {:>9} {:>12} {:>14}", "meter", "bus", "state", "V L1", "A L1", "W", "kWh import");
+    println!(
+        "{:<12} {:<10} {:<8} {:>9} {:>9} {:>12} {:>14}",
+        "meter", "bus", "state", "V L1", "A L1", "W", "kWh import"
+    );
     for (id, s) in &snap {
         let get = |q: &str| {
             s.last_reading
                 .as_ref()
-                .and_then(|r| r.values.iter().find(|(k, _)| &**k == q).map(|(_, v)| format!("{v:.2}")))
+                .and_then(|r| {
+                    r.values
+                        .iter()
+                        .find(|(k, _)| &**k == q)
+                        .map(|(_, v)| format!("{v:.2}"))
+                })
                 .unwrap_or_else(|| "-".into())
         };
         let state = match s.online {

@@ -139,6 +139,6 @@ pub async fn run(
         while sinks.join_next().await.is_some() {}
     })
     .await;
-    info!("stopped");
+    info!(readings = log.end(), "stopped");
     Ok(())
 }

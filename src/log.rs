@@ -189,7 +189,10 @@ mod tests {
     fn each_meter_gets_its_own_consecutive_seq() {
         let log = Log::new(10);
         log.restore_seqs(HashMap::from([("a".to_string(), 41)]));
-        let seqs: Vec<u64> = ["a", "b", "a"].iter().map(|m| log.append(reading(m)).seq).collect();
+        let seqs: Vec<u64> = ["a", "b", "a"]
+            .iter()
+            .map(|m| log.append(reading(m)).seq)
+            .collect();
         assert_eq!(seqs, [42, 1, 43]);
     }
 

@@ -86,7 +86,10 @@ mod tests {
             profile: "eastron-sdm630".into(),
             ts: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_768_205_123),
             seq: 1234,
-            values: vec![("voltage_l1_v".into(), 230.1), ("energy_import_kwh".into(), 12345.67)],
+            values: vec![
+                ("voltage_l1_v".into(), 230.1),
+                ("energy_import_kwh".into(), 12345.67),
+            ],
         }
     }
 

@@ -157,9 +157,13 @@ impl Profile {
         };
         let raw: RawProfile = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
-            let line = e
-                .span()
-                .map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1);
+            let line = e.span().map(|s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
             fail(vec![match line {
                 Some(l) => format!("line {l}: {msg}"),
                 None => msg,

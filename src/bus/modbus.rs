@@ -298,7 +298,11 @@ pub async fn run_bus(
             .map(|_| ModbusLink::new(bus.protocol, bus.link.clone(), bus.timeout))
             .collect();
         let mut inflight = FuturesUnordered::new();
-        info!(meters = meters.len(), protocol = bus.protocol.as_str(), "bus started");
+        info!(
+            meters = meters.len(),
+            protocol = bus.protocol.as_str(),
+            "bus started"
+        );
         loop {
             let now = Instant::now();
             while !idle.is_empty() {
@@ -312,7 +316,8 @@ pub async fn run_bus(
                 let gap = bus.frame_gap;
                 inflight.push(async move {
                     let ts = SystemTime::now();
-                    let r = poll_group(&mut link, unit, &profile, job.group, &blocks, retries, gap).await;
+                    let r = poll_group(&mut link, unit, &profile, job.group, &blocks, retries, gap)
+                        .await;
                     (job, link, ts, r)
                 });
             }

@@ -138,8 +138,11 @@ impl Scheduler {
     /// Report a job's outcome; returns the meter's availability change, if any.
     pub fn complete(&mut self, job: Job, outcome: Outcome, now: Instant) -> Option<Transition> {
         let interval = self.intervals[job.meter][job.group];
-        self.queue
-            .push(Reverse((next_slot(job.due, interval, now), job.meter, job.group)));
+        self.queue.push(Reverse((
+            next_slot(job.due, interval, now),
+            job.meter,
+            job.group,
+        )));
         let policy = self.policy;
         let h = &mut self.health[job.meter];
         h.busy = false;
@@ -198,13 +201,15 @@ mod tests {
         }
     }
 
+    type Run = (Vec<u32>, Vec<(f64, usize, Transition)>, Vec<Vec<f64>>);
+
     /// Runs a virtual bus for `secs` seconds in 100 ms steps; `answers(meter, t)` says whether
     /// the meter answers at virtual second `t`. Returns polls per meter and transitions.
     fn simulate(
         intervals: Vec<Vec<Duration>>,
         secs: u64,
         answers: impl Fn(usize, f64) -> bool,
-    ) -> (Vec<u32>, Vec<(f64, usize, Transition)>, Vec<Vec<f64>>) {
+    ) -> Run {
         let t0 = Instant::now();
         let n = intervals.len();
         let mut s = Scheduler::new(intervals, policy(), t0);

@@ -28,7 +28,9 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.position, self.key.is_empty()) {
-            (Some((l, c)), false) => write!(f, "{}:{l}:{c}: {}: {}", self.file, self.key, self.message),
+            (Some((l, c)), false) => {
+                write!(f, "{}:{l}:{c}: {}: {}", self.file, self.key, self.message)
+            }
             (Some((l, c)), true) => write!(f, "{}:{l}:{c}: {}", self.file, self.message),
             (None, false) => write!(f, "{}: {}: {}", self.file, self.key, self.message),
             (None, true) => write!(f, "{}: {}", self.file, self.message),
@@ -337,8 +339,12 @@ impl<'a> Reporter<'a> {
                 let mut full = path.to_vec();
                 for seg in e.path().iter() {
                     match seg {
-                        serde_path_to_error::Segment::Seq { index } => full.push(Seg::Index(*index)),
-                        serde_path_to_error::Segment::Map { key } => full.push(Seg::Key(key.clone())),
+                        serde_path_to_error::Segment::Seq { index } => {
+                            full.push(Seg::Index(*index))
+                        }
+                        serde_path_to_error::Segment::Map { key } => {
+                            full.push(Seg::Key(key.clone()))
+                        }
                         serde_path_to_error::Segment::Enum { variant } => {
                             full.push(Seg::Key(variant.clone()))
                         }
@@ -402,7 +408,10 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
             return Err(ConfigErrors(r.errors));
         }
     };
-    let base = Path::new(file).parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = Path::new(file)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let raw = parse_sections(&mut r, value);
     let config = raw.and_then(|raw| check(&mut r, raw, &base));
     match config {
@@ -422,7 +431,15 @@ struct RawAll {
     http: RawHttp,
 }
 
-const SECTIONS: &[&str] = &["gateway", "profiles_dir", "bus", "mqtt", "influxdb", "journal", "http"];
+const SECTIONS: &[&str] = &[
+    "gateway",
+    "profiles_dir",
+    "bus",
+    "mqtt",
+    "influxdb",
+    "journal",
+    "http",
+];
 
 /// Deserialize section by section, and each bus and meter on its own, so one bad meter does
 /// not hide the problems of the next.
@@ -431,7 +448,10 @@ fn parse_sections(r: &mut Reporter, mut top: toml::Table) -> Option<RawAll> {
         if !SECTIONS.contains(&key.as_str()) {
             r.error(
                 &[k(key)],
-                format!("unknown section `{key}`, expected one of {}", SECTIONS.join(", ")),
+                format!(
+                    "unknown section `{key}`, expected one of {}",
+                    SECTIONS.join(", ")
+                ),
             );
         }
     }
@@ -478,7 +498,10 @@ fn parse_sections(r: &mut Reporter, mut top: toml::Table) -> Option<RawAll> {
                             }
                         }
                     }
-                    Some(_) => r.error(&[k("bus"), Seg::Index(i), k("meter")], "meters are [[bus.meter]] tables"),
+                    Some(_) => r.error(
+                        &[k("bus"), Seg::Index(i), k("meter")],
+                        "meters are [[bus.meter]] tables",
+                    ),
                 }
                 buses.push((i, bus, indices));
             }
@@ -503,7 +526,8 @@ fn valid_id(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-const ID_RULE: &str = "use 1 to 64 letters, digits, '-', '_' or '.' (it is an MQTT topic level and an InfluxDB tag)";
+const ID_RULE: &str =
+    "use 1 to 64 letters, digits, '-', '_' or '.' (it is an MQTT topic level and an InfluxDB tag)";
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
@@ -595,13 +619,22 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
         if !valid_id(&b.name) {
             r.error(&bp(&["name"]), format!("{:?}: {ID_RULE}", b.name));
         } else if !bus_names.insert(b.name.clone()) {
-            r.error(&bp(&["name"]), format!("bus name {:?} is used twice", b.name));
+            r.error(
+                &bp(&["name"]),
+                format!("bus name {:?} is used twice", b.name),
+            );
         }
         let serial_bus = b.protocol == BusProtocol::ModbusRtu;
-        if matches!(b.protocol, BusProtocol::Dlt645_2007 | BusProtocol::Dlt645_1997) {
+        if matches!(
+            b.protocol,
+            BusProtocol::Dlt645_2007 | BusProtocol::Dlt645_1997
+        ) {
             r.error(
                 &bp(&["protocol"]),
-                format!("{} is not supported by this version of meterd yet; Modbus buses are", b.protocol.as_str()),
+                format!(
+                    "{} is not supported by this version of meterd yet; Modbus buses are",
+                    b.protocol.as_str()
+                ),
             );
         }
         let link = match (&b.serial, &b.tcp, serial_bus) {
@@ -618,7 +651,10 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                 if let Some(other) = devices.insert(s.device.clone(), b.name.clone()) {
                     r.error(
                         &bp(&["serial", "device"]),
-                        format!("{} is already used by bus {other:?}: one task owns a serial line", s.device.display()),
+                        format!(
+                            "{} is already used by bus {other:?}: one task owns a serial line",
+                            s.device.display()
+                        ),
                     );
                 }
                 Some(Link::Serial(SerialConfig {
@@ -639,11 +675,23 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                 Some(Link::Tcp(addr.clone()))
             }
             (_, _, true) => {
-                r.error(&bp(&["serial"]), format!("a {} bus needs serial = {{ device = ... }} and no tcp", b.protocol.as_str()));
+                r.error(
+                    &bp(&["serial"]),
+                    format!(
+                        "a {} bus needs serial = {{ device = ... }} and no tcp",
+                        b.protocol.as_str()
+                    ),
+                );
                 None
             }
             (_, _, false) => {
-                r.error(&bp(&["tcp"]), format!("a {} bus needs tcp = \"HOST:PORT\" and no serial", b.protocol.as_str()));
+                r.error(
+                    &bp(&["tcp"]),
+                    format!(
+                        "a {} bus needs tcp = \"HOST:PORT\" and no serial",
+                        b.protocol.as_str()
+                    ),
+                );
                 None
             }
         };
@@ -669,7 +717,10 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
             r.error(&bp(&["offline_after"]), "must be at least 1");
         }
         let backoff = b.backoff.unwrap_or(Duration::from_secs(10));
-        let backoff_max = b.backoff_max.unwrap_or(Duration::from_secs(300)).max(backoff);
+        let backoff_max = b
+            .backoff_max
+            .unwrap_or(Duration::from_secs(300))
+            .max(backoff);
         let frame_gap = b.frame_gap.unwrap_or(match &link {
             Some(Link::Serial(s)) => s.rtu_frame_gap(),
             _ if b.protocol == BusProtocol::ModbusRtuOverTcp => Duration::from_millis(5),
@@ -686,7 +737,10 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                 r.error(&mp("id"), format!("meter id {:?} is already used on bus {other:?}; ids are unique per gateway", m.id));
             }
             if m.address.is_some() {
-                r.error(&mp("address"), "address is for DL/T 645 meters; Modbus meters use unit");
+                r.error(
+                    &mp("address"),
+                    "address is for DL/T 645 meters; Modbus meters use unit",
+                );
             }
             let unit = match m.unit {
                 None => {
@@ -694,19 +748,32 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                     0
                 }
                 Some(u) if serial_bus && !(1..=247).contains(&u) => {
-                    r.error(&mp("unit"), format!("{u}: unit ids on a serial line are 1 to 247 (0 is broadcast)"));
+                    r.error(
+                        &mp("unit"),
+                        format!("{u}: unit ids on a serial line are 1 to 247 (0 is broadcast)"),
+                    );
                     u
                 }
                 Some(u) => {
                     if let Some(other) = units.insert(u, m.id.clone()) {
-                        r.error(&mp("unit"), format!("unit {u} is already meter {other:?} on this bus"));
+                        r.error(
+                            &mp("unit"),
+                            format!("unit {u} is already meter {other:?} on this bus"),
+                        );
                     }
                     u
                 }
             };
             let Some(profile) = profiles.get(&m.profile).cloned() else {
                 let known: Vec<&str> = profiles.profiles.keys().map(String::as_str).collect();
-                r.error(&mp("profile"), format!("unknown profile {:?}; known: {}", m.profile, known.join(", ")));
+                r.error(
+                    &mp("profile"),
+                    format!(
+                        "unknown profile {:?}; known: {}",
+                        m.profile,
+                        known.join(", ")
+                    ),
+                );
                 continue;
             };
             if m.interval.is_some_and(|d| d.is_zero()) {
@@ -714,8 +781,16 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
             }
             for (g, d) in &m.intervals {
                 if profile.group(g).is_none() {
-                    let groups: Vec<&str> = profile.groups.iter().map(|g| g.name.as_str()).collect();
-                    r.error(&mp("intervals"), format!("profile {} has no point group {g:?}; it has {}", profile.name, groups.join(", ")));
+                    let groups: Vec<&str> =
+                        profile.groups.iter().map(|g| g.name.as_str()).collect();
+                    r.error(
+                        &mp("intervals"),
+                        format!(
+                            "profile {} has no point group {g:?}; it has {}",
+                            profile.name,
+                            groups.join(", ")
+                        ),
+                    );
                 } else if d.0.is_zero() {
                     r.error(&mp("intervals"), format!("{g}: must be more than 0"));
                 }
@@ -793,7 +868,10 @@ fn check_mqtt(r: &mut Reporter, m: RawMqtt, gateway: &str, base: &Path) -> Optio
     } else if let Some(rest) = m.url.strip_prefix("mqtt://") {
         (false, rest)
     } else {
-        r.error(&at("url"), format!("{:?}: use mqtt://HOST[:PORT] or mqtts://HOST[:PORT]", m.url));
+        r.error(
+            &at("url"),
+            format!("{:?}: use mqtt://HOST[:PORT] or mqtts://HOST[:PORT]", m.url),
+        );
         return None;
     };
     let rest = rest.trim_end_matches('/');
@@ -811,17 +889,34 @@ fn check_mqtt(r: &mut Reporter, m: RawMqtt, gateway: &str, base: &Path) -> Optio
         r.error(&at("url"), "no host");
     }
     if m.qos > 1 {
-        r.error(&at("qos"), "must be 0 or 1 (QoS 1: at least once, confirmed by PUBACK)");
+        r.error(
+            &at("qos"),
+            "must be 0 or 1 (QoS 1: at least once, confirmed by PUBACK)",
+        );
     }
     if m.topic_prefix.is_empty() || m.topic_prefix.contains(['+', '#']) {
-        r.error(&at("topic_prefix"), "must be non-empty and contain no MQTT wildcards");
+        r.error(
+            &at("topic_prefix"),
+            "must be non-empty and contain no MQTT wildcards",
+        );
     }
-    let password = secret(r, "mqtt", "password", m.password, m.password_file, m.password_env, base);
+    let password = secret(
+        r,
+        "mqtt",
+        "password",
+        m.password,
+        m.password_file,
+        m.password_env,
+        base,
+    );
     if !tls && (m.ca_file.is_some() || m.client_cert_file.is_some()) {
         r.error(&at("ca_file"), "TLS files need an mqtts:// url");
     }
     if m.client_cert_file.is_some() != m.client_key_file.is_some() {
-        r.error(&at("client_cert_file"), "client_cert_file and client_key_file go together");
+        r.error(
+            &at("client_cert_file"),
+            "client_cert_file and client_key_file go together",
+        );
     }
     Some(MqttConfig {
         host,
@@ -843,10 +938,29 @@ fn check_mqtt(r: &mut Reporter, m: RawMqtt, gateway: &str, base: &Path) -> Optio
 fn check_influx(r: &mut Reporter, i: RawInflux, base: &Path) -> Option<InfluxConfig> {
     let at = |key: &str| [k("influxdb"), k(key)];
     if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
-        r.error(&at("url"), format!("{:?}: use http://HOST:PORT or https://...", i.url));
+        r.error(
+            &at("url"),
+            format!("{:?}: use http://HOST:PORT or https://...", i.url),
+        );
     }
-    let token = secret(r, "influxdb", "token", i.token, i.token_file, i.token_env, base);
-    let password = secret(r, "influxdb", "password", i.password, i.password_file, i.password_env, base);
+    let token = secret(
+        r,
+        "influxdb",
+        "token",
+        i.token,
+        i.token_file,
+        i.token_env,
+        base,
+    );
+    let password = secret(
+        r,
+        "influxdb",
+        "password",
+        i.password,
+        i.password_file,
+        i.password_env,
+        base,
+    );
     let auth = match i.api {
         InfluxApi::V2 => {
             for (key, missing) in [("org", i.org.is_none()), ("bucket", i.bucket.is_none())] {
@@ -855,7 +969,10 @@ fn check_influx(r: &mut Reporter, i: RawInflux, base: &Path) -> Option<InfluxCon
                 }
             }
             if i.database.is_some() {
-                r.error(&at("database"), "database is for api = \"v1\"; v2 uses org and bucket");
+                r.error(
+                    &at("database"),
+                    "database is for api = \"v1\"; v2 uses org and bucket",
+                );
             }
             InfluxAuth::V2 {
                 org: i.org.unwrap_or_default(),

@@ -57,8 +57,14 @@ impl std::str::FromStr for Fault {
             _ => {
                 if let Some(code) = s.strip_prefix("exception") {
                     let code = code.trim_start_matches([':', '=']);
-                    Fault::Exception(if code.is_empty() { 2 } else { code.parse().map_err(|_| format!("bad exception code in {s:?}"))? })
-                } else if let Some(d) = s.strip_prefix("slow:").or_else(|| s.strip_prefix("slow=")) {
+                    Fault::Exception(if code.is_empty() {
+                        2
+                    } else {
+                        code.parse()
+                            .map_err(|_| format!("bad exception code in {s:?}"))?
+                    })
+                } else if let Some(d) = s.strip_prefix("slow:").or_else(|| s.strip_prefix("slow="))
+                {
                     Fault::Slow(humantime::parse_duration(d).map_err(|e| format!("{s:?}: {e}"))?)
                 } else {
                     return Err(format!("unknown fault {s:?}: use none, silent, exception[:CODE], garbage, bad-crc or slow:DURATION"));
@@ -96,7 +102,10 @@ impl Simulator {
 
     /// Add a meter at `unit`. Frozen meters keep fixed values, for exact comparisons.
     pub fn add_meter(&self, unit: u8, profile: Arc<Profile>, frozen: bool) {
-        lock(&self.meters).insert(unit, MeterModel::new(profile, u64::from(unit) * 7919, frozen));
+        lock(&self.meters).insert(
+            unit,
+            MeterModel::new(profile, u64::from(unit) * 7919, frozen),
+        );
     }
 
     pub fn set_fault(&self, unit: u8, fault: Fault) {
@@ -109,7 +118,9 @@ impl Simulator {
 
     /// The values meter `unit` would report now.
     pub fn values(&self, unit: u8) -> Option<HashMap<&'static str, f64>> {
-        lock(&self.meters).get_mut(&unit).map(|m| m.values(Instant::now()))
+        lock(&self.meters)
+            .get_mut(&unit)
+            .map(|m| m.values(Instant::now()))
     }
 
     fn fault(&self, unit: u8) -> Fault {
@@ -128,7 +139,11 @@ impl Simulator {
             Err(code) => slave::exception_response(function, code),
             Ok(req) => match req {
                 Request::ReadHolding { start, count } | Request::ReadInput { start, count } => {
-                    let kind = if function == 3 { RegisterKind::Holding } else { RegisterKind::Input };
+                    let kind = if function == 3 {
+                        RegisterKind::Holding
+                    } else {
+                        RegisterKind::Input
+                    };
                     match meter.registers(kind, start, count, Instant::now()) {
                         Ok(words) => slave::read_response(function, &words),
                         Err(code) => slave::exception_response(function, code),
@@ -151,11 +166,17 @@ impl Simulator {
         match self.fault(unit) {
             Fault::None => (Reply::Pdu(answer), Duration::ZERO),
             Fault::Silent => (Reply::Nothing, Duration::ZERO),
-            Fault::Exception(code) => (Reply::Pdu(slave::exception_response(function, code)), Duration::ZERO),
+            Fault::Exception(code) => (
+                Reply::Pdu(slave::exception_response(function, code)),
+                Duration::ZERO,
+            ),
             Fault::Garbage => {
                 let mut rng = rand::thread_rng();
                 let n = rng.gen_range(3..40);
-                (Reply::Garbage((0..n).map(|_| rng.gen()).collect()), Duration::ZERO)
+                (
+                    Reply::Garbage((0..n).map(|_| rng.gen()).collect()),
+                    Duration::ZERO,
+                )
             }
             Fault::BadCrc => (Reply::BadCrc(answer), Duration::ZERO),
             Fault::Slow(d) => (Reply::Pdu(answer), d),
@@ -175,8 +196,13 @@ impl Simulator {
                 let mut chunk = [0u8; 512];
                 loop {
                     match slave::scan_tcp_request(&buf) {
-                        Err(()) => return,
-                        Ok(Some((tid, unit, pdu, len))) => {
+                        Err(_) => return,
+                        Ok(Some(slave::TcpFrame {
+                            transaction: tid,
+                            unit,
+                            pdu,
+                            len,
+                        })) => {
                             buf.drain(..len);
                             let (reply, delay) = sim.handle(unit, &pdu);
                             if !delay.is_zero() {
@@ -239,7 +265,8 @@ impl Simulator {
                 }
                 RtuScan::Incomplete => {
                     // A partial frame followed by silence is junk: resynchronise on the next.
-                    let read = tokio::time::timeout(Duration::from_millis(50), port.read(&mut chunk));
+                    let read =
+                        tokio::time::timeout(Duration::from_millis(50), port.read(&mut chunk));
                     match read.await {
                         Err(_) => buf.clear(),
                         Ok(Ok(0)) => tokio::time::sleep(Duration::from_millis(20)).await,

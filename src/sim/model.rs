@@ -5,7 +5,7 @@
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use meterd_protocols::{
-    modbus::{RegisterKind, RawValue},
+    modbus::{RawValue, RegisterKind},
     profile::Profile,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -72,9 +72,7 @@ impl MeterModel {
     }
 
     fn voltage(&mut self, phase: usize, t: f64) -> f64 {
-        self.nominal_v
-            + 3.0 * (t / 90.0 + self.phase + phase as f64).sin()
-            + self.noise(0.3)
+        self.nominal_v + 3.0 * (t / 90.0 + self.phase + phase as f64).sin() + self.noise(0.3)
     }
 
     fn current(&mut self, phase: usize, t: f64) -> f64 {
@@ -93,7 +91,8 @@ impl MeterModel {
         let p: f64 = (0..3)
             .map(|i| {
                 let v = self.nominal_v + 3.0 * (t / 90.0 + self.phase + i as f64).sin();
-                let c = self.base_current[i] * (1.0 + 0.3 * (t / 600.0 + self.phase * 2.0 + i as f64).sin());
+                let c = self.base_current[i]
+                    * (1.0 + 0.3 * (t / 600.0 + self.phase * 2.0 + i as f64).sin());
                 v * c * self.pf
             })
             .sum();
@@ -145,7 +144,10 @@ impl MeterModel {
             ("power_factor_l3", self.pf),
             ("frequency_hz", f),
             ("energy_import_kwh", self.energy_import_kwh),
-            ("energy_total_kwh", self.energy_import_kwh + self.energy_export_kwh),
+            (
+                "energy_total_kwh",
+                self.energy_import_kwh + self.energy_export_kwh,
+            ),
             ("energy_import_t1_kwh", self.energy_import_kwh * 0.6),
             ("energy_import_t2_kwh", self.energy_import_kwh * 0.4),
             ("energy_import_l1_kwh", self.energy_import_kwh / 3.0),
@@ -169,7 +171,12 @@ impl MeterModel {
         now: Instant,
     ) -> Result<Vec<u16>, u8> {
         let end = u32::from(start) + u32::from(count);
-        let points: Vec<_> = self.profile.points().filter(|p| p.kind == kind).cloned().collect();
+        let points: Vec<_> = self
+            .profile
+            .points()
+            .filter(|p| p.kind == kind)
+            .cloned()
+            .collect();
         let lo = points.iter().map(|p| u32::from(p.address)).min();
         let hi = points.iter().map(|p| p.end()).max();
         match (lo, hi) {
@@ -238,7 +245,12 @@ mod tests {
     #[test]
     fn registers_outside_the_map_are_an_illegal_address() {
         let mut m = model(true);
-        assert_eq!(m.registers(RegisterKind::Holding, 0, 2, Instant::now()), Err(2));
-        assert!(m.registers(RegisterKind::Input, 0, 72, Instant::now()).is_ok());
+        assert_eq!(
+            m.registers(RegisterKind::Holding, 0, 2, Instant::now()),
+            Err(2)
+        );
+        assert!(m
+            .registers(RegisterKind::Input, 0, 72, Instant::now())
+            .is_ok());
     }
 }

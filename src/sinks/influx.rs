@@ -117,7 +117,9 @@ impl Writer {
                 )
                 .await
                 .map_err(|e| match e {
-                    influxdb2::RequestError::Http { status, text } => classify(status.as_u16(), &text),
+                    influxdb2::RequestError::Http { status, text } => {
+                        classify(status.as_u16(), &text)
+                    }
                     other => WriteError::Retry(other.to_string()),
                 }),
             Writer::V1 { http, url, query } => {
@@ -243,8 +245,20 @@ mod tests {
 
     #[test]
     fn a_bad_point_is_rejected_but_an_outage_or_a_wrong_token_is_retried() {
-        for (status, rejected) in [(400, true), (422, true), (401, false), (404, false), (429, false), (500, false), (503, false)] {
-            assert_eq!(matches!(classify(status, ""), WriteError::Rejected(_)), rejected, "{status}");
+        for (status, rejected) in [
+            (400, true),
+            (422, true),
+            (401, false),
+            (404, false),
+            (429, false),
+            (500, false),
+            (503, false),
+        ] {
+            assert_eq!(
+                matches!(classify(status, ""), WriteError::Rejected(_)),
+                rejected,
+                "{status}"
+            );
         }
     }
 }

@@ -13,8 +13,7 @@ use std::{
 };
 
 use rumqttc::{
-    AsyncClient, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS,
-    TlsConfiguration, Transport,
+    AsyncClient, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport,
 };
 use tokio::sync::watch;
 use tracing::{error, info, info_span, warn, Instrument};
@@ -281,7 +280,10 @@ impl Session {
     fn confirm(&mut self, sent: Sent) {
         let Sent::Reading(pos) = sent else { return };
         if let Some(front) = self.window.front().map(|(p, _)| *p) {
-            if let Some(slot) = pos.checked_sub(front).and_then(|i| self.window.get_mut(i as usize)) {
+            if let Some(slot) = pos
+                .checked_sub(front)
+                .and_then(|i| self.window.get_mut(i as usize))
+            {
                 slot.1 = true;
             }
         }

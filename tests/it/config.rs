@@ -4,7 +4,8 @@ use std::process::Command;
 
 use meterd::config;
 
-const GOOD_BUS: &str = "[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"127.0.0.1:502\"\n\
+const GOOD_BUS: &str =
+    "[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"127.0.0.1:502\"\n\
                         [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm630\"\n";
 
 fn errors(text: &str) -> Vec<String> {
@@ -12,11 +13,6 @@ fn errors(text: &str) -> Vec<String> {
         Ok(_) => vec![],
         Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
     }
-}
-
-/// `text` must produce exactly `expected` problems, in order.
-fn check(text: &str, expected: &[&str]) {
-    assert_eq!(errors(text), expected, "config:\n{text}");
 }
 
 #[test]
@@ -46,7 +42,9 @@ fn each_class_of_config_error_is_reported_with_its_location() {
     for (what, text, expected) in cases {
         let got = errors(text);
         if &got != expected {
-            failed.push(format!("{what}:\n  got      {got:?}\n  expected {expected:?}"));
+            failed.push(format!(
+                "{what}:\n  got      {got:?}\n  expected {expected:?}"
+            ));
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
@@ -61,38 +59,92 @@ fn several_problems_in_several_places_are_all_reported_at_once() {
                 [journal]\nmax_size = \"10KiB\"\n";
     let got = errors(text);
     assert_eq!(got.len(), 5, "{got:#?}");
-    assert!(got[0].starts_with("t.toml:10:1: bus[0].meter[0].unit: invalid type"), "{got:#?}");
-    assert!(got[1].starts_with("t.toml:2:1: gateway.id: \"gw/1\""), "{got:#?}");
-    assert!(got[2].starts_with("t.toml:7:1: bus[0].tcp: \"nohost\" is not HOST:PORT"), "{got:#?}");
-    assert!(got[3].starts_with("t.toml:15:1: bus[0].meter[1].profile: unknown profile \"nope\""), "{got:#?}");
-    assert!(got[4].starts_with("t.toml:17:1: journal.max_size: must be at least 1MiB"), "{got:#?}");
+    assert!(
+        got[0].starts_with("t.toml:10:1: bus[0].meter[0].unit: invalid type"),
+        "{got:#?}"
+    );
+    assert!(
+        got[1].starts_with("t.toml:2:1: gateway.id: \"gw/1\""),
+        "{got:#?}"
+    );
+    assert!(
+        got[2].starts_with("t.toml:7:1: bus[0].tcp: \"nohost\" is not HOST:PORT"),
+        "{got:#?}"
+    );
+    assert!(
+        got[3].starts_with("t.toml:15:1: bus[0].meter[1].profile: unknown profile \"nope\""),
+        "{got:#?}"
+    );
+    assert!(
+        got[4].starts_with("t.toml:17:1: journal.max_size: must be at least 1MiB"),
+        "{got:#?}"
+    );
 }
 
 #[test]
 fn the_printed_template_validates() {
-    let out = Command::new(env!("CARGO_BIN_EXE_meterd")).arg("configfile").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .arg("configfile")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meterd.toml");
     std::fs::write(&path, &out.stdout).unwrap();
-    let v = Command::new(env!("CARGO_BIN_EXE_meterd")).args(["validate", "-c"]).arg(&path).output().unwrap();
-    assert_eq!(v.status.code(), Some(0), "{}", String::from_utf8_lossy(&v.stdout));
-    assert_eq!(std::fs::read_to_string("config/meterd.example.toml").unwrap().as_bytes(), &out.stdout[..]);
+    let v = Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string("config/meterd.example.toml")
+            .unwrap()
+            .as_bytes(),
+        &out.stdout[..]
+    );
 }
 
 #[test]
 fn validate_exits_78_and_prints_one_located_line_per_problem() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[gateway]\nid = \"\"\nstate_dir = \"/tmp/x\"\n[mqtt]\nurl = \"mqtt://h\"\nqos = 2\n").unwrap();
-    let v = Command::new(env!("CARGO_BIN_EXE_meterd")).args(["validate", "-c"]).arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        "[gateway]\nid = \"\"\nstate_dir = \"/tmp/x\"\n[mqtt]\nurl = \"mqtt://h\"\nqos = 2\n",
+    )
+    .unwrap();
+    let v = Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(v.status.code(), Some(78));
     let stdout = String::from_utf8_lossy(&v.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     let file = path.display().to_string();
     assert_eq!(lines.len(), 2, "{stdout}");
-    assert!(lines[0].starts_with(&format!("{file}:2:1: gateway.id: ")), "{stdout}");
-    assert!(lines[1].starts_with(&format!("{file}:6:1: mqtt.qos: must be 0 or 1")), "{stdout}");
-    let run = Command::new(env!("CARGO_BIN_EXE_meterd")).args(["run", "-c"]).arg(&path).output().unwrap();
-    assert_eq!(run.status.code(), Some(78), "run refuses a bad config with 78 too");
+    assert!(
+        lines[0].starts_with(&format!("{file}:2:1: gateway.id: ")),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{file}:6:1: mqtt.qos: must be 0 or 1")),
+        "{stdout}"
+    );
+    let run = Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(78),
+        "run refuses a bad config with 78 too"
+    );
 }

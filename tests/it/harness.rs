@@ -7,10 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use meterd::{
-    config::ProfileSet,
-    sim::Simulator,
-};
+use meterd::{config::ProfileSet, sim::Simulator};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 
 pub struct Meterd {
@@ -41,7 +38,10 @@ impl Meterd {
 
     /// SIGTERM, then wait up to `within` for the exit.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -75,10 +75,17 @@ pub struct Collector {
 
 impl Collector {
     pub async fn start(port: u16, filter: &str) -> Collector {
-        let mut o = MqttOptions::new(format!("test-{}", super::servers::free_port()), "127.0.0.1", port);
+        let mut o = MqttOptions::new(
+            format!("test-{}", super::servers::free_port()),
+            "127.0.0.1",
+            port,
+        );
         o.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut el) = AsyncClient::new(o, 100);
-        client.subscribe(filter, QoS::AtLeastOnce).await.expect("subscribe");
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
         let messages = Arc::new(Mutex::new(Vec::new()));
         let m = messages.clone();
         let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
@@ -111,7 +118,10 @@ impl Collector {
     }
 
     pub fn on(&self, topic: &str) -> Vec<Message> {
-        self.all().into_iter().filter(|m| m.topic == topic).collect()
+        self.all()
+            .into_iter()
+            .filter(|m| m.topic == topic)
+            .collect()
     }
 
     /// Wait until `pred` holds for the messages so far.
@@ -122,7 +132,8 @@ impl Collector {
                 return;
             }
             if Instant::now() > deadline {
-                let topics: std::collections::BTreeSet<String> = self.all().into_iter().map(|m| m.topic).collect();
+                let topics: std::collections::BTreeSet<String> =
+                    self.all().into_iter().map(|m| m.topic).collect();
                 panic!("timed out waiting for {what}; topics seen: {topics:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -137,7 +148,9 @@ pub async fn tcp_sim(meters: &[(u8, &str)], frozen: bool) -> (Arc<Simulator>, St
     for (unit, profile) in meters {
         sim.add_meter(*unit, set.get(profile).cloned().expect("profile"), frozen);
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     tokio::spawn(sim.clone().serve_tcp(listener));
     (sim, addr)
@@ -166,7 +179,10 @@ where
 pub fn tolerance(profile: &str, quantity: &str, expected: f64) -> f64 {
     let set = ProfileSet::builtin();
     let p = set.get(profile).expect("profile");
-    let point = p.points().find(|pt| pt.quantity == quantity).expect("point");
+    let point = p
+        .points()
+        .find(|pt| pt.quantity == quantity)
+        .expect("point");
     if point.ty.is_float() {
         expected.abs() * 1e-6 * point.scale.abs().max(1.0) + 1e-9
     } else {

@@ -24,12 +24,19 @@ fn bus_config(addr: &str) -> String {
     s
 }
 
-fn check_values(profile: &str, unit_values: &HashMap<&'static str, f64>, got: &serde_json::Map<String, serde_json::Value>) {
+fn check_values(
+    profile: &str,
+    unit_values: &HashMap<&'static str, f64>,
+    got: &serde_json::Map<String, serde_json::Value>,
+) {
     for (q, v) in got {
         let v = v.as_f64().unwrap_or_else(|| panic!("{q} is not a number"));
         let expected = unit_values[q.as_str()];
         let tol = tolerance(profile, q, expected);
-        assert!((v - expected).abs() <= tol, "{profile} {q}: got {v}, simulated {expected} (±{tol})");
+        assert!(
+            (v - expected).abs() <= tol,
+            "{profile} {q}: got {v}, simulated {expected} (±{tol})"
+        );
     }
 }
 
@@ -39,7 +46,11 @@ async fn readings_reach_mqtt_and_influxdb_1x_with_the_contracts_topics_schema_an
     let influx = servers::influxdb1();
     let created = servers::influxql(&influx, "", "CREATE DATABASE meters").await;
     assert!(created["results"].is_array(), "{created}");
-    let (sim, addr) = tcp_sim(&METERS.iter().map(|(u, _, p)| (*u, *p)).collect::<Vec<_>>(), true).await;
+    let (sim, addr) = tcp_sim(
+        &METERS.iter().map(|(u, _, p)| (*u, *p)).collect::<Vec<_>>(),
+        true,
+    )
+    .await;
     let mqtt = Collector::start(broker.port, "meterd/#").await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -59,19 +70,28 @@ async fn readings_reach_mqtt_and_influxdb_1x_with_the_contracts_topics_schema_an
     let mut meterd = Meterd::run(&cfg);
 
     // Every meter's readings, availability and the gateway status arrive on MQTT.
-    mqtt.wait_for("a reading with energy from every meter", Duration::from_secs(20), |msgs| {
-        METERS.iter().all(|(_, id, _)| {
-            msgs.iter().any(|m| {
-                m.topic == format!("meterd/gw-it/meter/{id}/reading") && m.payload.contains("energy_import_kwh")
+    mqtt.wait_for(
+        "a reading with energy from every meter",
+        Duration::from_secs(20),
+        |msgs| {
+            METERS.iter().all(|(_, id, _)| {
+                msgs.iter().any(|m| {
+                    m.topic == format!("meterd/gw-it/meter/{id}/reading")
+                        && m.payload.contains("energy_import_kwh")
+                })
             })
-        })
-    })
+        },
+    )
     .await;
     let status = mqtt.on("meterd/gw-it/status");
     assert_eq!(status.first().map(|m| m.payload.as_str()), Some("online"));
     for (unit, id, profile) in METERS {
         let avail = mqtt.on(&format!("meterd/gw-it/meter/{id}/availability"));
-        assert_eq!(avail.last().map(|m| m.payload.as_str()), Some("online"), "{id} availability");
+        assert_eq!(
+            avail.last().map(|m| m.payload.as_str()),
+            Some("online"),
+            "{id} availability"
+        );
         let readings = mqtt.on(&format!("meterd/gw-it/meter/{id}/reading"));
         let simulated = sim.values(*unit).unwrap();
         let mut seqs = Vec::new();
@@ -82,7 +102,10 @@ async fn readings_reach_mqtt_and_influxdb_1x_with_the_contracts_topics_schema_an
             assert_eq!(v["meter"], *id);
             assert_eq!(v["bus"], "tcp-1");
             let ts = v["ts"].as_str().expect("ts");
-            assert!(humantime::parse_rfc3339(ts).is_ok() && ts.ends_with('Z'), "ts {ts}");
+            assert!(
+                humantime::parse_rfc3339(ts).is_ok() && ts.ends_with('Z'),
+                "ts {ts}"
+            );
             seqs.push(v["seq"].as_u64().expect("seq"));
             let values = v["values"].as_object().expect("values");
             quantities.extend(values.keys().cloned());
@@ -94,10 +117,17 @@ async fn readings_reach_mqtt_and_influxdb_1x_with_the_contracts_topics_schema_an
             .points()
             .map(|p| p.quantity.clone())
             .collect();
-        assert_eq!(quantities, expected, "{id} reports every quantity of its profile");
+        assert_eq!(
+            quantities, expected,
+            "{id} reports every quantity of its profile"
+        );
         let mut sorted = seqs.clone();
         sorted.sort();
-        assert_eq!(sorted, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{id} seq runs 1, 2, 3 …");
+        assert_eq!(
+            sorted,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "{id} seq runs 1, 2, 3 …"
+        );
     }
 
     // The same readings are in InfluxDB with the contract's measurement, tags and fields.
@@ -108,15 +138,27 @@ async fn readings_reach_mqtt_and_influxdb_1x_with_the_contracts_topics_schema_an
             let q = q.clone();
             async move {
                 let a = servers::influxql(influx, "meters", &q).await;
-                let has_rows = a["results"][0]["series"][0]["values"].as_array().is_some_and(|v| !v.is_empty());
+                let has_rows = a["results"][0]["series"][0]["values"]
+                    .as_array()
+                    .is_some_and(|v| !v.is_empty());
                 has_rows.then_some(a)
             }
         })
         .await;
         let series = &answer["results"][0]["series"][0];
-        let columns: Vec<&str> = series["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        let columns: Vec<&str> = series["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
         let row = &series["values"][0];
-        let col = |name: &str| &row[columns.iter().position(|c| *c == name).unwrap_or_else(|| panic!("no column {name}"))];
+        let col = |name: &str| {
+            &row[columns
+                .iter()
+                .position(|c| *c == name)
+                .unwrap_or_else(|| panic!("no column {name}"))]
+        };
         assert_eq!(col("gateway"), "gw-it");
         assert_eq!(col("bus"), "tcp-1");
         assert_eq!(col("meter"), *id);
@@ -131,29 +173,52 @@ async fn readings_reach_mqtt_and_influxdb_1x_with_the_contracts_topics_schema_an
 
     // Availability is retained: a late subscriber sees it at once.
     let late = Collector::start(broker.port, "meterd/gw-it/meter/+/availability").await;
-    late.wait_for("retained availability of every meter", Duration::from_secs(5), |m| {
-        m.iter().filter(|m| m.retain && m.payload == "online").count() == METERS.len()
-    })
+    late.wait_for(
+        "retained availability of every meter",
+        Duration::from_secs(5),
+        |m| {
+            m.iter()
+                .filter(|m| m.retain && m.payload == "online")
+                .count()
+                == METERS.len()
+        },
+    )
     .await;
 
     // SIGTERM: exits 0 within a few seconds and leaves the gateway offline (retained).
     let status = meterd.terminate(Duration::from_secs(8));
-    assert!(status.is_some_and(|s| s.success()), "exit: {status:?}\n{}", meterd.log_text());
-    mqtt.wait_for("the gateway's offline status", Duration::from_secs(5), |msgs| {
-        msgs.iter().filter(|m| m.topic == "meterd/gw-it/status").last().is_some_and(|m| m.payload == "offline")
-    })
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit: {status:?}\n{}",
+        meterd.log_text()
+    );
+    mqtt.wait_for(
+        "the gateway's offline status",
+        Duration::from_secs(5),
+        |msgs| {
+            msgs.iter()
+                .rfind(|m| m.topic == "meterd/gw-it/status")
+                .is_some_and(|m| m.payload == "offline")
+        },
+    )
     .await;
     // A new subscriber sees the retained offline status.
     let later = Collector::start(broker.port, "meterd/gw-it/status").await;
     later
-        .wait_for("retained offline status", Duration::from_secs(5), |m| m.iter().any(|m| m.retain && m.payload == "offline"))
+        .wait_for("retained offline status", Duration::from_secs(5), |m| {
+            m.iter().any(|m| m.retain && m.payload == "offline")
+        })
         .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_reach_victoria_metrics_through_the_influxdb_v2_write_api() {
     let vm = servers::victoria_metrics();
-    let (sim, addr) = tcp_sim(&METERS.iter().map(|(u, _, p)| (*u, *p)).collect::<Vec<_>>(), true).await;
+    let (sim, addr) = tcp_sim(
+        &METERS.iter().map(|(u, _, p)| (*u, *p)).collect::<Vec<_>>(),
+        true,
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("meterd.toml");
     std::fs::write(
@@ -169,37 +234,56 @@ async fn readings_reach_victoria_metrics_through_the_influxdb_v2_write_api() {
     .unwrap();
     let _meterd = Meterd::run(&cfg);
     let http = reqwest::Client::new();
-    let series = eventually("every meter's energy in VictoriaMetrics", Duration::from_secs(20), || {
-        let http = http.clone();
-        let url = vm.url();
-        async move {
-            let _ = http.get(format!("{url}/internal/force_flush")).send().await;
-            let text = http
-                .get(format!("{url}/api/v1/export"))
-                .query(&[("match[]", "{__name__=\"meter_energy_import_kwh\"}")])
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            let lines: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-            (lines.len() == METERS.len()).then_some(lines)
-        }
-    })
+    let series = eventually(
+        "every meter's energy in VictoriaMetrics",
+        Duration::from_secs(20),
+        || {
+            let http = http.clone();
+            let url = vm.url();
+            async move {
+                let _ = http.get(format!("{url}/internal/force_flush")).send().await;
+                let text = http
+                    .get(format!("{url}/api/v1/export"))
+                    .query(&[("match[]", "{__name__=\"meter_energy_import_kwh\"}")])
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                let lines: Vec<serde_json::Value> = text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect();
+                (lines.len() == METERS.len()).then_some(lines)
+            }
+        },
+    )
     .await;
     for s in &series {
         let metric = &s["metric"];
         assert_eq!(metric["gateway"], "gw-vm");
         assert_eq!(metric["bus"], "tcp-1");
-        let (unit, _, profile) = METERS.iter().find(|(_, id, _)| metric["meter"] == *id).expect("known meter");
+        let (unit, _, profile) = METERS
+            .iter()
+            .find(|(_, id, _)| metric["meter"] == *id)
+            .expect("known meter");
         assert_eq!(metric["profile"], *profile);
         let v = s["values"][0].as_f64().unwrap();
         let expected = sim.values(*unit).unwrap()["energy_import_kwh"];
-        assert!((v - expected).abs() <= tolerance(profile, "energy_import_kwh", expected), "{v} vs {expected}");
+        assert!(
+            (v - expected).abs() <= tolerance(profile, "energy_import_kwh", expected),
+            "{v} vs {expected}"
+        );
         let ts = s["timestamps"][0].as_i64().unwrap();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-        assert!((now - ts).abs() < 60_000, "timestamp is the sampling time in ms");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(
+            (now - ts).abs() < 60_000,
+            "timestamp is the sampling time in ms"
+        );
     }
 }
 

@@ -13,10 +13,25 @@ fn read_json(device: &Path, unit: u8, profile: &str) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_meterd"))
         .args(["read", "--serial"])
         .arg(device)
-        .args(["--baud", "9600", "--timeout", "500ms", "--unit", &unit.to_string(), "--profile", profile, "--json"])
+        .args([
+            "--baud",
+            "9600",
+            "--timeout",
+            "500ms",
+            "--unit",
+            &unit.to_string(),
+            "--profile",
+            profile,
+            "--json",
+        ])
         .output()
         .expect("run meterd read");
-    assert!(out.status.success(), "meterd read failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "meterd read failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("json")
 }
 
@@ -27,7 +42,10 @@ fn check(sim: &Simulator, unit: u8, profile: &str, got: &serde_json::Value) {
     for (q, v) in values {
         let expected = simulated[q.as_str()];
         let v = v.as_f64().unwrap();
-        assert!((v - expected).abs() <= tolerance(profile, q, expected), "{q}: {v} vs {expected}");
+        assert!(
+            (v - expected).abs() <= tolerance(profile, q, expected),
+            "{q}: {v} vs {expected}"
+        );
     }
     assert_eq!(got["errors"].as_array().map(Vec::len), Some(0), "{got}");
 }
@@ -42,7 +60,10 @@ async fn meterd_reads_rtu_meters_on_the_simulators_own_pty() {
     tokio::spawn(sim.clone().serve_rtu(master));
     let path = std::path::PathBuf::from(path);
     let got = tokio::task::spawn_blocking(move || {
-        (read_json(&path, 1, "eastron-sdm120"), read_json(&path, 2, "chint-ddsu666"))
+        (
+            read_json(&path, 1, "eastron-sdm120"),
+            read_json(&path, 2, "chint-ddsu666"),
+        )
     })
     .await
     .unwrap();
@@ -78,7 +99,9 @@ async fn meterd_reads_rtu_meters_through_a_socat_pty_pair() {
     })
     .expect("open the simulator's end");
     tokio::spawn(sim.clone().serve_rtu(port));
-    let got = tokio::task::spawn_blocking(move || read_json(&b, 7, "eastron-sdm120")).await.unwrap();
+    let got = tokio::task::spawn_blocking(move || read_json(&b, 7, "eastron-sdm120"))
+        .await
+        .unwrap();
     check(&sim, 7, "eastron-sdm120", &got);
     let _ = child.kill();
     let _ = child.wait();

@@ -29,10 +29,10 @@ pub fn binary(name: &str, package: &str) -> PathBuf {
 }
 
 pub struct Server {
-    pub name: &'static str,
     pub port: u16,
     child: Child,
-    pub dir: tempfile::TempDir,
+    /// Data and logs; removed when the server is dropped.
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
@@ -43,11 +43,6 @@ impl Server {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-
-    /// Start the same server again on the same port (for outage tests).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 }
 
@@ -75,7 +70,8 @@ fn spawn(cmd: &mut Command, dir: &Path, name: &str) -> Child {
     let log = std::fs::File::create(dir.join("server.log")).expect("log file");
     let err = log.try_clone().expect("log file");
     cmd.stdout(log).stderr(err).stdin(Stdio::null());
-    cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
 }
 
 pub fn mosquitto() -> Server {
@@ -91,9 +87,17 @@ pub fn mosquitto_on(port: u16) -> Server {
         format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"),
     )
     .expect("write mosquitto.conf");
-    let mut child = spawn(Command::new(bin).arg("-c").arg(&conf), dir.path(), "mosquitto");
+    let mut child = spawn(
+        Command::new(bin).arg("-c").arg(&conf),
+        dir.path(),
+        "mosquitto",
+    );
     wait_for_port(port, "mosquitto", &mut child);
-    Server { name: "mosquitto", port, child, dir }
+    Server {
+        port,
+        child,
+        _dir: dir,
+    }
 }
 
 pub fn influxdb1() -> Server {
@@ -115,9 +119,17 @@ pub fn influxdb1() -> Server {
         ),
     )
     .expect("write influxdb.conf");
-    let mut child = spawn(Command::new(bin).arg("run").arg("-config").arg(&conf), dir.path(), "influxd");
+    let mut child = spawn(
+        Command::new(bin).arg("run").arg("-config").arg(&conf),
+        dir.path(),
+        "influxd",
+    );
     wait_for_port(port, "influxd", &mut child);
-    Server { name: "influxd", port, child, dir }
+    Server {
+        port,
+        child,
+        _dir: dir,
+    }
 }
 
 pub fn victoria_metrics() -> Server {
@@ -127,12 +139,19 @@ pub fn victoria_metrics() -> Server {
     let mut child = spawn(
         Command::new(bin)
             .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!("-storageDataPath={}", dir.path().join("data").display())),
+            .arg(format!(
+                "-storageDataPath={}",
+                dir.path().join("data").display()
+            )),
         dir.path(),
         "victoria-metrics",
     );
     wait_for_port(port, "victoria-metrics", &mut child);
-    Server { name: "victoria-metrics", port, child, dir }
+    Server {
+        port,
+        child,
+        _dir: dir,
+    }
 }
 
 /// InfluxQL against InfluxDB 1.x; returns the JSON answer.

@@ -16,7 +16,15 @@ fn readings_of(c: &Collector, meter: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_meter_goes_offline_without_slowing_the_others_and_comes_back_online() {
     let broker = servers::mosquitto();
-    let (sim, addr) = tcp_sim(&[(1, "eastron-sdm120"), (2, "eastron-sdm120"), (3, "eastron-sdm120")], false).await;
+    let (sim, addr) = tcp_sim(
+        &[
+            (1, "eastron-sdm120"),
+            (2, "eastron-sdm120"),
+            (3, "eastron-sdm120"),
+        ],
+        false,
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("meterd.toml");
     let mut text = format!(
@@ -33,13 +41,18 @@ async fn a_silent_meter_goes_offline_without_slowing_the_others_and_comes_back_o
     let meterd = Meterd::run(&cfg);
     let avail = |m: &str| format!("meterd/gw-s/meter/{m}/availability");
     mqtt.wait_for("all three online", Duration::from_secs(15), |msgs| {
-        (1..=3).all(|u| msgs.iter().any(|m| m.topic == avail(&format!("m{u}")) && m.payload == "online"))
+        (1..=3).all(|u| {
+            msgs.iter()
+                .any(|m| m.topic == avail(&format!("m{u}")) && m.payload == "online")
+        })
     })
     .await;
 
     sim.set_fault(2, Fault::Silent);
     mqtt.wait_for("m2 offline", Duration::from_secs(10), |msgs| {
-        msgs.iter().filter(|m| m.topic == avail("m2")).last().is_some_and(|m| m.payload == "offline")
+        msgs.iter()
+            .rfind(|m| m.topic == avail("m2"))
+            .is_some_and(|m| m.payload == "offline")
     })
     .await;
     // While m2 is silent, m1 and m3 keep (nearly) their 2 readings per second: each probe of
@@ -50,16 +63,29 @@ async fn a_silent_meter_goes_offline_without_slowing_the_others_and_comes_back_o
     let secs = t.elapsed().as_secs_f64();
     let (r1, r3) = (readings_of(&mqtt, "m1") - a1, readings_of(&mqtt, "m3") - a3);
     let expected = secs * 2.0;
-    assert!(r1 as f64 >= expected * 0.8 && r3 as f64 >= expected * 0.8, "m1 {r1}, m3 {r3} readings in {secs:.1}s (expected ~{expected:.0})");
+    assert!(
+        r1 as f64 >= expected * 0.8 && r3 as f64 >= expected * 0.8,
+        "m1 {r1}, m3 {r3} readings in {secs:.1}s (expected ~{expected:.0})"
+    );
 
     sim.set_fault(2, Fault::None);
     mqtt.wait_for("m2 online again", Duration::from_secs(10), |msgs| {
-        msgs.iter().filter(|m| m.topic == avail("m2")).last().is_some_and(|m| m.payload == "online")
+        msgs.iter()
+            .rfind(|m| m.topic == avail("m2"))
+            .is_some_and(|m| m.payload == "online")
     })
     .await;
     let log = meterd.log_text();
-    assert_eq!(log.matches("meter offline").count(), 1, "one line when it goes offline:\n{log}");
-    assert_eq!(log.matches("meter online").count(), 4, "one line per meter coming online, and m2 again:\n{log}");
+    assert_eq!(
+        log.matches("meter offline").count(),
+        1,
+        "one line when it goes offline:\n{log}"
+    );
+    assert_eq!(
+        log.matches("meter online").count(),
+        4,
+        "one line per meter coming online, and m2 again:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,18 +94,48 @@ async fn exception_replies_are_counted_apart_from_link_failures_and_keep_the_met
     sim.set_fault(1, Fault::Exception(2));
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
-            .args(["read", "--addr", &addr, "--unit", "1", "--profile", "eastron-sdm120", "--json", "--timeout", "300ms"])
+            .args([
+                "read",
+                "--addr",
+                &addr,
+                "--unit",
+                "1",
+                "--profile",
+                "eastron-sdm120",
+                "--json",
+                "--timeout",
+                "300ms",
+            ])
             .output()
             .unwrap()
     })
     .await
     .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let errors: Vec<&str> = v["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    let errors: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
     let set = meterd::config::ProfileSet::builtin();
-    let blocks: usize = set.get("eastron-sdm120").unwrap().groups.iter().map(|g| g.plan(125, 16).len()).sum();
+    let blocks: usize = set
+        .get("eastron-sdm120")
+        .unwrap()
+        .groups
+        .iter()
+        .map(|g| g.plan(125, 16).len())
+        .sum();
     assert_eq!(errors.len(), blocks, "{v}");
-    assert!(errors.iter().all(|e| e.contains("exception reply 2 (illegal data address)")), "{errors:?}");
-    assert_eq!(v["requests"], blocks, "an exception is answered once per request, never retried");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("exception reply 2 (illegal data address)")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        v["requests"], blocks,
+        "an exception is answered once per request, never retried"
+    );
     assert_eq!(out.status.code(), Some(1));
 }

@@ -191,7 +191,11 @@ mod tests {
 
     #[test]
     fn neighbouring_points_share_one_request() {
-        let pts = [point(Input, 0, F32), point(Input, 2, F32), point(Input, 4, F32)];
+        let pts = [
+            point(Input, 0, F32),
+            point(Input, 2, F32),
+            point(Input, 4, F32),
+        ];
         assert_eq!(spans(&pts, 125, 0), [(Input, 0, 6)]);
     }
 

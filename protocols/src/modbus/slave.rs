@@ -24,12 +24,26 @@ pub mod exception {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    ReadHolding { start: u16, count: u16 },
-    ReadInput { start: u16, count: u16 },
-    WriteSingle { address: u16, value: u16 },
-    WriteMultiple { start: u16, values: Vec<u16> },
+    ReadHolding {
+        start: u16,
+        count: u16,
+    },
+    ReadInput {
+        start: u16,
+        count: u16,
+    },
+    WriteSingle {
+        address: u16,
+        value: u16,
+    },
+    WriteMultiple {
+        start: u16,
+        values: Vec<u16>,
+    },
     /// A function code this codec does not serve.
-    Unsupported { function: u8 },
+    Unsupported {
+        function: u8,
+    },
 }
 
 /// Parse a request PDU (function code and data). `Err(exception code)` for a malformed one.
@@ -147,11 +161,27 @@ pub fn scan_rtu_request(buf: &[u8]) -> RtuScan {
     }
 }
 
-/// What the front of a Modbus TCP receive buffer holds: `Some((transaction, unit, pdu, len))`
-/// or `None` for "need more". A frame with a wrong protocol id or length is `Err(())`: the
-/// connection should be dropped, as real devices do.
-#[allow(clippy::type_complexity)]
-pub fn scan_tcp_request(buf: &[u8]) -> Result<Option<(u16, u8, Vec<u8>, usize)>, ()> {
+/// A Modbus TCP request frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpFrame {
+    pub transaction: u16,
+    pub unit: u8,
+    pub pdu: Vec<u8>,
+    /// Bytes the frame took from the buffer.
+    pub len: usize,
+}
+
+/// An MBAP header no device would send: the connection should be dropped, as real devices do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad MBAP header: protocol id {protocol}, length {length}")]
+pub struct BadHeader {
+    pub protocol: u16,
+    pub length: usize,
+}
+
+/// The frame at the front of a Modbus TCP receive buffer; `Ok(None)` when more bytes are
+/// needed.
+pub fn scan_tcp_request(buf: &[u8]) -> Result<Option<TcpFrame>, BadHeader> {
     if buf.len() < 7 {
         return Ok(None);
     }
@@ -159,13 +189,18 @@ pub fn scan_tcp_request(buf: &[u8]) -> Result<Option<(u16, u8, Vec<u8>, usize)>,
     let protocol = u16::from_be_bytes([buf[2], buf[3]]);
     let length = usize::from(u16::from_be_bytes([buf[4], buf[5]]));
     if protocol != 0 || !(2..=254).contains(&length) {
-        return Err(());
+        return Err(BadHeader { protocol, length });
     }
-    let total = 6 + length;
-    if buf.len() < total {
+    let len = 6 + length;
+    if buf.len() < len {
         return Ok(None);
     }
-    Ok(Some((transaction, buf[6], buf[7..total].to_vec(), total)))
+    Ok(Some(TcpFrame {
+        transaction,
+        unit: buf[6],
+        pdu: buf[7..len].to_vec(),
+        len,
+    }))
 }
 
 #[cfg(test)]
@@ -187,7 +222,13 @@ mod tests {
             panic!("no frame");
         };
         assert_eq!((unit, len), (7, 8));
-        assert_eq!(parse_pdu(&pdu), Ok(Request::ReadInput { start: 0x48, count: 4 }));
+        assert_eq!(
+            parse_pdu(&pdu),
+            Ok(Request::ReadInput {
+                start: 0x48,
+                count: 4
+            })
+        );
     }
 
     #[test]
@@ -207,7 +248,10 @@ mod tests {
         assert_eq!(len, f.len());
         assert_eq!(
             parse_pdu(&pdu),
-            Ok(Request::WriteMultiple { start: 10, values: vec![1, 2] })
+            Ok(Request::WriteMultiple {
+                start: 10,
+                values: vec![1, 2]
+            })
         );
     }
 
@@ -216,12 +260,23 @@ mod tests {
         let f = tcp_frame(0x1234, 5, &[3, 0, 1, 0, 2]);
         assert_eq!(
             scan_tcp_request(&f),
-            Ok(Some((0x1234, 5, vec![3, 0, 1, 0, 2], f.len())))
+            Ok(Some(TcpFrame {
+                transaction: 0x1234,
+                unit: 5,
+                pdu: vec![3, 0, 1, 0, 2],
+                len: f.len()
+            }))
         );
         assert_eq!(scan_tcp_request(&f[..9]), Ok(None));
         let mut bad = f.clone();
         bad[2] = 1;
-        assert_eq!(scan_tcp_request(&bad), Err(()));
+        assert_eq!(
+            scan_tcp_request(&bad),
+            Err(BadHeader {
+                protocol: 256,
+                length: 6
+            })
+        );
     }
 
     proptest! {

@@ -165,7 +165,11 @@ impl RawValue {
         let words = words.get(..n)?;
         let mut bytes = [0u8; 8];
         for (i, &w) in words.iter().enumerate() {
-            let w = if order.bytes_swapped() { w.swap_bytes() } else { w };
+            let w = if order.bytes_swapped() {
+                w.swap_bytes()
+            } else {
+                w
+            };
             let slot = if order.words_reversed() { n - 1 - i } else { i };
             bytes[2 * slot..2 * slot + 2].copy_from_slice(&w.to_be_bytes());
         }
@@ -190,7 +194,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn check(value: RawValue, order: ByteOrder, expected_words: &[u16]) {
-        assert_eq!(value.encode(order), expected_words, "{value:?} in {order:?}");
+        assert_eq!(
+            value.encode(order),
+            expected_words,
+            "{value:?} in {order:?}"
+        );
         assert_eq!(
             RawValue::decode(expected_words, value.point_type(), order),
             Some(value)
@@ -200,10 +208,26 @@ mod tests {
     #[test]
     fn known_layouts_match_the_order_names() {
         // 0x11223344: A=11 B=22 C=33 D=44.
-        check(RawValue::U32(0x1122_3344), ByteOrder::ABCD, &[0x1122, 0x3344]);
-        check(RawValue::U32(0x1122_3344), ByteOrder::CDAB, &[0x3344, 0x1122]);
-        check(RawValue::U32(0x1122_3344), ByteOrder::BADC, &[0x2211, 0x4433]);
-        check(RawValue::U32(0x1122_3344), ByteOrder::DCBA, &[0x4433, 0x2211]);
+        check(
+            RawValue::U32(0x1122_3344),
+            ByteOrder::ABCD,
+            &[0x1122, 0x3344],
+        );
+        check(
+            RawValue::U32(0x1122_3344),
+            ByteOrder::CDAB,
+            &[0x3344, 0x1122],
+        );
+        check(
+            RawValue::U32(0x1122_3344),
+            ByteOrder::BADC,
+            &[0x2211, 0x4433],
+        );
+        check(
+            RawValue::U32(0x1122_3344),
+            ByteOrder::DCBA,
+            &[0x4433, 0x2211],
+        );
         // 230.0 as an IEEE-754 float is 0x43660000.
         check(RawValue::F32(230.0), ByteOrder::ABCD, &[0x4366, 0x0000]);
         check(RawValue::F32(230.0), ByteOrder::CDAB, &[0x0000, 0x4366]);
@@ -218,7 +242,10 @@ mod tests {
 
     #[test]
     fn decoding_from_too_few_registers_is_none() {
-        assert_eq!(RawValue::decode(&[1], PointType::U32, ByteOrder::ABCD), None);
+        assert_eq!(
+            RawValue::decode(&[1], PointType::U32, ByteOrder::ABCD),
+            None
+        );
     }
 
     fn any_order() -> impl Strategy<Value = ByteOrder> {
