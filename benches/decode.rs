@@ -14,19 +14,31 @@ fn sdm630_full_read(c: &mut Criterion) {
         .map(|blocks| {
             blocks
                 .iter()
-                .map(|b| model.registers(b.kind, b.start, b.count, now).expect("registers"))
+                .map(|b| {
+                    model
+                        .registers(b.kind, b.start, b.count, now)
+                        .expect("registers")
+                })
                 .collect()
         })
         .collect();
     c.bench_function("plan SDM630 (all groups)", |b| {
-        b.iter(|| profile.groups.iter().map(|g| g.plan(125, 16).len()).sum::<usize>())
+        b.iter(|| {
+            profile
+                .groups
+                .iter()
+                .map(|g| g.plan(125, 16).len())
+                .sum::<usize>()
+        })
     });
     c.bench_function("decode SDM630 full read (32 values)", |b| {
         b.iter(|| {
             let mut n = 0;
             for (g, blocks) in plans.iter().enumerate() {
                 for (block, words) in blocks.iter().zip(&replies[g]) {
-                    n += block.decode(&profile.groups[g].points, black_box(words)).count();
+                    n += block
+                        .decode(&profile.groups[g].points, black_box(words))
+                        .count();
                 }
             }
             n

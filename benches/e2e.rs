@@ -8,7 +8,10 @@ use std::{process::Command, time::Duration};
 use meterd::{config::ProfileSet, sim::Simulator};
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -16,7 +19,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15; after the ")" they are at 11 and 12.
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn main() {
@@ -26,12 +30,17 @@ fn main() {
     let (meters, secs, conc) = (env("METERS", 100), env("SECS", 30), env("CONCURRENCY", 8));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let sim = Simulator::new();
-    let profile = ProfileSet::builtin().get("eastron-sdm630").cloned().expect("profile");
+    let profile = ProfileSet::builtin()
+        .get("eastron-sdm630")
+        .cloned()
+        .expect("profile");
     for u in 1..=meters {
         sim.add_meter(u as u8, profile.clone(), false);
     }
     let addr = rt.block_on(async {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let a = l.local_addr().expect("addr");
         tokio::spawn(sim.clone().serve_tcp(l));
         a
@@ -55,18 +64,41 @@ fn main() {
         .expect("meterd");
     std::thread::sleep(Duration::from_secs(secs));
     let ticks = cpu_ticks(child.id());
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let readings: u64 = text
         .lines()
         .rev()
-        .find_map(|l| l.split("readings=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.split("readings=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0);
     let requests = sim.requests.load(std::sync::atomic::Ordering::Relaxed);
     let cpu = ticks as f64 / 100.0;
-    println!("e2e: {meters} Modbus TCP meters (SDM630, 2 groups at 1 s), concurrency {conc}, {secs} s");
-    println!("  readings: {readings} ({:.1}/s; ideal {}/s)", readings as f64 / secs as f64, meters * 2);
-    println!("  requests: {requests} ({:.2} per reading)", requests as f64 / readings.max(1) as f64);
-    println!("  meterd CPU: {cpu:.2} s user+sys = {:.1}% of one core; {:.1} µs per reading", cpu / secs as f64 * 100.0, cpu * 1e6 / readings.max(1) as f64);
+    println!(
+        "e2e: {meters} Modbus TCP meters (SDM630, 2 groups at 1 s), concurrency {conc}, {secs} s"
+    );
+    println!(
+        "  readings: {readings} ({:.1}/s; ideal {}/s)",
+        readings as f64 / secs as f64,
+        meters * 2
+    );
+    println!(
+        "  requests: {requests} ({:.2} per reading)",
+        requests as f64 / readings.max(1) as f64
+    );
+    println!(
+        "  meterd CPU: {cpu:.2} s user+sys = {:.1}% of one core; {:.1} µs per reading",
+        cpu / secs as f64 * 100.0,
+        cpu * 1e6 / readings.max(1) as f64
+    );
 }

@@ -20,6 +20,8 @@ pub struct MeterState {
     pub exceptions: u64,
     pub last_error: Option<String>,
     pub last_reading: Option<Arc<Reading>>,
+    /// The latest value of every quantity, across point groups.
+    pub last_values: BTreeMap<String, f64>,
 }
 
 /// Shared state; `changed()` wakes whoever watches availability.

@@ -338,7 +338,10 @@ pub async fn run_bus(
                             seq: 0,
                             values: result.values,
                         });
-                        live.update(&m.id, |s| s.last_reading = Some(stored));
+                        live.update(&m.id, |s| {
+                            s.last_values.extend(stored.values.iter().map(|(q, v)| (q.to_string(), *v)));
+                            s.last_reading = Some(stored);
+                        });
                     }
                 }
                 _ = sleep_until(wake), if inflight.len() < bus.concurrency => {}

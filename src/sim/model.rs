@@ -23,6 +23,8 @@ pub struct MeterModel {
     energy_import_kwh: f64,
     energy_export_kwh: f64,
     reactive_import_kvarh: f64,
+    /// Phases the meter measures: 1 for single-phase profiles (no `voltage_l2_v`), else 3.
+    phases: usize,
     /// Frozen meters hold fixed values (tests compare exact numbers).
     frozen: bool,
     rng: StdRng,
@@ -34,7 +36,13 @@ impl MeterModel {
     pub fn new(profile: Arc<Profile>, seed: u64, frozen: bool) -> MeterModel {
         let mut rng = StdRng::seed_from_u64(seed);
         let now = Instant::now();
+        let phases = if profile.points().any(|p| p.quantity == "voltage_l2_v") {
+            3
+        } else {
+            1
+        };
         MeterModel {
+            phases,
             profile,
             nominal_v: 230.0,
             base_current: [
@@ -88,7 +96,7 @@ impl MeterModel {
         let dt_h = now.duration_since(self.last).as_secs_f64() / 3600.0;
         self.last = now;
         let t = self.t(now);
-        let p: f64 = (0..3)
+        let p: f64 = (0..self.phases)
             .map(|i| {
                 let v = self.nominal_v + 3.0 * (t / 90.0 + self.phase + i as f64).sin();
                 let c = self.base_current[i]
@@ -112,6 +120,7 @@ impl MeterModel {
         let p: Vec<f64> = s.iter().map(|s| s * self.pf).collect();
         let q: Vec<f64> = s.iter().map(|s| s * sin).collect();
         let f = 50.0 + self.noise(0.02);
+        let n = self.phases;
         let ll = |a: f64, b: f64| (a * a + b * b + a * b).sqrt();
         HashMap::from([
             ("voltage_l1_v", v[0]),
@@ -129,15 +138,15 @@ impl MeterModel {
             ("power_l1_w", p[0]),
             ("power_l2_w", p[1]),
             ("power_l3_w", p[2]),
-            ("power_w", p.iter().sum()),
+            ("power_w", p[..n].iter().sum()),
             ("reactive_power_l1_var", q[0]),
             ("reactive_power_l2_var", q[1]),
             ("reactive_power_l3_var", q[2]),
-            ("reactive_power_var", q.iter().sum()),
+            ("reactive_power_var", q[..n].iter().sum()),
             ("apparent_power_l1_va", s[0]),
             ("apparent_power_l2_va", s[1]),
             ("apparent_power_l3_va", s[2]),
-            ("apparent_power_va", s.iter().sum()),
+            ("apparent_power_va", s[..n].iter().sum()),
             ("power_factor", self.pf),
             ("power_factor_l1", self.pf),
             ("power_factor_l2", self.pf),
@@ -240,6 +249,19 @@ mod tests {
             let p = v["voltage_l1_v"] * v["current_l1_a"] * v["power_factor"];
             assert!((p - v["power_l1_w"]).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn a_single_phase_meters_total_power_is_its_one_phase() {
+        let p = meterd_protocols::profile::Profile::builtin()
+            .into_iter()
+            .flatten()
+            .find(|p| p.name == "eastron-sdm120")
+            .unwrap();
+        let mut m = MeterModel::new(Arc::new(p), 3, true);
+        let v = m.values(Instant::now());
+        let expected = v["voltage_l1_v"] * v["current_l1_a"] * v["power_factor"];
+        assert!((v["power_w"] - expected).abs() < 1e-6);
     }
 
     #[test]
