@@ -643,58 +643,30 @@ async fn demo() -> anyhow::Result<i32> {
     let broker_up = tokio::net::TcpStream::connect("127.0.0.1:1883")
         .await
         .is_ok();
+    let meters = |list: &[(&str, u8, &str)]| -> String {
+        list.iter()
+            .map(|(id, unit, profile)| {
+                format!(
+                    "[[bus.meter]]\nid = \"{id}\"\nunit = {unit}\nprofile = \"{profile}\"\n\
+                     intervals = {{ realtime = \"2s\", energy = \"10s\" }}\n"
+                )
+            })
+            .collect()
+    };
     let text = format!(
-        r#"
-[gateway]
-id = "demo"
-state_dir = "{state}"
-
-[[bus]]
-name = "tcp-1"
-protocol = "modbus-tcp"
-tcp = "{tcp_addr}"
-concurrency = 2
-[[bus.meter]]
-id = "sdm630-1"
-unit = 1
-profile = "eastron-sdm630"
-intervals = {{ realtime = "2s", energy = "10s" }}
-[[bus.meter]]
-id = "dtsu666-2"
-unit = 2
-profile = "chint-dtsu666"
-intervals = {{ realtime = "2s", energy = "10s" }}
-[[bus.meter]]
-id = "abb-b23-3"
-unit = 3
-profile = "abb-b23"
-intervals = {{ realtime = "2s", energy = "10s" }}
-[[bus.meter]]
-id = "em24-4"
-unit = 4
-profile = "carlo-gavazzi-em24"
-intervals = {{ realtime = "2s", energy = "10s" }}
-
-[[bus]]
-name = "rs485-pty"
-protocol = "modbus-rtu"
-serial = {{ device = "{pty}", baud = 9600 }}
-timeout = "300ms"
-[[bus.meter]]
-id = "sdm120-1"
-unit = 1
-profile = "eastron-sdm120"
-intervals = {{ realtime = "2s", energy = "10s" }}
-[[bus.meter]]
-id = "ddsu666-2"
-unit = 2
-profile = "chint-ddsu666"
-intervals = {{ realtime = "2s", energy = "10s" }}
-
-[mqtt]
-url = "mqtt://127.0.0.1:1883"
-"#,
-        state = state_dir.display()
+        "[gateway]\nid = \"demo\"\nstate_dir = \"{state}\"\n\n\
+         [[bus]]\nname = \"tcp-1\"\nprotocol = \"modbus-tcp\"\ntcp = \"{tcp_addr}\"\nconcurrency = 2\n{tcp_meters}\n\
+         [[bus]]\nname = \"rs485-pty\"\nprotocol = \"modbus-rtu\"\n\
+         serial = {{ device = \"{pty}\", baud = 9600 }}\ntimeout = \"300ms\"\n{rtu_meters}\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n",
+        state = state_dir.display(),
+        tcp_meters = meters(&[
+            ("sdm630-1", 1, "eastron-sdm630"),
+            ("dtsu666-2", 2, "chint-dtsu666"),
+            ("abb-b23-3", 3, "abb-b23"),
+            ("em24-4", 4, "carlo-gavazzi-em24"),
+        ]),
+        rtu_meters = meters(&[("sdm120-1", 1, "eastron-sdm120"), ("ddsu666-2", 2, "chint-ddsu666")]),
     );
     let cfg = config::load_str(&text, "demo.toml").map_err(|e| anyhow!("demo config: {e}"))?;
     println!("meterd demo");
@@ -736,15 +708,9 @@ fn print_live(live: &LiveState) {
     );
     for (id, s) in &snap {
         let get = |q: &str| {
-            s.last_reading
-                .as_ref()
-                .and_then(|r| {
-                    r.values
-                        .iter()
-                        .find(|(k, _)| &**k == q)
-                        .map(|(_, v)| format!("{v:.2}"))
-                })
-                .unwrap_or_else(|| "-".into())
+            s.last_values
+                .get(q)
+                .map_or_else(|| "-".into(), |v| format!("{v:.2}"))
         };
         let state = match s.online {
             Some(true) => "online",
