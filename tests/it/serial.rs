@@ -106,3 +106,42 @@ async fn meterd_reads_rtu_meters_through_a_socat_pty_pair() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meterd_reads_rtu_frames_through_a_serial_device_server_over_tcp() {
+    let set = ProfileSet::builtin();
+    let sim = Simulator::new();
+    sim.add_meter(3, set.get("chint-dtsu666").cloned().unwrap(), true);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = sim.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(server.clone().serve_rtu(sock));
+        }
+    });
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_meterd"))
+            .args([
+                "read",
+                "--protocol",
+                "modbus-rtu-over-tcp",
+                "--addr",
+                &addr,
+                "--unit",
+                "3",
+            ])
+            .args(["--profile", "chint-dtsu666", "--json", "--timeout", "500ms"])
+            .output()
+            .expect("run meterd read")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    check(&sim, 3, "chint-dtsu666", &got);
+}
