@@ -109,8 +109,17 @@ pub async fn run(
             }
         });
     }
+    let mut bus_of = HashMap::new();
     for b in config.buses.clone() {
-        buses.spawn(bus::run_bus(b, log.clone(), live.clone(), bus_stop.clone()));
+        let id = buses
+            .spawn(bus::run_bus(
+                b.clone(),
+                log.clone(),
+                live.clone(),
+                bus_stop.clone(),
+            ))
+            .id();
+        bus_of.insert(id, b);
     }
     info!(
         gateway = %config.gateway_id,
@@ -123,6 +132,21 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = save.tick() => save_seqs(&config.state_dir, &log.seqs()),
+            Some(ended) = buses.join_next_with_id() => {
+                // A bus task only ends when told to; anything else is a bug. Keep polling.
+                let (id, why) = match ended {
+                    Ok((id, ())) => (id, "returned".to_string()),
+                    Err(e) => (e.id(), e.to_string()),
+                };
+                if let Some(b) = bus_of.remove(&id) {
+                    error!(bus = %b.name, reason = %why, "bus task ended unexpectedly; restarting it in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let id = buses
+                        .spawn(bus::run_bus(b.clone(), log.clone(), live.clone(), bus_stop.clone()))
+                        .id();
+                    bus_of.insert(id, b);
+                }
+            }
             r = stop.changed() => {
                 if r.is_err() || *stop.borrow() {
                     break;

@@ -13,9 +13,9 @@ use meterd_protocols::{
 };
 use tokio::{net::TcpStream, sync::watch};
 use tokio_modbus::{
-    client::{rtu, tcp, Context, Reader},
+    client::{rtu, tcp, Client, Context},
     prelude::SlaveContext,
-    Slave,
+    Request, Response, Slave,
 };
 use tokio_serial::SerialPortBuilderExt;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -54,6 +54,79 @@ fn exception_name(code: u8) -> &'static str {
     }
 }
 
+/// An RTU transport that discards unread input when a new request starts (the first write
+/// after a read). RTU frames carry no transaction id: without this, a reply that arrives after
+/// its request timed out would be taken as the answer to the next identical request.
+#[derive(Debug)]
+struct FreshInput<T> {
+    inner: T,
+    reading: bool,
+}
+
+trait DiscardInput {
+    fn discard_input(&mut self);
+}
+
+impl DiscardInput for tokio_serial::SerialStream {
+    fn discard_input(&mut self) {
+        use tokio_serial::SerialPort;
+        let _ = self.clear(tokio_serial::ClearBuffer::Input);
+    }
+}
+
+impl DiscardInput for TcpStream {
+    fn discard_input(&mut self) {
+        let mut junk = [0u8; 256];
+        while matches!(self.try_read(&mut junk), Ok(n) if n > 0) {}
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FreshInput<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.reading = true;
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + DiscardInput + Unpin> tokio::io::AsyncWrite for FreshInput<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.reading {
+            self.reading = false;
+            self.inner.discard_input();
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+fn fresh<T>(inner: T) -> FreshInput<T> {
+    FreshInput {
+        inner,
+        reading: false,
+    }
+}
+
 /// A connection to a bus: a tokio-modbus context that is rebuilt after any failure that may
 /// have left it out of step (a timeout, a garbled reply).
 pub struct ModbusLink {
@@ -85,6 +158,12 @@ pub fn open_serial(s: &SerialConfig) -> std::io::Result<tokio_serial::SerialStre
         .data_bits(data_bits)
         .stop_bits(stop_bits)
         .open_native_async()
+        .and_then(|port| {
+            // Late replies from an earlier transaction must not be read as this one's.
+            use tokio_serial::SerialPort;
+            port.clear(tokio_serial::ClearBuffer::All)?;
+            Ok(port)
+        })
         .map_err(std::io::Error::from)
 }
 
@@ -105,7 +184,7 @@ impl ModbusLink {
                     let port = open_serial(s).map_err(|e| {
                         PollError::Link(format!("cannot open {}: {e}", s.device.display()))
                     })?;
-                    rtu::attach_slave(port, Slave(0))
+                    rtu::attach_slave(fresh(port), Slave(0))
                 }
                 Link::Tcp(addr) => {
                     let stream = tokio::time::timeout(self.timeout, TcpStream::connect(addr))
@@ -114,7 +193,7 @@ impl ModbusLink {
                         .map_err(|e| PollError::Link(format!("connect to {addr}: {e}")))?;
                     let _ = stream.set_nodelay(true);
                     if self.protocol == BusProtocol::ModbusRtuOverTcp {
-                        rtu::attach_slave(stream, Slave(0))
+                        rtu::attach_slave(fresh(stream), Slave(0))
                     } else {
                         tcp::attach_slave(stream, Slave(0))
                     }
@@ -139,22 +218,23 @@ impl ModbusLink {
         let timeout = self.timeout;
         let ctx = self.connect().await?;
         ctx.set_slave(Slave(unit));
-        let call = async {
-            match kind {
-                RegisterKind::Holding => ctx.read_holding_registers(start, count).await,
-                RegisterKind::Input => ctx.read_input_registers(start, count).await,
-            }
+        // `Client::call` rather than the `Reader` methods: those debug-assert on a reply of
+        // the wrong length (a stale reply on an RTU line), and wire data must never panic.
+        let request = match kind {
+            RegisterKind::Holding => Request::ReadHoldingRegisters(start, count),
+            RegisterKind::Input => Request::ReadInputRegisters(start, count),
         };
-        let result = match tokio::time::timeout(timeout, call).await {
+        let result = match tokio::time::timeout(timeout, ctx.call(request)).await {
             Err(_) => Err(PollError::Timeout(timeout)),
             Ok(Err(e)) => Err(PollError::Link(e.to_string())),
             Ok(Ok(Err(exception))) => Err(PollError::Exception {
                 code: u8::from(exception),
             }),
-            Ok(Ok(Ok(words))) if words.len() == usize::from(count) => Ok(words),
-            Ok(Ok(Ok(words))) => Err(PollError::Link(format!(
-                "asked for {count} registers, got {}",
-                words.len()
+            Ok(Ok(Ok(
+                Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words),
+            ))) if words.len() == usize::from(count) => Ok(words),
+            Ok(Ok(Ok(other))) => Err(PollError::Link(format!(
+                "reply does not match the request for {count} registers: {other:?}"
             ))),
         };
         if matches!(result, Err(PollError::Timeout(_) | PollError::Link(_))) {
@@ -181,15 +261,10 @@ pub struct GroupResult {
 
 impl GroupResult {
     pub fn outcome(&self) -> Outcome {
-        let answered = !self.values.is_empty()
-            || self
-                .errors
-                .iter()
-                .any(|e| matches!(e, PollError::Exception { .. }));
-        if answered {
-            Outcome::Answered
-        } else {
-            Outcome::NoAnswer
+        let exception = |e: &PollError| matches!(e, PollError::Exception { .. });
+        Outcome {
+            answered: !self.values.is_empty() || self.errors.iter().any(exception),
+            troubled: self.errors.iter().any(|e| !exception(e)),
         }
     }
 }

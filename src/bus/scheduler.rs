@@ -1,10 +1,15 @@
 //! The poll scheduler of one bus: pure logic, time passed in.
 //!
 //! Every (meter, point group) has a due time; the bus task asks for the next due job, runs it
-//! and reports the outcome. A meter is polled by one job at a time. After `offline_after`
-//! consecutive failures a meter is offline: its regular polls are skipped and it is probed once
-//! per back-off period (doubling up to `backoff_max`), so a dead meter costs at most one timeout
-//! per period and never stalls the bus. Missed slots are skipped, not caught up in a burst.
+//! and reports the outcome. A meter is polled by one job at a time. Missed slots are skipped,
+//! not caught up in a burst.
+//!
+//! Back-off follows cost, not just availability: after any poll in which a request timed out
+//! or came back garbled, the meter is held for the current back-off period (doubling while it
+//! goes on, up to `backoff_max`; a clean poll resets it). So a dead meter, and equally a meter
+//! that answers only now and then, costs at most one failing poll per period and never
+//! stalls the bus. After `offline_after` consecutive polls without an answer a meter is
+//! offline; its polls while held are probes (no retries).
 
 use std::{
     cmp::Reverse,
@@ -28,12 +33,24 @@ pub struct Job {
     pub probe: bool,
 }
 
-/// How a poll went, as far as availability is concerned. An exception reply is an answer:
-/// the meter is alive.
+/// How a poll went. An exception reply is an answer: the meter is alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Answered,
-    NoAnswer,
+pub struct Outcome {
+    /// The meter answered at least one request (values or an exception).
+    pub answered: bool,
+    /// Some request timed out or came back garbled: the poll cost line time for nothing.
+    pub troubled: bool,
+}
+
+impl Outcome {
+    pub const CLEAN: Outcome = Outcome {
+        answered: true,
+        troubled: false,
+    };
+    pub const SILENT: Outcome = Outcome {
+        answered: false,
+        troubled: true,
+    };
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +64,8 @@ struct Health {
     busy: bool,
     failures: u32,
     online: Option<bool>,
-    probe_at: Option<Instant>,
+    /// The meter is held (its regular polls skipped) until then.
+    hold_until: Option<Instant>,
     backoff: Duration,
     /// Jobs that came due while the meter was busy.
     waiting: Vec<(Instant, usize)>,
@@ -77,7 +95,7 @@ impl Scheduler {
                 busy: false,
                 failures: 0,
                 online: None,
-                probe_at: None,
+                hold_until: None,
                 backoff: policy.backoff,
                 waiting: Vec::new(),
             })
@@ -118,7 +136,7 @@ impl Scheduler {
                 continue;
             }
             let probe = h.online == Some(false);
-            if probe && h.probe_at.is_some_and(|t| t > now) {
+            if h.hold_until.is_some_and(|t| t > now) {
                 self.skipped += 1;
                 let next = next_slot(due, self.intervals[m][g], now);
                 self.queue.push(Reverse((next, m, g)));
@@ -149,31 +167,27 @@ impl Scheduler {
         for (due, g) in h.waiting.drain(..) {
             self.queue.push(Reverse((due, job.meter, g)));
         }
-        match outcome {
-            Outcome::Answered => {
-                h.failures = 0;
-                h.probe_at = None;
-                h.backoff = policy.backoff;
-                if h.online != Some(true) {
-                    h.online = Some(true);
-                    return Some(Transition::Online);
-                }
-                None
-            }
-            Outcome::NoAnswer => {
-                h.failures = h.failures.saturating_add(1);
-                let went_offline = h.online != Some(false) && h.failures >= policy.offline_after;
-                if h.online == Some(false) || went_offline {
-                    h.probe_at = Some(now + h.backoff);
-                    h.backoff = (h.backoff * 2).min(policy.backoff_max);
-                }
-                if went_offline {
-                    h.online = Some(false);
-                    return Some(Transition::Offline);
-                }
-                None
-            }
+        if outcome.troubled {
+            h.hold_until = Some(now + h.backoff);
+            h.backoff = (h.backoff * 2).min(policy.backoff_max);
+        } else {
+            h.hold_until = None;
+            h.backoff = policy.backoff;
         }
+        if outcome.answered {
+            h.failures = 0;
+            if h.online != Some(true) {
+                h.online = Some(true);
+                return Some(Transition::Online);
+            }
+            return None;
+        }
+        h.failures = h.failures.saturating_add(1);
+        if h.online != Some(false) && h.failures >= policy.offline_after {
+            h.online = Some(false);
+            return Some(Transition::Offline);
+        }
+        None
     }
 }
 
@@ -223,9 +237,9 @@ mod tests {
                 polls[job.meter] += 1;
                 times[job.meter].push(t);
                 let outcome = if answers(job.meter, t) {
-                    Outcome::Answered
+                    Outcome::CLEAN
                 } else {
-                    Outcome::NoAnswer
+                    Outcome::SILENT
                 };
                 if let Some(tr) = s.complete(job, outcome, now) {
                     transitions.push((t, job.meter, tr));
@@ -243,22 +257,61 @@ mod tests {
 
     #[test]
     fn a_meter_that_stops_answering_goes_offline_after_three_failed_polls() {
-        let (_, tr, _) = simulate(vec![vec![S], vec![S]], 20, |m, t| m == 0 || t < 5.0);
+        let (_, tr, _) = simulate(vec![vec![S], vec![S]], 60, |m, t| m == 0 || t < 5.0);
+        // Failing polls at 5, 15 (held 10 s) and 35 s (held 20 s).
         assert_eq!(
             tr,
             [
                 (0.0, 0, Transition::Online),
                 (0.0, 1, Transition::Online),
-                (7.0, 1, Transition::Offline)
+                (35.0, 1, Transition::Offline)
             ]
         );
     }
 
     #[test]
-    fn an_offline_meter_is_probed_at_most_once_per_backoff_period_doubling() {
+    fn a_failing_meter_costs_at_most_one_poll_per_backoff_period_doubling() {
         let (_, _, times) = simulate(vec![vec![S]], 120, |_, _| false);
-        // Three failures at 0, 1, 2 s; then probes after 10, 20, 40, 40 s.
-        assert_eq!(times[0], [0.0, 1.0, 2.0, 12.0, 32.0, 72.0, 112.0]);
+        assert_eq!(times[0], [0.0, 10.0, 30.0, 70.0, 110.0]);
+    }
+
+    #[test]
+    fn a_meter_that_answers_only_now_and_then_is_held_back_too() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(vec![vec![S]], policy(), t0);
+        let mut polls = 0;
+        let mut answered = false;
+        for step in 0..600 {
+            let now = t0 + Duration::from_millis(step * 100);
+            while let Some(job) = s.pop_due(now) {
+                polls += 1;
+                answered = !answered;
+                let outcome = Outcome {
+                    answered,
+                    troubled: true,
+                };
+                s.complete(job, outcome, now);
+            }
+        }
+        // 60 s at a 1 s interval would be 60 polls; held 10, 20, then 40 s: at 0, 10, 30 s.
+        assert_eq!(polls, 3);
+        assert_eq!(
+            s.is_online(0),
+            Some(true),
+            "it answers, so it is not offline"
+        );
+    }
+
+    #[test]
+    fn a_clean_poll_ends_the_hold_and_resets_the_backoff() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(vec![vec![S]], policy(), t0);
+        let job = s.pop_due(t0).unwrap();
+        s.complete(job, Outcome::SILENT, t0);
+        assert_eq!(s.pop_due(t0 + 5 * S), None, "held");
+        let job = s.pop_due(t0 + 10 * S).unwrap();
+        s.complete(job, Outcome::CLEAN, t0 + 10 * S);
+        assert!(s.pop_due(t0 + 11 * S).is_some(), "back to its interval");
     }
 
     #[test]
@@ -271,13 +324,14 @@ mod tests {
 
     #[test]
     fn a_meter_that_answers_again_comes_back_online_at_its_next_probe() {
-        let (_, tr, _) = simulate(vec![vec![S]], 60, |_, t| !(3.0..20.0).contains(&t));
+        let (_, tr, _) = simulate(vec![vec![S]], 120, |_, t| !(3.0..60.0).contains(&t));
+        // Failing polls at 3, 13, 33 s (offline), next probe at 73 s answers.
         assert_eq!(
             tr,
             [
                 (0.0, 0, Transition::Online),
-                (5.0, 0, Transition::Offline),
-                (35.0, 0, Transition::Online)
+                (33.0, 0, Transition::Offline),
+                (73.0, 0, Transition::Online)
             ]
         );
     }
@@ -288,7 +342,7 @@ mod tests {
         let mut s = Scheduler::new(vec![vec![S, S]], policy(), t0);
         let first = s.pop_due(t0).unwrap();
         assert_eq!(s.pop_due(t0), None);
-        s.complete(first, Outcome::Answered, t0);
+        s.complete(first, Outcome::CLEAN, t0);
         let second = s.pop_due(t0).unwrap();
         assert_ne!(first.group, second.group);
     }
@@ -298,7 +352,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Scheduler::new(vec![vec![S]], policy(), t0);
         let job = s.pop_due(t0).unwrap();
-        s.complete(job, Outcome::Answered, t0 + Duration::from_millis(5500));
+        s.complete(job, Outcome::CLEAN, t0 + Duration::from_millis(5500));
         assert_eq!(s.next_wakeup(), Some(t0 + 6 * S));
     }
 }

@@ -232,8 +232,19 @@ impl Simulator {
         }
     }
 
-    /// Serve Modbus RTU on a serial port or pty until it closes.
-    pub async fn serve_rtu<S: AsyncRead + AsyncWrite + Unpin>(self: Arc<Self>, mut port: S) {
+    /// Serve Modbus RTU on a serial port or pty until it closes. A slow meter's reply is
+    /// sent after its delay without holding up the line: the others keep answering, and the
+    /// late reply lands on the wire when it is due, as on a real bus.
+    pub async fn serve_rtu<S: AsyncRead + AsyncWrite + Send + 'static>(self: Arc<Self>, port: S) {
+        let (mut rx, mut tx) = tokio::io::split(port);
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let writer = tokio::spawn(async move {
+            while let Some(bytes) = out_rx.recv().await {
+                if tx.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+        });
         let mut buf: Vec<u8> = Vec::with_capacity(512);
         let mut chunk = [0u8; 512];
         loop {
@@ -241,9 +252,6 @@ impl Simulator {
                 RtuScan::Frame { unit, pdu, len } => {
                     buf.drain(..len);
                     let (reply, delay) = self.handle(unit, &pdu);
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
                     let bytes = match reply {
                         Reply::Nothing => continue,
                         Reply::Pdu(p) => slave::rtu_frame(unit, &p),
@@ -256,8 +264,14 @@ impl Simulator {
                             f
                         }
                     };
-                    if port.write_all(&bytes).await.is_err() {
-                        return;
+                    if delay.is_zero() {
+                        let _ = out_tx.send(bytes);
+                    } else {
+                        let out = out_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let _ = out.send(bytes);
+                        });
                     }
                 }
                 RtuScan::Junk { skip } => {
@@ -265,8 +279,7 @@ impl Simulator {
                 }
                 RtuScan::Incomplete => {
                     // A partial frame followed by silence is junk: resynchronise on the next.
-                    let read =
-                        tokio::time::timeout(Duration::from_millis(50), port.read(&mut chunk));
+                    let read = tokio::time::timeout(Duration::from_millis(50), rx.read(&mut chunk));
                     match read.await {
                         Err(_) => buf.clear(),
                         Ok(Ok(0)) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -274,12 +287,13 @@ impl Simulator {
                             // EIO on a pty master: nobody has the other end open right now.
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
-                        Ok(Err(_)) => return,
+                        Ok(Err(_)) => break,
                         Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
             }
         }
+        writer.abort();
     }
 }
 

@@ -3,6 +3,7 @@
 //! Debian package to install.
 
 mod config;
+mod faults;
 mod harness;
 mod pipeline;
 mod serial;
