@@ -5,6 +5,7 @@
 mod config;
 mod faults;
 mod harness;
+mod influx;
 mod pipeline;
 mod serial;
 mod servers;

@@ -313,3 +313,53 @@ async fn a_broker_that_is_down_at_start_up_is_not_fatal_and_buffered_readings_fo
     })
     .await;
 }
+
+fn seq_of(m: &crate::harness::Message) -> u64 {
+    serde_json::from_str::<serde_json::Value>(&m.payload).expect("json")["seq"]
+        .as_u64()
+        .expect("seq")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seq_continues_across_a_restart() {
+    let broker = servers::mosquitto();
+    let (_sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("meterd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"gw-seq\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\n\
+             [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\ninterval = \"200ms\"\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n",
+            dir.path().join("state").display(),
+            broker.port
+        ),
+    )
+    .unwrap();
+    let topic = "meterd/gw-seq/meter/m1/reading";
+    let mqtt = Collector::start(broker.port, topic).await;
+    let mut first = Meterd::run(&cfg);
+    mqtt.wait_for("a few readings", Duration::from_secs(10), |m| m.len() >= 5)
+        .await;
+    assert!(first
+        .terminate(Duration::from_secs(8))
+        .is_some_and(|s| s.success()));
+    let before = mqtt.on(topic);
+    let last = before.iter().map(seq_of).max().unwrap();
+    assert_eq!(
+        last as usize,
+        before.len(),
+        "every reading of the first run was delivered once"
+    );
+
+    let _second = Meterd::run(&cfg);
+    mqtt.wait_for(
+        "a reading of the second run",
+        Duration::from_secs(10),
+        |m| m.len() > before.len(),
+    )
+    .await;
+    let next = seq_of(&mqtt.on(topic)[before.len()]);
+    assert_eq!(next, last + 1, "the second run goes on from {last}");
+}

@@ -1,0 +1,243 @@
+//! The InfluxDB sink against a real InfluxDB 1.x: retries on 500/429, skips what it rejects.
+
+use std::{
+    sync::{
+        atomic::{AtomicU16, AtomicU32, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{
+    harness::{eventually, tcp_sim, Meterd},
+    servers,
+};
+
+/// An HTTP proxy in front of a real server that answers with `mode`'s status instead while
+/// `mode` is not 0. Counts what it answered.
+struct FaultProxy {
+    port: u16,
+    mode: Arc<AtomicU16>,
+    failed: Arc<AtomicU32>,
+    passed: Arc<AtomicU32>,
+}
+
+async fn fault_proxy(upstream: String) -> FaultProxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mode = Arc::new(AtomicU16::new(0));
+    let (failed, passed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let (m, f, p) = (mode.clone(), failed.clone(), passed.clone());
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (m, f, p, http, upstream) = (
+                m.clone(),
+                f.clone(),
+                p.clone(),
+                http.clone(),
+                upstream.clone(),
+            );
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    // One request: head, then Content-Length bytes of body.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body = buf[head_end..head_end + len].to_vec();
+                    buf.drain(..head_end + len);
+                    let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let status = m.load(Ordering::SeqCst);
+                    let (code, text) = if status != 0 {
+                        f.fetch_add(1, Ordering::SeqCst);
+                        (status, "{\"error\":\"injected\"}".to_string())
+                    } else {
+                        p.fetch_add(1, Ordering::SeqCst);
+                        match http
+                            .post(format!("{upstream}{target}"))
+                            .body(body)
+                            .send()
+                            .await
+                        {
+                            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                            Err(_) => (502, String::new()),
+                        }
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    FaultProxy {
+        port,
+        mode,
+        failed,
+        passed,
+    }
+}
+
+fn config(
+    dir: &std::path::Path,
+    gateway: &str,
+    sim: &str,
+    influx_url: &str,
+    intervals: &str,
+) -> std::path::PathBuf {
+    let cfg = dir.join("meterd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"{gateway}\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{sim}\"\n\
+             [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\nintervals = {intervals}\n\
+             [influxdb]\nurl = \"{influx_url}\"\napi = \"v1\"\ndatabase = \"meters\"\nbatch_interval = \"100ms\"\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+async fn count(influx: &servers::Server, field: &str, gateway: &str) -> u64 {
+    let a = servers::influxql(
+        influx,
+        "meters",
+        &format!("SELECT count({field}) FROM meter WHERE gateway = '{gateway}'"),
+    )
+    .await;
+    a["results"][0]["series"][0]["values"][0][1]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_500_and_429_are_retried_with_backoff_and_no_reading_is_lost() {
+    let influx = servers::influxdb1();
+    servers::influxql(&influx, "", "CREATE DATABASE meters").await;
+    let proxy = fault_proxy(influx.url()).await;
+    let (_sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "gw-retry",
+        &addr,
+        &format!("http://127.0.0.1:{}", proxy.port),
+        "{ realtime = \"200ms\", energy = \"1h\" }",
+    );
+    proxy.mode.store(500, Ordering::SeqCst);
+    let mut meterd = Meterd::run(&cfg);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.mode.store(429, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let failed = proxy.failed.load(Ordering::SeqCst);
+    assert!(failed >= 3, "the sink kept trying: {failed} failed writes");
+    assert!(
+        failed <= 12,
+        "with back-off, not hammering: {failed} writes in 6 s"
+    );
+    assert_eq!(count(&influx, "voltage_l1_v", "gw-retry").await, 0);
+    proxy.mode.store(0, Ordering::SeqCst);
+    eventually(
+        "the backlog in InfluxDB",
+        Duration::from_secs(40),
+        || async { (count(&influx, "voltage_l1_v", "gw-retry").await >= 25).then_some(()) },
+    )
+    .await;
+    assert!(meterd
+        .terminate(Duration::from_secs(8))
+        .is_some_and(|s| s.success()));
+    let log = meterd.log_text();
+    let total: u64 = log
+        .lines()
+        .rev()
+        .find_map(|l| {
+            l.split("readings=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("stop line with the reading count");
+    // SDM120: one energy reading (interval 1 h), the rest realtime.
+    assert_eq!(count(&influx, "energy_import_kwh", "gw-retry").await, 1);
+    assert_eq!(
+        count(&influx, "voltage_l1_v", "gw-retry").await,
+        total - 1,
+        "every reading arrived:\n{log}"
+    );
+    assert!(proxy.passed.load(Ordering::SeqCst) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn points_influxdb_rejects_are_logged_and_skipped_and_the_rest_keeps_flowing() {
+    let influx = servers::influxdb1();
+    servers::influxql(&influx, "", "CREATE DATABASE meters").await;
+    // power_w as a string: from now on this shard refuses float power_w (a field type conflict).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let r = reqwest::Client::new()
+        .post(format!("{}/write?db=meters&precision=ms", influx.url()))
+        .body(format!(
+            "meter,gateway=gw-bad,bus=b,meter=m0,profile=x power_w=\"broken\" {now_ms}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let (_sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "gw-bad",
+        &addr,
+        &influx.url(),
+        "{ realtime = \"300ms\", energy = \"300ms\" }",
+    );
+    let meterd = Meterd::run(&cfg);
+    // Energy lines carry no power_w: they keep arriving after realtime lines were refused.
+    eventually(
+        "energy lines after rejected batches",
+        Duration::from_secs(20),
+        || async { (count(&influx, "energy_import_kwh", "gw-bad").await >= 5).then_some(()) },
+    )
+    .await;
+    assert_eq!(count(&influx, "voltage_l1_v", "gw-bad").await, 0);
+    let log = meterd.log_text();
+    assert!(
+        log.contains("InfluxDB rejected points") && log.contains("field type conflict"),
+        "{log}"
+    );
+}
