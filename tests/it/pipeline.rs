@@ -363,3 +363,33 @@ async fn seq_continues_across_a_restart() {
     let next = seq_of(&mqtt.on(topic)[before.len()]);
     assert_eq!(next, last + 1, "the second run goes on from {last}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_reach_a_broker_over_tls_with_a_password_from_a_file() {
+    let (broker, plain_port, ca) = servers::mosquitto_tls("meterd", "s3cret pass");
+    let (_sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("mqtt-password");
+    std::fs::write(&pw, "s3cret pass\n").unwrap();
+    let cfg = dir.path().join("meterd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"gw-tls\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\n\
+             [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\ninterval = \"300ms\"\n\
+             [mqtt]\nurl = \"mqtts://127.0.0.1:{}\"\nca_file = \"{}\"\nusername = \"meterd\"\npassword_file = \"{}\"\n",
+            dir.path().join("state").display(),
+            broker.port,
+            ca.display(),
+            pw.display()
+        ),
+    )
+    .unwrap();
+    let mqtt = Collector::start(plain_port, "meterd/gw-tls/#").await;
+    let meterd = Meterd::run(&cfg);
+    mqtt.wait_for("readings over TLS", Duration::from_secs(15), |m| {
+        m.iter().filter(|m| m.topic.ends_with("/reading")).count() >= 3
+    })
+    .await;
+    assert!(meterd.log_text().contains("connected to broker"));
+}

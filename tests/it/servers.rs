@@ -52,14 +52,15 @@ impl Drop for Server {
     }
 }
 
-fn wait_for_port(port: u16, name: &str, child: &mut Child) {
+fn wait_for_port(port: u16, name: &str, child: &mut Child, dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{name} exited at start-up: {status}");
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            panic!("{name} exited at start-up: {status}\n{log}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -92,7 +93,7 @@ pub fn mosquitto_on(port: u16) -> Server {
         dir.path(),
         "mosquitto",
     );
-    wait_for_port(port, "mosquitto", &mut child);
+    wait_for_port(port, "mosquitto", &mut child, dir.path());
     Server {
         port,
         child,
@@ -124,7 +125,7 @@ pub fn influxdb1() -> Server {
         dir.path(),
         "influxd",
     );
-    wait_for_port(port, "influxd", &mut child);
+    wait_for_port(port, "influxd", &mut child, dir.path());
     Server {
         port,
         child,
@@ -146,7 +147,7 @@ pub fn victoria_metrics() -> Server {
         dir.path(),
         "victoria-metrics",
     );
-    wait_for_port(port, "victoria-metrics", &mut child);
+    wait_for_port(port, "victoria-metrics", &mut child, dir.path());
     Server {
         port,
         child,
@@ -165,4 +166,148 @@ pub async fn influxql(server: &Server, db: &str, q: &str) -> serde_json::Value {
         .json()
         .await
         .expect("influx json")
+}
+
+/// A CA and a server certificate for 127.0.0.1/localhost, made with openssl.
+pub struct Certs {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn certs(dir: &Path) -> Certs {
+    let openssl = binary("openssl", "openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("san.ext");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=meterd-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    for f in ["ca.pem", "server.pem", "server.key"] {
+        world_readable(&dir.join(f));
+    }
+    Certs {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    }
+}
+
+/// Mosquitto started as root drops to its own user: let it read these throwaway test files.
+fn world_readable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if path.is_dir() { 0o755 } else { 0o644 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Mosquitto with a TLS listener that requires `user`/`password`, and a plain anonymous
+/// listener (returned second) for test subscribers.
+pub fn mosquitto_tls(user: &str, password: &str) -> (Server, u16, PathBuf) {
+    let bin = binary("mosquitto", "mosquitto");
+    let passwd = binary("mosquitto_passwd", "mosquitto");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = certs(dir.path());
+    let pwfile = dir.path().join("passwd");
+    let out = Command::new(passwd)
+        .arg("-b")
+        .arg("-c")
+        .arg(&pwfile)
+        .arg(user)
+        .arg(password)
+        .output()
+        .expect("mosquitto_passwd");
+    assert!(
+        out.status.success(),
+        "mosquitto_passwd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    world_readable(&pwfile);
+    world_readable(dir.path());
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings true\npersistence false\n\
+             listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nallow_anonymous false\npassword_file {}\n\
+             listener {plain_port} 127.0.0.1\nallow_anonymous true\n",
+            c.ca.display(),
+            c.cert.display(),
+            c.key.display(),
+            pwfile.display()
+        ),
+    )
+    .expect("write mosquitto.conf");
+    let mut child = spawn(
+        Command::new(bin).arg("-c").arg(&conf),
+        dir.path(),
+        "mosquitto",
+    );
+    wait_for_port(tls_port, "mosquitto", &mut child, dir.path());
+    wait_for_port(plain_port, "mosquitto", &mut child, dir.path());
+    let ca = c.ca.clone();
+    (
+        Server {
+            port: tls_port,
+            child,
+            _dir: dir,
+        },
+        plain_port,
+        ca,
+    )
 }
