@@ -1,0 +1,226 @@
+//! The command line as a user meets it: real processes, real output.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+fn meterd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_meterd"))
+}
+
+/// `meterd simulate` in the background and the first line it prints.
+fn simulate(args: &[&str]) -> (Child, String) {
+    let mut child = meterd()
+        .arg("simulate")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("meterd simulate");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    (child, line)
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn simulate_prints_where_it_listens_and_read_and_scan_find_its_meters() {
+    let (sim, line) = simulate(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--count",
+        "3",
+        "--first-unit",
+        "5",
+        "--profile",
+        "abb-b23",
+        "--fault",
+        "6=exception:4",
+    ]);
+    // "modbus-tcp 127.0.0.1:PORT units [5, 6, 7]"
+    let addr = line.split_whitespace().nth(1).expect("address").to_string();
+    assert!(line.contains("units [5, 6, 7]"), "{line}");
+
+    let out = meterd()
+        .args([
+            "read",
+            "--addr",
+            &addr,
+            "--unit",
+            "5",
+            "--profile",
+            "abb-b23",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("voltage_l1_v")
+            && text.contains(" V\n")
+            && text.contains("energy_import_kwh"),
+        "{text}"
+    );
+
+    let out = meterd()
+        .args([
+            "scan",
+            "--addr",
+            &addr,
+            "--units",
+            "1-8",
+            "--profile",
+            "abb-b23",
+            "--timeout",
+            "200ms",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("unit   5: answers") && text.contains("unit   7: answers"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unit   6: answers with exception 4"),
+        "{text}"
+    );
+    assert!(text.contains("3 meter(s) answered"), "{text}");
+    stop(sim);
+}
+
+#[test]
+fn read_takes_a_meter_from_the_config() {
+    let (sim, line) = simulate(&["--tcp", "127.0.0.1:0", "--meter", "2=chint-dtsu666"]);
+    let addr = line.split_whitespace().nth(1).expect("address").to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("meterd.toml");
+    std::fs::write(
+        &cfg,
+        format!("[gateway]\nid = \"g\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\n[[bus.meter]]\nid = \"dtsu\"\nunit = 2\nprofile = \"chint-dtsu666\"\n", dir.path().display()),
+    )
+    .unwrap();
+    let out = meterd()
+        .args(["read", "-c"])
+        .arg(&cfg)
+        .args(["--meter", "dtsu", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["meter"], "dtsu");
+    let volts = v["values"]["voltage_l1_v"].as_f64().unwrap();
+    assert!((220.0..240.0).contains(&volts), "{v}");
+    let out = meterd()
+        .args(["read", "-c"])
+        .arg(&cfg)
+        .args(["--meter", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no meter \"nope\""));
+    stop(sim);
+}
+
+#[test]
+fn profiles_lists_the_built_in_ones_and_prints_one_with_its_requests() {
+    let out = meterd().arg("profiles").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "eastron-sdm630",
+        "eastron-sdm120",
+        "eastron-sdm72",
+        "chint-dtsu666",
+        "chint-ddsu666",
+        "abb-b23",
+        "carlo-gavazzi-em24",
+        "schneider-iem3255",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+    let out = meterd()
+        .args(["profiles", "eastron-sdm630"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("(27 points in 3 read requests)")
+            && text.contains("(5 points in 2 read requests)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_user_profile_directory_adds_profiles_without_recompiling() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("acme.toml"),
+        "name = \"acme-em1\"\nmanufacturer = \"ACME\"\nmodel = \"EM1\"\ndocument = \"ACME EM1 register map rev 2\"\nprotocol = \"modbus\"\n\
+         [[group]]\nname = \"realtime\"\ninterval = \"5s\"\npoints = [{ quantity = \"voltage_l1_v\", address = 0 }]\n",
+    )
+    .unwrap();
+    let out = meterd()
+        .args(["profiles", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("acme-em1") && text.contains("acme.toml"),
+        "{text}"
+    );
+}
+
+#[test]
+fn demo_shows_every_simulated_meter_online_and_stops_cleanly_on_ctrl_c() {
+    let mut child = meterd()
+        .arg("demo")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("meterd demo");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut online = std::collections::BTreeSet::new();
+    while online.len() < 6 && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.get(2) == Some(&"online")
+                && cols.get(6).is_some_and(|kwh| kwh.parse::<f64>().is_ok())
+            {
+                online.insert(cols[0].to_string());
+            }
+        }
+    }
+    assert_eq!(online.len(), 6, "meters online with energy: {online:?}");
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
