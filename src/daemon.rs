@@ -1,6 +1,6 @@
 //! `meterd run`: wires buses, the log and the sinks, and stops them in order.
 
-use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::{sync::watch, task::JoinSet};
 use tracing::{error, info, warn};
@@ -8,7 +8,7 @@ use tracing::{error, info, warn};
 use crate::{
     bus,
     config::Config,
-    log::Log,
+    journal::{self, Journal},
     sinks::{self, influx::InfluxStats},
     state::LiveState,
 };
@@ -22,34 +22,6 @@ pub enum DaemonError {
     },
 }
 
-/// Rough size of one buffered reading, to turn `journal.max_size` into a record count.
-const BYTES_PER_READING: u64 = 512;
-
-const SEQ_FILE: &str = "seq.json";
-
-fn load_seqs(dir: &Path) -> HashMap<String, u64> {
-    let path = dir.join(SEQ_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
-            warn!(path = %path.display(), error = %e, "unreadable seq file; seq restarts at 1");
-            HashMap::new()
-        }),
-        Err(_) => HashMap::new(),
-    }
-}
-
-/// Write atomically: a crash leaves the old file or the new one, never half of one.
-fn save_seqs(dir: &Path, seqs: &HashMap<String, u64>) {
-    let tmp = dir.join(format!("{SEQ_FILE}.tmp"));
-    let result = serde_json::to_vec(seqs)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(&tmp, bytes))
-        .and_then(|()| std::fs::rename(&tmp, dir.join(SEQ_FILE)));
-    if let Err(e) = result {
-        error!(error = %e, dir = %dir.display(), "cannot save meter seq numbers");
-    }
-}
-
 /// Run until `stop` turns true: stop polling, let the sinks flush for a few seconds, publish
 /// the gateway offline, return.
 pub async fn run(
@@ -61,9 +33,24 @@ pub async fn run(
         path: config.state_dir.display().to_string(),
         source,
     })?;
-    let capacity = (config.journal.max_size / BYTES_PER_READING).max(1000) as usize;
-    let log = Arc::new(Log::new(capacity));
-    log.restore_seqs(load_seqs(&config.state_dir));
+    let journal_dir = config.state_dir.join("journal");
+    let opts = journal::Options::with_max_size(config.journal.max_size);
+    let log = match Journal::open(&journal_dir, opts.clone()) {
+        Ok((j, report)) => {
+            if report.truncated_bytes > 0 || report.skipped_regions > 0 {
+                warn!(
+                    truncated_bytes = report.truncated_bytes,
+                    skipped_regions = report.skipped_regions,
+                    "journal recovered from damage (see the lines above)"
+                );
+            }
+            Arc::new(j)
+        }
+        Err(e) => {
+            error!(error = %e, "journal unavailable: readings are kept in memory only; fix the state directory");
+            Arc::new(Journal::unavailable(opts.cache, e.to_string()))
+        }
+    };
 
     let (bus_stop_tx, bus_stop) = watch::channel(false);
     let (sink_stop_tx, sink_stop) = watch::channel(false);
@@ -128,10 +115,19 @@ pub async fn run(
         "meterd running"
     );
 
-    let mut save = tokio::time::interval(Duration::from_secs(5));
+    let mut fsync = tokio::time::interval(config.journal.fsync.max(Duration::from_millis(10)));
+    let mut sync_failing = false;
     loop {
         tokio::select! {
-            _ = save.tick() => save_seqs(&config.state_dir, &log.seqs()),
+            _ = fsync.tick() => {
+                let r = log.sync();
+                match (&r, sync_failing) {
+                    (Err(e), false) => error!(error = %e, "journal sync failed"),
+                    (Ok(()), true) => info!("journal sync works again"),
+                    _ => {}
+                }
+                sync_failing = r.is_err();
+            }
             Some(ended) = buses.join_next_with_id() => {
                 // A bus task only ends when told to; anything else is a bug. Keep polling.
                 let (id, why) = match ended {
@@ -157,12 +153,14 @@ pub async fn run(
     info!("stopping: polling ends, sinks flush");
     let _ = bus_stop_tx.send(true);
     while buses.join_next().await.is_some() {}
-    save_seqs(&config.state_dir, &log.seqs());
     let _ = sink_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(6), async {
         while sinks.join_next().await.is_some() {}
     })
     .await;
+    if let Err(e) = log.sync() {
+        error!(error = %e, "final journal sync failed");
+    }
     info!(readings = log.end(), "stopped");
     Ok(())
 }

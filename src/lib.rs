@@ -5,7 +5,7 @@
 pub mod bus;
 pub mod config;
 pub mod daemon;
-pub mod log;
+pub mod journal;
 pub mod reading;
 pub mod sim;
 pub mod sinks;

@@ -23,7 +23,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use super::scheduler::{Outcome, Policy, Scheduler, Transition};
 use crate::{
     config::{raw::BusProtocol, raw::Parity, BusConfig, Link, SerialConfig},
-    log::Log,
+    journal::Journal,
     reading::Reading,
     state::LiveState,
 };
@@ -329,7 +329,7 @@ struct MeterRt {
 /// The task that owns one bus. Runs until `shutdown` turns true.
 pub async fn run_bus(
     bus: BusConfig,
-    log: Arc<Log>,
+    log: Arc<Journal>,
     live: Arc<LiveState>,
     mut shutdown: watch::Receiver<bool>,
 ) {

@@ -21,7 +21,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 use super::Backoff;
 use crate::{
     config::{InfluxAuth, InfluxConfig},
-    log::{CursorId, Log},
+    journal::{CursorId, Journal},
 };
 
 #[derive(Debug, Default)]
@@ -146,7 +146,7 @@ impl Writer {
 pub async fn run(
     cfg: InfluxConfig,
     gateway: String,
-    log: Arc<Log>,
+    log: Arc<Journal>,
     cursor: CursorId,
     stats: Arc<InfluxStats>,
     mut shutdown: watch::Receiver<bool>,

@@ -21,7 +21,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 use super::Backoff;
 use crate::{
     config::MqttConfig,
-    log::{CursorId, Log},
+    journal::{CursorId, Journal},
     state::LiveState,
 };
 
@@ -91,7 +91,7 @@ fn options(cfg: &MqttConfig, topics: &Topics) -> std::io::Result<MqttOptions> {
 pub async fn run(
     cfg: MqttConfig,
     gateway: String,
-    log: Arc<Log>,
+    log: Arc<Journal>,
     cursor: CursorId,
     live: Arc<LiveState>,
     mut shutdown: watch::Receiver<bool>,
@@ -214,7 +214,7 @@ pub async fn run(
 
 /// Bookkeeping of one connection: which publish got which packet id, and which are confirmed.
 struct Session {
-    log: Arc<Log>,
+    log: Arc<Journal>,
     cursor: CursorId,
     connected: bool,
     /// Publishes handed to rumqttc, not yet given a packet id.
@@ -228,7 +228,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(log: Arc<Log>, cursor: CursorId) -> Session {
+    fn new(log: Arc<Journal>, cursor: CursorId) -> Session {
         let next = log.position(cursor);
         Session {
             log,
@@ -304,8 +304,8 @@ mod tests {
     use crate::reading::Reading;
     use std::time::SystemTime;
 
-    fn session_with(n: usize) -> (Arc<Log>, Session) {
-        let log = Arc::new(Log::new(100));
+    fn session_with(n: usize) -> (Arc<Journal>, Session) {
+        let log = Arc::new(Journal::memory(100));
         let c = log.cursor("mqtt");
         for _ in 0..n {
             log.append(Reading {
