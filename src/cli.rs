@@ -243,6 +243,8 @@ fn stop_signal() -> anyhow::Result<watch::Receiver<bool>> {
 }
 
 async fn run(path: &Path) -> anyhow::Result<i32> {
+    // First: a SIGTERM during start-up must still mean a clean stop.
+    let stop = stop_signal()?;
     let config = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
@@ -252,7 +254,6 @@ async fn run(path: &Path) -> anyhow::Result<i32> {
             return Ok(EXIT_CONFIG);
         }
     };
-    let stop = stop_signal()?;
     meterd::daemon::run(config, Arc::new(LiveState::default()), stop).await?;
     Ok(0)
 }

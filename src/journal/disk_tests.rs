@@ -365,3 +365,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_sink_that_was_down_gets_its_backlog_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (j, _) = open(dir.path());
+        let (mqtt, influx) = (j.cursor("mqtt"), j.cursor("influxdb"));
+        fill(&j, 60);
+        j.ack(mqtt, 60);
+        j.ack(influx, 60);
+        j.sync().unwrap();
+    }
+    {
+        // MQTT is down during this run; InfluxDB delivers everything.
+        let (j, _) = open(dir.path());
+        let (mqtt, influx) = (j.cursor("mqtt"), j.cursor("influxdb"));
+        assert_eq!(j.position(mqtt), 60);
+        for i in 60..78 {
+            j.append(reading("a", i));
+        }
+        j.ack(influx, 78);
+        j.sync().unwrap();
+    }
+    let (j, _) = open(dir.path());
+    let (mqtt, _influx) = (j.cursor("mqtt"), j.cursor("influxdb"));
+    assert_eq!(j.position(mqtt), 60);
+    assert_eq!(positions(&j, 60), (60..78).collect::<Vec<_>>());
+}

@@ -386,6 +386,7 @@ impl Journal {
                 }
             },
         };
+        info!(sink = name, cursor = pos, oldest, end, "sink cursor");
         g.cursors.push(CursorState {
             name: name.to_string(),
             pos,

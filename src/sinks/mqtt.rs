@@ -161,9 +161,9 @@ pub async fn run(
             tokio::select! {
                 ev = el.poll() => match ev {
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                        info!("connected to broker");
                         backoff.reset();
                         s.reconnected();
+                        info!(from = s.next, "connected to broker");
                         published_avail.clear();
                         if client.try_publish(topics.status(), QoS::AtLeastOnce, true, "online").is_ok() {
                             s.fifo.push_back(Sent::Control);

@@ -18,7 +18,12 @@ pub struct Meterd {
 impl Meterd {
     pub fn run(config: &Path) -> Meterd {
         let log = config.with_extension("log");
-        let out = std::fs::File::create(&log).expect("log file");
+        // Appended: several runs on one config (restarts) keep one log to read afterwards.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_meterd"))
             .arg("run")
             .arg("-c")
@@ -34,6 +39,25 @@ impl Meterd {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until it says it is running (config loaded, journal open, tasks started).
+    pub async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.log_text().contains("meterd running") {
+            assert!(
+                Instant::now() < deadline,
+                "meterd did not start:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, then wait up to `within` for the exit.
@@ -75,15 +99,23 @@ pub struct Collector {
 
 impl Collector {
     pub async fn start(port: u16, filter: &str) -> Collector {
-        let mut o = MqttOptions::new(
-            format!("test-{}", super::servers::free_port()),
-            "127.0.0.1",
-            port,
+        Collector::start_with(port, filter, None).await
+    }
+
+    /// With `session`, a persistent session under that client id: the broker queues messages
+    /// while the collector is away (a broker restart included, with persistence on).
+    pub async fn start_with(port: u16, filter: &str, session: Option<&str>) -> Collector {
+        let id = session.map_or_else(
+            || format!("test-{}", super::servers::free_port()),
+            String::from,
         );
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_clean_session(session.is_none());
+        let filter = filter.to_string();
         let (client, mut el) = AsyncClient::new(o, 100);
         client
-            .subscribe(filter, QoS::AtLeastOnce)
+            .subscribe(&filter, QoS::AtLeastOnce)
             .await
             .expect("subscribe");
         let messages = Arc::new(Mutex::new(Vec::new()));
@@ -91,9 +123,11 @@ impl Collector {
         let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
         let mut subscribed_tx = Some(subscribed_tx);
         tokio::spawn(async move {
-            let _client = client;
             loop {
                 match el.poll().await {
+                    Ok(Event::Incoming(Incoming::ConnAck(ack))) if !ack.session_present => {
+                        let _ = client.try_subscribe(&filter, QoS::AtLeastOnce);
+                    }
                     Ok(Event::Incoming(Incoming::SubAck(_))) => {
                         if let Some(tx) = subscribed_tx.take() {
                             let _ = tx.send(());

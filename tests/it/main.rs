@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod durability;
 mod faults;
 mod harness;
 mod influx;

@@ -31,6 +31,9 @@ pub fn binary(name: &str, package: &str) -> PathBuf {
 pub struct Server {
     pub port: u16,
     child: Child,
+    /// How to start it again (same port, same data).
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
     /// Data and logs; removed when the server is dropped.
     _dir: tempfile::TempDir,
 }
@@ -43,6 +46,28 @@ impl Server {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait: the server saves what it persists.
+    pub fn stop_gracefully(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        self.child = spawn(&mut cmd, self._dir.path(), "restarted server");
+        wait_for_port(
+            self.port,
+            "restarted server",
+            &mut self.child,
+            self._dir.path(),
+        );
     }
 }
 
@@ -68,11 +93,37 @@ fn wait_for_port(port: u16, name: &str, child: &mut Child, dir: &Path) {
 }
 
 fn spawn(cmd: &mut Command, dir: &Path, name: &str) -> Child {
-    let log = std::fs::File::create(dir.join("server.log")).expect("log file");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
     let err = log.try_clone().expect("log file");
     cmd.stdout(log).stderr(err).stdin(Stdio::null());
     cmd.spawn()
         .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
+}
+
+/// Start `program args` with its data in `dir` and wait for `port` (and `more` ports).
+fn start(
+    name: &str,
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    dir: tempfile::TempDir,
+    port: u16,
+    more: &[u16],
+) -> Server {
+    let mut child = spawn(Command::new(&program).args(&args), dir.path(), name);
+    for p in std::iter::once(&port).chain(more) {
+        wait_for_port(*p, name, &mut child, dir.path());
+    }
+    Server {
+        port,
+        child,
+        program,
+        args,
+        _dir: dir,
+    }
 }
 
 pub fn mosquitto() -> Server {
@@ -80,25 +131,39 @@ pub fn mosquitto() -> Server {
 }
 
 pub fn mosquitto_on(port: u16) -> Server {
+    mosquitto_with(port, false)
+}
+
+/// Mosquitto; with `persistent`, sessions and queued messages survive a graceful restart.
+pub fn mosquitto_with(port: u16, persistent: bool) -> Server {
     let bin = binary("mosquitto", "mosquitto");
     let dir = tempfile::tempdir().expect("tempdir");
     let conf = dir.path().join("mosquitto.conf");
+    let persistence = if persistent {
+        // Mosquitto started as root drops to its own user, which must write its database here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        format!(
+            "persistence true\npersistence_location {}/\nautosave_interval 1\n",
+            dir.path().display()
+        )
+    } else {
+        "persistence false\n".to_string()
+    };
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"),
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}max_queued_messages 1000000\nmax_inflight_messages 1000\n"),
     )
     .expect("write mosquitto.conf");
-    let mut child = spawn(
-        Command::new(bin).arg("-c").arg(&conf),
-        dir.path(),
+    start(
         "mosquitto",
-    );
-    wait_for_port(port, "mosquitto", &mut child, dir.path());
-    Server {
+        bin,
+        vec!["-c".into(), conf.into()],
+        dir,
         port,
-        child,
-        _dir: dir,
-    }
+        &[],
+    )
 }
 
 pub fn influxdb1() -> Server {
@@ -113,53 +178,39 @@ pub fn influxdb1() -> Server {
             "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
              [meta]\n  dir = \"{d}/meta\"\n\
              [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
-             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n  max-row-limit = 0\n\
              [monitor]\n  store-enabled = false\n\
              [subscriber]\n  enabled = false\n\
              [continuous_queries]\n  enabled = false\n"
         ),
     )
     .expect("write influxdb.conf");
-    let mut child = spawn(
-        Command::new(bin).arg("run").arg("-config").arg(&conf),
-        dir.path(),
+    start(
         "influxd",
-    );
-    wait_for_port(port, "influxd", &mut child, dir.path());
-    Server {
+        bin,
+        vec!["run".into(), "-config".into(), conf.into()],
+        dir,
         port,
-        child,
-        _dir: dir,
-    }
+        &[],
+    )
 }
 
 pub fn victoria_metrics() -> Server {
     let bin = binary("victoria-metrics", "victoria-metrics");
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let mut child = spawn(
-        Command::new(bin)
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!(
-                "-storageDataPath={}",
-                dir.path().join("data").display()
-            )),
-        dir.path(),
-        "victoria-metrics",
-    );
-    wait_for_port(port, "victoria-metrics", &mut child, dir.path());
-    Server {
-        port,
-        child,
-        _dir: dir,
-    }
+    let args = vec![
+        format!("-httpListenAddr=127.0.0.1:{port}").into(),
+        format!("-storageDataPath={}", dir.path().join("data").display()).into(),
+    ];
+    start("victoria-metrics", bin, args, dir, port, &[])
 }
 
-/// InfluxQL against InfluxDB 1.x; returns the JSON answer.
+/// InfluxQL against InfluxDB 1.x; returns the JSON answer (times as epoch milliseconds).
 pub async fn influxql(server: &Server, db: &str, q: &str) -> serde_json::Value {
     reqwest::Client::new()
         .post(format!("{}/query", server.url()))
-        .query(&[("db", db), ("q", q)])
+        .query(&[("db", db), ("q", q), ("epoch", "ms")])
         .send()
         .await
         .expect("influx query")
@@ -293,21 +344,14 @@ pub fn mosquitto_tls(user: &str, password: &str) -> (Server, u16, PathBuf) {
         ),
     )
     .expect("write mosquitto.conf");
-    let mut child = spawn(
-        Command::new(bin).arg("-c").arg(&conf),
-        dir.path(),
-        "mosquitto",
-    );
-    wait_for_port(tls_port, "mosquitto", &mut child, dir.path());
-    wait_for_port(plain_port, "mosquitto", &mut child, dir.path());
     let ca = c.ca.clone();
-    (
-        Server {
-            port: tls_port,
-            child,
-            _dir: dir,
-        },
-        plain_port,
-        ca,
-    )
+    let server = start(
+        "mosquitto",
+        bin,
+        vec!["-c".into(), conf.into()],
+        dir,
+        tls_port,
+        &[plain_port],
+    );
+    (server, plain_port, ca)
 }
