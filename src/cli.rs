@@ -254,7 +254,7 @@ async fn run(path: &Path) -> anyhow::Result<i32> {
             return Ok(EXIT_CONFIG);
         }
     };
-    meterd::daemon::run(config, Arc::new(LiveState::default()), stop).await?;
+    meterd::daemon::run(config, Arc::new(LiveState::default()), stop).await;
     Ok(0)
 }
 
@@ -693,7 +693,7 @@ async fn demo() -> anyhow::Result<i32> {
             _ = show_stop.changed() => break,
         }
     }
-    daemon.await??;
+    daemon.await?;
     let _ = std::fs::remove_dir_all(&state_dir);
     Ok(0)
 }

@@ -13,26 +13,9 @@ use crate::{
     state::LiveState,
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
-    #[error("state directory {path}: {source}")]
-    StateDir {
-        path: String,
-        source: std::io::Error,
-    },
-}
-
 /// Run until `stop` turns true: stop polling, let the sinks flush for a few seconds, publish
 /// the gateway offline, return.
-pub async fn run(
-    config: Config,
-    live: Arc<LiveState>,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), DaemonError> {
-    std::fs::create_dir_all(&config.state_dir).map_err(|source| DaemonError::StateDir {
-        path: config.state_dir.display().to_string(),
-        source,
-    })?;
+pub async fn run(config: Config, live: Arc<LiveState>, mut stop: watch::Receiver<bool>) {
     let journal_dir = config.state_dir.join("journal");
     let opts = journal::Options::with_max_size(config.journal.max_size);
     let log = match Journal::open(&journal_dir, opts.clone()) {
@@ -47,6 +30,8 @@ pub async fn run(
             Arc::new(j)
         }
         Err(e) => {
+            // Not fatal: a crash loop would stop polling too. Polling and delivery go on from
+            // memory; the state is visible (and alertable) until the directory is fixed.
             error!(error = %e, "journal unavailable: readings are kept in memory only; fix the state directory");
             Arc::new(Journal::unavailable(opts.cache, e.to_string()))
         }
@@ -162,5 +147,4 @@ pub async fn run(
         error!(error = %e, "final journal sync failed");
     }
     info!(readings = log.end(), "stopped");
-    Ok(())
 }

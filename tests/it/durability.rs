@@ -73,6 +73,15 @@ fn readings(msgs: &[Message], gateway: &str) -> BTreeMap<String, BTreeMap<u64, i
     out
 }
 
+/// A meter's seqs in the order MQTT delivered them.
+fn mqtt_seqs_in_order(msgs: &[Message], gateway: &str, meter: &str) -> Vec<u64> {
+    let topic = format!("meterd/{gateway}/meter/{meter}/reading");
+    msgs.iter()
+        .filter(|m| m.topic == topic)
+        .filter_map(|m| serde_json::from_str::<serde_json::Value>(&m.payload).ok()?["seq"].as_u64())
+        .collect()
+}
+
 async fn influx_times(influx: &Server, gateway: &str, meter: &str) -> BTreeSet<i64> {
     let a = servers::influxql(
         influx,
@@ -101,6 +110,14 @@ async fn losses(mqtt: &Collector, influx: &Server, gateway: &str) -> Vec<String>
             problems.push(format!(
                 "{meter}: MQTT never saw seq {missing:?} (of 1..={last})"
             ));
+        }
+        let mut seen = BTreeSet::new();
+        let first_seen: Vec<u64> = mqtt_seqs_in_order(&mqtt.all(), gateway, meter)
+            .into_iter()
+            .filter(|s| seen.insert(*s))
+            .collect();
+        if first_seen.windows(2).any(|w| w[1] < w[0]) {
+            problems.push(format!("{meter}: out of order on MQTT: {first_seen:?}"));
         }
         let times = influx_times(influx, gateway, meter).await;
         let absent: Vec<u64> = seqs

@@ -393,3 +393,42 @@ async fn readings_reach_a_broker_over_tls_with_a_password_from_a_file() {
     .await;
     assert!(meterd.log_text().contains("connected to broker"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_state_directory_is_a_loud_error_but_polling_and_delivery_go_on() {
+    let broker = servers::mosquitto();
+    let (_sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, "x").unwrap();
+    let cfg = dir.path().join("meterd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"gw-ro\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\n\
+             [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\ninterval = \"300ms\"\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n",
+            blocker.join("state").display(),
+            broker.port
+        ),
+    )
+    .unwrap();
+    let mqtt = Collector::start(broker.port, "meterd/gw-ro/meter/m1/reading").await;
+    let mut meterd = Meterd::run(&cfg);
+    mqtt.wait_for(
+        "readings despite the broken state dir",
+        Duration::from_secs(10),
+        |m| m.len() >= 3,
+    )
+    .await;
+    let log = meterd.log_text();
+    assert!(
+        log.contains("ERROR")
+            && log.contains("journal unavailable")
+            && log.contains("not-a-directory"),
+        "{log}"
+    );
+    assert!(meterd
+        .terminate(Duration::from_secs(8))
+        .is_some_and(|s| s.success()));
+}
