@@ -162,12 +162,14 @@ fn ts_ms(ts: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Decode the records of a segment's bytes from `offset`, calling `f` for each reading.
-/// Damaged regions are skipped (logged); a damaged tail ends the scan. Returns the offset
-/// after the last good record and the number of skipped regions.
+/// Decode records from `offset` (a file offset; `bytes` holds the file from offset `base`),
+/// calling `f` for each reading until it returns false. Damaged regions are skipped (logged);
+/// bytes that end inside a record end the scan. Returns the file offset after the last
+/// record decoded and the number of skipped regions.
 fn scan(
     path: &Path,
     bytes: &[u8],
+    base: usize,
     mut offset: usize,
     shapes: &mut HashMap<u32, Shape>,
     seqs: &mut HashMap<Arc<str>, u64>,
@@ -177,8 +179,10 @@ fn scan(
     if offset < format::FILE_HEADER.len() {
         offset = format::FILE_HEADER.len();
     }
-    while offset < bytes.len() {
-        let rest = &bytes[offset..];
+    while offset < base + bytes.len() {
+        let Some(rest) = bytes.get(offset - base..) else {
+            break;
+        };
         let frame = format::read_frame(rest).and_then(|(payload, len)| {
             Record::decode_payload(payload, |id| shapes.get(&id).map(|s| s.quantities.len()))
                 .map(|r| (r, len))
@@ -289,13 +293,21 @@ impl Journal {
                 let mut snapshot = HashMap::new();
                 let header_ok = bytes.starts_with(&format::FILE_HEADER);
                 let (end, skipped, _) = if header_ok {
-                    scan(&path, &bytes, 0, &mut shapes, &mut snapshot, |r, s, _| {
-                        next = next.max(r.pos + 1);
-                        report.readings += 1;
-                        let e = seqs.entry(s.meter.clone()).or_insert(0);
-                        *e = (*e).max(r.seq);
-                        true
-                    })
+                    scan(
+                        &path,
+                        &bytes,
+                        0,
+                        0,
+                        &mut shapes,
+                        &mut snapshot,
+                        |r, s, _| {
+                            next = next.max(r.pos + 1);
+                            report.readings += 1;
+                            let e = seqs.entry(s.meter.clone()).or_insert(0);
+                            *e = (*e).max(r.seq);
+                            true
+                        },
+                    )
                 } else {
                     (0, 0, true)
                 };
@@ -532,34 +544,64 @@ impl Journal {
             if out.len() >= max || want >= cache_first {
                 break;
             }
-            let Ok(bytes) = fs::read(path) else {
-                // Deleted under us (delivered by all, or dropped for size): go on with the next.
-                continue;
-            };
             let resume = lock(&self.readers)
                 .remove(&want)
                 .filter(|s| s.seg_first == *first);
-            let (offset, mut shapes) = match resume {
+            let (mut offset, mut shapes) = match resume {
                 Some(s) => (s.offset, s.shapes),
                 None => (0, HashMap::new()),
             };
-            let mut last_offset = offset;
-            scan(
-                path,
-                &bytes,
-                offset,
-                &mut shapes,
-                &mut HashMap::new(),
-                |r, s, after| {
-                    last_offset = after;
-                    if r.pos < want || r.pos >= cache_first {
-                        return r.pos < cache_first;
-                    }
-                    want = r.pos + 1;
-                    out.push((r.pos, Arc::new(to_reading(r, s))));
-                    out.len() < max
-                },
-            );
+            // Read in chunks from where the last read stopped, not the whole file each time.
+            let Ok(mut file) = File::open(path) else {
+                // Deleted under us (delivered by all, or dropped for size): go on with the next.
+                continue;
+            };
+            let len = file.metadata().map(|m| m.len() as usize).unwrap_or(0);
+            let mut chunk = (max.saturating_mul(256)).clamp(64 << 10, 4 << 20);
+            let mut done_here = false;
+            while out.len() < max && offset < len && !done_here {
+                let end = (offset.max(format::FILE_HEADER.len()) + chunk).min(len);
+                let start = offset.min(end);
+                let mut bytes = vec![0u8; end - start];
+                use std::io::{Read, Seek, SeekFrom};
+                if file
+                    .seek(SeekFrom::Start(start as u64))
+                    .and_then(|_| file.read_exact(&mut bytes))
+                    .is_err()
+                {
+                    break;
+                }
+                let (after, _, _) = scan(
+                    path,
+                    &bytes,
+                    start,
+                    offset,
+                    &mut shapes,
+                    &mut HashMap::new(),
+                    |r, s, _| {
+                        if r.pos < want {
+                            return true;
+                        }
+                        if r.pos >= cache_first {
+                            done_here = true;
+                            return false;
+                        }
+                        want = r.pos + 1;
+                        out.push((r.pos, Arc::new(to_reading(r, s))));
+                        out.len() < max
+                    },
+                );
+                if after == offset.max(format::FILE_HEADER.len()) && end < len {
+                    // A record larger than the chunk: read more at once.
+                    chunk = chunk.saturating_mul(4);
+                    continue;
+                }
+                if after <= offset && end >= len {
+                    break;
+                }
+                offset = after;
+            }
+            let last_offset = offset;
             if out.len() >= max {
                 let mut readers = lock(&self.readers);
                 if readers.len() > 16 {

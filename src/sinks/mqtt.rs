@@ -107,18 +107,22 @@ pub async fn run(
             }
         };
         let window_max = usize::from(cfg.inflight);
-        let capacity = window_max + live.snapshot().len() + 64;
+        // Room for a full window of readings plus availability of many meters; a publish that
+        // does not fit is retried, never dropped.
+        let capacity = window_max + 4096;
         let (client, mut el) = AsyncClient::new(opts, capacity);
         let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
         let mut s = Session::new(log.clone(), cursor);
         let mut avail_rx = live.subscribe();
         let mut published_avail: HashMap<String, bool> = HashMap::new();
         let mut backoff = Backoff::default();
+        let mut avail_dirty = true;
         let mut stopping = false;
         let mut stop_deadline = tokio::time::Instant::now();
         loop {
-            if s.connected && !stopping {
+            if s.connected && !stopping && avail_dirty {
                 // Availability first: it is small, retained and what a dashboard shows.
+                avail_dirty = false;
                 let now_avail = live.availability();
                 for (m, online) in &now_avail {
                     if published_avail.get(m) != Some(online) {
@@ -126,10 +130,17 @@ pub async fn run(
                         if client.try_publish(topics.availability(m), QoS::AtLeastOnce, true, payload).is_ok() {
                             s.fifo.push_back(Sent::Control);
                             published_avail.insert(m.clone(), *online);
+                        } else {
+                            // The request channel is full: try again on the next turn.
+                            avail_dirty = true;
+                            break;
                         }
                     }
                 }
-                while s.window.len() < window_max {
+            }
+            if s.connected && !stopping {
+                // Top up when half the window is free: backlog comes off disk in batches.
+                while s.window.len() <= window_max / 2 {
                     let batch = log.read_from(s.next, window_max - s.window.len());
                     if batch.is_empty() {
                         break;
@@ -157,7 +168,7 @@ pub async fn run(
                 let _ = tokio::time::timeout(Duration::from_millis(500), el.poll()).await;
                 break;
             }
-            let can_publish = s.connected && !stopping && s.window.len() < window_max;
+            let can_publish = s.connected && !stopping && s.window.len() <= window_max / 2;
             tokio::select! {
                 ev = el.poll() => match ev {
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {
@@ -165,6 +176,7 @@ pub async fn run(
                         s.reconnected();
                         info!(from = s.next, "connected to broker");
                         published_avail.clear();
+                        avail_dirty = true;
                         if client.try_publish(topics.status(), QoS::AtLeastOnce, true, "online").is_ok() {
                             s.fifo.push_back(Sent::Control);
                         }
@@ -190,7 +202,7 @@ pub async fn run(
                     }
                 },
                 _ = log.wait_beyond(s.next), if can_publish => {}
-                _ = avail_rx.changed(), if s.connected && !stopping => {}
+                _ = avail_rx.changed(), if s.connected && !stopping => avail_dirty = true,
                 _ = shutdown.changed(), if !stopping => {
                     if *shutdown.borrow() {
                         stopping = true;

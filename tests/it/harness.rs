@@ -123,10 +123,15 @@ impl Collector {
         let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
         let mut subscribed_tx = Some(subscribed_tx);
         tokio::spawn(async move {
+            let mut connected_before = false;
             loop {
                 match el.poll().await {
-                    Ok(Event::Incoming(Incoming::ConnAck(ack))) if !ack.session_present => {
-                        let _ = client.try_subscribe(&filter, QoS::AtLeastOnce);
+                    Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                        // A reconnect without a kept session has lost the subscription.
+                        if connected_before && !ack.session_present {
+                            let _ = client.try_subscribe(&filter, QoS::AtLeastOnce);
+                        }
+                        connected_before = true;
                     }
                     Ok(Event::Incoming(Incoming::SubAck(_))) => {
                         if let Some(tx) = subscribed_tx.take() {

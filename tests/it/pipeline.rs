@@ -179,7 +179,9 @@ async fn readings_reach_mqtt_and_influxdb_1x_with_the_contracts_topics_schema_an
         |m| {
             m.iter()
                 .filter(|m| m.retain && m.payload == "online")
-                .count()
+                .map(|m| m.topic.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
                 == METERS.len()
         },
     )
