@@ -393,3 +393,35 @@ fn a_sink_that_was_down_gets_its_backlog_after_a_restart() {
     assert_eq!(j.position(mqtt), 60);
     assert_eq!(positions(&j, 60), (60..78).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_full_disk_is_a_visible_error_readings_stay_deliverable_and_writing_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(
+        dir.path(),
+        Options {
+            max_size: 64 << 20,
+            segment_size: 64,
+            cache: 100,
+        },
+    )
+    .unwrap();
+    let c = j.cursor("mqtt");
+    j.append(reading("a", 0));
+    // Every append now starts a new segment named by its position: make that one /dev/full.
+    let next = segment_path(dir.path(), j.end());
+    std::os::unix::fs::symlink("/dev/full", &next).unwrap();
+    j.append(reading("a", 1));
+    let failure = j.failure().expect("the journal reports the full disk");
+    assert!(failure.contains("No space left on device"), "{failure}");
+    assert_eq!(j.unjournaled(), 1);
+    assert_eq!(
+        j.read_from(j.position(c), 10).len(),
+        2,
+        "still deliverable from memory"
+    );
+    fs::remove_file(&next).unwrap();
+    j.append(reading("a", 2));
+    assert_eq!(j.failure(), None, "writing resumed");
+    assert_eq!(j.unjournaled(), 1);
+}
