@@ -16,6 +16,9 @@ use meterd::{
     sim::Simulator,
 };
 
+#[path = "../tests/it/harness.rs"]
+#[allow(dead_code)]
+mod harness;
 #[path = "../tests/it/servers.rs"]
 #[allow(dead_code)]
 mod servers;
@@ -151,18 +154,7 @@ fn main() {
         .status();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let total: u64 = text
-        .lines()
-        .rev()
-        .find_map(|l| {
-            l.split("readings=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0);
+    let total = harness::readings_at_stop(&text).unwrap_or(0);
     let outage = (minutes * 60) as f64;
     println!("drain: {backlog} readings of a {minutes} min outage, {meters} meters at {interval} s, live polling on");
     for (sink, done) in [("mqtt", mqtt_done), ("influxdb", influx_done)] {

@@ -7,6 +7,13 @@ use std::{process::Command, time::Duration};
 
 use meterd::{config::ProfileSet, sim::Simulator};
 
+#[path = "../tests/it/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+#[path = "../tests/it/servers.rs"]
+#[allow(dead_code)]
+mod servers;
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -70,18 +77,7 @@ fn main() {
         .status();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let readings: u64 = text
-        .lines()
-        .rev()
-        .find_map(|l| {
-            l.split("readings=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0);
+    let readings = harness::readings_at_stop(&text).unwrap_or(0);
     let requests = sim.requests.load(std::sync::atomic::Ordering::Relaxed);
     let cpu = ticks as f64 / 100.0;
     println!(

@@ -173,6 +173,46 @@ async fn drain_and_check(
     assert!(total > 100, "the test produced only {total} readings");
 }
 
+/// A persistent broker, InfluxDB, three simulated meters, a config and a subscriber with a
+/// persistent session: what both durability tests start from.
+struct Rig {
+    broker: Server,
+    influx: Server,
+    port: u16,
+    dir: tempfile::TempDir,
+    cfg: PathBuf,
+    mqtt: Collector,
+    _sim: std::sync::Arc<meterd::sim::Simulator>,
+}
+
+async fn rig(gateway: &str) -> Rig {
+    let port = servers::free_port();
+    let broker = servers::mosquitto_with(port, true);
+    let influx = servers::influxdb1();
+    servers::influxql(&influx, "", "CREATE DATABASE meters").await;
+    let meters: Vec<(u8, &str)> = (1..=METERS.len() as u8)
+        .map(|u| (u, "eastron-sdm120"))
+        .collect();
+    let (sim, addr) = tcp_sim(&meters, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), gateway, Some(&addr), port, &influx.url());
+    let mqtt = Collector::start_with(
+        port,
+        &format!("meterd/{gateway}/meter/+/reading"),
+        Some(&format!("{gateway}-collector")),
+    )
+    .await;
+    Rig {
+        broker,
+        influx,
+        port,
+        dir,
+        cfg,
+        mqtt,
+        _sim: sim,
+    }
+}
+
 /// A small deterministic generator (the seed is printed, so a failure can be replayed).
 fn next(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
@@ -185,23 +225,15 @@ fn next(seed: &mut u64) -> u64 {
 /// while the journal holds an undelivered backlog that the next run must deliver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_no_committed_reading() {
-    let port = servers::free_port();
-    let mut broker = servers::mosquitto_with(port, true);
-    let mut influx = servers::influxdb1();
-    servers::influxql(&influx, "", "CREATE DATABASE meters").await;
-    let (_sim, addr) = tcp_sim(
-        &[
-            (1, "eastron-sdm120"),
-            (2, "eastron-sdm120"),
-            (3, "eastron-sdm120"),
-        ],
-        false,
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), "gw-k9", Some(&addr), port, &influx.url());
-    let mqtt =
-        Collector::start_with(port, "meterd/gw-k9/meter/+/reading", Some("k9-collector")).await;
+    let Rig {
+        mut broker,
+        mut influx,
+        port,
+        dir,
+        cfg,
+        mqtt,
+        _sim,
+    } = rig("gw-k9").await;
     let mut seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -253,27 +285,15 @@ async fn count_growth(what: &str, during: Duration, count: impl Fn() -> usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_and_database_outages_lose_nothing_and_never_stall_the_other_sink() {
-    let port = servers::free_port();
-    let mut broker = servers::mosquitto_with(port, true);
-    let mut influx = servers::influxdb1();
-    servers::influxql(&influx, "", "CREATE DATABASE meters").await;
-    let (_sim, addr) = tcp_sim(
-        &[
-            (1, "eastron-sdm120"),
-            (2, "eastron-sdm120"),
-            (3, "eastron-sdm120"),
-        ],
-        false,
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), "gw-out", Some(&addr), port, &influx.url());
-    let mqtt = Collector::start_with(
+    let Rig {
+        mut broker,
+        mut influx,
         port,
-        "meterd/gw-out/meter/+/reading",
-        Some("outage-collector"),
-    )
-    .await;
+        dir,
+        cfg,
+        mqtt,
+        _sim,
+    } = rig("gw-out").await;
     let mut meterd = Meterd::run(&cfg);
     mqtt.wait_for("first readings", Duration::from_secs(10), |m| m.len() > 10)
         .await;

@@ -228,3 +228,38 @@ pub fn tolerance(profile: &str, quantity: &str, expected: f64) -> f64 {
         point.scale.abs()
     }
 }
+
+/// The number of readings a stopped meterd reports in its last line ("stopped readings=N").
+pub fn readings_at_stop(log: &str) -> Option<u64> {
+    log.lines().rev().find_map(|l| {
+        l.split("readings=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// A config with one SDM120 (`m1`, unit 1) on a Modbus TCP bus at `sim`, polled every
+/// `interval`, its journal in `state`, and `sinks` (TOML sections) appended.
+pub fn one_meter_config(
+    dir: &Path,
+    gateway: &str,
+    state: &Path,
+    sim: &str,
+    interval: &str,
+    sinks: &str,
+) -> std::path::PathBuf {
+    let cfg = dir.join("meterd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"{gateway}\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{sim}\"\n\
+             [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\ninterval = \"{interval}\"\n{sinks}",
+            state.display()
+        ),
+    )
+    .expect("write config");
+    cfg
+}

@@ -11,7 +11,7 @@ use std::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    harness::{eventually, tcp_sim, Meterd},
+    harness::{eventually, readings_at_stop, tcp_sim, Meterd},
     servers,
 };
 
@@ -177,18 +177,7 @@ async fn answers_500_and_429_are_retried_with_backoff_and_no_reading_is_lost() {
         .terminate(Duration::from_secs(8))
         .is_some_and(|s| s.success()));
     let log = meterd.log_text();
-    let total: u64 = log
-        .lines()
-        .rev()
-        .find_map(|l| {
-            l.split("readings=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .expect("stop line with the reading count");
+    let total = readings_at_stop(&log).expect("stop line with the reading count");
     // SDM120: one energy reading (interval 1 h), the rest realtime.
     assert_eq!(count(&influx, "energy_import_kwh", "gw-retry").await, 1);
     assert_eq!(

@@ -3,7 +3,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use crate::{
-    harness::{eventually, tcp_sim, tolerance, Collector, Meterd},
+    harness::{eventually, one_meter_config, tcp_sim, tolerance, Collector, Meterd},
     servers,
 };
 
@@ -294,17 +294,14 @@ async fn a_broker_that_is_down_at_start_up_is_not_fatal_and_buffered_readings_fo
     let port = servers::free_port();
     let (_sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], false).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("meterd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[gateway]\nid = \"gw-late\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\n\
-             [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\ninterval = \"300ms\"\n\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n",
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
+    let cfg = one_meter_config(
+        dir.path(),
+        "gw-late",
+        &dir.path().join("state"),
+        &addr,
+        "300ms",
+        &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\n"),
+    );
     let _meterd = Meterd::run(&cfg);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let broker = servers::mosquitto_on(port);
@@ -327,18 +324,14 @@ async fn seq_continues_across_a_restart() {
     let broker = servers::mosquitto();
     let (_sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("meterd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[gateway]\nid = \"gw-seq\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\n\
-             [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\ninterval = \"200ms\"\n\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n",
-            dir.path().join("state").display(),
-            broker.port
-        ),
-    )
-    .unwrap();
+    let cfg = one_meter_config(
+        dir.path(),
+        "gw-seq",
+        &dir.path().join("state"),
+        &addr,
+        "200ms",
+        &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n", broker.port),
+    );
     let topic = "meterd/gw-seq/meter/m1/reading";
     let mqtt = Collector::start(broker.port, topic).await;
     let mut first = Meterd::run(&cfg);
@@ -373,20 +366,19 @@ async fn readings_reach_a_broker_over_tls_with_a_password_from_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("mqtt-password");
     std::fs::write(&pw, "s3cret pass\n").unwrap();
-    let cfg = dir.path().join("meterd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[gateway]\nid = \"gw-tls\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\n\
-             [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\ninterval = \"300ms\"\n\
-             [mqtt]\nurl = \"mqtts://127.0.0.1:{}\"\nca_file = \"{}\"\nusername = \"meterd\"\npassword_file = \"{}\"\n",
-            dir.path().join("state").display(),
+    let cfg = one_meter_config(
+        dir.path(),
+        "gw-tls",
+        &dir.path().join("state"),
+        &addr,
+        "300ms",
+        &format!(
+            "[mqtt]\nurl = \"mqtts://127.0.0.1:{}\"\nca_file = \"{}\"\nusername = \"meterd\"\npassword_file = \"{}\"\n",
             broker.port,
             ca.display(),
             pw.display()
         ),
-    )
-    .unwrap();
+    );
     let mqtt = Collector::start(plain_port, "meterd/gw-tls/#").await;
     let meterd = Meterd::run(&cfg);
     mqtt.wait_for("readings over TLS", Duration::from_secs(15), |m| {
@@ -403,18 +395,14 @@ async fn an_unusable_state_directory_is_a_loud_error_but_polling_and_delivery_go
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("not-a-directory");
     std::fs::write(&blocker, "x").unwrap();
-    let cfg = dir.path().join("meterd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[gateway]\nid = \"gw-ro\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\n\
-             [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\ninterval = \"300ms\"\n\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n",
-            blocker.join("state").display(),
-            broker.port
-        ),
-    )
-    .unwrap();
+    let cfg = one_meter_config(
+        dir.path(),
+        "gw-ro",
+        &blocker.join("state"),
+        &addr,
+        "300ms",
+        &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n", broker.port),
+    );
     let mqtt = Collector::start(broker.port, "meterd/gw-ro/meter/m1/reading").await;
     let mut meterd = Meterd::run(&cfg);
     mqtt.wait_for(
