@@ -8,6 +8,7 @@
 //! - [`profile`]: meter profiles as data (TOML), built-in ones embedded at build time.
 //! - [`quantity`]: the canonical quantity names of the external contract and their units.
 
+pub mod dlt645;
 pub mod modbus;
 pub mod profile;
 pub mod quantity;
