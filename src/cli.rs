@@ -55,6 +55,18 @@ enum Command {
     Simulate(SimArgs),
     /// Simulated meters and the whole pipeline on loopback: a first look at meterd.
     Demo,
+    /// Decode captured DL/T 645 frames: every field, values with units, what is wrong.
+    Decode {
+        /// dlt645-2007 or dlt645-1997.
+        #[arg(long)]
+        protocol: String,
+        /// One JSON object per frame.
+        #[arg(long)]
+        json: bool,
+        /// Frames as hex, one per argument (spaces inside a quoted argument are fine).
+        #[arg(required = true)]
+        frames: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -201,6 +213,11 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Scan(a) => scan(a).await,
         Command::Simulate(a) => simulate(a).await,
         Command::Demo => demo().await,
+        Command::Decode {
+            protocol,
+            json,
+            frames,
+        } => decode(&protocol, json, &frames),
     }
 }
 
@@ -696,6 +713,81 @@ async fn demo() -> anyhow::Result<i32> {
     daemon.await?;
     let _ = std::fs::remove_dir_all(&state_dir);
     Ok(0)
+}
+
+fn decode(protocol: &str, json: bool, frames: &[String]) -> anyhow::Result<i32> {
+    use meterd::protocols::dlt645::{describe::describe, frame::from_hex, Version};
+    let version = match protocol {
+        "dlt645-2007" => Version::V2007,
+        "dlt645-1997" => Version::V1997,
+        p => bail!("decode knows dlt645-2007 and dlt645-1997, not {p:?}"),
+    };
+    let mut invalid = 0;
+    for (i, text) in frames.iter().enumerate() {
+        let result = from_hex(text).and_then(|bytes| describe(version, &bytes).map(|d| (bytes, d)));
+        match (result, json) {
+            (Ok((_, d)), true) => println!(
+                "{}",
+                serde_json::json!({"frame": i + 1, "valid": true, "decoded": d})
+            ),
+            (Err(e), true) => {
+                invalid += 1;
+                println!(
+                    "{}",
+                    serde_json::json!({"frame": i + 1, "valid": false, "error": e.to_string(), "detail": format!("{e:?}")})
+                );
+            }
+            (Ok((bytes, d)), false) => {
+                println!("frame {}: {} bytes", i + 1, bytes.len());
+                if d.preamble > 0 {
+                    println!("  preamble   {} x FE", d.preamble);
+                }
+                println!("  address    {}", d.address);
+                println!(
+                    "  control    {:02X}: {}, {}{}, function {:02X} {}",
+                    d.control,
+                    if d.reply {
+                        "meter -> master"
+                    } else {
+                        "master -> meter"
+                    },
+                    if d.abnormal { "abnormal" } else { "normal" },
+                    if d.follow_up {
+                        ", more frames follow"
+                    } else {
+                        ""
+                    },
+                    d.control & 0x1F,
+                    d.function
+                );
+                println!("  length     {}", d.length);
+                if d.length > 0 {
+                    println!("  data       {}   (after -0x33)", d.data);
+                }
+                if let Some(di) = &d.di {
+                    println!("  DI         {di}");
+                }
+                for (name, value, unit) in &d.values {
+                    println!("  value      {name} = {value} {unit}");
+                }
+                if let Some(seq) = d.seq {
+                    println!("  SEQ        {seq}");
+                }
+                if let Some((err, bits)) = &d.error {
+                    println!("  error      {err:02X}: {}", bits.join(", "));
+                }
+                for n in &d.notes {
+                    println!("  note       {n}");
+                }
+                println!("  checksum   ok, end 16");
+            }
+            (Err(e), false) => {
+                invalid += 1;
+                println!("frame {}: invalid: {e}", i + 1);
+            }
+        }
+    }
+    Ok(if invalid > 0 { 1 } else { 0 })
 }
 
 fn print_live(live: &LiveState) {

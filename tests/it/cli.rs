@@ -224,3 +224,51 @@ fn demo_shows_every_simulated_meter_online_and_stops_cleanly_on_ctrl_c() {
     };
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn decode_explains_every_field_and_fails_on_a_bad_frame() {
+    let good = "FE FE FE FE 68 12 90 78 56 34 12 68 91 08 33 33 34 33 AB 89 67 45 CC 16";
+    let bad = "68 12 90 78 56 34 12 68 91 08 33 33 34 33 89 67 45 33 55 16";
+    let out = meterd()
+        .args(["decode", "--protocol", "dlt645-2007", good])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for field in [
+        "preamble   4 x FE",
+        "address    123456789012",
+        "DI         00010000",
+        "forward active energy, total = 123456.78 kWh",
+        "checksum   ok",
+    ] {
+        assert!(text.contains(field), "{field} missing:\n{text}");
+    }
+    let out = meterd()
+        .args(["decode", "--protocol", "dlt645-2007", "--json", good, bad])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "any invalid frame: exit 1");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["decoded"]["values"][0][1], "123456.78");
+    assert_eq!(lines[1]["valid"], false);
+    assert_eq!(
+        lines[1]["error"],
+        "checksum mismatch: frame says 55, bytes sum to 54"
+    );
+    let out = meterd()
+        .args([
+            "decode",
+            "--protocol",
+            "dlt645-1997",
+            "68 67 45 23 01 00 00 68 11 02 44 E9 E0 16",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("C=11 is a 2007 control code; a 1997 meter expects 01"));
+}

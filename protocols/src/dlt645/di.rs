@@ -26,7 +26,8 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn len(self) -> usize {
+    /// Bytes on the wire.
+    pub fn byte_len(self) -> usize {
         match self {
             Format::Number { bytes, .. } => bytes,
             Format::DateWeekday => 4,
@@ -568,7 +569,7 @@ fn decode_one(item: &Item, bytes: &[u8]) -> Result<Value, Dlt645Error> {
 /// decodes to nothing (the caller shows the raw bytes).
 pub fn decode_values(version: Version, di: u32, bytes: &[u8]) -> Result<Vec<Decoded>, Dlt645Error> {
     if let Some(item) = lookup(version, di) {
-        let n = item.format.len();
+        let n = item.format.byte_len();
         if bytes.len() < n {
             return Err(Dlt645Error::ShortData {
                 what: item.name.to_string(),
@@ -581,7 +582,7 @@ pub fn decode_values(version: Version, di: u32, bytes: &[u8]) -> Result<Vec<Deco
     let Some(first) = block_member(version, di, 0).and_then(|m| lookup(version, m)) else {
         return Ok(Vec::new());
     };
-    let n = first.format.len();
+    let n = first.format.byte_len();
     let mut out = Vec::new();
     for (k, chunk) in bytes.chunks(n).enumerate() {
         if chunk.len() < n {

@@ -264,7 +264,7 @@ pub fn from_hex(s: &str) -> Result<Vec<u8>, Dlt645Error> {
         .chars()
         .filter(|c| !c.is_whitespace() && *c != ':' && *c != '-')
         .collect();
-    if clean.len() % 2 != 0 {
+    if !clean.len().is_multiple_of(2) {
         return Err(Dlt645Error::Hex(format!(
             "odd number of hex digits in {s:?}"
         )));
