@@ -6,6 +6,7 @@ pub mod describe;
 pub mod di;
 pub mod error;
 pub mod frame;
+pub mod session;
 
 pub use di::Version;
 pub use error::Dlt645Error;

@@ -1,0 +1,318 @@
+//! Both ends of a DL/T 645-2007 read, as pure state machines.
+//!
+//! [`ReadSession`] is the master: it builds the read request, checks that a reply answers it,
+//! and reassembles follow-up frames (C=B1 → 0x12 with SEQ 1, 2, … → C=92). [`SimMeter`] is a
+//! meter for the simulator: it answers reads (single identifiers and blocks), follow-ups,
+//! read-address and ignores what is not addressed to it, as real meters do.
+
+use std::collections::HashMap;
+
+use super::{
+    di::{self, Version},
+    frame::{Address, Frame},
+};
+
+/// Most follow-up frames a master will ask for before giving up.
+pub const MAX_FOLLOW_UPS: u8 = 255;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Send this frame next (a follow-up request).
+    Send(Frame),
+    /// The value bytes of the identifier, reassembled.
+    Done(Vec<u8>),
+    /// The meter refused: the error byte of its abnormal reply.
+    Refused(u8),
+    /// The frame does not answer this read (an echo of our request, another meter, another
+    /// identifier): keep listening.
+    Ignore,
+    /// Too many follow-ups, or a reply that makes no sense for this read.
+    Failed(String),
+}
+
+/// One read of one identifier from one meter (2007).
+#[derive(Clone, Debug)]
+pub struct ReadSession {
+    address: Address,
+    di: u32,
+    seq: u8,
+    value: Vec<u8>,
+}
+
+impl ReadSession {
+    /// The session and its first request.
+    pub fn new(address: Address, di: u32) -> (ReadSession, Frame) {
+        let s = ReadSession {
+            address,
+            di,
+            seq: 0,
+            value: Vec::new(),
+        };
+        let req = Frame::new(address, 0x11, di.to_le_bytes().to_vec());
+        (s, req)
+    }
+
+    /// What a received frame means for this read.
+    pub fn on_frame(&mut self, f: &Frame) -> Step {
+        let c = f.control;
+        if !c.is_reply() || !self.address.matches(&f.address) {
+            return Step::Ignore;
+        }
+        let expected_fn = if self.seq == 0 { 0x11 } else { 0x12 };
+        if c.function() != expected_fn {
+            return Step::Ignore;
+        }
+        if c.is_abnormal() {
+            return Step::Refused(f.data.first().copied().unwrap_or(0));
+        }
+        let Some(di_bytes) = f.data.get(..4) else {
+            return Step::Failed(format!("reply of {} bytes has no identifier", f.data.len()));
+        };
+        if u32::from_le_bytes([di_bytes[0], di_bytes[1], di_bytes[2], di_bytes[3]]) != self.di {
+            return Step::Ignore;
+        }
+        let mut body = &f.data[4..];
+        if self.seq > 0 {
+            // Follow-up replies end with their SEQ.
+            match body.split_last() {
+                Some((&seq, rest)) if seq == self.seq => body = rest,
+                _ => return Step::Failed(format!("follow-up reply without SEQ {}", self.seq)),
+            }
+        }
+        self.value.extend_from_slice(body);
+        if c.has_follow_up() {
+            if self.seq == MAX_FOLLOW_UPS {
+                return Step::Failed(format!("more than {MAX_FOLLOW_UPS} follow-up frames"));
+            }
+            self.seq += 1;
+            let mut data = self.di.to_le_bytes().to_vec();
+            data.push(self.seq);
+            return Step::Send(Frame::new(self.address, 0x12, data));
+        }
+        Step::Done(std::mem::take(&mut self.value))
+    }
+}
+
+/// A simulated 2007 meter. `values` holds each identifier's value bytes (already encoded).
+#[derive(Clone, Debug)]
+pub struct SimMeter {
+    pub address: Address,
+    pub values: HashMap<u32, Vec<u8>>,
+    /// Whether block reads (FF) are answered; if not, they get "no requested data".
+    pub blocks: bool,
+    /// Value bytes per reply frame; longer values are split into follow-up frames.
+    pub max_value_bytes: usize,
+    pending: Option<(u32, Vec<u8>)>,
+}
+
+impl SimMeter {
+    pub fn new(address: Address) -> SimMeter {
+        SimMeter {
+            address,
+            values: HashMap::new(),
+            blocks: true,
+            max_value_bytes: 200,
+            pending: None,
+        }
+    }
+
+    /// The value bytes of `di`, a block concatenated from its members.
+    fn value_of(&self, di: u32) -> Option<Vec<u8>> {
+        if let Some(v) = self.values.get(&di) {
+            return Some(v.clone());
+        }
+        if !self.blocks {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut k = 0;
+        while let Some(member) = di::block_member(Version::V2007, di, k) {
+            match self.values.get(&member) {
+                Some(v) => out.extend_from_slice(v),
+                None => break,
+            }
+            k += 1;
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    fn reply(&self, control: u8, data: Vec<u8>) -> Option<Frame> {
+        Some(Frame::new(self.address, control, data))
+    }
+
+    /// The reply to a request, or `None` (not for this meter, a broadcast, or nothing to say).
+    pub fn respond(&mut self, req: &Frame) -> Option<Frame> {
+        if req.control.is_reply()
+            || req.address.is_broadcast()
+            || !req.address.matches(&self.address)
+        {
+            return None;
+        }
+        match req.control.0 {
+            0x13 if req.address == Address::WILDCARD => self.reply(0x93, self.address.0.to_vec()),
+            0x11 => {
+                let d = req.data.get(..4)?;
+                let di = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+                let Some(value) = self.value_of(di) else {
+                    return self.reply(0xD1, vec![0x02]);
+                };
+                let n = value.len().min(self.max_value_bytes);
+                let mut data = di.to_le_bytes().to_vec();
+                data.extend_from_slice(&value[..n]);
+                if n < value.len() {
+                    self.pending = Some((di, value[n..].to_vec()));
+                    self.reply(0xB1, data)
+                } else {
+                    self.pending = None;
+                    self.reply(0x91, data)
+                }
+            }
+            0x12 => {
+                let d = req.data.get(..5)?;
+                let di = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+                let seq = d[4];
+                let Some((pdi, rest)) = self.pending.take().filter(|(p, _)| *p == di) else {
+                    return self.reply(0xD2, vec![0x01]);
+                };
+                let n = rest.len().min(self.max_value_bytes);
+                let mut data = pdi.to_le_bytes().to_vec();
+                data.extend_from_slice(&rest[..n]);
+                data.push(seq);
+                if n < rest.len() {
+                    self.pending = Some((pdi, rest[n..].to_vec()));
+                    self.reply(0xB2, data)
+                } else {
+                    self.reply(0x92, data)
+                }
+            }
+            _ => self.reply(req.control.0 | 0xC0, vec![0x01]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dlt645::bcd;
+
+    fn meter() -> SimMeter {
+        let mut m = SimMeter::new("123456789012".parse().unwrap());
+        for (k, v) in [12345.67, 3000.0, 4000.0, 5000.0, 345.67]
+            .into_iter()
+            .enumerate()
+        {
+            m.values.insert(
+                0x0001_0000 | ((k as u32) << 8),
+                bcd::encode(v, 4, 2, false).unwrap(),
+            );
+        }
+        m.values
+            .insert(0x0201_0100, bcd::encode(229.7, 2, 1, false).unwrap());
+        m
+    }
+
+    /// Run a read between a master session and a simulated meter, over encoded bytes.
+    fn read(m: &mut SimMeter, address: &str, di: u32) -> (Step, usize) {
+        let (mut s, mut req) = ReadSession::new(address.parse().unwrap(), di);
+        for frames in 1..=300 {
+            let wire = req.encode(4).unwrap();
+            let (f, _) = crate::dlt645::frame::parse(&wire).unwrap();
+            let Some(reply) = m.respond(&f) else {
+                return (Step::Failed("silence".into()), frames);
+            };
+            let (reply, _) = crate::dlt645::frame::parse(&reply.encode(2).unwrap()).unwrap();
+            match s.on_frame(&reply) {
+                Step::Send(next) => req = next,
+                other => return (other, frames),
+            }
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn a_block_split_into_follow_up_frames_is_reassembled() {
+        let mut m = meter();
+        m.max_value_bytes = 12;
+        let (step, frames) = read(&mut m, "123456789012", 0x0001_FF00);
+        let Step::Done(bytes) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(frames, 2, "B1 then 92");
+        let values = di::decode_values(Version::V2007, 0x0001_FF00, &bytes).unwrap();
+        let numbers: Vec<String> = values.iter().map(|v| format!("{:?}", v.value)).collect();
+        assert_eq!(
+            numbers,
+            [
+                "Number(12345.67)",
+                "Number(3000.0)",
+                "Number(4000.0)",
+                "Number(5000.0)",
+                "Number(345.67)"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_identifier_is_refused_with_no_requested_data() {
+        assert_eq!(
+            read(&mut meter(), "123456789012", 0x0280_0002).0,
+            Step::Refused(0x02)
+        );
+    }
+
+    #[test]
+    fn a_meter_without_block_support_refuses_blocks_so_the_master_can_fall_back() {
+        let mut m = meter();
+        m.blocks = false;
+        assert_eq!(
+            read(&mut m, "123456789012", 0x0001_FF00).0,
+            Step::Refused(0x02)
+        );
+        assert!(matches!(
+            read(&mut m, "123456789012", 0x0001_0000).0,
+            Step::Done(_)
+        ));
+    }
+
+    #[test]
+    fn a_wrong_address_is_silence_and_a_wildcard_is_answered() {
+        assert_eq!(
+            read(&mut meter(), "123456789013", 0x0201_0100).0,
+            Step::Failed("silence".into())
+        );
+        let (step, _) = read(&mut meter(), "AAAAAAAAAAAA", 0x0201_0100);
+        assert_eq!(step, Step::Done(vec![0x97, 0x22]));
+    }
+
+    #[test]
+    fn the_echo_of_our_own_request_and_other_meters_are_ignored() {
+        let (mut s, req) = ReadSession::new("123456789012".parse().unwrap(), 0x0201_0100);
+        assert_eq!(s.on_frame(&req), Step::Ignore, "our echo");
+        let other = Frame::new(
+            "999999999998".parse().unwrap(),
+            0x91,
+            vec![0, 1, 1, 2, 0x97, 0x22],
+        );
+        assert_eq!(s.on_frame(&other), Step::Ignore);
+        let wrong_di = Frame::new(
+            "123456789012".parse().unwrap(),
+            0x91,
+            vec![0, 2, 1, 2, 0x97, 0x22],
+        );
+        assert_eq!(s.on_frame(&wrong_di), Step::Ignore);
+    }
+
+    #[test]
+    fn read_address_answers_only_the_full_wildcard() {
+        let mut m = meter();
+        let r = m
+            .respond(&Frame::new(Address::WILDCARD, 0x13, vec![]))
+            .unwrap();
+        assert_eq!((r.control.0, r.data.clone()), (0x93, m.address.0.to_vec()));
+        assert_eq!(
+            m.respond(&Frame::new(Address::BROADCAST, 0x13, vec![])),
+            None,
+            "no reply to 99..99"
+        );
+    }
+}
