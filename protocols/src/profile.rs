@@ -40,13 +40,41 @@ include!(concat!(env!("OUT_DIR"), "/builtin_profiles.rs"));
 #[serde(rename_all = "kebab-case")]
 pub enum ProfileProtocol {
     Modbus,
+    #[serde(rename = "dlt645-2007")]
+    Dlt645_2007,
+    #[serde(rename = "dlt645-1997")]
+    Dlt645_1997,
+}
+
+impl ProfileProtocol {
+    pub fn dlt645_version(self) -> Option<crate::dlt645::Version> {
+        match self {
+            ProfileProtocol::Modbus => None,
+            ProfileProtocol::Dlt645_2007 => Some(crate::dlt645::Version::V2007),
+            ProfileProtocol::Dlt645_1997 => Some(crate::dlt645::Version::V1997),
+        }
+    }
+}
+
+/// A DL/T 645 data identifier read into a quantity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiPoint {
+    pub di: u32,
+    pub quantity: String,
+    /// Layout of the value bytes: the catalogue's, or the profile's for identifiers it adds.
+    pub format: crate::dlt645::di::Format,
+    /// value = decoded × factor (kW → W: 1000).
+    pub factor: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
     pub name: String,
     pub interval: Duration,
+    /// Modbus registers (Modbus profiles).
     pub points: Vec<Point>,
+    /// Data identifiers (DL/T 645 profiles).
+    pub dis: Vec<DiPoint>,
 }
 
 impl Group {
@@ -126,7 +154,23 @@ fn default_type() -> PointType {
 struct RawGroup {
     name: String,
     interval: String,
+    #[serde(default)]
     points: Vec<RawPoint>,
+    #[serde(default)]
+    dis: Vec<RawDi>,
+}
+
+/// `{ di = "02010100" }` takes everything from the catalogue; an identifier the catalogue does
+/// not know needs `quantity`, `bytes` and `decimals` (and `signed`, `factor` if they apply).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDi {
+    di: String,
+    quantity: Option<String>,
+    bytes: Option<usize>,
+    decimals: Option<u32>,
+    signed: Option<bool>,
+    factor: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -192,9 +236,7 @@ impl Profile {
                     Duration::from_secs(1)
                 }
             };
-            if g.points.is_empty() {
-                problems.push(format!("group {:?} has no points", g.name));
-            }
+
             let mut points = Vec::new();
             for p in g.points {
                 if quantity::unit_of(&p.quantity).is_none() {
@@ -230,10 +272,39 @@ impl Profile {
                     offset: p.offset,
                 });
             }
+            let mut dis = Vec::new();
+            let version = raw.protocol.dlt645_version();
+            match version {
+                None if !g.dis.is_empty() => problems.push(format!(
+                    "group {:?}: dis are for DL/T 645 profiles; Modbus profiles have points",
+                    g.name
+                )),
+                Some(_) if !points.is_empty() => problems.push(format!(
+                    "group {:?}: points are Modbus registers; DL/T 645 profiles have dis",
+                    g.name
+                )),
+                _ => {}
+            }
+            for d in g.dis {
+                let Some(version) = version else { break };
+                match parse_di_point(version, d) {
+                    Ok(p) => {
+                        if !seen.insert(p.quantity.clone()) {
+                            problems.push(format!("quantity {:?} is mapped twice", p.quantity));
+                        }
+                        dis.push(p);
+                    }
+                    Err(e) => problems.push(format!("group {:?}: {e}", g.name)),
+                }
+            }
+            if points.is_empty() && dis.is_empty() && problems.is_empty() {
+                problems.push(format!("group {:?} has no points", g.name));
+            }
             groups.push(Group {
                 name: g.name,
                 interval,
                 points,
+                dis,
             });
         }
         if !problems.is_empty() {
@@ -257,6 +328,72 @@ impl Profile {
             .map(|(file, text)| Profile::parse(text, &format!("builtin:{file}")))
             .collect()
     }
+}
+
+fn parse_di_point(version: crate::dlt645::Version, d: RawDi) -> Result<DiPoint, String> {
+    use crate::dlt645::{di, Version};
+    let digits = match version {
+        Version::V2007 => 8,
+        Version::V1997 => 4,
+    };
+    let di = (d.di.len() == digits)
+        .then(|| u32::from_str_radix(&d.di, 16).ok())
+        .flatten()
+        .ok_or_else(|| {
+            format!(
+                "di {:?}: use {digits} hex digits as the standard prints them (e.g. {})",
+                d.di,
+                if digits == 8 { "02010100" } else { "B611" }
+            )
+        })?;
+    let known = di::lookup(version, di);
+    let format = match (d.bytes, d.decimals, known) {
+        (Some(bytes), decimals, _) if (1..=8).contains(&bytes) => di::Format::Number {
+            bytes,
+            decimals: decimals.unwrap_or(0),
+            signed: d.signed.unwrap_or(false),
+        },
+        (Some(bytes), _, _) => return Err(format!("di {}: bytes = {bytes}: use 1 to 8", d.di)),
+        (None, _, Some(item)) => item.format,
+        (None, _, None) => {
+            return Err(format!(
+                "di {}: not in the catalogue; give quantity, bytes and decimals",
+                d.di
+            ))
+        }
+    };
+    if !matches!(format, di::Format::Number { .. }) {
+        return Err(format!(
+            "di {}: dates, times and addresses are not quantities",
+            d.di
+        ));
+    }
+    let (quantity, factor) = match (d.quantity, known.and_then(|i| i.quantity)) {
+        (Some(q), Some((_, f))) => (q, d.factor.unwrap_or(f)),
+        (Some(q), None) => (q, d.factor.unwrap_or(1.0)),
+        (None, Some((q, f))) => (q.to_string(), d.factor.unwrap_or(f)),
+        (None, None) => {
+            return Err(format!(
+                "di {}: no quantity name in the catalogue; give quantity",
+                d.di
+            ))
+        }
+    };
+    if quantity::unit_of(&quantity).is_none() {
+        return Err(format!(
+            "di {}: quantity {quantity:?} is not a quantity name with a unit suffix",
+            d.di
+        ));
+    }
+    if !factor.is_finite() || factor == 0.0 {
+        return Err(format!("di {}: factor must be a non-zero number", d.di));
+    }
+    Ok(DiPoint {
+        di,
+        quantity,
+        format,
+        factor,
+    })
 }
 
 fn quantity_name_invalid(name: &str) -> bool {
@@ -299,6 +436,9 @@ mod tests {
             "abb-b23",
             "carlo-gavazzi-em24",
             "schneider-iem3255",
+            "dlt645-2007-three-phase",
+            "dlt645-2007-single-phase",
+            "dlt645-1997-three-phase",
         ] {
             assert!(names.iter().any(|n| n == required), "{required} missing");
         }
@@ -337,6 +477,32 @@ mod tests {
         assert!(p[2].contains("runs past register 65535"));
         assert!(p[3].contains("mapped twice"));
         assert!(p[4].contains("scale"));
+    }
+
+    #[test]
+    fn dlt645_identifiers_take_format_and_quantity_from_the_catalogue_or_the_profile() {
+        let head = HEAD.replace("\"modbus\"", "\"dlt645-2007\"");
+        let ok = format!(
+            "{head}[[group]]\nname = \"g\"\ninterval = \"30s\"\ndis = [\n\
+             {{ di = \"02030000\" }},\n\
+             {{ di = \"0280000A\", quantity = \"phase_angle_v\", bytes = 2, decimals = 1 }},\n]\n"
+        );
+        let p = Profile::parse(&ok, "t.toml").unwrap();
+        let dis = &p.groups[0].dis;
+        assert_eq!(
+            (dis[0].quantity.as_str(), dis[0].factor),
+            ("power_w", 1000.0)
+        );
+        assert_eq!(dis[1].di, 0x0280_000A);
+        let bad = format!(
+            "{head}[[group]]\nname = \"g\"\ninterval = \"30s\"\ndis = [\n\
+             {{ di = \"0201010\" }},\n{{ di = \"0280000B\" }},\n{{ di = \"04000101\" }},\n]\n"
+        );
+        let p = problems(&bad);
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert!(p[0].contains("use 8 hex digits"));
+        assert!(p[1].contains("not in the catalogue"));
+        assert!(p[2].contains("not quantities"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use meterd_protocols::profile::Profile;
+use meterd_protocols::profile::{Profile, ProfileProtocol};
 use serde::de::DeserializeOwned;
 
 use super::raw::*;
@@ -776,6 +776,22 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                 );
                 continue;
             };
+            let wanted = match b.protocol {
+                BusProtocol::Dlt645_2007 => ProfileProtocol::Dlt645_2007,
+                BusProtocol::Dlt645_1997 => ProfileProtocol::Dlt645_1997,
+                _ => ProfileProtocol::Modbus,
+            };
+            if profile.protocol != wanted {
+                r.error(
+                    &mp("profile"),
+                    format!(
+                        "profile {} is for {:?} meters; this is a {} bus",
+                        profile.name,
+                        profile.protocol,
+                        b.protocol.as_str()
+                    ),
+                );
+            }
             if m.interval.is_some_and(|d| d.is_zero()) {
                 r.error(&mp("interval"), "must be more than 0");
             }

@@ -33,6 +33,7 @@ pub enum Step {
 /// One read of one identifier from one meter (2007).
 #[derive(Clone, Debug)]
 pub struct ReadSession {
+    version: Version,
     address: Address,
     di: u32,
     seq: u8,
@@ -40,16 +41,37 @@ pub struct ReadSession {
 }
 
 impl ReadSession {
-    /// The session and its first request.
+    /// The session and its first request (2007).
     pub fn new(address: Address, di: u32) -> (ReadSession, Frame) {
+        ReadSession::for_version(Version::V2007, address, di)
+    }
+
+    /// The session and its first request: 2007 reads with C=11 and a 4-byte DI, 1997 with
+    /// C=01 and a 2-byte DI.
+    pub fn for_version(version: Version, address: Address, di: u32) -> (ReadSession, Frame) {
         let s = ReadSession {
+            version,
             address,
             di,
             seq: 0,
             value: Vec::new(),
         };
-        let req = Frame::new(address, 0x11, di.to_le_bytes().to_vec());
+        let req = Frame::new(address, s.read_fn(), s.di_bytes());
         (s, req)
+    }
+
+    fn read_fn(&self) -> u8 {
+        match self.version {
+            Version::V2007 => 0x11,
+            Version::V1997 => 0x01,
+        }
+    }
+
+    fn di_bytes(&self) -> Vec<u8> {
+        match self.version {
+            Version::V2007 => self.di.to_le_bytes().to_vec(),
+            Version::V1997 => (self.di as u16).to_le_bytes().to_vec(),
+        }
     }
 
     /// What a received frame means for this read.
@@ -58,20 +80,25 @@ impl ReadSession {
         if !c.is_reply() || !self.address.matches(&f.address) {
             return Step::Ignore;
         }
-        let expected_fn = if self.seq == 0 { 0x11 } else { 0x12 };
+        let expected_fn = if self.seq == 0 {
+            self.read_fn()
+        } else {
+            self.read_fn() + 1
+        };
         if c.function() != expected_fn {
             return Step::Ignore;
         }
         if c.is_abnormal() {
             return Step::Refused(f.data.first().copied().unwrap_or(0));
         }
-        let Some(di_bytes) = f.data.get(..4) else {
+        let di = self.di_bytes();
+        let Some(di_bytes) = f.data.get(..di.len()) else {
             return Step::Failed(format!("reply of {} bytes has no identifier", f.data.len()));
         };
-        if u32::from_le_bytes([di_bytes[0], di_bytes[1], di_bytes[2], di_bytes[3]]) != self.di {
+        if di_bytes != di.as_slice() {
             return Step::Ignore;
         }
-        let mut body = &f.data[4..];
+        let mut body = &f.data[di.len()..];
         if self.seq > 0 {
             // Follow-up replies end with their SEQ.
             match body.split_last() {
@@ -85,9 +112,9 @@ impl ReadSession {
                 return Step::Failed(format!("more than {MAX_FOLLOW_UPS} follow-up frames"));
             }
             self.seq += 1;
-            let mut data = self.di.to_le_bytes().to_vec();
+            let mut data = self.di_bytes();
             data.push(self.seq);
-            return Step::Send(Frame::new(self.address, 0x12, data));
+            return Step::Send(Frame::new(self.address, self.read_fn() + 1, data));
         }
         Step::Done(std::mem::take(&mut self.value))
     }
@@ -96,6 +123,7 @@ impl ReadSession {
 /// A simulated 2007 meter. `values` holds each identifier's value bytes (already encoded).
 #[derive(Clone, Debug)]
 pub struct SimMeter {
+    pub version: Version,
     pub address: Address,
     pub values: HashMap<u32, Vec<u8>>,
     /// Whether block reads (FF) are answered; if not, they get "no requested data".
@@ -108,6 +136,7 @@ pub struct SimMeter {
 impl SimMeter {
     pub fn new(address: Address) -> SimMeter {
         SimMeter {
+            version: Version::V2007,
             address,
             values: HashMap::new(),
             blocks: true,
@@ -126,7 +155,7 @@ impl SimMeter {
         }
         let mut out = Vec::new();
         let mut k = 0;
-        while let Some(member) = di::block_member(Version::V2007, di, k) {
+        while let Some(member) = di::block_member(self.version, di, k) {
             match self.values.get(&member) {
                 Some(v) => out.extend_from_slice(v),
                 None => break,
@@ -148,41 +177,48 @@ impl SimMeter {
         {
             return None;
         }
+        let (read, n_di) = match self.version {
+            Version::V2007 => (0x11, 4),
+            Version::V1997 => (0x01, 2),
+        };
+        let di_of = |d: &[u8]| d.iter().rev().fold(0u32, |a, b| a << 8 | u32::from(*b));
         match req.control.0 {
-            0x13 if req.address == Address::WILDCARD => self.reply(0x93, self.address.0.to_vec()),
-            0x11 => {
-                let d = req.data.get(..4)?;
-                let di = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+            0x13 if self.version == Version::V2007 && req.address == Address::WILDCARD => {
+                self.reply(0x93, self.address.0.to_vec())
+            }
+            c if c == read => {
+                let d = req.data.get(..n_di)?;
+                let di = di_of(d);
                 let Some(value) = self.value_of(di) else {
-                    return self.reply(0xD1, vec![0x02]);
+                    return self.reply(read | 0xC0, vec![0x02]);
                 };
                 let n = value.len().min(self.max_value_bytes);
-                let mut data = di.to_le_bytes().to_vec();
+                let mut data = d.to_vec();
                 data.extend_from_slice(&value[..n]);
                 if n < value.len() {
                     self.pending = Some((di, value[n..].to_vec()));
-                    self.reply(0xB1, data)
+                    self.reply(read | 0xA0, data)
                 } else {
                     self.pending = None;
-                    self.reply(0x91, data)
+                    self.reply(read | 0x80, data)
                 }
             }
-            0x12 => {
-                let d = req.data.get(..5)?;
-                let di = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
-                let seq = d[4];
-                let Some((pdi, rest)) = self.pending.take().filter(|(p, _)| *p == di) else {
-                    return self.reply(0xD2, vec![0x01]);
+            c if c == read + 1 => {
+                let d = req.data.get(..n_di + 1)?;
+                let di = di_of(&d[..n_di]);
+                let seq = d[n_di];
+                let Some((_, rest)) = self.pending.take().filter(|(p, _)| *p == di) else {
+                    return self.reply((read + 1) | 0xC0, vec![0x01]);
                 };
                 let n = rest.len().min(self.max_value_bytes);
-                let mut data = pdi.to_le_bytes().to_vec();
+                let mut data = d[..n_di].to_vec();
                 data.extend_from_slice(&rest[..n]);
                 data.push(seq);
                 if n < rest.len() {
-                    self.pending = Some((pdi, rest[n..].to_vec()));
-                    self.reply(0xB2, data)
+                    self.pending = Some((di, rest[n..].to_vec()));
+                    self.reply((read + 1) | 0xA0, data)
                 } else {
-                    self.reply(0x92, data)
+                    self.reply((read + 1) | 0x80, data)
                 }
             }
             _ => self.reply(req.control.0 | 0xC0, vec![0x01]),
@@ -300,6 +336,27 @@ mod tests {
             vec![0, 2, 1, 2, 0x97, 0x22],
         );
         assert_eq!(s.on_frame(&wrong_di), Step::Ignore);
+    }
+
+    #[test]
+    fn a_1997_read_uses_its_own_control_codes_and_two_byte_identifiers() {
+        let mut m = SimMeter::new("000000063295".parse().unwrap());
+        m.version = Version::V1997;
+        m.values
+            .insert(0x9010, bcd::encode(0.15, 4, 2, false).unwrap());
+        let (mut s, req) = ReadSession::for_version(Version::V1997, m.address, 0x9010);
+        assert_eq!(
+            req.encode(0).unwrap(),
+            crate::dlt645::frame::from_hex("68 95 32 06 00 00 00 68 01 02 43 C3 A6 16").unwrap()
+        );
+        let reply = m.respond(&req).unwrap();
+        assert_eq!(
+            reply.encode(0).unwrap(),
+            crate::dlt645::frame::from_hex("68 95 32 06 00 00 00 68 81 06 43 C3 48 33 33 33 0B 16")
+                .unwrap(),
+            "vector A2"
+        );
+        assert_eq!(s.on_frame(&reply), Step::Done(vec![0x15, 0, 0, 0]));
     }
 
     #[test]
