@@ -10,7 +10,7 @@ use std::{
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use meterd::{
-    bus::modbus::{open_serial, poll_group, ModbusLink},
+    bus::modbus::{open_serial, ModbusLink},
     config::{self, raw::BusProtocol, raw::Parity, Link, ProfileSet, SerialConfig},
     protocols::{modbus::RegisterKind, profile::Profile, quantity},
     sim::{self, Fault, Simulator},
@@ -86,11 +86,12 @@ struct BusArgs {
     /// Serial device of an RS-485 adapter.
     #[arg(long)]
     serial: Option<PathBuf>,
-    #[arg(long, default_value_t = 9600)]
-    baud: u32,
-    /// none, even or odd.
-    #[arg(long, default_value = "none")]
-    parity: String,
+    /// Default: 9600 for Modbus, 2400 for DL/T 645-2007, 1200 for DL/T 645-1997.
+    #[arg(long)]
+    baud: Option<u32>,
+    /// none, even or odd. Default: none for Modbus, even for DL/T 645.
+    #[arg(long)]
+    parity: Option<String>,
     #[arg(long, default_value_t = 8)]
     data_bits: u8,
     #[arg(long, default_value_t = 1)]
@@ -108,8 +109,12 @@ struct ReadArgs {
     meter: Option<String>,
     #[command(flatten)]
     bus: BusArgs,
+    /// Modbus unit id.
     #[arg(long)]
     unit: Option<u8>,
+    /// DL/T 645 meter address (12 digits as on the nameplate).
+    #[arg(long)]
+    address: Option<String>,
     #[arg(long)]
     profile: Option<String>,
     /// One JSON object instead of a table.
@@ -136,26 +141,31 @@ struct ScanArgs {
 
 #[derive(Args)]
 struct SimArgs {
-    /// Serve Modbus TCP on this address (e.g. 127.0.0.1:5020).
+    /// modbus, dlt645-2007 or dlt645-1997.
+    #[arg(long, default_value = "modbus")]
+    protocol: String,
+    /// Serve on TCP at this address (e.g. 127.0.0.1:5020): Modbus TCP, or DL/T 645 frames.
     #[arg(long)]
     tcp: Option<String>,
-    /// Serve Modbus RTU on a new pty; prints the path for the master.
+    /// Serve on a new pty; prints the path for the master.
     #[arg(long)]
     pty: bool,
-    /// Serve Modbus RTU on this serial device.
+    /// Serve on this serial device.
     #[arg(long)]
     serial: Option<PathBuf>,
-    #[arg(long, default_value_t = 9600)]
-    baud: u32,
-    /// Profile of the meters made by --count.
-    #[arg(long, default_value = "eastron-sdm630")]
-    profile: String,
+    /// Line rate; DL/T 645 replies take the wire time of this rate.
+    #[arg(long)]
+    baud: Option<u32>,
+    /// Profile of the meters made by --count (default: eastron-sdm630, or the DL/T 645
+    /// three-phase profile of the protocol).
+    #[arg(long)]
+    profile: Option<String>,
     /// Number of meters, at unit ids from --first-unit on.
     #[arg(long, default_value_t = 1)]
     count: u16,
     #[arg(long, default_value_t = 1)]
     first_unit: u8,
-    /// A meter as UNIT=PROFILE (repeatable; replaces --count).
+    /// A meter as UNIT=PROFILE, or ADDRESS=PROFILE for DL/T 645 (repeatable; replaces --count).
     #[arg(long = "meter")]
     meters: Vec<String>,
     /// A fault as UNIT=FAULT: silent, exception[:CODE], garbage, bad-crc, slow:DURATION.
@@ -346,9 +356,11 @@ fn parse_protocol(s: Option<&str>, serial: bool) -> anyhow::Result<BusProtocol> 
         Some("modbus-tcp") => BusProtocol::ModbusTcp,
         Some("modbus-rtu") => BusProtocol::ModbusRtu,
         Some("modbus-rtu-over-tcp") => BusProtocol::ModbusRtuOverTcp,
-        Some(other) => {
-            bail!("protocol {other:?}: use modbus-tcp, modbus-rtu or modbus-rtu-over-tcp")
-        }
+        Some("dlt645-2007") => BusProtocol::Dlt645_2007,
+        Some("dlt645-1997") => BusProtocol::Dlt645_1997,
+        Some(other) => bail!(
+            "protocol {other:?}: use modbus-tcp, modbus-rtu, modbus-rtu-over-tcp, dlt645-2007 or dlt645-1997"
+        ),
     })
 }
 
@@ -358,12 +370,23 @@ fn link_from(b: &BusArgs) -> anyhow::Result<(BusProtocol, Link, Duration)> {
         (Some(a), None) => Link::Tcp(a.clone()),
         (None, Some(dev)) => Link::Serial(SerialConfig {
             device: dev.clone(),
-            baud: b.baud,
-            parity: match b.parity.as_str() {
-                "none" => Parity::None,
-                "even" => Parity::Even,
-                "odd" => Parity::Odd,
-                p => bail!("parity {p:?}: use none, even or odd"),
+            baud: b.baud.unwrap_or(match protocol {
+                BusProtocol::Dlt645_2007 => 2400,
+                BusProtocol::Dlt645_1997 => 1200,
+                _ => 9600,
+            }),
+            parity: match b.parity.as_deref() {
+                None if matches!(
+                    protocol,
+                    BusProtocol::Dlt645_2007 | BusProtocol::Dlt645_1997
+                ) =>
+                {
+                    Parity::Even
+                }
+                None | Some("none") => Parity::None,
+                Some("even") => Parity::Even,
+                Some("odd") => Parity::Odd,
+                Some(p) => bail!("parity {p:?}: use none, even or odd"),
             },
             data_bits: b.data_bits,
             stop_bits: b.stop_bits,
@@ -381,66 +404,105 @@ fn frame_gap(link: &Link) -> Duration {
 }
 
 async fn read(a: ReadArgs) -> anyhow::Result<i32> {
-    let (mut link, unit, profile, retries, gap, max_regs, max_gap, meter_id) =
-        match (&a.config, &a.meter) {
-            (Some(path), Some(id)) => {
-                let cfg = match config::load(path) {
-                    Ok(c) => c,
-                    Err(errors) => {
-                        for e in &errors.0 {
-                            eprintln!("{e}");
-                        }
-                        return Ok(EXIT_CONFIG);
+    use meterd::bus::{poll, BusLink, PollTarget};
+    use meterd::protocols::dlt645::Address;
+    // What to read and how: from the config, or from the flags.
+    let (mut link, unit, address, profile, retries, gap, max_regs, max_gap, meter_id) = match (
+        &a.config, &a.meter,
+    ) {
+        (Some(path), Some(id)) => {
+            let cfg = match config::load(path) {
+                Ok(c) => c,
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("{e}");
                     }
-                };
-                let (bus, m) = cfg
-                    .meter(id)
-                    .ok_or_else(|| anyhow!("no meter {id:?} in {}", path.display()))?;
-                (
-                    ModbusLink::new(bus.protocol, bus.link.clone(), bus.timeout),
-                    m.unit,
-                    m.profile.clone(),
-                    bus.retries,
-                    bus.frame_gap,
-                    bus.max_registers,
-                    bus.max_gap,
-                    id.clone(),
-                )
-            }
-            (None, None) => {
-                let (protocol, l, timeout) = link_from(&a.bus)?;
-                let name = a
-                    .profile
-                    .as_deref()
-                    .ok_or_else(|| anyhow!("give --profile NAME (see `meterd profiles`)"))?;
-                let profile = ProfileSet::builtin()
-                    .get(name)
-                    .cloned()
-                    .ok_or_else(|| anyhow!("no profile {name:?}"))?;
-                let gap = frame_gap(&l);
-                (
-                    ModbusLink::new(protocol, l, timeout),
-                    a.unit.unwrap_or(1),
-                    profile,
-                    1,
-                    gap,
-                    125,
-                    16,
-                    format!("unit-{}", a.unit.unwrap_or(1)),
-                )
-            }
-            _ => bail!("give -c FILE --meter ID, or --addr/--serial with --unit and --profile"),
-        };
+                    return Ok(EXIT_CONFIG);
+                }
+            };
+            let (bus, m) = cfg
+                .meter(id)
+                .ok_or_else(|| anyhow!("no meter {id:?} in {}", path.display()))?;
+            (
+                BusLink::new(bus),
+                m.unit,
+                m.address,
+                m.profile.clone(),
+                bus.retries,
+                bus.frame_gap,
+                bus.max_registers,
+                bus.max_gap,
+                id.clone(),
+            )
+        }
+        (None, None) => {
+            let (protocol, l, timeout) = link_from(&a.bus)?;
+            let name = a
+                .profile
+                .as_deref()
+                .ok_or_else(|| anyhow!("give --profile NAME (see `meterd profiles`)"))?;
+            let profile = ProfileSet::builtin()
+                .get(name)
+                .cloned()
+                .ok_or_else(|| anyhow!("no profile {name:?}"))?;
+            let dlt645 = matches!(
+                protocol,
+                BusProtocol::Dlt645_2007 | BusProtocol::Dlt645_1997
+            );
+            let address: Option<Address> = match (&a.address, dlt645) {
+                (Some(s), true) => Some(s.parse().map_err(|e| anyhow!("--address: {e}"))?),
+                (None, true) => bail!("a DL/T 645 read needs --address (12 digits)"),
+                (_, false) => None,
+            };
+            let gap = if dlt645 {
+                Duration::from_millis(20)
+            } else {
+                frame_gap(&l)
+            };
+            let id = match address {
+                Some(a) => format!("addr-{a}"),
+                None => format!("unit-{}", a.unit.unwrap_or(1)),
+            };
+            (
+                BusLink::for_protocol(protocol, l, timeout),
+                a.unit.unwrap_or(1),
+                address,
+                profile,
+                1,
+                gap,
+                125,
+                16,
+                id,
+            )
+        }
+        _ => bail!(
+            "give -c FILE --meter ID, or --addr/--serial with --unit (or --address) and --profile"
+        ),
+    };
     let mut values = Vec::new();
     let mut errors = Vec::new();
     let mut requests = 0;
+    let no_blocks = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for (gi, g) in profile.groups.iter().enumerate() {
-        let blocks = g.plan(max_regs, max_gap);
-        let r = poll_group(&mut link, unit, &profile, gi, &blocks, retries, gap).await;
+        let target = PollTarget {
+            unit,
+            address,
+            profile: profile.clone(),
+            group: gi,
+            blocks: g.plan(max_regs, max_gap),
+            no_blocks: no_blocks.clone(),
+            retries,
+            frame_gap: gap,
+        };
+        let r = poll(&mut link, &target).await;
         requests += r.requests;
         values.extend(r.values);
         errors.extend(r.errors.into_iter().map(|e| format!("{}: {e}", g.name)));
     }
+    let who = match address {
+        Some(a) => format!("address {a}"),
+        None => format!("unit {unit}"),
+    };
     if a.json {
         let v: serde_json::Map<String, serde_json::Value> = values
             .iter()
@@ -448,11 +510,11 @@ async fn read(a: ReadArgs) -> anyhow::Result<i32> {
             .collect();
         println!(
             "{}",
-            serde_json::json!({"meter": meter_id, "unit": unit, "profile": profile.name, "requests": requests, "values": v, "errors": errors})
+            serde_json::json!({"meter": meter_id, "unit": unit, "address": address.map(|a| a.to_string()), "profile": profile.name, "requests": requests, "values": v, "errors": errors})
         );
     } else {
         println!(
-            "meter {meter_id} (unit {unit}, {}), {requests} requests",
+            "meter {meter_id} ({who}, {}), {requests} requests",
             profile.name
         );
         for (q, v) in &values {
@@ -553,7 +615,7 @@ fn build_sim(a: &SimArgs) -> anyhow::Result<Arc<Simulator>> {
             .ok_or_else(|| anyhow!("no profile {n:?}"))
     };
     if a.meters.is_empty() {
-        let p = profile(&a.profile)?;
+        let p = profile(a.profile.as_deref().unwrap_or("eastron-sdm630"))?;
         for k in 0..a.count {
             let unit = u8::try_from(u16::from(a.first_unit) + k)
                 .map_err(|_| anyhow!("unit ids run past 255"))?;
@@ -582,6 +644,15 @@ fn build_sim(a: &SimArgs) -> anyhow::Result<Arc<Simulator>> {
 }
 
 async fn simulate(a: SimArgs) -> anyhow::Result<i32> {
+    if a.protocol.starts_with("dlt645") {
+        return simulate_dlt645(a).await;
+    }
+    if a.protocol != "modbus" {
+        bail!(
+            "--protocol {:?}: use modbus, dlt645-2007 or dlt645-1997",
+            a.protocol
+        );
+    }
     let sim = build_sim(&a)?;
     let units = sim.units();
     let mut tasks = tokio::task::JoinSet::new();
@@ -602,13 +673,118 @@ async fn simulate(a: SimArgs) -> anyhow::Result<i32> {
     if let Some(dev) = &a.serial {
         let port = open_serial(&SerialConfig {
             device: dev.clone(),
-            baud: a.baud,
+            baud: a.baud.unwrap_or(9600),
             parity: Parity::None,
             data_bits: 8,
             stop_bits: 1,
         })?;
         println!("modbus-rtu serial {} units {units:?}", dev.display());
         tasks.spawn(sim.clone().serve_rtu(port));
+    }
+    if tasks.is_empty() {
+        bail!("give --tcp ADDR, --pty or --serial DEVICE");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let mut stop = stop_signal()?;
+    tokio::select! {
+        _ = stop.changed() => {}
+        _ = tasks.join_next() => {}
+    }
+    drop(keep);
+    Ok(0)
+}
+
+async fn simulate_dlt645(a: SimArgs) -> anyhow::Result<i32> {
+    use meterd::{
+        protocols::dlt645::{Address, Version},
+        sim::dlt645::Dlt645Sim,
+    };
+    let (version, default_profile, default_baud) = match a.protocol.as_str() {
+        "dlt645-2007" => (Version::V2007, "dlt645-2007-three-phase", 2400),
+        "dlt645-1997" => (Version::V1997, "dlt645-1997-three-phase", 1200),
+        p => bail!("--protocol {p:?}: use modbus, dlt645-2007 or dlt645-1997"),
+    };
+    let baud = a.baud.unwrap_or(default_baud);
+    let sim = Dlt645Sim::new(version, Some(baud));
+    let set = ProfileSet::builtin();
+    let profile = |n: &str| {
+        set.get(n)
+            .cloned()
+            .ok_or_else(|| anyhow!("no profile {n:?}"))
+    };
+    if a.meters.is_empty() {
+        let p = profile(a.profile.as_deref().unwrap_or(default_profile))?;
+        for k in 0..a.count {
+            let address: Address = format!("{}", u64::from(a.first_unit) + u64::from(k))
+                .parse()
+                .map_err(|e| anyhow!("{e}"))?;
+            sim.add_meter(address, p.clone(), a.frozen);
+        }
+    } else {
+        for m in &a.meters {
+            let (addr, p) = m
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--meter {m:?}: use ADDRESS=PROFILE"))?;
+            sim.add_meter(
+                addr.parse().map_err(|e| anyhow!("--meter {m:?}: {e}"))?,
+                profile(p)?,
+                a.frozen,
+            );
+        }
+    }
+    for f in &a.faults {
+        let (addr, fault) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--fault {f:?}: use ADDRESS=FAULT"))?;
+        let fault: Fault = fault.parse().map_err(|e: String| anyhow!(e))?;
+        sim.set_fault(
+            addr.parse().map_err(|e| anyhow!("--fault {f:?}: {e}"))?,
+            fault,
+        );
+    }
+    let addresses: Vec<String> = sim.addresses().iter().map(ToString::to_string).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut keep = Vec::new();
+    if let Some(addr) = &a.tcp {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind {addr}"))?;
+        println!(
+            "{} tcp {} addresses {addresses:?}",
+            a.protocol,
+            listener.local_addr()?
+        );
+        let sim = sim.clone();
+        tasks.spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(sim.clone().serve(sock));
+            }
+        });
+    }
+    if a.pty {
+        let (master, other, path) = sim::pty_pair()?;
+        println!(
+            "{} pty {path} {baud} baud addresses {addresses:?}",
+            a.protocol
+        );
+        keep.push(other);
+        tasks.spawn(sim.clone().serve(master));
+    }
+    if let Some(dev) = &a.serial {
+        let port = open_serial(&SerialConfig {
+            device: dev.clone(),
+            baud,
+            parity: Parity::Even,
+            data_bits: 8,
+            stop_bits: 1,
+        })?;
+        println!(
+            "{} serial {} {baud} baud addresses {addresses:?}",
+            a.protocol,
+            dev.display()
+        );
+        tasks.spawn(sim.clone().serve(port));
     }
     if tasks.is_empty() {
         bail!("give --tcp ADDR, --pty or --serial DEVICE");

@@ -104,6 +104,16 @@ impl Profile {
     pub fn points(&self) -> impl Iterator<Item = &Point> {
         self.groups.iter().flat_map(|g| g.points.iter())
     }
+
+    /// Every quantity the profile reads, whatever the protocol.
+    pub fn quantities(&self) -> impl Iterator<Item = &str> {
+        self.groups.iter().flat_map(|g| {
+            g.points
+                .iter()
+                .map(|p| p.quantity.as_str())
+                .chain(g.dis.iter().map(|d| d.quantity.as_str()))
+        })
+    }
 }
 
 /// Why a profile was refused; every problem of one file at once.

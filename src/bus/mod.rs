@@ -1,6 +1,141 @@
-//! Buses: one task owns each bus and schedules every meter on it.
+//! Buses: one task owns each bus and schedules every meter on it ([`task`]); the protocol
+//! side of a poll is in [`modbus`] and [`dlt645`].
 
+pub mod dlt645;
 pub mod modbus;
 pub mod scheduler;
+pub mod task;
 
-pub use modbus::{run_bus, ModbusLink, PollError};
+use std::{sync::Arc, time::Duration};
+
+pub use modbus::ModbusLink;
+pub use task::run_bus;
+
+use scheduler::Outcome;
+
+/// Why a request got no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PollError {
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    #[error("link failed: {0}")]
+    Link(String),
+    /// The meter answered with a Modbus exception: it is alive but refused.
+    #[error("exception reply {code} ({})", exception_name(*.code))]
+    Exception { code: u8 },
+    /// A DL/T 645 meter answered with an abnormal reply (error byte, after −0x33).
+    #[error("meter refused: error {err:02X} ({})", meterd_protocols::dlt645::error_bits(meterd_protocols::dlt645::Version::V2007, *.err).join(", "))]
+    Refused { err: u8 },
+    /// The meter answered, but a value is not what its format says (e.g. not BCD).
+    #[error("bad value: {0}")]
+    BadValue(String),
+}
+
+impl PollError {
+    /// The meter answered (it is alive), even though not with values.
+    pub fn is_answer(&self) -> bool {
+        matches!(
+            self,
+            PollError::Exception { .. } | PollError::Refused { .. } | PollError::BadValue(_)
+        )
+    }
+}
+
+fn exception_name(code: u8) -> &'static str {
+    match code {
+        1 => "illegal function",
+        2 => "illegal data address",
+        3 => "illegal data value",
+        4 => "server device failure",
+        5 => "acknowledge",
+        6 => "server device busy",
+        10 => "gateway path unavailable",
+        11 => "gateway target failed to respond",
+        _ => "unknown",
+    }
+}
+
+/// The result of polling one group: the values read and the errors met on the way.
+#[derive(Debug, Default)]
+pub struct GroupResult {
+    pub values: Vec<(Arc<str>, f64)>,
+    pub errors: Vec<PollError>,
+    pub requests: u32,
+}
+
+impl GroupResult {
+    pub fn outcome(&self) -> Outcome {
+        Outcome {
+            answered: !self.values.is_empty() || self.errors.iter().any(PollError::is_answer),
+            troubled: self.errors.iter().any(|e| !e.is_answer()),
+        }
+    }
+}
+
+/// A connection to a bus, of the bus's protocol.
+pub enum BusLink {
+    Modbus(ModbusLink),
+    Dlt645(dlt645::Dlt645Link),
+}
+
+impl BusLink {
+    pub fn new(bus: &crate::config::BusConfig) -> BusLink {
+        BusLink::for_protocol(bus.protocol, bus.link.clone(), bus.timeout)
+    }
+
+    pub fn for_protocol(
+        protocol: crate::config::raw::BusProtocol,
+        link: crate::config::Link,
+        timeout: Duration,
+    ) -> BusLink {
+        use crate::config::raw::BusProtocol;
+        use meterd_protocols::dlt645::Version;
+        match protocol {
+            BusProtocol::Dlt645_2007 => {
+                BusLink::Dlt645(dlt645::Dlt645Link::new(Version::V2007, link, timeout))
+            }
+            BusProtocol::Dlt645_1997 => {
+                BusLink::Dlt645(dlt645::Dlt645Link::new(Version::V1997, link, timeout))
+            }
+            p => BusLink::Modbus(ModbusLink::new(p, link, timeout)),
+        }
+    }
+}
+
+/// Everything one poll of one meter's group needs, whatever the protocol.
+#[derive(Clone)]
+pub struct PollTarget {
+    pub unit: u8,
+    pub address: Option<meterd_protocols::dlt645::Address>,
+    pub profile: Arc<meterd_protocols::profile::Profile>,
+    pub group: usize,
+    pub blocks: Vec<meterd_protocols::modbus::ReadBlock>,
+    /// DL/T 645: the meter refused a block read once; read single identifiers from then on.
+    pub no_blocks: Arc<std::sync::atomic::AtomicBool>,
+    pub retries: u32,
+    pub frame_gap: Duration,
+}
+
+/// Poll one group of one meter over `link`.
+pub async fn poll(link: &mut BusLink, t: &PollTarget) -> GroupResult {
+    match link {
+        BusLink::Modbus(l) => {
+            modbus::poll_group(
+                l,
+                t.unit,
+                &t.profile,
+                t.group,
+                &t.blocks,
+                t.retries,
+                t.frame_gap,
+            )
+            .await
+        }
+        BusLink::Dlt645(l) => match (t.address, t.profile.groups.get(t.group)) {
+            (Some(a), Some(g)) => {
+                dlt645::poll_group(l, a, g, &t.no_blocks, t.retries, t.frame_gap).await
+            }
+            _ => GroupResult::default(),
+        },
+    }
+}

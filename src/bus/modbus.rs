@@ -1,58 +1,22 @@
 //! The I/O side of a Modbus bus: links through tokio-modbus, requests with timeouts and
 //! retries, and the task that owns the bus.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
-};
+use std::{sync::Arc, time::Duration};
 
-use futures::{stream::FuturesUnordered, StreamExt};
 use meterd_protocols::{
     modbus::{ReadBlock, RegisterKind},
     profile::Profile,
 };
-use tokio::{net::TcpStream, sync::watch};
+use tokio::net::TcpStream;
 use tokio_modbus::{
     client::{rtu, tcp, Client, Context},
     prelude::SlaveContext,
     Request, Response, Slave,
 };
 use tokio_serial::SerialPortBuilderExt;
-use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::scheduler::{Outcome, Policy, Scheduler, Transition};
-use crate::{
-    config::{raw::BusProtocol, raw::Parity, BusConfig, Link, SerialConfig},
-    journal::Journal,
-    reading::Reading,
-    state::LiveState,
-};
-
-/// Why a request got no usable answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PollError {
-    #[error("no reply within {0:?}")]
-    Timeout(Duration),
-    #[error("link failed: {0}")]
-    Link(String),
-    /// The meter answered with a Modbus exception: it is alive but refused.
-    #[error("exception reply {code} ({})", exception_name(*.code))]
-    Exception { code: u8 },
-}
-
-fn exception_name(code: u8) -> &'static str {
-    match code {
-        1 => "illegal function",
-        2 => "illegal data address",
-        3 => "illegal data value",
-        4 => "server device failure",
-        5 => "acknowledge",
-        6 => "server device busy",
-        10 => "gateway path unavailable",
-        11 => "gateway target failed to respond",
-        _ => "unknown",
-    }
-}
+use super::{GroupResult, PollError};
+use crate::config::{raw::BusProtocol, raw::Parity, Link, SerialConfig};
 
 /// An RTU transport that discards unread input when a new request starts (the first write
 /// after a read). RTU frames carry no transaction id: without this, a reply that arrives after
@@ -63,7 +27,7 @@ struct FreshInput<T> {
     reading: bool,
 }
 
-trait DiscardInput {
+pub(crate) trait DiscardInput {
     fn discard_input(&mut self);
 }
 
@@ -251,24 +215,6 @@ pub struct GroupPlan {
     pub blocks: Vec<ReadBlock>,
 }
 
-/// The result of polling one group: the values read and the errors met on the way.
-#[derive(Debug, Default)]
-pub struct GroupResult {
-    pub values: Vec<(Arc<str>, f64)>,
-    pub errors: Vec<PollError>,
-    pub requests: u32,
-}
-
-impl GroupResult {
-    pub fn outcome(&self) -> Outcome {
-        let exception = |e: &PollError| matches!(e, PollError::Exception { .. });
-        Outcome {
-            answered: !self.values.is_empty() || self.errors.iter().any(exception),
-            troubled: self.errors.iter().any(|e| !exception(e)),
-        }
-    }
-}
-
 /// Poll one group: every block, each with up to `retries` extra attempts after a timeout or
 /// link failure. Stops at the first block the meter does not answer at all (it is not there;
 /// the next block would cost another timeout). `frame_gap` is kept between requests.
@@ -316,167 +262,4 @@ pub async fn poll_group(
         }
     }
     out
-}
-
-struct MeterRt {
-    id: Arc<str>,
-    unit: u8,
-    profile: Arc<Profile>,
-    profile_name: Arc<str>,
-    plans: Vec<GroupPlan>,
-}
-
-/// The task that owns one bus. Runs until `shutdown` turns true.
-pub async fn run_bus(
-    bus: BusConfig,
-    log: Arc<Journal>,
-    live: Arc<LiveState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let span = info_span!("bus", bus = %bus.name);
-    async move {
-        let bus_name: Arc<str> = bus.name.as_str().into();
-        let meters: Vec<MeterRt> = bus
-            .meters
-            .iter()
-            .map(|m| MeterRt {
-                id: m.id.as_str().into(),
-                unit: m.unit,
-                profile: m.profile.clone(),
-                profile_name: m.profile.name.as_str().into(),
-                plans: m
-                    .profile
-                    .groups
-                    .iter()
-                    .map(|g| GroupPlan {
-                        name: g.name.clone(),
-                        blocks: g.plan(bus.max_registers, bus.max_gap),
-                    })
-                    .collect(),
-            })
-            .collect();
-        for m in &meters {
-            live.update(&m.id, |s| s.bus = bus.name.clone());
-        }
-        let intervals = bus
-            .meters
-            .iter()
-            .map(|m| m.groups.iter().map(|g| g.interval).collect())
-            .collect();
-        let policy = Policy {
-            offline_after: bus.offline_after,
-            backoff: bus.backoff,
-            backoff_max: bus.backoff_max,
-        };
-        let mut sched = Scheduler::new(intervals, policy, Instant::now());
-        let mut idle: Vec<ModbusLink> = (0..bus.concurrency)
-            .map(|_| ModbusLink::new(bus.protocol, bus.link.clone(), bus.timeout))
-            .collect();
-        let mut inflight = FuturesUnordered::new();
-        info!(
-            meters = meters.len(),
-            protocol = bus.protocol.as_str(),
-            "bus started"
-        );
-        loop {
-            let now = Instant::now();
-            while !idle.is_empty() {
-                let Some(job) = sched.pop_due(now) else { break };
-                let Some(mut link) = idle.pop() else { break };
-                let m = &meters[job.meter];
-                let blocks = m.plans[job.group].blocks.clone();
-                let profile = m.profile.clone();
-                let unit = m.unit;
-                let retries = if job.probe { 0 } else { bus.retries };
-                let gap = bus.frame_gap;
-                inflight.push(async move {
-                    let ts = SystemTime::now();
-                    let r = poll_group(&mut link, unit, &profile, job.group, &blocks, retries, gap)
-                        .await;
-                    (job, link, ts, r)
-                });
-            }
-            let wake = sched.next_wakeup();
-            tokio::select! {
-                Some((job, link, ts, result)) = inflight.next() => {
-                    idle.push(link);
-                    let m = &meters[job.meter];
-                    let outcome = result.outcome();
-                    let transition = sched.complete(job, outcome, Instant::now());
-                    record(&live, m, &result, transition, &m.plans[job.group].name);
-                    if !result.values.is_empty() {
-                        let stored = log.append(Reading {
-                            meter: m.id.clone(),
-                            bus: bus_name.clone(),
-                            profile: m.profile_name.clone(),
-                            ts,
-                            seq: 0,
-                            values: result.values,
-                        });
-                        live.update(&m.id, |s| {
-                            s.last_values.extend(stored.values.iter().map(|(q, v)| (q.to_string(), *v)));
-                            s.last_reading = Some(stored);
-                        });
-                    }
-                }
-                _ = sleep_until(wake), if inflight.len() < bus.concurrency => {}
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() {
-                        break;
-                    }
-                }
-            }
-        }
-        info!("bus stopped");
-    }
-    .instrument(span)
-    .await
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn record(
-    live: &LiveState,
-    m: &MeterRt,
-    r: &GroupResult,
-    transition: Option<Transition>,
-    group: &str,
-) {
-    let last_error = r.errors.last().map(|e| e.to_string());
-    match transition {
-        Some(Transition::Online) => info!(meter = %m.id, unit = m.unit, "meter online"),
-        Some(Transition::Offline) => warn!(
-            meter = %m.id,
-            unit = m.unit,
-            error = last_error.as_deref().unwrap_or(""),
-            "meter offline: not answering, probing with back-off"
-        ),
-        None => {}
-    }
-    for e in &r.errors {
-        debug!(meter = %m.id, group, error = %e, "request failed");
-    }
-    live.update(&m.id, |s| {
-        s.polls += 1;
-        for e in &r.errors {
-            match e {
-                PollError::Timeout(_) => s.timeouts += 1,
-                PollError::Link(_) => s.link_errors += 1,
-                PollError::Exception { .. } => s.exceptions += 1,
-            }
-        }
-        if let Some(e) = &last_error {
-            s.last_error = Some(e.clone());
-        }
-        match transition {
-            Some(Transition::Online) => s.online = Some(true),
-            Some(Transition::Offline) => s.online = Some(false),
-            None => {}
-        }
-    });
 }

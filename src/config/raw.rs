@@ -50,19 +50,16 @@ pub enum Parity {
 #[serde(deny_unknown_fields)]
 pub struct RawSerial {
     pub device: PathBuf,
-    #[serde(default = "default_baud")]
-    pub baud: u32,
-    #[serde(default)]
-    pub parity: Parity,
+    /// Default by protocol: Modbus RTU 9600, DL/T 645-2007 2400, DL/T 645-1997 1200.
+    pub baud: Option<u32>,
+    /// Default by protocol: none for Modbus RTU, even for DL/T 645.
+    pub parity: Option<Parity>,
     #[serde(default = "default_data_bits")]
     pub data_bits: u8,
     #[serde(default = "default_stop_bits")]
     pub stop_bits: u8,
 }
 
-fn default_baud() -> u32 {
-    9600
-}
 fn default_data_bits() -> u8 {
     8
 }

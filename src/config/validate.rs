@@ -9,7 +9,10 @@ use std::{
     time::Duration,
 };
 
-use meterd_protocols::profile::{Profile, ProfileProtocol};
+use meterd_protocols::{
+    dlt645::Address,
+    profile::{Profile, ProfileProtocol},
+};
 use serde::de::DeserializeOwned;
 
 use super::raw::*;
@@ -130,7 +133,10 @@ pub struct MeterGroup {
 #[derive(Debug, Clone)]
 pub struct MeterConfig {
     pub id: String,
+    /// Modbus unit id (0 for DL/T 645 meters).
     pub unit: u8,
+    /// DL/T 645 address (None for Modbus meters).
+    pub address: Option<Address>,
     pub profile: Arc<Profile>,
     pub groups: Vec<MeterGroup>,
 }
@@ -624,21 +630,26 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                 format!("bus name {:?} is used twice", b.name),
             );
         }
-        let serial_bus = b.protocol == BusProtocol::ModbusRtu;
-        if matches!(
+        let dlt645 = matches!(
             b.protocol,
             BusProtocol::Dlt645_2007 | BusProtocol::Dlt645_1997
-        ) {
-            r.error(
-                &bp(&["protocol"]),
-                format!(
-                    "{} is not supported by this version of meterd yet; Modbus buses are",
-                    b.protocol.as_str()
-                ),
-            );
-        }
+        );
+        // DL/T 645 runs on a serial line or through a transparent serial server (TCP).
+        let serial_bus = b.protocol == BusProtocol::ModbusRtu || (dlt645 && b.serial.is_some());
+        let (default_baud, default_parity) = match b.protocol {
+            BusProtocol::Dlt645_2007 => (2400, Parity::Even),
+            BusProtocol::Dlt645_1997 => (1200, Parity::Even),
+            _ => (9600, Parity::None),
+        };
         let link = match (&b.serial, &b.tcp, serial_bus) {
             (Some(s), None, true) => {
+                let s = SerialConfig {
+                    device: s.device.clone(),
+                    baud: s.baud.unwrap_or(default_baud),
+                    parity: s.parity.unwrap_or(default_parity),
+                    data_bits: s.data_bits,
+                    stop_bits: s.stop_bits,
+                };
                 if s.baud == 0 {
                     r.error(&bp(&["serial", "baud"]), "must be more than 0");
                 }
@@ -657,13 +668,7 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                         ),
                     );
                 }
-                Some(Link::Serial(SerialConfig {
-                    device: s.device.clone(),
-                    baud: s.baud,
-                    parity: s.parity,
-                    data_bits: s.data_bits,
-                    stop_bits: s.stop_bits,
-                }))
+                Some(Link::Serial(s))
             }
             (None, Some(addr), false) => {
                 let ok = addr
@@ -673,6 +678,16 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                     r.error(&bp(&["tcp"]), format!("{addr:?} is not HOST:PORT"));
                 }
                 Some(Link::Tcp(addr.clone()))
+            }
+            (None, None, false) if dlt645 => {
+                r.error(
+                    &bp(&["serial"]),
+                    format!(
+                        "a {} bus needs serial = {{ device = ... }} or tcp = \"HOST:PORT\"",
+                        b.protocol.as_str()
+                    ),
+                );
+                None
             }
             (_, _, true) => {
                 r.error(
@@ -695,7 +710,10 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                 None
             }
         };
-        let timeout = b.timeout.unwrap_or(Duration::from_millis(500));
+        // DL/T 645 meters may take 500 ms to start replying, plus the transfer at 1200-2400 baud.
+        let timeout = b
+            .timeout
+            .unwrap_or(Duration::from_millis(if dlt645 { 1000 } else { 500 }));
         if timeout.is_zero() {
             r.error(&bp(&["timeout"]), "must be more than 0");
         }
@@ -722,6 +740,7 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
             .unwrap_or(Duration::from_secs(300))
             .max(backoff);
         let frame_gap = b.frame_gap.unwrap_or(match &link {
+            _ if dlt645 => Duration::from_millis(20),
             Some(Link::Serial(s)) => s.rtu_frame_gap(),
             _ if b.protocol == BusProtocol::ModbusRtuOverTcp => Duration::from_millis(5),
             _ => Duration::ZERO,
@@ -729,6 +748,7 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
 
         let mut meters = Vec::new();
         let mut units = HashMap::new();
+        let mut addresses = HashMap::new();
         for (m, j) in b.meter.into_iter().zip(meter_index) {
             let mp = |key: &str| vec![k("bus"), Seg::Index(i), k("meter"), Seg::Index(j), k(key)];
             if !valid_id(&m.id) {
@@ -736,13 +756,35 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
             } else if let Some(other) = meter_ids.insert(m.id.clone(), b.name.clone()) {
                 r.error(&mp("id"), format!("meter id {:?} is already used on bus {other:?}; ids are unique per gateway", m.id));
             }
-            if m.address.is_some() {
+            let mut address = None;
+            if dlt645 {
+                if m.unit.is_some() {
+                    r.error(
+                        &mp("unit"),
+                        "unit is for Modbus meters; DL/T 645 meters use address = \"123456789012\"",
+                    );
+                }
+                match m.address.as_deref().map(str::parse::<Address>) {
+                    None => r.error(&mp("id"), "a DL/T 645 meter needs address = \"123456789012\" (12 digits as on the nameplate)"),
+                    Some(Err(e)) => r.error(&mp("address"), e.to_string()),
+                    Some(Ok(a)) if a.is_broadcast() || a.0.contains(&0xAA) => {
+                        r.error(&mp("address"), format!("{a}: broadcast and wildcard addresses are for scanning, not polling"))
+                    }
+                    Some(Ok(a)) => {
+                        if let Some(other) = addresses.insert(a, m.id.clone()) {
+                            r.error(&mp("address"), format!("address {a} is already meter {other:?} on this bus"));
+                        }
+                        address = Some(a);
+                    }
+                }
+            } else if m.address.is_some() {
                 r.error(
                     &mp("address"),
                     "address is for DL/T 645 meters; Modbus meters use unit",
                 );
             }
             let unit = match m.unit {
+                None if dlt645 => 0,
                 None => {
                     r.error(&mp("id"), "a Modbus meter needs unit = 1..247");
                     0
@@ -827,6 +869,7 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
             meters.push(MeterConfig {
                 id: m.id,
                 unit,
+                address,
                 profile,
                 groups,
             });

@@ -4,6 +4,7 @@
 //! creates, or a device). Faults can be set per unit at any time: silence, exception replies,
 //! garbage bytes, a corrupted CRC, slow replies.
 
+pub mod dlt645;
 pub mod model;
 
 use std::{

@@ -36,7 +36,7 @@ impl MeterModel {
     pub fn new(profile: Arc<Profile>, seed: u64, frozen: bool) -> MeterModel {
         let mut rng = StdRng::seed_from_u64(seed);
         let now = Instant::now();
-        let phases = if profile.points().any(|p| p.quantity == "voltage_l2_v") {
+        let phases = if profile.quantities().any(|q| q == "voltage_l2_v") {
             3
         } else {
             1
@@ -157,8 +157,10 @@ impl MeterModel {
                 "energy_total_kwh",
                 self.energy_import_kwh + self.energy_export_kwh,
             ),
-            ("energy_import_t1_kwh", self.energy_import_kwh * 0.6),
-            ("energy_import_t2_kwh", self.energy_import_kwh * 0.4),
+            ("energy_import_t1_kwh", self.energy_import_kwh * 0.4),
+            ("energy_import_t2_kwh", self.energy_import_kwh * 0.3),
+            ("energy_import_t3_kwh", self.energy_import_kwh * 0.2),
+            ("energy_import_t4_kwh", self.energy_import_kwh * 0.1),
             ("energy_import_l1_kwh", self.energy_import_kwh / 3.0),
             ("energy_import_l2_kwh", self.energy_import_kwh / 3.0),
             ("energy_import_l3_kwh", self.energy_import_kwh / 3.0),

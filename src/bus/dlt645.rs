@@ -1,0 +1,266 @@
+//! The I/O side of a DL/T 645 bus: one link (a serial line, or a transparent serial server
+//! over TCP), one transaction at a time. The protocol logic is sans-IO in
+//! `meterd_protocols::dlt645` (codec, catalogue, read session with follow-ups).
+//!
+//! A group's identifiers that share a block (the three phase voltages, the tariffs of an
+//! energy register) are read with one block read. A meter that refuses a block with "no
+//! requested data" is remembered and read identifier by identifier from then on.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use meterd_protocols::{
+    dlt645::{
+        bcd,
+        di::{self, Format},
+        frame::{self, Scan},
+        session::{ReadSession, Step},
+        Address, Version,
+    },
+    profile::{DiPoint, Group},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use super::{modbus::open_serial, modbus::DiscardInput, GroupResult, PollError};
+use crate::config::Link;
+
+enum Stream {
+    Serial(tokio_serial::SerialStream),
+    Tcp(TcpStream),
+}
+
+pub struct Dlt645Link {
+    version: Version,
+    link: Link,
+    timeout: Duration,
+    stream: Option<Stream>,
+}
+
+/// The "no requested data" bit of an abnormal reply: the meter does not have this identifier.
+const NO_SUCH_DATA: u8 = 0x02;
+
+impl Dlt645Link {
+    pub fn new(version: Version, link: Link, timeout: Duration) -> Dlt645Link {
+        Dlt645Link {
+            version,
+            link,
+            timeout,
+            stream: None,
+        }
+    }
+
+    async fn stream(&mut self) -> Result<&mut Stream, PollError> {
+        if self.stream.is_none() {
+            self.stream = Some(match &self.link {
+                Link::Serial(s) => Stream::Serial(open_serial(s).map_err(|e| {
+                    PollError::Link(format!("cannot open {}: {e}", s.device.display()))
+                })?),
+                Link::Tcp(addr) => {
+                    let s = tokio::time::timeout(self.timeout, TcpStream::connect(addr))
+                        .await
+                        .map_err(|_| PollError::Link(format!("connect to {addr} timed out")))?
+                        .map_err(|e| PollError::Link(format!("connect to {addr}: {e}")))?;
+                    let _ = s.set_nodelay(true);
+                    Stream::Tcp(s)
+                }
+            });
+        }
+        self.stream
+            .as_mut()
+            .ok_or_else(|| PollError::Link("not connected".into()))
+    }
+
+    /// Read one identifier (following up as long as the meter has more frames): its value
+    /// bytes. A timeout or a broken link drops the connection so the next read starts clean.
+    pub async fn read(&mut self, address: Address, di: u32) -> Result<Vec<u8>, PollError> {
+        let r = self.transact(address, di).await;
+        if matches!(r, Err(PollError::Timeout(_) | PollError::Link(_))) {
+            self.stream = None;
+        }
+        r
+    }
+
+    async fn transact(&mut self, address: Address, di: u32) -> Result<Vec<u8>, PollError> {
+        let timeout = self.timeout;
+        let (mut session, request) = ReadSession::for_version(self.version, address, di);
+        let stream = self.stream().await?;
+        // Late bytes from an earlier transaction must not be taken for this one's reply.
+        match stream {
+            Stream::Serial(s) => s.discard_input(),
+            Stream::Tcp(s) => s.discard_input(),
+        }
+        send(stream, &request).await?;
+        let mut buf: Vec<u8> = Vec::with_capacity(256);
+        let mut chunk = [0u8; 256];
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match frame::scan(&buf) {
+                Scan::Frame(f, n) => {
+                    buf.drain(..n);
+                    match session.on_frame(&f) {
+                        Step::Done(bytes) => return Ok(bytes),
+                        Step::Refused(err) => return Err(PollError::Refused { err }),
+                        Step::Failed(msg) => return Err(PollError::Link(msg)),
+                        Step::Ignore => {}
+                        Step::Send(next) => {
+                            send(stream, &next).await?;
+                            deadline = tokio::time::Instant::now() + timeout;
+                        }
+                    }
+                    continue;
+                }
+                Scan::Invalid { skip, .. } => {
+                    buf.drain(..skip.min(buf.len()));
+                    continue;
+                }
+                Scan::Incomplete { skip } => {
+                    buf.drain(..skip.min(buf.len()));
+                }
+            }
+            let read = match stream {
+                Stream::Serial(s) => tokio::time::timeout_at(deadline, s.read(&mut chunk)).await,
+                Stream::Tcp(s) => tokio::time::timeout_at(deadline, s.read(&mut chunk)).await,
+            };
+            match read {
+                Err(_) => return Err(PollError::Timeout(timeout)),
+                Ok(Ok(0)) => return Err(PollError::Link("connection closed".into())),
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => return Err(PollError::Link(e.to_string())),
+            }
+        }
+    }
+}
+
+async fn send(stream: &mut Stream, f: &frame::Frame) -> Result<(), PollError> {
+    let bytes = f.encode(4).map_err(|e| PollError::Link(e.to_string()))?;
+    let r = match stream {
+        Stream::Serial(s) => s.write_all(&bytes).await,
+        Stream::Tcp(s) => s.write_all(&bytes).await,
+    };
+    r.map_err(|e| PollError::Link(e.to_string()))
+}
+
+/// The block a DI belongs to, if reading it as a block makes sense.
+fn block_of(version: Version, di: u32) -> u32 {
+    match version {
+        Version::V2007 => di | 0x0000_FF00,
+        Version::V1997 => di | 0x000F,
+    }
+}
+
+fn decode_point(p: &DiPoint, bytes: &[u8]) -> Result<f64, PollError> {
+    let Format::Number {
+        bytes: n,
+        decimals,
+        signed,
+    } = p.format
+    else {
+        return Err(PollError::BadValue(format!("{:08X} is not a number", p.di)));
+    };
+    let b = bytes.get(..n).ok_or_else(|| {
+        PollError::BadValue(format!("{:08X}: {} of {n} bytes", p.di, bytes.len()))
+    })?;
+    let v = bcd::decode(b, decimals, signed)
+        .map_err(|e| PollError::BadValue(format!("{:08X}: {e}", p.di)))?;
+    // Keep the resolution the meter has: 2.2718 kvar is 2271.8 var, not 2271.7999999999997.
+    let places = (decimals as i32 - p.factor.abs().log10().round() as i32).clamp(0, 9);
+    let scale = 10f64.powi(places);
+    Ok((v * p.factor * scale).round() / scale)
+}
+
+/// Poll one group: block reads where they cover several identifiers (unless the meter refused
+/// blocks before), single reads otherwise. Stops at the first read the meter does not answer.
+pub async fn poll_group(
+    link: &mut Dlt645Link,
+    address: Address,
+    group: &Group,
+    no_blocks: &Arc<AtomicBool>,
+    retries: u32,
+    frame_gap: Duration,
+) -> GroupResult {
+    let version = link.version;
+    let mut out = GroupResult::default();
+    // Plan: block → its wanted members with their member index.
+    let mut blocks: BTreeMap<u32, Vec<(u32, &DiPoint)>> = BTreeMap::new();
+    for p in &group.dis {
+        let b = block_of(version, p.di);
+        let k = (0..64).find(|k| di::block_member(version, b, *k) == Some(p.di));
+        match k {
+            Some(k) => blocks.entry(b).or_default().push((k, p)),
+            None => blocks.entry(p.di).or_default().push((0, p)),
+        }
+    }
+    'plan: for (block, members) in blocks {
+        let use_block = members.len() > 1 && !no_blocks.load(Ordering::Relaxed);
+        let reads: Vec<(u32, Vec<(u32, &DiPoint)>)> = if use_block {
+            vec![(block, members)]
+        } else {
+            members
+                .into_iter()
+                .map(|(_, p)| (p.di, vec![(0, p)]))
+                .collect()
+        };
+        let mut queue: std::collections::VecDeque<_> = reads.into();
+        while let Some((di, wanted)) = queue.pop_front() {
+            let mut attempt = 0;
+            let result = loop {
+                out.requests += 1;
+                let r = link.read(address, di).await;
+                if !frame_gap.is_zero() {
+                    tokio::time::sleep(frame_gap).await;
+                }
+                match r {
+                    Err(PollError::Timeout(_) | PollError::Link(_)) if attempt < retries => {
+                        attempt += 1
+                    }
+                    r => break r,
+                }
+            };
+            match result {
+                Ok(bytes) => {
+                    let block = di != wanted[0].1.di;
+                    for (k, p) in &wanted {
+                        let n = p.format.byte_len();
+                        let offset = if block { *k as usize * n } else { 0 };
+                        if block && bytes.len() < offset + n {
+                            // A block holds the members the meter has (e.g. its tariffs): the
+                            // reply's length says how many. Absent members are not errors.
+                            continue;
+                        }
+                        match decode_point(p, &bytes[offset.min(bytes.len())..]) {
+                            Ok(v) => out.values.push((Arc::from(p.quantity.as_str()), v)),
+                            Err(e) => out.errors.push(e),
+                        }
+                    }
+                }
+                Err(PollError::Refused { err }) if wanted.len() > 1 && err & NO_SUCH_DATA != 0 => {
+                    // No block reads on this meter: remember, and read the members one by one.
+                    no_blocks.store(true, Ordering::Relaxed);
+                    tracing::info!(%address, block = format!("{di:08X}"), "meter refuses block reads; reading identifiers singly from now on");
+                    for (_, p) in wanted {
+                        queue.push_back((p.di, vec![(0, p)]));
+                    }
+                }
+                Err(
+                    e @ (PollError::Refused { .. }
+                    | PollError::BadValue(_)
+                    | PollError::Exception { .. }),
+                ) => out.errors.push(e),
+                Err(e) => {
+                    out.errors.push(e);
+                    break 'plan;
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,191 @@
+//! The task that owns one bus: schedules every meter's point groups, polls them through the
+//! bus's protocol, records availability and appends readings to the journal.
+
+use std::{
+    sync::{atomic::AtomicBool, Arc},
+    time::{Instant, SystemTime},
+};
+
+use futures::{stream::FuturesUnordered, StreamExt};
+use meterd_protocols::{dlt645::Address, profile::Profile};
+use tokio::sync::watch;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::{
+    modbus::GroupPlan,
+    poll,
+    scheduler::{Policy, Scheduler, Transition},
+    BusLink, GroupResult, PollError, PollTarget,
+};
+use crate::{config::BusConfig, journal::Journal, reading::Reading, state::LiveState};
+
+struct MeterRt {
+    id: Arc<str>,
+    unit: u8,
+    address: Option<Address>,
+    profile: Arc<Profile>,
+    profile_name: Arc<str>,
+    plans: Vec<GroupPlan>,
+    no_blocks: Arc<AtomicBool>,
+}
+
+/// The task that owns one bus. Runs until `shutdown` turns true.
+pub async fn run_bus(
+    bus: BusConfig,
+    log: Arc<Journal>,
+    live: Arc<LiveState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let span = info_span!("bus", bus = %bus.name);
+    async move {
+        let bus_name: Arc<str> = bus.name.as_str().into();
+        let meters: Vec<MeterRt> = bus
+            .meters
+            .iter()
+            .map(|m| MeterRt {
+                id: m.id.as_str().into(),
+                unit: m.unit,
+                address: m.address,
+                no_blocks: Arc::new(AtomicBool::new(false)),
+                profile: m.profile.clone(),
+                profile_name: m.profile.name.as_str().into(),
+                plans: m
+                    .profile
+                    .groups
+                    .iter()
+                    .map(|g| GroupPlan {
+                        name: g.name.clone(),
+                        blocks: g.plan(bus.max_registers, bus.max_gap),
+                    })
+                    .collect(),
+            })
+            .collect();
+        for m in &meters {
+            live.update(&m.id, |s| s.bus = bus.name.clone());
+        }
+        let intervals = bus
+            .meters
+            .iter()
+            .map(|m| m.groups.iter().map(|g| g.interval).collect())
+            .collect();
+        let policy = Policy {
+            offline_after: bus.offline_after,
+            backoff: bus.backoff,
+            backoff_max: bus.backoff_max,
+        };
+        let mut sched = Scheduler::new(intervals, policy, Instant::now());
+        let mut idle: Vec<BusLink> = (0..bus.concurrency).map(|_| BusLink::new(&bus)).collect();
+        let mut inflight = FuturesUnordered::new();
+        info!(
+            meters = meters.len(),
+            protocol = bus.protocol.as_str(),
+            "bus started"
+        );
+        loop {
+            let now = Instant::now();
+            while !idle.is_empty() {
+                let Some(job) = sched.pop_due(now) else { break };
+                let Some(mut link) = idle.pop() else { break };
+                let m = &meters[job.meter];
+                let target = PollTarget {
+                    unit: m.unit,
+                    address: m.address,
+                    profile: m.profile.clone(),
+                    group: job.group,
+                    blocks: m.plans[job.group].blocks.clone(),
+                    no_blocks: m.no_blocks.clone(),
+                    retries: if job.probe { 0 } else { bus.retries },
+                    frame_gap: bus.frame_gap,
+                };
+                inflight.push(async move {
+                    let ts = SystemTime::now();
+                    let r = poll(&mut link, &target).await;
+                    (job, link, ts, r)
+                });
+            }
+            let wake = sched.next_wakeup();
+            tokio::select! {
+                Some((job, link, ts, result)) = inflight.next() => {
+                    idle.push(link);
+                    let m = &meters[job.meter];
+                    let outcome = result.outcome();
+                    let transition = sched.complete(job, outcome, Instant::now());
+                    record(&live, m, &result, transition, &m.plans[job.group].name);
+                    if !result.values.is_empty() {
+                        let stored = log.append(Reading {
+                            meter: m.id.clone(),
+                            bus: bus_name.clone(),
+                            profile: m.profile_name.clone(),
+                            ts,
+                            seq: 0,
+                            values: result.values,
+                        });
+                        live.update(&m.id, |s| {
+                            s.last_values.extend(stored.values.iter().map(|(q, v)| (q.to_string(), *v)));
+                            s.last_reading = Some(stored);
+                        });
+                    }
+                }
+                _ = sleep_until(wake), if inflight.len() < bus.concurrency => {}
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        info!("bus stopped");
+    }
+    .instrument(span)
+    .await
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn record(
+    live: &LiveState,
+    m: &MeterRt,
+    r: &GroupResult,
+    transition: Option<Transition>,
+    group: &str,
+) {
+    let last_error = r.errors.last().map(|e| e.to_string());
+    match transition {
+        Some(Transition::Online) => info!(meter = %m.id, unit = m.unit, "meter online"),
+        Some(Transition::Offline) => warn!(
+            meter = %m.id,
+            unit = m.unit,
+            error = last_error.as_deref().unwrap_or(""),
+            "meter offline: not answering, probing with back-off"
+        ),
+        None => {}
+    }
+    for e in &r.errors {
+        debug!(meter = %m.id, group, error = %e, "request failed");
+    }
+    live.update(&m.id, |s| {
+        s.polls += 1;
+        for e in &r.errors {
+            match e {
+                PollError::Timeout(_) => s.timeouts += 1,
+                PollError::Link(_) => s.link_errors += 1,
+                PollError::Exception { .. }
+                | PollError::Refused { .. }
+                | PollError::BadValue(_) => s.exceptions += 1,
+            }
+        }
+        if let Some(e) = &last_error {
+            s.last_error = Some(e.clone());
+        }
+        match transition {
+            Some(Transition::Online) => s.online = Some(true),
+            Some(Transition::Offline) => s.online = Some(false),
+            None => {}
+        }
+    });
+}

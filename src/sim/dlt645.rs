@@ -1,0 +1,213 @@
+//! Simulated DL/T 645 meters (2007 or 1997) on a pty, serial device or TCP: values from the
+//! same model as the Modbus simulator, replies after a meter-like delay and paced at the
+//! configured baud rate, block reads, follow-up frames for long values, silence for wrong
+//! addresses, and the same faults as the Modbus simulator.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
+};
+
+use meterd_protocols::{
+    dlt645::{
+        bcd,
+        di::{self, Format, Version},
+        frame::{self, Address, Scan},
+        session::SimMeter,
+    },
+    profile::Profile,
+};
+use rand::Rng;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{Fault, MeterModel};
+
+struct Entry {
+    meter: SimMeter,
+    model: MeterModel,
+    fault: Fault,
+}
+
+pub struct Dlt645Sim {
+    version: Version,
+    entries: Mutex<Vec<Entry>>,
+    /// Wire time per byte is 11 bits at this rate (8E1); `None` sends at once.
+    pub baud: Option<u32>,
+    /// The meter's own delay before it starts replying (the standard allows 20-500 ms).
+    pub reply_delay: Duration,
+    pub requests: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Dlt645Sim {
+    pub fn new(version: Version, baud: Option<u32>) -> Arc<Dlt645Sim> {
+        Arc::new(Dlt645Sim {
+            version,
+            entries: Mutex::new(Vec::new()),
+            baud,
+            reply_delay: Duration::from_millis(30),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    pub fn add_meter(&self, address: Address, profile: Arc<Profile>, frozen: bool) {
+        let mut meter = SimMeter::new(address);
+        meter.version = self.version;
+        let seed = address
+            .0
+            .iter()
+            .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)));
+        lock(&self.entries).push(Entry {
+            meter,
+            model: MeterModel::new(profile, seed, frozen),
+            fault: Fault::None,
+        });
+    }
+
+    pub fn set_fault(&self, address: Address, fault: Fault) {
+        for e in lock(&self.entries)
+            .iter_mut()
+            .filter(|e| e.meter.address == address)
+        {
+            e.fault = fault;
+        }
+    }
+
+    pub fn addresses(&self) -> Vec<Address> {
+        lock(&self.entries)
+            .iter()
+            .map(|e| e.meter.address)
+            .collect()
+    }
+
+    /// What the meter at `address` would report now, in the contract's units.
+    pub fn values(&self, address: Address) -> Option<std::collections::HashMap<&'static str, f64>> {
+        lock(&self.entries)
+            .iter_mut()
+            .find(|e| e.meter.address == address)
+            .map(|e| e.model.values(Instant::now()))
+    }
+
+    /// Refresh a meter's identifier values from its model.
+    fn refresh(version: Version, e: &mut Entry) {
+        let catalogue = match version {
+            Version::V2007 => di::CATALOGUE_2007,
+            Version::V1997 => di::CATALOGUE_1997,
+        };
+        let values = e.model.values(Instant::now());
+        for item in catalogue {
+            let (
+                Some((q, factor)),
+                Format::Number {
+                    bytes,
+                    decimals,
+                    signed,
+                },
+            ) = (item.quantity, item.format)
+            else {
+                continue;
+            };
+            let Some(v) = values.get(q) else { continue };
+            if let Some(encoded) = bcd::encode(v / factor, bytes, decimals, signed) {
+                e.meter.values.insert(item.di, encoded);
+            }
+        }
+    }
+
+    /// The bytes to send for a request, and when; `None` for silence.
+    fn answer(&self, req: &frame::Frame) -> Option<Vec<u8>> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut entries = lock(&self.entries);
+        for e in entries.iter_mut() {
+            if !req.address.matches(&e.meter.address) {
+                continue;
+            }
+            Self::refresh(self.version, e);
+            let reply = e.meter.respond(req)?;
+            return match e.fault {
+                Fault::None | Fault::Slow(_) => reply.encode(2).ok(),
+                Fault::Silent => None,
+                Fault::Exception(code) => {
+                    frame::Frame::new(e.meter.address, req.control.0 | 0xC0, vec![code])
+                        .encode(2)
+                        .ok()
+                }
+                Fault::Garbage => {
+                    let mut rng = rand::thread_rng();
+                    let n = rng.gen_range(3..40);
+                    Some((0..n).map(|_| rng.gen()).collect())
+                }
+                Fault::BadCrc => reply.encode(2).ok().map(|mut b| {
+                    let i = b.len() - 2;
+                    b[i] ^= 0x5A;
+                    b
+                }),
+            };
+        }
+        None
+    }
+
+    fn delay_for(&self, req: &frame::Frame, len: usize) -> Duration {
+        let slow = lock(&self.entries)
+            .iter()
+            .find(|e| req.address.matches(&e.meter.address))
+            .and_then(|e| match e.fault {
+                Fault::Slow(d) => Some(d),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let wire = self.baud.map_or(Duration::ZERO, |b| {
+            Duration::from_secs_f64(len as f64 * 11.0 / f64::from(b.max(1)))
+        });
+        self.reply_delay + slow + wire
+    }
+
+    /// Serve requests on `port` until it closes.
+    pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(self: Arc<Self>, port: S) {
+        let (mut rx, mut tx) = tokio::io::split(port);
+        let mut buf: Vec<u8> = Vec::with_capacity(512);
+        let mut chunk = [0u8; 512];
+        loop {
+            match frame::scan(&buf) {
+                Scan::Frame(f, n) => {
+                    buf.drain(..n);
+                    if f.control.is_reply() {
+                        continue;
+                    }
+                    if let Some(bytes) = self.answer(&f) {
+                        // Half duplex: the meter answers after its delay; the line is busy
+                        // for the reply's wire time.
+                        tokio::time::sleep(self.delay_for(&f, bytes.len())).await;
+                        if tx.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Scan::Invalid { skip, .. } => {
+                    buf.drain(..skip.min(buf.len()));
+                }
+                Scan::Incomplete { skip } => {
+                    buf.drain(..skip.min(buf.len()));
+                    match tokio::time::timeout(Duration::from_millis(500), rx.read(&mut chunk))
+                        .await
+                    {
+                        // Silence inside a frame for longer than the inter-byte limit: drop it.
+                        Err(_) => buf.clear(),
+                        Ok(Ok(0)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                        Ok(Err(e)) if e.raw_os_error() == Some(5) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await
+                        }
+                        Ok(Err(_)) => return,
+                        Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            }
+        }
+    }
+}
