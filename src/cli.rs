@@ -407,78 +407,77 @@ async fn read(a: ReadArgs) -> anyhow::Result<i32> {
     use meterd::bus::{poll, BusLink, PollTarget};
     use meterd::protocols::dlt645::Address;
     // What to read and how: from the config, or from the flags.
-    let (mut link, unit, address, profile, retries, gap, max_regs, max_gap, meter_id) = match (
-        &a.config, &a.meter,
-    ) {
-        (Some(path), Some(id)) => {
-            let cfg = match config::load(path) {
-                Ok(c) => c,
-                Err(errors) => {
-                    for e in &errors.0 {
-                        eprintln!("{e}");
+    let (mut link, unit, address, profile, retries, gap, max_regs, max_gap, meter_id) =
+        match (&a.config, &a.meter) {
+            (Some(path), Some(id)) => {
+                let cfg = match config::load(path) {
+                    Ok(c) => c,
+                    Err(errors) => {
+                        for e in &errors.0 {
+                            eprintln!("{e}");
+                        }
+                        return Ok(EXIT_CONFIG);
                     }
-                    return Ok(EXIT_CONFIG);
-                }
-            };
-            let (bus, m) = cfg
-                .meter(id)
-                .ok_or_else(|| anyhow!("no meter {id:?} in {}", path.display()))?;
-            (
-                BusLink::new(bus),
-                m.unit,
-                m.address,
-                m.profile.clone(),
-                bus.retries,
-                bus.frame_gap,
-                bus.max_registers,
-                bus.max_gap,
-                id.clone(),
-            )
-        }
-        (None, None) => {
-            let (protocol, l, timeout) = link_from(&a.bus)?;
-            let name = a
-                .profile
-                .as_deref()
-                .ok_or_else(|| anyhow!("give --profile NAME (see `meterd profiles`)"))?;
-            let profile = ProfileSet::builtin()
-                .get(name)
-                .cloned()
-                .ok_or_else(|| anyhow!("no profile {name:?}"))?;
-            let dlt645 = matches!(
-                protocol,
-                BusProtocol::Dlt645_2007 | BusProtocol::Dlt645_1997
-            );
-            let address: Option<Address> = match (&a.address, dlt645) {
-                (Some(s), true) => Some(s.parse().map_err(|e| anyhow!("--address: {e}"))?),
-                (None, true) => bail!("a DL/T 645 read needs --address (12 digits)"),
-                (_, false) => None,
-            };
-            let gap = if dlt645 {
-                Duration::from_millis(20)
-            } else {
-                frame_gap(&l)
-            };
-            let id = match address {
-                Some(a) => format!("addr-{a}"),
-                None => format!("unit-{}", a.unit.unwrap_or(1)),
-            };
-            (
-                BusLink::for_protocol(protocol, l, timeout),
-                a.unit.unwrap_or(1),
-                address,
-                profile,
-                1,
-                gap,
-                125,
-                16,
-                id,
-            )
-        }
-        _ => bail!(
+                };
+                let (bus, m) = cfg
+                    .meter(id)
+                    .ok_or_else(|| anyhow!("no meter {id:?} in {}", path.display()))?;
+                (
+                    BusLink::new(bus),
+                    m.unit,
+                    m.address,
+                    m.profile.clone(),
+                    bus.retries,
+                    bus.frame_gap,
+                    bus.max_registers,
+                    bus.max_gap,
+                    id.clone(),
+                )
+            }
+            (None, None) => {
+                let (protocol, l, timeout) = link_from(&a.bus)?;
+                let name = a
+                    .profile
+                    .as_deref()
+                    .ok_or_else(|| anyhow!("give --profile NAME (see `meterd profiles`)"))?;
+                let profile = ProfileSet::builtin()
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("no profile {name:?}"))?;
+                let dlt645 = matches!(
+                    protocol,
+                    BusProtocol::Dlt645_2007 | BusProtocol::Dlt645_1997
+                );
+                let address: Option<Address> = match (&a.address, dlt645) {
+                    (Some(s), true) => Some(s.parse().map_err(|e| anyhow!("--address: {e}"))?),
+                    (None, true) => bail!("a DL/T 645 read needs --address (12 digits)"),
+                    (_, false) => None,
+                };
+                let gap = if dlt645 {
+                    Duration::from_millis(20)
+                } else {
+                    frame_gap(&l)
+                };
+                let id = match address {
+                    Some(a) => format!("addr-{a}"),
+                    None => format!("unit-{}", a.unit.unwrap_or(1)),
+                };
+                (
+                    BusLink::for_protocol(protocol, l, timeout),
+                    a.unit.unwrap_or(1),
+                    address,
+                    profile,
+                    1,
+                    gap,
+                    125,
+                    16,
+                    id,
+                )
+            }
+            _ => bail!(
             "give -c FILE --meter ID, or --addr/--serial with --unit (or --address) and --profile"
         ),
-    };
+        };
     let mut values = Vec::new();
     let mut errors = Vec::new();
     let mut requests = 0;

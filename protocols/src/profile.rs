@@ -47,6 +47,14 @@ pub enum ProfileProtocol {
 }
 
 impl ProfileProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileProtocol::Modbus => "Modbus",
+            ProfileProtocol::Dlt645_2007 => "DL/T 645-2007",
+            ProfileProtocol::Dlt645_1997 => "DL/T 645-1997",
+        }
+    }
+
     pub fn dlt645_version(self) -> Option<crate::dlt645::Version> {
         match self {
             ProfileProtocol::Modbus => None,

@@ -147,6 +147,14 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
+/// Where a meter sits on its bus: its DL/T 645 address or Modbus unit id.
+fn who(m: &MeterRt) -> String {
+    match m.address {
+        Some(a) => format!("address {a}"),
+        None => format!("unit {}", m.unit),
+    }
+}
+
 fn record(
     live: &LiveState,
     m: &MeterRt,
@@ -156,10 +164,10 @@ fn record(
 ) {
     let last_error = r.errors.last().map(|e| e.to_string());
     match transition {
-        Some(Transition::Online) => info!(meter = %m.id, unit = m.unit, "meter online"),
+        Some(Transition::Online) => info!(meter = %m.id, at = %who(m), "meter online"),
         Some(Transition::Offline) => warn!(
             meter = %m.id,
-            unit = m.unit,
+            at = %who(m),
             error = last_error.as_deref().unwrap_or(""),
             "meter offline: not answering, probing with back-off"
         ),

@@ -806,8 +806,18 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                     u
                 }
             };
+            let wanted = match b.protocol {
+                BusProtocol::Dlt645_2007 => ProfileProtocol::Dlt645_2007,
+                BusProtocol::Dlt645_1997 => ProfileProtocol::Dlt645_1997,
+                _ => ProfileProtocol::Modbus,
+            };
             let Some(profile) = profiles.get(&m.profile).cloned() else {
-                let known: Vec<&str> = profiles.profiles.keys().map(String::as_str).collect();
+                let known: Vec<&str> = profiles
+                    .profiles
+                    .values()
+                    .filter(|p| p.protocol == wanted)
+                    .map(|p| p.name.as_str())
+                    .collect();
                 r.error(
                     &mp("profile"),
                     format!(
@@ -818,18 +828,13 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                 );
                 continue;
             };
-            let wanted = match b.protocol {
-                BusProtocol::Dlt645_2007 => ProfileProtocol::Dlt645_2007,
-                BusProtocol::Dlt645_1997 => ProfileProtocol::Dlt645_1997,
-                _ => ProfileProtocol::Modbus,
-            };
             if profile.protocol != wanted {
                 r.error(
                     &mp("profile"),
                     format!(
-                        "profile {} is for {:?} meters; this is a {} bus",
+                        "profile {} is for {} meters; this is a {} bus",
                         profile.name,
-                        profile.protocol,
+                        profile.protocol.as_str(),
                         b.protocol.as_str()
                     ),
                 );

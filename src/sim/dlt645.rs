@@ -79,6 +79,16 @@ impl Dlt645Sim {
         }
     }
 
+    /// Whether the meter answers block reads (FF identifiers); real meters differ.
+    pub fn set_blocks(&self, address: Address, blocks: bool) {
+        for e in lock(&self.entries)
+            .iter_mut()
+            .filter(|e| e.meter.address == address)
+        {
+            e.meter.blocks = blocks;
+        }
+    }
+
     pub fn addresses(&self) -> Vec<Address> {
         lock(&self.entries)
             .iter()

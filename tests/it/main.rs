@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod dlt645;
 mod durability;
 mod faults;
 mod harness;
