@@ -337,12 +337,42 @@ fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<i32> {
                         quantity::unit_of(&pt.quantity).unwrap_or("")
                     );
                 }
-                let blocks = g.plan(125, 16);
-                println!(
-                    "  ({} points in {} read requests)",
-                    g.points.len(),
-                    blocks.len()
-                );
+                for d in &g.dis {
+                    let width =
+                        if p.protocol == meterd::protocols::profile::ProfileProtocol::Dlt645_1997 {
+                            4
+                        } else {
+                            8
+                        };
+                    let layout = match d.format {
+                        meterd::protocols::dlt645::di::Format::Number {
+                            bytes,
+                            decimals,
+                            signed,
+                        } => {
+                            format!(
+                                "BCD {bytes} bytes, {decimals} decimals{}",
+                                if signed { ", signed" } else { "" }
+                            )
+                        }
+                        other => format!("{other:?}"),
+                    };
+                    println!(
+                        "  {:<32} DI {:0width$X}  {layout:<30} x {} {}",
+                        d.quantity,
+                        d.di,
+                        d.factor,
+                        quantity::unit_of(&d.quantity).unwrap_or("")
+                    );
+                }
+                if g.dis.is_empty() {
+                    let blocks = g.plan(125, 16);
+                    println!(
+                        "  ({} points in {} read requests)",
+                        g.points.len(),
+                        blocks.len()
+                    );
+                }
             }
         }
     }
@@ -826,6 +856,23 @@ async fn demo() -> anyhow::Result<i32> {
             false,
         );
     }
+    let dl_sim =
+        meterd::sim::dlt645::Dlt645Sim::new(meterd::protocols::dlt645::Version::V2007, Some(2400));
+    for (addr, p) in [
+        ("123456789012", "dlt645-2007-three-phase"),
+        ("000000001111", "dlt645-2007-single-phase"),
+    ] {
+        let address = addr.parse().map_err(|e| anyhow!("{e}"))?;
+        dl_sim.add_meter(
+            address,
+            set.get(p)
+                .cloned()
+                .ok_or_else(|| anyhow!("no profile {p}"))?,
+            false,
+        );
+    }
+    let (dl_master, _dl_other_end, dl_pty) = sim::pty_pair()?;
+    tokio::spawn(dl_sim.serve(dl_master));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let tcp_addr = listener.local_addr()?;
     tokio::spawn(sim.clone().serve_tcp(listener));
@@ -851,6 +898,11 @@ async fn demo() -> anyhow::Result<i32> {
          [[bus]]\nname = \"tcp-1\"\nprotocol = \"modbus-tcp\"\ntcp = \"{tcp_addr}\"\nconcurrency = 2\n{tcp_meters}\n\
          [[bus]]\nname = \"rs485-pty\"\nprotocol = \"modbus-rtu\"\n\
          serial = {{ device = \"{pty}\", baud = 9600 }}\ntimeout = \"300ms\"\n{rtu_meters}\n\
+         [[bus]]\nname = \"rs485-dl\"\nprotocol = \"dlt645-2007\"\nserial = {{ device = \"{dl_pty}\" }}\n\
+         [[bus.meter]]\nid = \"dl-3p\"\naddress = \"123456789012\"\nprofile = \"dlt645-2007-three-phase\"\n\
+         intervals = {{ realtime = \"3s\", energy = \"10s\" }}\n\
+         [[bus.meter]]\nid = \"dl-1p\"\naddress = \"000000001111\"\nprofile = \"dlt645-2007-single-phase\"\n\
+         intervals = {{ realtime = \"3s\", energy = \"10s\" }}\n\
          [mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n",
         state = state_dir.display(),
         tcp_meters = meters(&[
@@ -865,6 +917,9 @@ async fn demo() -> anyhow::Result<i32> {
     println!("meterd demo");
     println!("  simulated Modbus TCP meters on {tcp_addr} (units 1-4)");
     println!("  simulated Modbus RTU meters on pty {pty} (units 1-2, 9600 8N1)");
+    println!(
+        "  simulated DL/T 645-2007 meters on pty {dl_pty} (123456789012, 000000001111; 2400 8E1)"
+    );
     println!("  journal in {}", state_dir.display());
     if broker_up {
         println!(

@@ -199,7 +199,7 @@ fn demo_shows_every_simulated_meter_online_and_stops_cleanly_on_ctrl_c() {
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut online = std::collections::BTreeSet::new();
-    while online.len() < 6 && Instant::now() < deadline {
+    while online.len() < 8 && Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.get(2) == Some(&"online")
@@ -209,7 +209,8 @@ fn demo_shows_every_simulated_meter_online_and_stops_cleanly_on_ctrl_c() {
             }
         }
     }
-    assert_eq!(online.len(), 6, "meters online with energy: {online:?}");
+    // 4 Modbus TCP, 2 Modbus RTU on a pty, 2 DL/T 645 on a pty.
+    assert_eq!(online.len(), 8, "meters online with energy: {online:?}");
     let _ = Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
@@ -271,4 +272,55 @@ fn decode_explains_every_field_and_fails_on_a_bad_frame() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout)
         .contains("C=11 is a 2007 control code; a 1997 meter expects 01"));
+}
+
+#[test]
+fn a_dlt645_1997_meter_is_read_through_the_simulator_process() {
+    let (sim, line) = simulate(&[
+        "--protocol",
+        "dlt645-1997",
+        "--pty",
+        "--meter",
+        "000000063295=dlt645-1997-three-phase",
+        "--frozen",
+    ]);
+    // "dlt645-1997 pty /dev/pts/N 1200 baud addresses [...]"
+    let pty = line
+        .split_whitespace()
+        .nth(2)
+        .expect("pty path")
+        .to_string();
+    let out = meterd()
+        .args([
+            "read",
+            "--protocol",
+            "dlt645-1997",
+            "--serial",
+            &pty,
+            "--address",
+            "000000063295",
+            "--profile",
+            "dlt645-1997-three-phase",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(v["errors"].as_array().map(Vec::len), Some(0), "{v}");
+    let volts = v["values"]["voltage_l1_v"].as_f64().unwrap();
+    assert_eq!(
+        volts,
+        volts.round(),
+        "1997 voltages are whole volts: {volts}"
+    );
+    assert!((220.0..240.0).contains(&volts));
+    let amps = v["values"]["current_l1_a"].as_f64().unwrap();
+    assert_eq!(
+        (amps * 100.0).round() / 100.0,
+        amps,
+        "1997 currents have two decimals: {amps}"
+    );
+    assert!(v["values"]["energy_import_kwh"].as_f64().unwrap() > 0.0);
+    stop(sim);
 }
