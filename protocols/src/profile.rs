@@ -503,7 +503,7 @@ mod tests {
         let ok = format!(
             "{head}[[group]]\nname = \"g\"\ninterval = \"30s\"\ndis = [\n\
              {{ di = \"02030000\" }},\n\
-             {{ di = \"0280000A\", quantity = \"phase_angle_v\", bytes = 2, decimals = 1 }},\n]\n"
+             {{ di = \"02800008\", quantity = \"clock_battery_v\", bytes = 2, decimals = 2 }},\n]\n"
         );
         let p = Profile::parse(&ok, "t.toml").unwrap();
         let dis = &p.groups[0].dis;
@@ -511,7 +511,7 @@ mod tests {
             (dis[0].quantity.as_str(), dis[0].factor),
             ("power_w", 1000.0)
         );
-        assert_eq!(dis[1].di, 0x0280_000A);
+        assert_eq!(dis[1].di, 0x0280_0008);
         let bad = format!(
             "{head}[[group]]\nname = \"g\"\ninterval = \"30s\"\ndis = [\n\
              {{ di = \"0201010\" }},\n{{ di = \"0280000B\" }},\n{{ di = \"04000101\" }},\n]\n"
