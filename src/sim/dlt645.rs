@@ -39,6 +39,8 @@ pub struct Dlt645Sim {
     /// The meter's own delay before it starts replying (the standard allows 20-500 ms).
     pub reply_delay: Duration,
     pub requests: AtomicU64,
+    /// Nanoseconds the line was busy: request on the wire, the meter's delay, reply on the wire.
+    pub busy_ns: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -53,6 +55,7 @@ impl Dlt645Sim {
             baud,
             reply_delay: Duration::from_millis(30),
             requests: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
         })
     }
 
@@ -163,6 +166,12 @@ impl Dlt645Sim {
         None
     }
 
+    fn wire_time(&self, bytes: usize) -> Duration {
+        self.baud.map_or(Duration::ZERO, |b| {
+            Duration::from_secs_f64(bytes as f64 * 11.0 / f64::from(b.max(1)))
+        })
+    }
+
     fn delay_for(&self, req: &frame::Frame, len: usize) -> Duration {
         let slow = lock(&self.entries)
             .iter()
@@ -190,14 +199,22 @@ impl Dlt645Sim {
                     if f.control.is_reply() {
                         continue;
                     }
+                    // A pty delivers the request at once; on a real line it takes its wire time.
+                    let request_time = self.wire_time(n);
+                    tokio::time::sleep(request_time).await;
+                    let mut busy = request_time;
                     if let Some(bytes) = self.answer(&f) {
                         // Half duplex: the meter answers after its delay; the line is busy
                         // for the reply's wire time.
-                        tokio::time::sleep(self.delay_for(&f, bytes.len())).await;
+                        let d = self.delay_for(&f, bytes.len());
+                        busy += d;
+                        tokio::time::sleep(d).await;
                         if tx.write_all(&bytes).await.is_err() {
                             return;
                         }
                     }
+                    self.busy_ns
+                        .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
                 }
                 Scan::Invalid { skip, .. } => {
                     buf.drain(..skip.min(buf.len()));
