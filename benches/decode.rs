@@ -49,13 +49,21 @@ fn sdm630_full_read(c: &mut Criterion) {
 fn dlt645_frames(c: &mut Criterion) {
     use meterd::protocols::dlt645::{di, frame, Version};
     // A reply to 0201FF00 (three phase voltages) with a 4-byte FE preamble.
-    let reply = frame::Frame::new("123456789012".parse().expect("address"), 0x91, vec![0x00, 0xFF, 0x01, 0x02, 0x01, 0x23, 0x05, 0x23, 0x99, 0x22])
-        .encode(4)
-        .expect("encode");
+    let reply = frame::Frame::new(
+        "123456789012".parse().expect("address"),
+        0x91,
+        vec![0x00, 0xFF, 0x01, 0x02, 0x01, 0x23, 0x05, 0x23, 0x99, 0x22],
+    )
+    .encode(4)
+    .expect("encode");
     c.bench_function("dlt645: scan + decode a block reply (3 values)", |b| {
         b.iter(|| {
-            let frame::Scan::Frame(f, _) = frame::scan(black_box(&reply)) else { unreachable!() };
-            di::decode_values(Version::V2007, 0x0201_FF00, &f.data[4..]).expect("values").len()
+            let frame::Scan::Frame(f, _) = frame::scan(black_box(&reply)) else {
+                unreachable!()
+            };
+            di::decode_values(Version::V2007, 0x0201_FF00, &f.data[4..])
+                .expect("values")
+                .len()
         })
     });
 }

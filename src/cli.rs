@@ -129,6 +129,10 @@ struct ScanArgs {
     /// Unit ids to try, e.g. 1-247 or 1-10.
     #[arg(long, default_value = "1-247")]
     units: String,
+    /// DL/T 645: addresses to probe, e.g. 000000000001-000000000032 or a comma list.
+    /// Without it, only the read-address broadcast (AA..AA) is tried.
+    #[arg(long)]
+    addresses: Option<String>,
     /// Probe with this profile's first point instead of holding register 0.
     #[arg(long)]
     profile: Option<String>,
@@ -572,8 +576,105 @@ fn parse_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u8>> {
     Ok(a..=b)
 }
 
+fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    if std::io::stderr().is_terminal() {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{{bar:40}} {{pos}}/{{len}} {what}, {{msg}}"
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+/// Addresses as a range (`000000000001-000000000032`) or a comma list.
+fn parse_addresses(s: &str) -> anyhow::Result<Vec<meterd::protocols::dlt645::Address>> {
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<meterd::protocols::dlt645::Address>()
+            .map_err(|e| anyhow!("{e}"))
+    };
+    if let Some((lo, hi)) = s.split_once('-') {
+        let (lo, hi): (u64, u64) = (lo.trim().parse()?, hi.trim().parse()?);
+        if hi < lo || hi - lo > 100_000 {
+            bail!("address range {s:?}: at most 100000 addresses, low to high");
+        }
+        return (lo..=hi).map(|n| parse(&n.to_string())).collect();
+    }
+    s.split(',').map(parse).collect()
+}
+
+async fn scan_dlt645(
+    a: &ScanArgs,
+    protocol: BusProtocol,
+    l: Link,
+    timeout: Duration,
+) -> anyhow::Result<i32> {
+    use meterd::bus::{dlt645::Dlt645Link, PollError};
+    use meterd::protocols::dlt645::Version;
+    let version = if protocol == BusProtocol::Dlt645_1997 {
+        Version::V1997
+    } else {
+        Version::V2007
+    };
+    let mut link = Dlt645Link::new(version, l, timeout);
+    let mut found = Vec::new();
+    if version == Version::V2007 {
+        match link.read_address().await {
+            Ok(addr) => {
+                println!("read-address (AA..AA): {addr} answered");
+                found.push(addr);
+            }
+            Err(PollError::Timeout(_)) => println!("read-address (AA..AA): no answer (no meter, or several colliding)"),
+            Err(e) => println!("read-address (AA..AA): {e} (several meters answering at once collide: probe addresses with --addresses)"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(list) = &a.addresses {
+        let addresses = parse_addresses(list)?;
+        let bar = progress(addresses.len() as u64, "addresses");
+        let probe = if version == Version::V2007 {
+            0x0001_0000
+        } else {
+            0x9010
+        };
+        for addr in addresses {
+            let r = link.read(addr, probe).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let line = match r {
+                Ok(_) => Some(format!("{addr}: answers")),
+                Err(PollError::Refused { err }) => Some(format!(
+                    "{addr}: answers (refused the probe, error {err:02X})"
+                )),
+                Err(_) => None,
+            };
+            if let Some(line) = line {
+                if !found.contains(&addr) {
+                    found.push(addr);
+                }
+                bar.suspend(|| println!("{line}"));
+            }
+            bar.set_message(format!("{} found", found.len()));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+    }
+    println!("{} meter(s) found", found.len());
+    Ok(0)
+}
+
 async fn scan(a: ScanArgs) -> anyhow::Result<i32> {
     let (protocol, l, timeout) = link_from(&a.bus)?;
+    if matches!(
+        protocol,
+        BusProtocol::Dlt645_2007 | BusProtocol::Dlt645_1997
+    ) {
+        return scan_dlt645(&a, protocol, l, timeout).await;
+    }
     let gap = frame_gap(&l);
     let mut link = ModbusLink::new(protocol, l, timeout);
     let (kind, address, count) = match &a.profile {
@@ -599,15 +700,7 @@ async fn scan(a: ScanArgs) -> anyhow::Result<i32> {
         ),
     };
     let units = parse_range(&a.units)?;
-    let bar = indicatif::ProgressBar::new(units.clone().count() as u64);
-    if std::io::stderr().is_terminal() {
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} unit ids, {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-    } else {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = progress(units.clone().count() as u64, "unit ids");
     let mut found = 0;
     for unit in units {
         let r = link.read(unit, kind, address, count).await;

@@ -90,8 +90,36 @@ impl Dlt645Link {
     }
 
     async fn transact(&mut self, address: Address, di: u32) -> Result<Vec<u8>, PollError> {
-        let timeout = self.timeout;
         let (mut session, request) = ReadSession::for_version(self.version, address, di);
+        self.exchange(request, |f| session.on_frame(f)).await
+    }
+
+    /// Ask for the address of the only meter on the line (C=13 to AA..AA). With several meters
+    /// their replies collide: that is a timeout or garbage, and probing addresses is the way.
+    pub async fn read_address(&mut self) -> Result<Address, PollError> {
+        let request = frame::Frame::new(Address::WILDCARD, 0x13, Vec::new());
+        let r = self
+            .exchange(request, |f| match (f.control.0, f.data.len()) {
+                (0x93, 6) => Step::Done(f.data.clone()),
+                _ => Step::Ignore,
+            })
+            .await;
+        if r.is_err() {
+            self.stream = None;
+        }
+        let bytes = r?;
+        let mut a = [0u8; 6];
+        a.copy_from_slice(&bytes);
+        Ok(Address(a))
+    }
+
+    /// Send `request`, then feed every frame that arrives to `on_frame` until it is done.
+    async fn exchange(
+        &mut self,
+        request: frame::Frame,
+        mut on_frame: impl FnMut(&frame::Frame) -> Step,
+    ) -> Result<Vec<u8>, PollError> {
+        let timeout = self.timeout;
         let stream = self.stream().await?;
         // Late bytes from an earlier transaction must not be taken for this one's reply.
         match stream {
@@ -106,7 +134,7 @@ impl Dlt645Link {
             match frame::scan(&buf) {
                 Scan::Frame(f, n) => {
                     buf.drain(..n);
-                    match session.on_frame(&f) {
+                    match on_frame(&f) {
                         Step::Done(bytes) => return Ok(bytes),
                         Step::Refused(err) => return Err(PollError::Refused { err }),
                         Step::Failed(msg) => return Err(PollError::Link(msg)),

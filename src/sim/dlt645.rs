@@ -137,6 +137,16 @@ impl Dlt645Sim {
     fn answer(&self, req: &frame::Frame) -> Option<Vec<u8>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut entries = lock(&self.entries);
+        let answering = entries
+            .iter()
+            .filter(|e| req.address.matches(&e.meter.address) && e.fault != Fault::Silent)
+            .count();
+        if answering > 1 {
+            // Several meters answer a wildcard at once: on RS-485 their replies collide.
+            let mut rng = rand::thread_rng();
+            let n = rng.gen_range(10..30);
+            return Some((0..n).map(|_| rng.gen()).collect());
+        }
         for e in entries.iter_mut() {
             if !req.address.matches(&e.meter.address) {
                 continue;

@@ -324,3 +324,72 @@ fn a_dlt645_1997_meter_is_read_through_the_simulator_process() {
     assert!(v["values"]["energy_import_kwh"].as_f64().unwrap() > 0.0);
     stop(sim);
 }
+
+#[test]
+fn dlt645_scan_finds_a_lone_meter_by_read_address_and_several_by_probing() {
+    let (one, line) = simulate(&[
+        "--protocol",
+        "dlt645-2007",
+        "--pty",
+        "--meter",
+        "123456789012=dlt645-2007-single-phase",
+    ]);
+    let pty = line.split_whitespace().nth(2).expect("pty").to_string();
+    let out = meterd()
+        .args([
+            "scan",
+            "--protocol",
+            "dlt645-2007",
+            "--serial",
+            &pty,
+            "--timeout",
+            "500ms",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("read-address (AA..AA): 123456789012 answered")
+            && text.contains("1 meter(s) found"),
+        "{text}"
+    );
+    stop(one);
+
+    let (three, line) = simulate(&[
+        "--protocol",
+        "dlt645-2007",
+        "--pty",
+        "--count",
+        "3",
+        "--first-unit",
+        "5",
+        "--profile",
+        "dlt645-2007-single-phase",
+    ]);
+    let pty = line.split_whitespace().nth(2).expect("pty").to_string();
+    let out = meterd()
+        .args([
+            "scan",
+            "--protocol",
+            "dlt645-2007",
+            "--serial",
+            &pty,
+            "--addresses",
+            "000000000001-000000000008",
+            "--timeout",
+            "400ms",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Three meters answering the wildcard at once collide; probing finds each.
+    assert!(!text.contains("AA..AA): 0000"), "{text}");
+    for a in ["000000000005", "000000000006", "000000000007"] {
+        assert!(
+            text.contains(&format!("{a}: answers")),
+            "{a} missing:\n{text}"
+        );
+    }
+    assert!(text.contains("3 meter(s) found"), "{text}");
+    stop(three);
+}
