@@ -55,6 +55,14 @@ enum Command {
     Simulate(SimArgs),
     /// Simulated meters and the whole pipeline on loopback: a first look at meterd.
     Demo,
+    /// Broadcast the gateway's time to the DL/T 645 meters on a line (C=08 to 99..99).
+    Timesync {
+        #[command(flatten)]
+        bus: BusArgs,
+        /// The meters' local time zone.
+        #[arg(long, default_value = "+08:00")]
+        utc_offset: String,
+    },
     /// Decode captured DL/T 645 frames: every field, values with units, what is wrong.
     Decode {
         /// dlt645-2007 or dlt645-1997.
@@ -232,6 +240,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             json,
             frames,
         } => decode(&protocol, json, &frames),
+        Command::Timesync { bus, utc_offset } => timesync(&bus, &utc_offset).await,
     }
 }
 
@@ -441,7 +450,7 @@ async fn read(a: ReadArgs) -> anyhow::Result<i32> {
     use meterd::bus::{poll, BusLink, PollTarget};
     use meterd::protocols::dlt645::Address;
     // What to read and how: from the config, or from the flags.
-    let (mut link, unit, address, profile, retries, gap, max_regs, max_gap, meter_id) =
+    let (mut link, unit, address, profile, retries, gap, max_regs, max_gap, meter_id, utc_offset_s) =
         match (&a.config, &a.meter) {
             (Some(path), Some(id)) => {
                 let cfg = match config::load(path) {
@@ -466,6 +475,7 @@ async fn read(a: ReadArgs) -> anyhow::Result<i32> {
                     bus.max_registers,
                     bus.max_gap,
                     id.clone(),
+                    bus.utc_offset_s,
                 )
             }
             (None, None) => {
@@ -506,6 +516,8 @@ async fn read(a: ReadArgs) -> anyhow::Result<i32> {
                     125,
                     16,
                     id,
+                    // DL/T 645 meters keep local time: China Standard Time without a config.
+                    8 * 3600,
                 )
             }
             _ => bail!(
@@ -526,6 +538,8 @@ async fn read(a: ReadArgs) -> anyhow::Result<i32> {
             no_blocks: no_blocks.clone(),
             retries,
             frame_gap: gap,
+            utc_offset_s,
+            time_sync: None,
         };
         let r = poll(&mut link, &target).await;
         requests += r.requests;
@@ -1035,6 +1049,24 @@ async fn demo() -> anyhow::Result<i32> {
     }
     daemon.await?;
     let _ = std::fs::remove_dir_all(&state_dir);
+    Ok(0)
+}
+
+async fn timesync(b: &BusArgs, utc_offset: &str) -> anyhow::Result<i32> {
+    use meterd::protocols::dlt645::Version;
+    let (protocol, l, timeout) = link_from(b)?;
+    let version = match protocol {
+        BusProtocol::Dlt645_2007 => Version::V2007,
+        BusProtocol::Dlt645_1997 => Version::V1997,
+        _ => bail!("timesync is for DL/T 645: give --protocol dlt645-2007 or dlt645-1997"),
+    };
+    let offset = config::parse_utc_offset(utc_offset)
+        .ok_or_else(|| anyhow!("--utc-offset {utc_offset:?}: use +HH:MM"))?;
+    let mut link = meterd::bus::dlt645::Dlt645Link::new(version, l, timeout);
+    link.broadcast_time(offset).await?;
+    // Let the frame leave the adapter before the port closes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    println!("broadcast the time (UTC{utc_offset}) to every meter on the line");
     Ok(0)
 }
 

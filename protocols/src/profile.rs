@@ -83,6 +83,8 @@ pub struct Group {
     pub points: Vec<Point>,
     /// Data identifiers (DL/T 645 profiles).
     pub dis: Vec<DiPoint>,
+    /// DL/T 645: read the meter's date and time and report `meter_clock_offset_s`.
+    pub clock: bool,
 }
 
 impl Group {
@@ -120,6 +122,7 @@ impl Profile {
                 .iter()
                 .map(|p| p.quantity.as_str())
                 .chain(g.dis.iter().map(|d| d.quantity.as_str()))
+                .chain(g.clock.then_some("meter_clock_offset_s"))
         })
     }
 }
@@ -176,6 +179,8 @@ struct RawGroup {
     points: Vec<RawPoint>,
     #[serde(default)]
     dis: Vec<RawDi>,
+    #[serde(default)]
+    clock: bool,
 }
 
 /// `{ di = "02010100" }` takes everything from the catalogue; an identifier the catalogue does
@@ -315,7 +320,13 @@ impl Profile {
                     Err(e) => problems.push(format!("group {:?}: {e}", g.name)),
                 }
             }
-            if points.is_empty() && dis.is_empty() && problems.is_empty() {
+            if g.clock && version.is_none() {
+                problems.push(format!(
+                    "group {:?}: clock = true is for DL/T 645 profiles",
+                    g.name
+                ));
+            }
+            if points.is_empty() && dis.is_empty() && !g.clock && problems.is_empty() {
                 problems.push(format!("group {:?} has no points", g.name));
             }
             groups.push(Group {
@@ -323,6 +334,7 @@ impl Profile {
                 interval,
                 points,
                 dis,
+                clock: g.clock,
             });
         }
         if !problems.is_empty() {

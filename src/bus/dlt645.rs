@@ -8,16 +8,13 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
 use meterd_protocols::{
     dlt645::{
-        bcd,
+        bcd, clock,
         di::{self, Format},
         frame::{self, Scan},
         session::{ReadSession, Step},
@@ -30,7 +27,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::{modbus::open_serial, modbus::DiscardInput, GroupResult, PollError};
+use super::{modbus::open_serial, modbus::DiscardInput, GroupResult, PollError, PollTarget};
 use crate::config::Link;
 
 enum Stream {
@@ -43,6 +40,51 @@ pub struct Dlt645Link {
     link: Link,
     timeout: Duration,
     stream: Option<Stream>,
+}
+
+/// When to broadcast the gateway's time (shared by the meters of one bus).
+#[derive(Clone, Debug)]
+pub struct TimeSync {
+    every: Duration,
+    max: Duration,
+    last: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    warned: Arc<std::sync::Mutex<std::collections::HashSet<Address>>>,
+}
+
+impl TimeSync {
+    pub fn new(every: Duration, max: Duration) -> TimeSync {
+        TimeSync {
+            every,
+            max,
+            last: Default::default(),
+            warned: Default::default(),
+        }
+    }
+
+    /// Whether a meter found `offset_s` off should get a broadcast now. Offsets beyond the
+    /// maximum correction are reported once and left alone: an operator must look.
+    fn wanted(&self, address: Address, offset_s: f64) -> bool {
+        if offset_s.abs() < 1.0 {
+            return false;
+        }
+        if offset_s.abs() > self.max.as_secs_f64() {
+            if self
+                .warned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(address)
+            {
+                tracing::warn!(%address, offset_s, max_s = self.max.as_secs(), "meter clock is off by more than the maximum correction: not corrected, set it by hand");
+            }
+            return false;
+        }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.is_none_or(|t| t.elapsed() >= self.every);
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    }
 }
 
 /// The "no requested data" bit of an abnormal reply: the meter does not have this identifier.
@@ -92,6 +134,26 @@ impl Dlt645Link {
     async fn transact(&mut self, address: Address, di: u32) -> Result<Vec<u8>, PollError> {
         let (mut session, request) = ReadSession::for_version(self.version, address, di);
         self.exchange(request, |f| session.on_frame(f)).await
+    }
+
+    /// Broadcast the gateway's time (C=08 to 99..99, `ss mm hh DD MM YY` in the meters' local
+    /// time). No meter answers.
+    pub async fn broadcast_time(&mut self, utc_offset_s: i64) -> Result<(), PollError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let f = frame::Frame::new(
+            Address::BROADCAST,
+            0x08,
+            clock::sync_data(now + utc_offset_s).to_vec(),
+        );
+        let stream = self.stream().await?;
+        let r = send(stream, &f).await;
+        if r.is_err() {
+            self.stream = None;
+        }
+        r
     }
 
     /// Ask for the address of the only meter on the line (C=13 to AA..AA). With several meters
@@ -177,6 +239,63 @@ async fn send(stream: &mut Stream, f: &frame::Frame) -> Result<(), PollError> {
     r.map_err(|e| PollError::Link(e.to_string()))
 }
 
+/// One read with up to `retries` more attempts after a timeout or a broken link, keeping
+/// `frame_gap` of silence after each.
+async fn read_retrying(
+    link: &mut Dlt645Link,
+    address: Address,
+    di: u32,
+    retries: u32,
+    frame_gap: Duration,
+    requests: &mut u32,
+) -> Result<Vec<u8>, PollError> {
+    let mut attempt = 0;
+    loop {
+        *requests += 1;
+        let r = link.read(address, di).await;
+        if !frame_gap.is_zero() {
+            tokio::time::sleep(frame_gap).await;
+        }
+        match r {
+            Err(PollError::Timeout(_) | PollError::Link(_)) if attempt < retries => attempt += 1,
+            r => return r,
+        }
+    }
+}
+
+/// The meter's clock minus the gateway's, in whole seconds (the meter reports seconds).
+async fn read_clock(
+    link: &mut Dlt645Link,
+    address: Address,
+    retries: u32,
+    frame_gap: Duration,
+    utc_offset_s: i64,
+    requests: &mut u32,
+) -> Result<f64, PollError> {
+    let (date_di, time_di) = match link.version {
+        Version::V2007 => (0x0400_0101, 0x0400_0102),
+        Version::V1997 => (0xC010, 0xC011),
+    };
+    let date = read_retrying(link, address, date_di, retries, frame_gap, requests).await?;
+    *requests += 1;
+    let time = link.read(address, time_di).await;
+    // The gateway's time when the time reply arrived.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    if !frame_gap.is_zero() {
+        tokio::time::sleep(frame_gap).await;
+    }
+    let time = time?;
+    let local = clock::from_date_time(&date, &time).ok_or_else(|| {
+        PollError::BadValue(format!(
+            "meter clock {date:02X?} {time:02X?} is not a date and time"
+        ))
+    })?;
+    Ok(((local - utc_offset_s) as f64 - now).round())
+}
+
 /// The block a DI belongs to, if reading it as a block makes sense.
 fn block_of(version: Version, di: u32) -> u32 {
     match version {
@@ -211,12 +330,47 @@ pub async fn poll_group(
     link: &mut Dlt645Link,
     address: Address,
     group: &Group,
-    no_blocks: &Arc<AtomicBool>,
-    retries: u32,
-    frame_gap: Duration,
+    t: &PollTarget,
 ) -> GroupResult {
+    let (no_blocks, retries, frame_gap) = (&t.no_blocks, t.retries, t.frame_gap);
     let version = link.version;
     let mut out = GroupResult::default();
+    if group.clock {
+        match read_clock(
+            link,
+            address,
+            retries,
+            frame_gap,
+            t.utc_offset_s,
+            &mut out.requests,
+        )
+        .await
+        {
+            Ok(offset) => {
+                out.values.push((Arc::from("meter_clock_offset_s"), offset));
+                if let Some(sync) = &t.time_sync {
+                    if sync.wanted(address, offset) {
+                        match link.broadcast_time(t.utc_offset_s).await {
+                            Ok(()) => {
+                                tracing::info!(%address, offset_s = offset, "meter clock off: broadcast the gateway's time")
+                            }
+                            Err(e) => out.errors.push(e),
+                        }
+                        if !frame_gap.is_zero() {
+                            tokio::time::sleep(frame_gap).await;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let fatal = !e.is_answer();
+                out.errors.push(e);
+                if fatal {
+                    return out;
+                }
+            }
+        }
+    }
     // Plan: block → its wanted members with their member index.
     let mut blocks: BTreeMap<u32, Vec<(u32, &DiPoint)>> = BTreeMap::new();
     for p in &group.dis {
@@ -239,20 +393,8 @@ pub async fn poll_group(
         };
         let mut queue: std::collections::VecDeque<_> = reads.into();
         while let Some((di, wanted)) = queue.pop_front() {
-            let mut attempt = 0;
-            let result = loop {
-                out.requests += 1;
-                let r = link.read(address, di).await;
-                if !frame_gap.is_zero() {
-                    tokio::time::sleep(frame_gap).await;
-                }
-                match r {
-                    Err(PollError::Timeout(_) | PollError::Link(_)) if attempt < retries => {
-                        attempt += 1
-                    }
-                    r => break r,
-                }
-            };
+            let result =
+                read_retrying(link, address, di, retries, frame_gap, &mut out.requests).await;
             match result {
                 Ok(bytes) => {
                     let block = di != wanted[0].1.di;

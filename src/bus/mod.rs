@@ -114,6 +114,10 @@ pub struct PollTarget {
     pub no_blocks: Arc<std::sync::atomic::AtomicBool>,
     pub retries: u32,
     pub frame_gap: Duration,
+    /// DL/T 645: how far the meters' local clocks are ahead of UTC, in seconds.
+    pub utc_offset_s: i64,
+    /// DL/T 645: broadcast time sync when a clock read finds an offset.
+    pub time_sync: Option<dlt645::TimeSync>,
 }
 
 /// Poll one group of one meter over `link`.
@@ -132,9 +136,7 @@ pub async fn poll(link: &mut BusLink, t: &PollTarget) -> GroupResult {
             .await
         }
         BusLink::Dlt645(l) => match (t.address, t.profile.groups.get(t.group)) {
-            (Some(a), Some(g)) => {
-                dlt645::poll_group(l, a, g, &t.no_blocks, t.retries, t.frame_gap).await
-            }
+            (Some(a), Some(g)) => dlt645::poll_group(l, a, g, t).await,
             _ => GroupResult::default(),
         },
     }

@@ -74,6 +74,7 @@ pub async fn run_bus(
             backoff_max: bus.backoff_max,
         };
         let mut sched = Scheduler::new(intervals, policy, Instant::now());
+        let time_sync = bus.time_sync.map(|every| super::dlt645::TimeSync::new(every, bus.time_sync_max));
         let mut idle: Vec<BusLink> = (0..bus.concurrency).map(|_| BusLink::new(&bus)).collect();
         let mut inflight = FuturesUnordered::new();
         info!(
@@ -96,6 +97,8 @@ pub async fn run_bus(
                     no_blocks: m.no_blocks.clone(),
                     retries: if job.probe { 0 } else { bus.retries },
                     frame_gap: bus.frame_gap,
+                    utc_offset_s: bus.utc_offset_s,
+                    time_sync: time_sync.clone(),
                 };
                 inflight.push(async move {
                     let ts = SystemTime::now();

@@ -6,8 +6,8 @@ pub mod raw;
 mod validate;
 
 pub use validate::{
-    load, load_str, BusConfig, Config, ConfigError, ConfigErrors, HttpConfig, InfluxAuth,
-    InfluxConfig, JournalConfig, Link, MeterConfig, MeterGroup, MqttConfig, ProfileSet,
+    load, load_str, parse_utc_offset, BusConfig, Config, ConfigError, ConfigErrors, HttpConfig,
+    InfluxAuth, InfluxConfig, JournalConfig, Link, MeterConfig, MeterGroup, MqttConfig, ProfileSet,
     SerialConfig,
 };
 

@@ -93,6 +93,14 @@ pub struct RawBus {
     pub backoff: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub backoff_max: Option<Duration>,
+    /// DL/T 645 meters keep local time: their offset from UTC, "+08:00" unless given.
+    pub utc_offset: Option<String>,
+    /// DL/T 645: broadcast the gateway's time at most this often when a meter's clock is off.
+    #[serde(default, with = "humantime_serde")]
+    pub time_sync: Option<Duration>,
+    /// DL/T 645: a meter off by more than this is reported, not corrected (default 5m).
+    #[serde(default, with = "humantime_serde")]
+    pub time_sync_max: Option<Duration>,
     #[serde(default)]
     pub meter: Vec<RawMeter>,
 }

@@ -121,6 +121,11 @@ pub struct BusConfig {
     pub offline_after: u32,
     pub backoff: Duration,
     pub backoff_max: Duration,
+    /// Seconds the meters' local clocks are ahead of UTC (DL/T 645).
+    pub utc_offset_s: i64,
+    /// DL/T 645 broadcast time sync: at most once per this, for offsets up to `time_sync_max`.
+    pub time_sync: Option<Duration>,
+    pub time_sync_max: Duration,
     pub meters: Vec<MeterConfig>,
 }
 
@@ -525,6 +530,18 @@ fn parse_sections(r: &mut Reporter, mut top: toml::Table) -> Option<RawAll> {
     })
 }
 
+/// "+08:00" → 28800.
+pub fn parse_utc_offset(s: &str) -> Option<i64> {
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    ((0..=14).contains(&h) && (0..60).contains(&m)).then_some(sign * (h * 3600 + m * 60))
+}
+
 fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -746,6 +763,19 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
             _ => Duration::ZERO,
         });
 
+        let utc_offset_s = match b.utc_offset.as_deref() {
+            None => 8 * 3600,
+            Some(text) => match parse_utc_offset(text) {
+                Some(v) => v,
+                None => {
+                    r.error(
+                        &bp(&["utc_offset"]),
+                        format!("{text:?}: use +HH:MM or -HH:MM, e.g. \"+08:00\""),
+                    );
+                    0
+                }
+            },
+        };
         let mut meters = Vec::new();
         let mut units = HashMap::new();
         let mut addresses = HashMap::new();
@@ -893,6 +923,9 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                 offline_after: offline_after.max(1),
                 backoff,
                 backoff_max,
+                utc_offset_s,
+                time_sync: b.time_sync,
+                time_sync_max: b.time_sync_max.unwrap_or(Duration::from_secs(300)),
                 meters,
             });
         }

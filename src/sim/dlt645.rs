@@ -13,7 +13,7 @@ use std::{
 
 use meterd_protocols::{
     dlt645::{
-        bcd,
+        bcd, clock,
         di::{self, Format, Version},
         frame::{self, Address, Scan},
         session::SimMeter,
@@ -29,6 +29,18 @@ struct Entry {
     meter: SimMeter,
     model: MeterModel,
     fault: Fault,
+    /// How far the meter's clock is ahead of true time, in seconds.
+    drift_s: i64,
+}
+
+/// The simulated meters keep China Standard Time, like the daemon's default.
+const METER_UTC_OFFSET_S: i64 = 8 * 3600;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 pub struct Dlt645Sim {
@@ -66,10 +78,13 @@ impl Dlt645Sim {
             .0
             .iter()
             .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(*b)));
+        // Clocks drift: each meter starts up to 90 s off, either way.
+        let drift_s = (seed % 181) as i64 - 90;
         lock(&self.entries).push(Entry {
             meter,
             model: MeterModel::new(profile, seed, frozen),
             fault: Fault::None,
+            drift_s,
         });
     }
 
@@ -80,6 +95,14 @@ impl Dlt645Sim {
         {
             e.fault = fault;
         }
+    }
+
+    /// How far a meter's clock is ahead of true time, in seconds.
+    pub fn clock_drift(&self, address: Address) -> Option<i64> {
+        lock(&self.entries)
+            .iter()
+            .find(|e| e.meter.address == address)
+            .map(|e| e.drift_s)
     }
 
     /// Whether the meter answers block reads (FF identifiers); real meters differ.
@@ -113,6 +136,14 @@ impl Dlt645Sim {
             Version::V2007 => di::CATALOGUE_2007,
             Version::V1997 => di::CATALOGUE_1997,
         };
+        let local = unix_now() + METER_UTC_OFFSET_S + e.drift_s;
+        let (date, time) = clock::date_time_values(local);
+        let (date_di, time_di) = match version {
+            Version::V2007 => (0x0400_0101, 0x0400_0102),
+            Version::V1997 => (0xC010, 0xC011),
+        };
+        e.meter.values.insert(date_di, date.to_vec());
+        e.meter.values.insert(time_di, time.to_vec());
         let values = e.model.values(Instant::now());
         for item in catalogue {
             let (
@@ -137,6 +168,15 @@ impl Dlt645Sim {
     fn answer(&self, req: &frame::Frame) -> Option<Vec<u8>> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut entries = lock(&self.entries);
+        if req.control.0 == 0x08 && req.address.is_broadcast() {
+            // Broadcast time sync: every meter sets its clock; nobody answers.
+            if let Some(local) = clock::from_sync_data(&req.data) {
+                for e in entries.iter_mut() {
+                    e.drift_s = local - METER_UTC_OFFSET_S - unix_now();
+                }
+            }
+            return None;
+        }
         let answering = entries
             .iter()
             .filter(|e| req.address.matches(&e.meter.address) && e.fault != Fault::Silent)

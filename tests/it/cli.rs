@@ -393,3 +393,48 @@ fn dlt645_scan_finds_a_lone_meter_by_read_address_and_several_by_probing() {
     assert!(text.contains("3 meter(s) found"), "{text}");
     stop(three);
 }
+
+#[test]
+fn timesync_sets_the_clock_of_every_meter_on_the_line() {
+    let (sim, line) = simulate(&[
+        "--protocol",
+        "dlt645-2007",
+        "--pty",
+        "--meter",
+        "123456789012=dlt645-2007-single-phase",
+    ]);
+    let pty = line.split_whitespace().nth(2).expect("pty").to_string();
+    let offset = |pty: &str| {
+        let out = meterd()
+            .args([
+                "read",
+                "--protocol",
+                "dlt645-2007",
+                "--serial",
+                pty,
+                "--address",
+                "123456789012",
+                "--profile",
+                "dlt645-2007-single-phase",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["values"]["meter_clock_offset_s"]
+            .as_f64()
+            .expect("clock offset")
+    };
+    assert!(offset(&pty).abs() >= 2.0, "the simulated clock starts off");
+    let out = meterd()
+        .args(["timesync", "--protocol", "dlt645-2007", "--serial", &pty])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(offset(&pty).abs() <= 1.0, "in sync after the broadcast");
+    stop(sim);
+}

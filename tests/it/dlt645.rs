@@ -53,6 +53,14 @@ async fn meters_on_a_2400_baud_line_reach_mqtt_and_influxdb_with_their_values_an
     }
     // The three-phase meter does not do block reads: meterd must fall back and remember.
     sim.set_blocks("123456789012".parse().unwrap(), false);
+    let drifts: Vec<i64> = METERS
+        .iter()
+        .map(|(_, a, _)| sim.clock_drift(a.parse().unwrap()).unwrap())
+        .collect();
+    assert!(
+        drifts.iter().all(|d| d.abs() >= 2),
+        "the simulated clocks start off: {drifts:?}"
+    );
     let (master, _keep, pty) = sim::pty_pair().expect("pty");
     tokio::spawn(sim.clone().serve(master));
 
@@ -60,12 +68,12 @@ async fn meters_on_a_2400_baud_line_reach_mqtt_and_influxdb_with_their_values_an
     let cfg = dir.path().join("meterd.toml");
     let mut text = format!(
         "[gateway]\nid = \"gw-dl\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"rs485-dl\"\nprotocol = \"dlt645-2007\"\n\
-         serial = {{ device = \"{pty}\" }}\n",
+         serial = {{ device = \"{pty}\" }}\ntime_sync = \"1s\"\n",
         dir.path().join("state").display()
     );
     for (id, addr, profile) in METERS {
         text += &format!(
-            "[[bus.meter]]\nid = \"{id}\"\naddress = \"{addr}\"\nprofile = \"{profile}\"\nintervals = {{ realtime = \"3s\", energy = \"3s\" }}\n"
+            "[[bus.meter]]\nid = \"{id}\"\naddress = \"{addr}\"\nprofile = \"{profile}\"\nintervals = {{ realtime = \"3s\", energy = \"3s\", clock = \"2s\" }}\n"
         );
     }
     text += &format!(
@@ -88,6 +96,9 @@ async fn meters_on_a_2400_baud_line_reach_mqtt_and_influxdb_with_their_values_an
                     && msgs
                         .iter()
                         .any(|m| m.topic == topic && m.payload.contains("voltage_l1_v"))
+                    && msgs
+                        .iter()
+                        .any(|m| m.topic == topic && m.payload.contains("meter_clock_offset_s"))
             })
         },
     )
@@ -100,6 +111,10 @@ async fn meters_on_a_2400_baud_line_reach_mqtt_and_influxdb_with_their_values_an
             assert_eq!(v["bus"], "rs485-dl");
             for (q, got) in v["values"].as_object().unwrap() {
                 let got = got.as_f64().unwrap();
+                if q == "meter_clock_offset_s" {
+                    seen.insert(q.clone());
+                    continue;
+                }
                 let want = expected[q.as_str()];
                 assert!(
                     (got - want).abs() <= resolution(profile, q),

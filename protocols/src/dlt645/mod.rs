@@ -2,6 +2,7 @@
 //! bytes in, frames and values out. `../shared/protocols/dlt645-notes.md` is the reference.
 
 pub mod bcd;
+pub mod clock;
 pub mod describe;
 pub mod di;
 pub mod error;
