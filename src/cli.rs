@@ -540,10 +540,18 @@ async fn read(a: ReadArgs) -> anyhow::Result<i32> {
             frame_gap: gap,
             utc_offset_s,
             time_sync: None,
+            last_freeze: Default::default(),
         };
         let r = poll(&mut link, &target).await;
         requests += r.requests;
         values.extend(r.values);
+        for (when, v) in r.dated {
+            let at = humantime::format_rfc3339(when);
+            values.extend(
+                v.into_iter()
+                    .map(|(q, x)| (Arc::<str>::from(format!("{q} (daily freeze {at})")), x)),
+            );
+        }
         errors.extend(r.errors.into_iter().map(|e| format!("{}: {e}", g.name)));
     }
     let who = match address {

@@ -85,6 +85,8 @@ pub struct Group {
     pub dis: Vec<DiPoint>,
     /// DL/T 645: read the meter's date and time and report `meter_clock_offset_s`.
     pub clock: bool,
+    /// DL/T 645: read the last daily freeze (05060001/05060101) when the meter has a new one.
+    pub daily_freeze: bool,
 }
 
 impl Group {
@@ -181,6 +183,8 @@ struct RawGroup {
     dis: Vec<RawDi>,
     #[serde(default)]
     clock: bool,
+    #[serde(default)]
+    daily_freeze: bool,
 }
 
 /// `{ di = "02010100" }` takes everything from the catalogue; an identifier the catalogue does
@@ -326,7 +330,18 @@ impl Profile {
                     g.name
                 ));
             }
-            if points.is_empty() && dis.is_empty() && !g.clock && problems.is_empty() {
+            if g.daily_freeze && version != Some(crate::dlt645::Version::V2007) {
+                problems.push(format!(
+                    "group {:?}: daily_freeze = true is for DL/T 645-2007 profiles",
+                    g.name
+                ));
+            }
+            if points.is_empty()
+                && dis.is_empty()
+                && !g.clock
+                && !g.daily_freeze
+                && problems.is_empty()
+            {
                 problems.push(format!("group {:?} has no points", g.name));
             }
             groups.push(Group {
@@ -335,6 +350,7 @@ impl Profile {
                 points,
                 dis,
                 clock: g.clock,
+                daily_freeze: g.daily_freeze,
             });
         }
         if !problems.is_empty() {

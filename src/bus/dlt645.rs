@@ -263,6 +263,69 @@ async fn read_retrying(
     }
 }
 
+/// Most daily freezes a 2007 meter keeps (050600nn, nn = 01..3E).
+const MAX_FREEZES: u32 = 62;
+
+/// Publish daily freezes the gateway has not published yet, oldest first, each with its own
+/// freeze time. After a gap (the meter unreachable for days) the missed days are read back
+/// from the meter's freeze history; right after a start only the newest is taken.
+async fn read_daily_freezes(
+    link: &mut Dlt645Link,
+    address: Address,
+    t: &PollTarget,
+    out: &mut GroupResult,
+) -> Result<(), PollError> {
+    let seen = *t.last_freeze.lock().unwrap_or_else(|e| e.into_inner());
+    let mut new = Vec::new();
+    for n in 1..=MAX_FREEZES {
+        let time = read_retrying(
+            link,
+            address,
+            0x0506_0000 | n,
+            t.retries,
+            t.frame_gap,
+            &mut out.requests,
+        )
+        .await?;
+        let local = clock::from_minutes(&time)
+            .ok_or_else(|| PollError::BadValue(format!("freeze time {time:02X?}")))?;
+        if seen.is_some_and(|s| local <= s) {
+            break;
+        }
+        new.push((n, local));
+        if seen.is_none() {
+            break;
+        }
+    }
+    for &(n, local) in new.iter().rev() {
+        let bytes = read_retrying(
+            link,
+            address,
+            0x0506_0100 | n,
+            t.retries,
+            t.frame_gap,
+            &mut out.requests,
+        )
+        .await?;
+        let mut values = Vec::new();
+        for (k, chunk) in bytes.chunks_exact(4).enumerate().take(5) {
+            let q = if k == 0 {
+                "energy_import_kwh".to_string()
+            } else {
+                format!("energy_import_t{k}_kwh")
+            };
+            let v = bcd::decode(chunk, 2, false)
+                .map_err(|e| PollError::BadValue(format!("freeze {n}: {e}")))?;
+            values.push((Arc::<str>::from(q), v));
+        }
+        let utc = u64::try_from(local - t.utc_offset_s).unwrap_or(0);
+        out.dated
+            .push((std::time::UNIX_EPOCH + Duration::from_secs(utc), values));
+        *t.last_freeze.lock().unwrap_or_else(|e| e.into_inner()) = Some(local);
+    }
+    Ok(())
+}
+
 /// The meter's clock minus the gateway's, in whole seconds (the meter reports seconds).
 async fn read_clock(
     link: &mut Dlt645Link,
@@ -335,6 +398,15 @@ pub async fn poll_group(
     let (no_blocks, retries, frame_gap) = (&t.no_blocks, t.retries, t.frame_gap);
     let version = link.version;
     let mut out = GroupResult::default();
+    if group.daily_freeze {
+        if let Err(e) = read_daily_freezes(link, address, t, &mut out).await {
+            let fatal = !e.is_answer();
+            out.errors.push(e);
+            if fatal {
+                return out;
+            }
+        }
+    }
     if group.clock {
         match read_clock(
             link,

@@ -59,6 +59,8 @@ fn exception_name(code: u8) -> &'static str {
 #[derive(Debug, Default)]
 pub struct GroupResult {
     pub values: Vec<(Arc<str>, f64)>,
+    /// Readings that carry their own time (a meter's daily freeze), oldest first.
+    pub dated: Vec<(std::time::SystemTime, Vec<(Arc<str>, f64)>)>,
     pub errors: Vec<PollError>,
     pub requests: u32,
 }
@@ -66,7 +68,9 @@ pub struct GroupResult {
 impl GroupResult {
     pub fn outcome(&self) -> Outcome {
         Outcome {
-            answered: !self.values.is_empty() || self.errors.iter().any(PollError::is_answer),
+            answered: !self.values.is_empty()
+                || !self.dated.is_empty()
+                || self.errors.iter().any(PollError::is_answer),
             troubled: self.errors.iter().any(|e| !e.is_answer()),
         }
     }
@@ -118,6 +122,8 @@ pub struct PollTarget {
     pub utc_offset_s: i64,
     /// DL/T 645: broadcast time sync when a clock read finds an offset.
     pub time_sync: Option<dlt645::TimeSync>,
+    /// DL/T 645: the newest daily freeze already published (meter local seconds).
+    pub last_freeze: Arc<std::sync::Mutex<Option<i64>>>,
 }
 
 /// Poll one group of one meter over `link`.

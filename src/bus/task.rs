@@ -27,6 +27,7 @@ struct MeterRt {
     profile_name: Arc<str>,
     plans: Vec<GroupPlan>,
     no_blocks: Arc<AtomicBool>,
+    last_freeze: Arc<std::sync::Mutex<Option<i64>>>,
 }
 
 /// The task that owns one bus. Runs until `shutdown` turns true.
@@ -47,6 +48,7 @@ pub async fn run_bus(
                 unit: m.unit,
                 address: m.address,
                 no_blocks: Arc::new(AtomicBool::new(false)),
+                last_freeze: Default::default(),
                 profile: m.profile.clone(),
                 profile_name: m.profile.name.as_str().into(),
                 plans: m
@@ -99,6 +101,7 @@ pub async fn run_bus(
                     frame_gap: bus.frame_gap,
                     utc_offset_s: bus.utc_offset_s,
                     time_sync: time_sync.clone(),
+                    last_freeze: m.last_freeze.clone(),
                 };
                 inflight.push(async move {
                     let ts = SystemTime::now();
@@ -114,6 +117,16 @@ pub async fn run_bus(
                     let outcome = result.outcome();
                     let transition = sched.complete(job, outcome, Instant::now());
                     record(&live, m, &result, transition, &m.plans[job.group].name);
+                    for (when, values) in &result.dated {
+                        log.append(Reading {
+                            meter: m.id.clone(),
+                            bus: bus_name.clone(),
+                            profile: m.profile_name.clone(),
+                            ts: *when,
+                            seq: 0,
+                            values: values.clone(),
+                        });
+                    }
                     if !result.values.is_empty() {
                         let stored = log.append(Reading {
                             meter: m.id.clone(),

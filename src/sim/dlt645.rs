@@ -144,6 +144,26 @@ impl Dlt645Sim {
         };
         e.meter.values.insert(date_di, date.to_vec());
         e.meter.values.insert(time_di, time.to_vec());
+        // Daily freezes at the meter's local midnights, newest first (n = 1).
+        let energy = e
+            .model
+            .values(Instant::now())
+            .get("energy_import_kwh")
+            .copied()
+            .unwrap_or(0.0);
+        let midnight = local.div_euclid(86_400) * 86_400;
+        for n in 1..=7u32 {
+            let at = midnight - i64::from(n - 1) * 86_400;
+            e.meter
+                .values
+                .insert(0x0506_0000 | n, clock::minutes_value(at).to_vec());
+            let total = (energy - f64::from(n) * 50.0).max(0.0);
+            let mut block = Vec::new();
+            for share in [1.0, 0.4, 0.3, 0.2, 0.1] {
+                block.extend(bcd::encode(total * share, 4, 2, false).unwrap_or_else(|| vec![0; 4]));
+            }
+            e.meter.values.insert(0x0506_0100 | n, block);
+        }
         let values = e.model.values(Instant::now());
         for item in catalogue {
             let (

@@ -73,7 +73,7 @@ async fn meters_on_a_2400_baud_line_reach_mqtt_and_influxdb_with_their_values_an
     );
     for (id, addr, profile) in METERS {
         text += &format!(
-            "[[bus.meter]]\nid = \"{id}\"\naddress = \"{addr}\"\nprofile = \"{profile}\"\nintervals = {{ realtime = \"3s\", energy = \"3s\", clock = \"2s\" }}\n"
+            "[[bus.meter]]\nid = \"{id}\"\naddress = \"{addr}\"\nprofile = \"{profile}\"\nintervals = {{ realtime = \"3s\", energy = \"3s\", clock = \"2s\", daily = \"2s\" }}\n"
         );
     }
     text += &format!(
@@ -111,7 +111,11 @@ async fn meters_on_a_2400_baud_line_reach_mqtt_and_influxdb_with_their_values_an
             assert_eq!(v["bus"], "rs485-dl");
             for (q, got) in v["values"].as_object().unwrap() {
                 let got = got.as_f64().unwrap();
-                if q == "meter_clock_offset_s" {
+                if q == "meter_clock_offset_s"
+                    || v["ts"]
+                        .as_str()
+                        .is_some_and(|t| t.ends_with("T16:00:00.000Z"))
+                {
                     seen.insert(q.clone());
                     continue;
                 }
@@ -185,4 +189,68 @@ fn expected_power(mqtt: &Collector) -> f64 {
         })
         .next()
         .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_gap_the_missed_daily_freezes_are_read_back_oldest_first() {
+    use meterd::bus::{dlt645::Dlt645Link, poll, BusLink, PollTarget};
+    use meterd::config::{raw::Parity, Link, SerialConfig};
+    let set = ProfileSet::builtin();
+    let profile = set.get("dlt645-2007-single-phase").cloned().unwrap();
+    let sim = Dlt645Sim::new(Version::V2007, None);
+    let address: Address = "000000001111".parse().unwrap();
+    sim.add_meter(address, profile.clone(), true);
+    let (master, _keep, pty) = sim::pty_pair().expect("pty");
+    tokio::spawn(sim.clone().serve(master));
+    let link = Link::Serial(SerialConfig {
+        device: pty.into(),
+        baud: 9600,
+        parity: Parity::Even,
+        data_bits: 8,
+        stop_bits: 1,
+    });
+    let mut link = BusLink::Dlt645(Dlt645Link::new(
+        Version::V2007,
+        link,
+        Duration::from_secs(1),
+    ));
+    // The gateway last published the freeze of three days before the newest.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let drift = sim.clock_drift(address).unwrap();
+    let newest = (now + 8 * 3600 + drift).div_euclid(86_400) * 86_400;
+    let target = PollTarget {
+        unit: 0,
+        address: Some(address),
+        profile: profile.clone(),
+        group: profile.groups.iter().position(|g| g.daily_freeze).unwrap(),
+        blocks: Vec::new(),
+        no_blocks: Default::default(),
+        retries: 0,
+        frame_gap: Duration::from_millis(20),
+        utc_offset_s: 8 * 3600,
+        time_sync: None,
+        last_freeze: std::sync::Arc::new(std::sync::Mutex::new(Some(newest - 3 * 86_400))),
+    };
+    let r = poll(&mut link, &target).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let stamps: Vec<i64> = r
+        .dated
+        .iter()
+        .map(|(t, _)| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 8 * 3600)
+        .collect();
+    assert_eq!(
+        stamps,
+        [newest - 2 * 86_400, newest - 86_400, newest],
+        "the three missed days, oldest first"
+    );
+    let totals: Vec<f64> = r.dated.iter().map(|(_, v)| v[0].1).collect();
+    assert!(
+        totals.windows(2).all(|w| w[0] < w[1]),
+        "energy grows day by day: {totals:?}"
+    );
+    // Polled again: nothing new.
+    assert!(poll(&mut link, &target).await.dated.is_empty());
 }

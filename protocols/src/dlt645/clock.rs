@@ -96,6 +96,19 @@ pub fn from_date_time(date: &[u8], time: &[u8]) -> Option<i64> {
     Some(days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s))
 }
 
+/// Local seconds from a freeze or demand time, `mm hh DD MM YY` on the wire (YYMMDDhhmm).
+pub fn from_minutes(bytes: &[u8]) -> Option<i64> {
+    let b = bytes.get(..5)?;
+    let date = [0, b[2], b[3], b[4]];
+    from_date_time(&date, &[0, b[0], b[1]])
+}
+
+/// The wire bytes `mm hh DD MM YY` of a local time (seconds are dropped).
+pub fn minutes_value(local_secs: i64) -> [u8; 5] {
+    let (y, mo, d, h, mi, _, _) = parts(local_secs);
+    [bcd2(mi), bcd2(h), bcd2(d), bcd2(mo), bcd2((y % 100) as u32)]
+}
+
 /// Local seconds from a time-sync data field `ss mm hh DD MM YY`.
 pub fn from_sync_data(data: &[u8]) -> Option<i64> {
     let d = data.get(..6)?;
@@ -133,6 +146,13 @@ mod tests {
             None,
             "month 13"
         );
+    }
+
+    #[test]
+    fn freeze_times_are_minutes_first() {
+        let midnight = T - (12 * 3600 + 34 * 60 + 56);
+        assert_eq!(minutes_value(midnight), [0x00, 0x00, 0x02, 0x01, 0x25]);
+        assert_eq!(from_minutes(&minutes_value(midnight)), Some(midnight));
     }
 
     #[test]

@@ -330,6 +330,20 @@ pub const CATALOGUE_2007: &[Item] = &[
         None,
     ),
     item(0x0400_0402, "meter number", Format::Digits12, "", None),
+    item(
+        0x0506_0001,
+        "last daily freeze: time",
+        Format::DateTimeMinutes,
+        "",
+        None,
+    ),
+    item(
+        0x0506_0101,
+        "last daily freeze: forward active energy, total",
+        num(4, 2, false),
+        "kWh",
+        Some(("energy_import_kwh", 1.0)),
+    ),
 ];
 
 /// DL/T 645-1997 identifiers (dlt645-notes.md §9): the same quantities at other scales.
