@@ -60,7 +60,7 @@ fn exception_name(code: u8) -> &'static str {
 pub struct GroupResult {
     pub values: Vec<(Arc<str>, f64)>,
     /// Readings that carry their own time (a meter's daily freeze), oldest first.
-    pub dated: Vec<(std::time::SystemTime, Vec<(Arc<str>, f64)>)>,
+    pub dated: Vec<(std::time::SystemTime, Values)>,
     pub errors: Vec<PollError>,
     pub requests: u32,
 }
@@ -75,6 +75,9 @@ impl GroupResult {
         }
     }
 }
+
+/// Quantities and their values, as a reading carries them.
+pub type Values = Vec<(Arc<str>, f64)>;
 
 /// A connection to a bus, of the bus's protocol.
 pub enum BusLink {
