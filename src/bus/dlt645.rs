@@ -17,6 +17,7 @@ use meterd_protocols::{
         bcd, clock,
         di::{self, Format},
         frame::{self, Scan},
+        request,
         session::{ReadSession, Step},
         Address, Version,
     },
@@ -159,7 +160,7 @@ impl Dlt645Link {
     /// Ask for the address of the only meter on the line (C=13 to AA..AA). With several meters
     /// their replies collide: that is a timeout or garbage, and probing addresses is the way.
     pub async fn read_address(&mut self) -> Result<Address, PollError> {
-        let request = frame::Frame::new(Address::WILDCARD, 0x13, Vec::new());
+        let request = request::read_address();
         let r = self
             .exchange(request, |f| match (f.control.0, f.data.len()) {
                 (0x93, 6) => Step::Done(f.data.clone()),

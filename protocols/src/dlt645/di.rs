@@ -23,6 +23,10 @@ pub enum Format {
     DateTimeMinutes,
     /// 12 BCD digits (an address or meter number).
     Digits12,
+    /// A bit field of this many bytes (status words), shown in hex.
+    Bits(usize),
+    /// Max demand `XX.XXXX` (3 bytes) then its time `mm hh DD MM YY` (5 bytes).
+    DemandWithTime,
 }
 
 impl Format {
@@ -34,6 +38,8 @@ impl Format {
             Format::Time => 3,
             Format::DateTimeMinutes => 5,
             Format::Digits12 => 6,
+            Format::Bits(n) => n,
+            Format::DemandWithTime => 8,
         }
     }
 }
@@ -314,6 +320,7 @@ pub const CATALOGUE_2007: &[Item] = &[
         Some(("meter_temperature_c", 1.0)),
     ),
     item(0x0311_0000, "power-down count", num(3, 0, false), "", None),
+    item(0x0330_0100, "meter-clear count", num(3, 0, false), "", None),
     item(
         0x0400_0101,
         "date and weekday",
@@ -331,6 +338,27 @@ pub const CATALOGUE_2007: &[Item] = &[
     ),
     item(0x0400_0402, "meter number", Format::Digits12, "", None),
     item(
+        0x0400_0409,
+        "active constant",
+        num(3, 0, false),
+        "imp/kWh",
+        None,
+    ),
+    item(
+        0x0400_040A,
+        "reactive constant",
+        num(3, 0, false),
+        "imp/kvarh",
+        None,
+    ),
+    item(0x0400_0501, "run status word 1", Format::Bits(2), "", None),
+    item(0x0400_0502, "run status word 2", Format::Bits(2), "", None),
+    item(0x0400_0503, "run status word 3", Format::Bits(2), "", None),
+    item(0x0400_0504, "run status word 4", Format::Bits(2), "", None),
+    item(0x0400_0505, "run status word 5", Format::Bits(2), "", None),
+    item(0x0400_0506, "run status word 6", Format::Bits(2), "", None),
+    item(0x0400_0507, "run status word 7", Format::Bits(2), "", None),
+    item(
         0x0506_0001,
         "last daily freeze: time",
         Format::DateTimeMinutes,
@@ -343,6 +371,174 @@ pub const CATALOGUE_2007: &[Item] = &[
         num(4, 2, false),
         "kWh",
         Some(("energy_import_kwh", 1.0)),
+    ),
+    item(
+        0x0005_0000,
+        "reactive energy quadrant I, total",
+        num(4, 2, false),
+        "kvarh",
+        Some(("reactive_energy_q1_kvarh", 1.0)),
+    ),
+    item(
+        0x0006_0000,
+        "reactive energy quadrant II, total",
+        num(4, 2, false),
+        "kvarh",
+        Some(("reactive_energy_q2_kvarh", 1.0)),
+    ),
+    item(
+        0x0007_0000,
+        "reactive energy quadrant III, total",
+        num(4, 2, false),
+        "kvarh",
+        Some(("reactive_energy_q3_kvarh", 1.0)),
+    ),
+    item(
+        0x0008_0000,
+        "reactive energy quadrant IV, total",
+        num(4, 2, false),
+        "kvarh",
+        Some(("reactive_energy_q4_kvarh", 1.0)),
+    ),
+    item(
+        0x0009_0000,
+        "forward apparent energy, total",
+        num(4, 2, false),
+        "kVAh",
+        None,
+    ),
+    item(
+        0x000A_0000,
+        "reverse apparent energy, total",
+        num(4, 2, false),
+        "kVAh",
+        None,
+    ),
+    item(
+        0x0015_0000,
+        "forward active energy, phase A",
+        num(4, 2, false),
+        "kWh",
+        Some(("energy_import_l1_kwh", 1.0)),
+    ),
+    item(
+        0x0029_0000,
+        "forward active energy, phase B",
+        num(4, 2, false),
+        "kWh",
+        Some(("energy_import_l2_kwh", 1.0)),
+    ),
+    item(
+        0x003D_0000,
+        "forward active energy, phase C",
+        num(4, 2, false),
+        "kWh",
+        Some(("energy_import_l3_kwh", 1.0)),
+    ),
+    item(
+        0x0101_0000,
+        "forward active max demand and its time",
+        Format::DemandWithTime,
+        "kW",
+        None,
+    ),
+    item(
+        0x0102_0000,
+        "reverse active max demand and its time",
+        Format::DemandWithTime,
+        "kW",
+        None,
+    ),
+    item(
+        0x0207_0100,
+        "phase angle, phase A",
+        num(2, 1, false),
+        "°",
+        None,
+    ),
+    item(
+        0x0207_0200,
+        "phase angle, phase B",
+        num(2, 1, false),
+        "°",
+        None,
+    ),
+    item(
+        0x0207_0300,
+        "phase angle, phase C",
+        num(2, 1, false),
+        "°",
+        None,
+    ),
+    item(
+        0x0208_0100,
+        "voltage distortion, phase A",
+        num(2, 2, false),
+        "%",
+        None,
+    ),
+    item(
+        0x0208_0200,
+        "voltage distortion, phase B",
+        num(2, 2, false),
+        "%",
+        None,
+    ),
+    item(
+        0x0208_0300,
+        "voltage distortion, phase C",
+        num(2, 2, false),
+        "%",
+        None,
+    ),
+    item(
+        0x0209_0100,
+        "current distortion, phase A",
+        num(2, 2, false),
+        "%",
+        None,
+    ),
+    item(
+        0x0209_0200,
+        "current distortion, phase B",
+        num(2, 2, false),
+        "%",
+        None,
+    ),
+    item(
+        0x0209_0300,
+        "current distortion, phase C",
+        num(2, 2, false),
+        "%",
+        None,
+    ),
+    item(
+        0x0280_0003,
+        "one-minute average active power",
+        num(3, 4, true),
+        "kW",
+        Some(("power_avg_1min_w", 1000.0)),
+    ),
+    item(
+        0x0280_0004,
+        "current active demand",
+        num(3, 4, true),
+        "kW",
+        Some(("demand_w", 1000.0)),
+    ),
+    item(
+        0x0280_0005,
+        "current reactive demand",
+        num(3, 4, true),
+        "kvar",
+        Some(("demand_var", 1000.0)),
+    ),
+    item(
+        0x0280_0006,
+        "current apparent demand",
+        num(3, 4, true),
+        "kVA",
+        Some(("demand_va", 1000.0)),
     ),
 ];
 
@@ -491,6 +687,62 @@ pub const CATALOGUE_1997: &[Item] = &[
     item(0xC010, "date and weekday", Format::DateWeekday, "", None),
     item(0xC011, "time", Format::Time, "", None),
     item(0xC032, "meter number", Format::Digits12, "", None),
+    item(
+        0xB641,
+        "reactive power, phase A",
+        num(2, 2, false),
+        "kvar",
+        Some(("reactive_power_l1_var", 1000.0)),
+    ),
+    item(
+        0xB642,
+        "reactive power, phase B",
+        num(2, 2, false),
+        "kvar",
+        Some(("reactive_power_l2_var", 1000.0)),
+    ),
+    item(
+        0xB643,
+        "reactive power, phase C",
+        num(2, 2, false),
+        "kvar",
+        Some(("reactive_power_l3_var", 1000.0)),
+    ),
+    item(
+        0xB651,
+        "power factor, phase A",
+        num(2, 3, false),
+        "",
+        Some(("power_factor_l1", 1.0)),
+    ),
+    item(
+        0xB652,
+        "power factor, phase B",
+        num(2, 3, false),
+        "",
+        Some(("power_factor_l2", 1.0)),
+    ),
+    item(
+        0xB653,
+        "power factor, phase C",
+        num(2, 3, false),
+        "",
+        Some(("power_factor_l3", 1.0)),
+    ),
+    item(
+        0x9410,
+        "forward active energy, total, last month",
+        num(4, 2, false),
+        "kWh",
+        None,
+    ),
+    item(
+        0xA010,
+        "forward active max demand",
+        num(3, 4, false),
+        "kW",
+        None,
+    ),
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -575,6 +827,26 @@ fn decode_one(item: &Item, bytes: &[u8]) -> Result<Value, Dlt645Error> {
             ))
         }
         Format::Digits12 => Value::Text(bcd::digits(bytes)?),
+        Format::Bits(_) => Value::Text(
+            bytes
+                .iter()
+                .rev()
+                .map(|b| format!("{b:02X}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        Format::DemandWithTime => {
+            let demand = bcd::decode(&bytes[..3], 4, false)?;
+            let d = bcd::digits(&bytes[3..8])?; // YYMMDDhhmm
+            Value::Text(format!(
+                "{demand} at 20{}-{}-{} {}:{}",
+                &d[0..2],
+                &d[2..4],
+                &d[4..6],
+                &d[6..8],
+                &d[8..10]
+            ))
+        }
     })
 }
 
@@ -628,4 +900,39 @@ fn decoded(item: &Item, di: u32, name: String, bytes: &[u8]) -> Result<Decoded, 
         unit: item.unit,
         quantity: item.quantity,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_catalogue_quantity_has_the_contracts_form() {
+        for item in CATALOGUE_2007.iter().chain(CATALOGUE_1997) {
+            if let Some((q, factor)) = item.quantity {
+                assert!(
+                    crate::quantity::unit_of(q).is_some(),
+                    "{:08X}: {q}",
+                    item.di
+                );
+                assert!(factor > 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn max_demand_decodes_with_its_time_and_status_words_as_bits() {
+        let v = decode_values(
+            Version::V2007,
+            0x0101_0000,
+            &[0x56, 0x34, 0x12, 0x34, 0x12, 0x02, 0x01, 0x25],
+        )
+        .unwrap();
+        assert_eq!(
+            v[0].value,
+            Value::Text("12.3456 at 2025-01-02 12:34".into())
+        );
+        let s = decode_values(Version::V2007, 0x0400_0501, &[0x10, 0x00]).unwrap();
+        assert_eq!(s[0].value, Value::Text("00 10".into()));
+    }
 }

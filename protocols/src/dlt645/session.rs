@@ -56,7 +56,7 @@ impl ReadSession {
             seq: 0,
             value: Vec::new(),
         };
-        let req = Frame::new(address, s.read_fn(), s.di_bytes());
+        let req = super::request::read(version, address, di);
         (s, req)
     }
 
@@ -112,9 +112,12 @@ impl ReadSession {
                 return Step::Failed(format!("more than {MAX_FOLLOW_UPS} follow-up frames"));
             }
             self.seq += 1;
-            let mut data = self.di_bytes();
-            data.push(self.seq);
-            return Step::Send(Frame::new(self.address, self.read_fn() + 1, data));
+            return Step::Send(super::request::read_follow_up(
+                self.version,
+                self.address,
+                self.di,
+                self.seq,
+            ));
         }
         Step::Done(std::mem::take(&mut self.value))
     }
