@@ -123,6 +123,10 @@ struct ReadArgs {
     /// DL/T 645 meter address (12 digits as on the nameplate).
     #[arg(long)]
     address: Option<String>,
+    /// DL/T 645: read these identifiers (hex, as the standard prints them) instead of a
+    /// profile's; repeatable. Blocks (FF) print every member.
+    #[arg(long = "di")]
+    dis: Vec<String>,
     #[arg(long)]
     profile: Option<String>,
     /// One JSON object instead of a table.
@@ -186,6 +190,9 @@ struct SimArgs {
     /// Hold values fixed.
     #[arg(long)]
     frozen: bool,
+    /// DL/T 645: value bytes per reply frame; longer values are sent in follow-up frames.
+    #[arg(long)]
+    max_frame_values: Option<usize>,
 }
 
 pub fn main() -> i32 {
@@ -446,8 +453,92 @@ fn frame_gap(link: &Link) -> Duration {
     }
 }
 
+/// `meterd read --protocol dlt645-… --address A --di DI…`: each identifier decoded through
+/// the catalogue, unknown ones as raw bytes.
+async fn read_dis(a: &ReadArgs) -> anyhow::Result<i32> {
+    use meterd::bus::dlt645::Dlt645Link;
+    use meterd::protocols::dlt645::{di, Address, Version};
+    let (protocol, l, timeout) = link_from(&a.bus)?;
+    let version = match protocol {
+        BusProtocol::Dlt645_2007 => Version::V2007,
+        BusProtocol::Dlt645_1997 => Version::V1997,
+        _ => bail!("--di is for DL/T 645: give --protocol dlt645-2007 or dlt645-1997"),
+    };
+    let address: Address = a
+        .address
+        .as_deref()
+        .ok_or_else(|| anyhow!("a DL/T 645 read needs --address (12 digits)"))?
+        .parse()
+        .map_err(|e| anyhow!("--address: {e}"))?;
+    let mut link = Dlt645Link::new(version, l, timeout);
+    let mut failed = 0;
+    let mut out = Vec::new();
+    for text in &a.dis {
+        let id = u32::from_str_radix(text, 16)
+            .map_err(|_| anyhow!("--di {text:?}: hex digits as the standard prints them"))?;
+        let r = link.read(address, id).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match r {
+            Ok(bytes) => match di::decode_values(version, id, &bytes) {
+                Ok(values) if !values.is_empty() => {
+                    for v in values {
+                        let value = match &v.value {
+                            di::Value::Number(x) => serde_json::json!(x),
+                            di::Value::Text(t) => serde_json::json!(t),
+                        };
+                        out.push(serde_json::json!({"di": format!("{:0w$X}", v.di, w = if version == Version::V2007 { 8 } else { 4 }), "name": v.name, "value": value, "unit": v.unit}));
+                    }
+                }
+                Ok(_) => out.push(serde_json::json!({"di": text, "raw": bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(" ")})),
+                Err(e) => {
+                    failed += 1;
+                    out.push(serde_json::json!({"di": text, "error": e.to_string()}));
+                }
+            },
+            Err(e) => {
+                failed += 1;
+                out.push(serde_json::json!({"di": text, "error": e.to_string()}));
+            }
+        }
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"address": address.to_string(), "values": out})
+        );
+    } else {
+        println!("meter at address {address}");
+        for v in &out {
+            match (v.get("name"), v.get("raw"), v.get("error")) {
+                (Some(name), _, _) => println!(
+                    "  {} {:<46} {} {}",
+                    v["di"].as_str().unwrap_or(""),
+                    name.as_str().unwrap_or(""),
+                    v["value"],
+                    v["unit"].as_str().unwrap_or("")
+                ),
+                (_, Some(raw), _) => println!(
+                    "  {} (not in the catalogue) {}",
+                    v["di"].as_str().unwrap_or(""),
+                    raw.as_str().unwrap_or("")
+                ),
+                (_, _, Some(e)) => println!(
+                    "  {} error: {}",
+                    v["di"].as_str().unwrap_or(""),
+                    e.as_str().unwrap_or("")
+                ),
+                _ => {}
+            }
+        }
+    }
+    Ok(if failed == a.dis.len() { 1 } else { 0 })
+}
+
 async fn read(a: ReadArgs) -> anyhow::Result<i32> {
     use meterd::bus::{poll, BusLink, PollTarget};
+    if !a.dis.is_empty() {
+        return read_dis(&a).await;
+    }
     use meterd::protocols::dlt645::Address;
     // What to read and how: from the config, or from the flags.
     let (mut link, unit, address, profile, retries, gap, max_regs, max_gap, meter_id, utc_offset_s) =
@@ -886,6 +977,11 @@ async fn simulate_dlt645(a: SimArgs) -> anyhow::Result<i32> {
             addr.parse().map_err(|e| anyhow!("--fault {f:?}: {e}"))?,
             fault,
         );
+    }
+    if let Some(n) = a.max_frame_values {
+        for addr in sim.addresses() {
+            sim.set_max_value_bytes(addr, n);
+        }
     }
     let addresses: Vec<String> = sim.addresses().iter().map(ToString::to_string).collect();
     let mut tasks = tokio::task::JoinSet::new();

@@ -97,6 +97,16 @@ impl Dlt645Sim {
         }
     }
 
+    /// Value bytes per reply frame; longer values go out in follow-up frames (B1 → 12 → 92).
+    pub fn set_max_value_bytes(&self, address: Address, n: usize) {
+        for e in lock(&self.entries)
+            .iter_mut()
+            .filter(|e| e.meter.address == address)
+        {
+            e.meter.max_value_bytes = n.max(1);
+        }
+    }
+
     /// How far a meter's clock is ahead of true time, in seconds.
     pub fn clock_drift(&self, address: Address) -> Option<i64> {
         lock(&self.entries)

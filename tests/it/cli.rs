@@ -438,3 +438,61 @@ fn timesync_sets_the_clock_of_every_meter_on_the_line() {
     assert!(offset(&pty).abs() <= 1.0, "in sync after the broadcast");
     stop(sim);
 }
+
+#[test]
+fn read_takes_dlt645_identifiers_by_address() {
+    let (sim, line) = simulate(&[
+        "--protocol",
+        "dlt645-2007",
+        "--pty",
+        "--meter",
+        "123456789012=dlt645-2007-three-phase",
+        "--frozen",
+    ]);
+    let pty = line.split_whitespace().nth(2).expect("pty").to_string();
+    let out = meterd()
+        .args([
+            "read",
+            "--protocol",
+            "dlt645-2007",
+            "--serial",
+            &pty,
+            "--address",
+            "123456789012",
+            "--json",
+        ])
+        .args([
+            "--di", "0201FF00", "--di", "02800002", "--di", "04000101", "--di", "0280000B",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let values = v["values"].as_array().unwrap();
+    let names: Vec<&str> = values.iter().filter_map(|x| x["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "voltage, phase A",
+            "voltage, phase B",
+            "voltage, phase C",
+            "grid frequency",
+            "date and weekday"
+        ],
+        "{v}"
+    );
+    assert_eq!(values[3]["unit"], "Hz");
+    assert!(
+        values[4]["value"].as_str().unwrap().starts_with("20"),
+        "{v}"
+    );
+    assert!(
+        values[5]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no requested data"),
+        "an unknown identifier is refused: {v}"
+    );
+    assert_eq!(out.status.code(), Some(0));
+    stop(sim);
+}

@@ -53,6 +53,8 @@ async fn meters_on_a_2400_baud_line_reach_mqtt_and_influxdb_with_their_values_an
     }
     // The three-phase meter does not do block reads: meterd must fall back and remember.
     sim.set_blocks("123456789012".parse().unwrap(), false);
+    // The single-phase meter sends every value over two frames: follow-ups (B1 → 12 → 92).
+    sim.set_max_value_bytes("000000001111".parse().unwrap(), 2);
     let drifts: Vec<i64> = METERS
         .iter()
         .map(|(_, a, _)| sim.clock_drift(a.parse().unwrap()).unwrap())
