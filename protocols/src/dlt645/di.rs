@@ -27,6 +27,8 @@ pub enum Format {
     Bits(usize),
     /// Max demand `XX.XXXX` (3 bytes) then its time `mm hh DD MM YY` (5 bytes).
     DemandWithTime,
+    /// Two times `ss mm hh DD MM YY` (a start and an end, e.g. a power-down record).
+    TwoTimes,
 }
 
 impl Format {
@@ -40,6 +42,7 @@ impl Format {
             Format::Digits12 => 6,
             Format::Bits(n) => n,
             Format::DemandWithTime => 8,
+            Format::TwoTimes => 12,
         }
     }
 }
@@ -53,6 +56,8 @@ pub struct Item {
     pub unit: &'static str,
     /// The contract's quantity name and the factor from the meter's unit to it (kW → W: 1000).
     pub quantity: Option<(&'static str, f64)>,
+    /// The value repeats (a total then one per tariff, as many as the reply holds).
+    pub repeats: bool,
 }
 
 const fn num(bytes: usize, decimals: u32, signed: bool) -> Format {
@@ -76,6 +81,7 @@ const fn item(
         format,
         unit,
         quantity,
+        repeats: false,
     }
 }
 
@@ -358,20 +364,6 @@ pub const CATALOGUE_2007: &[Item] = &[
     item(0x0400_0505, "run status word 5", Format::Bits(2), "", None),
     item(0x0400_0506, "run status word 6", Format::Bits(2), "", None),
     item(0x0400_0507, "run status word 7", Format::Bits(2), "", None),
-    item(
-        0x0506_0001,
-        "last daily freeze: time",
-        Format::DateTimeMinutes,
-        "",
-        None,
-    ),
-    item(
-        0x0506_0101,
-        "last daily freeze: forward active energy, total",
-        num(4, 2, false),
-        "kWh",
-        Some(("energy_import_kwh", 1.0)),
-    ),
     item(
         0x0005_0000,
         "reactive energy quadrant I, total",
@@ -751,13 +743,71 @@ pub enum Version {
     V1997,
 }
 
-/// The catalogue entry of `di`, if known.
-pub fn lookup(version: Version, di: u32) -> Option<&'static Item> {
+/// The catalogue entry of `di`, if known: listed, or one of the numbered families of the
+/// notes (harmonics by phase and order, the last n power-down records, timed and daily freezes).
+pub fn lookup(version: Version, di: u32) -> Option<Item> {
     let cat = match version {
         Version::V2007 => CATALOGUE_2007,
         Version::V1997 => CATALOGUE_1997,
     };
-    cat.iter().find(|i| i.di == di)
+    if let Some(i) = cat.iter().find(|i| i.di == di) {
+        return Some(*i);
+    }
+    if version == Version::V1997 {
+        return None;
+    }
+    let [d3, d2, d1, d0] = di.to_be_bytes();
+    let energy_block = |name| Item {
+        repeats: true,
+        ..item(di, name, num(4, 2, false), "kWh", None)
+    };
+    Some(match (d3, d2, d1, d0) {
+        (0x02, 0x0A, 1..=3, 1..=0x15) => item(
+            di,
+            "voltage harmonic content (phase DI1, order DI0)",
+            num(2, 2, false),
+            "%",
+            None,
+        ),
+        (0x02, 0x0B, 1..=3, 1..=0x15) => item(
+            di,
+            "current harmonic content (phase DI1, order DI0)",
+            num(2, 2, false),
+            "%",
+            None,
+        ),
+        (0x03, 0x11, 0x00, 1..=0x0A) => item(
+            di,
+            "power-down record (last n = DI0): start and end",
+            Format::TwoTimes,
+            "",
+            None,
+        ),
+        (0x05, 0x00, 0x00, 1..=0x3C) => item(
+            di,
+            "timed freeze (last n = DI0): time",
+            Format::DateTimeMinutes,
+            "",
+            None,
+        ),
+        (0x05, 0x00, 0x01, 1..=0x3C) => {
+            energy_block("timed freeze (last n = DI0): forward active energy")
+        }
+        (0x05, 0x06, 0x00, 1..=0x3E) => item(
+            di,
+            "daily freeze (last n = DI0): time",
+            Format::DateTimeMinutes,
+            "",
+            None,
+        ),
+        (0x05, 0x06, 0x01, 1..=0x3E) => {
+            energy_block("daily freeze (last n = DI0): forward active energy")
+        }
+        (0x05, 0x06, 0x02, 1..=0x3E) => {
+            energy_block("daily freeze (last n = DI0): reverse active energy")
+        }
+        _ => return None,
+    })
 }
 
 /// Member `k` of a block DI: the FF position (2007: DI1; 1997: the low nibble) counts from 0
@@ -835,6 +885,21 @@ fn decode_one(item: &Item, bytes: &[u8]) -> Result<Value, Dlt645Error> {
                 .collect::<Vec<_>>()
                 .join(" "),
         ),
+        Format::TwoTimes => {
+            let t = |b: &[u8]| -> Result<String, Dlt645Error> {
+                let d = bcd::digits(b)?; // YYMMDDhhmmss
+                Ok(format!(
+                    "20{}-{}-{} {}:{}:{}",
+                    &d[0..2],
+                    &d[2..4],
+                    &d[4..6],
+                    &d[6..8],
+                    &d[8..10],
+                    &d[10..12]
+                ))
+            };
+            Value::Text(format!("{} to {}", t(&bytes[..6])?, t(&bytes[6..12])?))
+        }
         Format::DemandWithTime => {
             let demand = bcd::decode(&bytes[..3], 4, false)?;
             let d = bcd::digits(&bytes[3..8])?; // YYMMDDhhmm
@@ -863,7 +928,27 @@ pub fn decode_values(version: Version, di: u32, bytes: &[u8]) -> Result<Vec<Deco
                 need: n,
             });
         }
-        return Ok(vec![decoded(item, di, item.name.to_string(), &bytes[..n])?]);
+        if item.repeats {
+            // A total, then one value per tariff: as many as the reply holds.
+            return bytes
+                .chunks_exact(n)
+                .enumerate()
+                .map(|(k, chunk)| {
+                    let name = if k == 0 {
+                        format!("{}, total", item.name)
+                    } else {
+                        format!("{}, tariff {k}", item.name)
+                    };
+                    decoded(&item, di, name, chunk)
+                })
+                .collect();
+        }
+        return Ok(vec![decoded(
+            &item,
+            di,
+            item.name.to_string(),
+            &bytes[..n],
+        )?]);
     }
     let Some(first) = block_member(version, di, 0).and_then(|m| lookup(version, m)) else {
         return Ok(Vec::new());
@@ -880,9 +965,14 @@ pub fn decode_values(version: Version, di: u32, bytes: &[u8]) -> Result<Vec<Deco
         }
         let member = block_member(version, di, k as u32).unwrap_or(first.di);
         let out_item = match lookup(version, member) {
-            Some(item) => decoded(item, member, item.name.to_string(), chunk)?,
+            Some(item) => decoded(&item, member, item.name.to_string(), chunk)?,
             None => {
-                let mut d = decoded(first, member, format!("{} (member {k})", first.name), chunk)?;
+                let mut d = decoded(
+                    &first,
+                    member,
+                    format!("{} (member {k})", first.name),
+                    chunk,
+                )?;
                 d.quantity = None;
                 d
             }
@@ -918,6 +1008,41 @@ mod tests {
                 assert!(factor > 0.0);
             }
         }
+    }
+
+    #[test]
+    fn numbered_families_are_known_and_freeze_blocks_split_per_tariff() {
+        assert!(
+            lookup(Version::V2007, 0x020A_0315).is_some(),
+            "phase C voltage harmonic 21"
+        );
+        assert!(
+            lookup(Version::V2007, 0x020A_0316).is_none(),
+            "order 22 does not exist"
+        );
+        let block: Vec<u8> = [12345.67, 5000.0, 4000.0]
+            .iter()
+            .flat_map(|v| crate::dlt645::bcd::encode(*v, 4, 2, false).unwrap())
+            .collect();
+        let v = decode_values(Version::V2007, 0x0506_0103, &block).unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(
+            v[0].name,
+            "daily freeze (last n = DI0): forward active energy, total"
+        );
+        assert_eq!(v[2].value, Value::Number(4000.0));
+        let rec = decode_values(
+            Version::V2007,
+            0x0311_0001,
+            &[
+                0x00, 0x30, 0x08, 0x02, 0x01, 0x25, 0x10, 0x45, 0x08, 0x02, 0x01, 0x25,
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            rec[0].value,
+            Value::Text("2025-01-02 08:30:00 to 2025-01-02 08:45:10".into())
+        );
     }
 
     #[test]
