@@ -143,7 +143,7 @@ async fn meters_on_a_2400_baud_line_reach_mqtt_and_influxdb_with_their_values_an
 
     for (id, _, profile) in METERS {
         let q = format!(
-            "SELECT energy_import_kwh FROM meter WHERE meter = '{id}' AND energy_import_kwh > 0"
+            "SELECT energy_import_kwh FROM meter WHERE meter = '{id}' AND energy_import_kwh > 0 ORDER BY time DESC LIMIT 1"
         );
         let a = eventually(
             "DL/T 645 lines in InfluxDB",
