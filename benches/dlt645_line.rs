@@ -20,18 +20,11 @@ mod harness;
 #[allow(dead_code)]
 mod servers;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
-    let (meters, secs) = (env("METERS", 16), env("SECS", 20));
+    let (meters, secs) = (harness::env_or("METERS", 16), harness::env_or("SECS", 20));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let sim = Dlt645Sim::new(Version::V2007, Some(2400));
     let profile = ProfileSet::builtin()

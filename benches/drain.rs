@@ -23,13 +23,6 @@ mod harness;
 #[allow(dead_code)]
 mod servers;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn cursor(path: &std::path::Path) -> u64 {
     std::fs::read_to_string(path)
         .ok()
@@ -42,9 +35,9 @@ fn main() {
         return;
     }
     let (meters, minutes, interval) = (
-        env("METERS", 1000),
-        env("MINUTES", 60),
-        env("INTERVAL_S", 15),
+        harness::env_or("METERS", 1000),
+        harness::env_or("MINUTES", 60),
+        harness::env_or("INTERVAL_S", 15),
     );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let broker = servers::mosquitto();

@@ -14,13 +14,6 @@ mod harness;
 #[allow(dead_code)]
 mod servers;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -34,7 +27,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
-    let (meters, secs, conc) = (env("METERS", 100), env("SECS", 30), env("CONCURRENCY", 8));
+    let (meters, secs, conc) = (
+        harness::env_or("METERS", 100),
+        harness::env_or("SECS", 30),
+        harness::env_or("CONCURRENCY", 8),
+    );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let sim = Simulator::new();
     let profile = ProfileSet::builtin()

@@ -916,6 +916,15 @@ async fn simulate(a: SimArgs) -> anyhow::Result<i32> {
         println!("modbus-rtu serial {} units {units:?}", dev.display());
         tasks.spawn(sim.clone().serve_rtu(port));
     }
+    serve_until_stopped(tasks, keep).await
+}
+
+/// Run the simulator's servers until Ctrl-C/SIGTERM or one of them ends. `keep` holds the far
+/// ends of ptys open meanwhile.
+async fn serve_until_stopped(
+    mut tasks: tokio::task::JoinSet<()>,
+    keep: Vec<std::fs::File>,
+) -> anyhow::Result<i32> {
     if tasks.is_empty() {
         bail!("give --tcp ADDR, --pty or --serial DEVICE");
     }
@@ -1026,18 +1035,7 @@ async fn simulate_dlt645(a: SimArgs) -> anyhow::Result<i32> {
         );
         tasks.spawn(sim.clone().serve(port));
     }
-    if tasks.is_empty() {
-        bail!("give --tcp ADDR, --pty or --serial DEVICE");
-    }
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let mut stop = stop_signal()?;
-    tokio::select! {
-        _ = stop.changed() => {}
-        _ = tasks.join_next() => {}
-    }
-    drop(keep);
-    Ok(0)
+    serve_until_stopped(tasks, keep).await
 }
 
 async fn demo() -> anyhow::Result<i32> {

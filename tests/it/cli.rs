@@ -26,6 +26,18 @@ fn simulate(args: &[&str]) -> (Child, String) {
     (child, line)
 }
 
+/// `meterd simulate` serving DL/T 645 on a pty: the process and the pty's path.
+fn dlt645_sim(args: &[&str]) -> (Child, String) {
+    let (child, line) = simulate(&[&["--protocol", "dlt645-2007", "--pty"], args].concat());
+    // "dlt645-2007 pty /dev/pts/N 2400 baud addresses [...]"
+    let pty = line
+        .split_whitespace()
+        .nth(2)
+        .expect("pty path")
+        .to_string();
+    (child, pty)
+}
+
 fn stop(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -327,14 +339,7 @@ fn a_dlt645_1997_meter_is_read_through_the_simulator_process() {
 
 #[test]
 fn dlt645_scan_finds_a_lone_meter_by_read_address_and_several_by_probing() {
-    let (one, line) = simulate(&[
-        "--protocol",
-        "dlt645-2007",
-        "--pty",
-        "--meter",
-        "123456789012=dlt645-2007-single-phase",
-    ]);
-    let pty = line.split_whitespace().nth(2).expect("pty").to_string();
+    let (one, pty) = dlt645_sim(&["--meter", "123456789012=dlt645-2007-single-phase"]);
     let out = meterd()
         .args([
             "scan",
@@ -355,10 +360,7 @@ fn dlt645_scan_finds_a_lone_meter_by_read_address_and_several_by_probing() {
     );
     stop(one);
 
-    let (three, line) = simulate(&[
-        "--protocol",
-        "dlt645-2007",
-        "--pty",
+    let (three, pty) = dlt645_sim(&[
         "--count",
         "3",
         "--first-unit",
@@ -366,7 +368,6 @@ fn dlt645_scan_finds_a_lone_meter_by_read_address_and_several_by_probing() {
         "--profile",
         "dlt645-2007-single-phase",
     ]);
-    let pty = line.split_whitespace().nth(2).expect("pty").to_string();
     let out = meterd()
         .args([
             "scan",
@@ -396,14 +397,7 @@ fn dlt645_scan_finds_a_lone_meter_by_read_address_and_several_by_probing() {
 
 #[test]
 fn timesync_sets_the_clock_of_every_meter_on_the_line() {
-    let (sim, line) = simulate(&[
-        "--protocol",
-        "dlt645-2007",
-        "--pty",
-        "--meter",
-        "123456789012=dlt645-2007-single-phase",
-    ]);
-    let pty = line.split_whitespace().nth(2).expect("pty").to_string();
+    let (sim, pty) = dlt645_sim(&["--meter", "123456789012=dlt645-2007-single-phase"]);
     let offset = |pty: &str| {
         let out = meterd()
             .args([
@@ -441,15 +435,11 @@ fn timesync_sets_the_clock_of_every_meter_on_the_line() {
 
 #[test]
 fn read_takes_dlt645_identifiers_by_address() {
-    let (sim, line) = simulate(&[
-        "--protocol",
-        "dlt645-2007",
-        "--pty",
+    let (sim, pty) = dlt645_sim(&[
         "--meter",
         "123456789012=dlt645-2007-three-phase",
         "--frozen",
     ]);
-    let pty = line.split_whitespace().nth(2).expect("pty").to_string();
     let out = meterd()
         .args([
             "read",

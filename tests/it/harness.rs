@@ -263,3 +263,13 @@ pub fn one_meter_config(
     .expect("write config");
     cfg
 }
+
+/// A number from the environment (bench settings), or `default`. Used by the benches, which
+/// include this file.
+#[allow(dead_code)]
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
