@@ -507,3 +507,35 @@ pub async fn poll_group(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> Address {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_clock_within_the_maximum_is_synced_at_most_once_per_interval() {
+        let sync = TimeSync::new(Duration::from_secs(3600), Duration::from_secs(300));
+        assert!(!sync.wanted(a("1"), 0.0), "in sync: nothing to do");
+        assert!(sync.wanted(a("1"), 42.0), "off by 42 s: broadcast");
+        assert!(
+            !sync.wanted(a("2"), -17.0),
+            "not again within the interval, whichever meter"
+        );
+    }
+
+    #[test]
+    fn a_clock_beyond_the_maximum_correction_is_left_for_a_person() {
+        let sync = TimeSync::new(Duration::from_secs(1), Duration::from_secs(300));
+        assert!(!sync.wanted(a("1"), 3600.0));
+        assert!(!sync.wanted(a("1"), -301.0));
+        assert_eq!(
+            sync.warned.lock().unwrap().len(),
+            1,
+            "reported once per meter"
+        );
+    }
+}
