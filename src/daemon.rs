@@ -43,8 +43,10 @@ pub async fn run(config: Config, live: Arc<LiveState>, mut stop: watch::Receiver
     let mut sinks = JoinSet::new();
     let influx_stats = Arc::new(InfluxStats::default());
 
+    let mut sink_cursors = Vec::new();
     if let Some(mqtt) = config.mqtt.clone() {
         let cursor = log.cursor("mqtt");
+        sink_cursors.push(("mqtt".to_string(), cursor));
         sinks.spawn(sinks::mqtt::run(
             mqtt,
             config.gateway_id.clone(),
@@ -56,6 +58,7 @@ pub async fn run(config: Config, live: Arc<LiveState>, mut stop: watch::Receiver
     }
     if let Some(influx) = config.influx.clone() {
         let cursor = log.cursor("influxdb");
+        sink_cursors.push(("influxdb".to_string(), cursor));
         sinks.spawn(sinks::influx::run(
             influx,
             config.gateway_id.clone(),
@@ -81,6 +84,15 @@ pub async fn run(config: Config, live: Arc<LiveState>, mut stop: watch::Receiver
             }
         });
     }
+    let http = tokio::spawn(crate::http::serve(
+        config.http.listen,
+        crate::http::HttpState {
+            live: live.clone(),
+            journal: log.clone(),
+            sinks: sink_cursors,
+        },
+        sink_stop.clone(),
+    ));
     let mut bus_of = HashMap::new();
     for b in config.buses.clone() {
         let id = buses
@@ -143,6 +155,7 @@ pub async fn run(config: Config, live: Arc<LiveState>, mut stop: watch::Receiver
         while sinks.join_next().await.is_some() {}
     })
     .await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     if let Err(e) = log.sync() {
         error!(error = %e, "final journal sync failed");
     }

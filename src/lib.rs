@@ -5,6 +5,7 @@
 pub mod bus;
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod journal;
 pub mod reading;
 pub mod sim;

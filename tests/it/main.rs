@@ -8,6 +8,7 @@ mod dlt645;
 mod durability;
 mod faults;
 mod harness;
+mod http;
 mod influx;
 mod pipeline;
 mod serial;

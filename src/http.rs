@@ -1,0 +1,173 @@
+//! HTTP endpoints (default 127.0.0.1:9645): `/metrics` in Prometheus text format, `/healthz`,
+//! and `/api/meters` (JSON: each meter's state and last values).
+//!
+//! The Prometheus text is written by hand: a handful of gauges and counters read from the live
+//! state on each scrape, where a metrics registry crate would duplicate that state.
+
+use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::{
+    journal::{CursorId, Journal},
+    state::LiveState,
+};
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub live: Arc<LiveState>,
+    pub journal: Arc<Journal>,
+    /// Sink name and its journal cursor.
+    pub sinks: Vec<(String, CursorId)>,
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+    let mut out = String::new();
+    let meters = s.live.snapshot();
+    out.push_str("# HELP meterd_meter_up Whether the meter answers (1) or is offline (0).\n# TYPE meterd_meter_up gauge\n");
+    for (id, m) in &meters {
+        if let Some(up) = m.online {
+            let _ = writeln!(
+                out,
+                "meterd_meter_up{{bus=\"{}\",meter=\"{}\"}} {}",
+                label(&m.bus),
+                label(id),
+                u8::from(up)
+            );
+        }
+    }
+    out.push_str("# HELP meterd_meter_polls_total Polls of a meter's point groups.\n# TYPE meterd_meter_polls_total counter\n");
+    for (id, m) in &meters {
+        let _ = writeln!(
+            out,
+            "meterd_meter_polls_total{{bus=\"{}\",meter=\"{}\"}} {}",
+            label(&m.bus),
+            label(id),
+            m.polls
+        );
+    }
+    out.push_str("# HELP meterd_meter_failures_total Failed requests by kind: timeout, link (garbled, broken), refused (exception or abnormal reply).\n# TYPE meterd_meter_failures_total counter\n");
+    for (id, m) in &meters {
+        for (kind, n) in [
+            ("timeout", m.timeouts),
+            ("link", m.link_errors),
+            ("refused", m.exceptions),
+        ] {
+            let _ = writeln!(
+                out,
+                "meterd_meter_failures_total{{bus=\"{}\",meter=\"{}\",kind=\"{kind}\"}} {n}",
+                label(&m.bus),
+                label(id)
+            );
+        }
+    }
+    out.push_str("# HELP meterd_sink_depth Readings in the journal not yet confirmed by the sink.\n# TYPE meterd_sink_depth gauge\n");
+    for (name, c) in &s.sinks {
+        let _ = writeln!(
+            out,
+            "meterd_sink_depth{{sink=\"{}\"}} {}",
+            label(name),
+            s.journal.depth(*c)
+        );
+    }
+    out.push_str("# HELP meterd_sink_dropped_total Readings dropped undelivered because the journal was full.\n# TYPE meterd_sink_dropped_total counter\n");
+    for (name, c) in &s.sinks {
+        let _ = writeln!(
+            out,
+            "meterd_sink_dropped_total{{sink=\"{}\"}} {}",
+            label(name),
+            s.journal.dropped(*c)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP meterd_journal_ok Whether the journal can be written.\n# TYPE meterd_journal_ok gauge\nmeterd_journal_ok {}",
+        u8::from(s.journal.failure().is_none())
+    );
+    let _ = writeln!(
+        out,
+        "# HELP meterd_journal_unjournaled_total Readings kept only in memory because the journal could not be written.\n# TYPE meterd_journal_unjournaled_total counter\nmeterd_journal_unjournaled_total {}",
+        s.journal.unjournaled()
+    );
+    ([("content-type", "text/plain; version=0.0.4")], out)
+}
+
+async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
+    if let Some(why) = s.journal.failure() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("journal cannot be written: {why}\n"),
+        );
+    }
+    let meters = s.live.snapshot();
+    let known: Vec<bool> = meters.values().filter_map(|m| m.online).collect();
+    if !known.is_empty() && known.iter().all(|up| !up) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "every bus is down: no meter answers\n".to_string(),
+        );
+    }
+    (StatusCode::OK, "ok\n".to_string())
+}
+
+async fn api_meters(State(s): State<HttpState>) -> impl IntoResponse {
+    let meters: Vec<serde_json::Value> = s
+        .live
+        .snapshot()
+        .into_iter()
+        .map(|(id, m)| {
+            serde_json::json!({
+                "meter": id,
+                "bus": m.bus,
+                "online": m.online,
+                "polls": m.polls,
+                "failures": {"timeout": m.timeouts, "link": m.link_errors, "refused": m.exceptions},
+                "last_error": m.last_error,
+                "last_reading": m.last_reading.as_ref().map(|r| serde_json::json!({
+                    "ts": humantime::format_rfc3339_millis(r.ts).to_string(),
+                    "seq": r.seq,
+                })),
+                "values": m.last_values,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "meters": meters }))
+}
+
+/// Serve until `stop`. A port that cannot be bound is logged, not fatal: polling goes on.
+pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiver<bool>) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/api/meters", get(api_meters))
+        .with_state(state);
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(%listen, error = %e, "cannot serve HTTP; polling and delivery go on");
+            return;
+        }
+    };
+    info!(%listen, "HTTP endpoints: /metrics /healthz /api/meters");
+    let shutdown = async move {
+        while stop.changed().await.is_ok() {
+            if *stop.borrow() {
+                break;
+            }
+        }
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        error!(error = %e, "HTTP server failed");
+    }
+}

@@ -1,0 +1,119 @@
+//! The HTTP endpoints of a running meterd.
+
+use std::time::Duration;
+
+use crate::{
+    harness::{eventually, one_meter_config, tcp_sim, Meterd},
+    servers,
+};
+
+async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .ok()?;
+    Some((r.status().as_u16(), r.text().await.ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_the_meter_api_describe_a_running_gateway() {
+    let (_sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let port = servers::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = one_meter_config(
+        dir.path(),
+        "gw-http",
+        &dir.path().join("state"),
+        &addr,
+        "300ms",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let _meterd = Meterd::run(&cfg);
+    let api = eventually(
+        "the meter online in the API",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = get(port, "/api/meters").await?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (v["meters"][0]["online"] == true).then_some(v)
+        },
+    )
+    .await;
+    let m = &api["meters"][0];
+    assert_eq!(m["meter"], "m1");
+    assert_eq!(m["bus"], "b");
+    assert!(m["values"]["voltage_l1_v"].as_f64().is_some(), "{m}");
+    assert!(m["last_reading"]["seq"].as_u64().unwrap() >= 1);
+
+    let (status, metrics) = get(port, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    for line in [
+        "meterd_meter_up{bus=\"b\",meter=\"m1\"} 1",
+        "meterd_journal_ok 1",
+        "# TYPE meterd_meter_polls_total counter",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("meterd_meter_failures_total{bus=\"b\",meter=\"m1\",kind=\"timeout\"} 0"),
+        "{metrics}"
+    );
+    assert_eq!(
+        get(port, "/healthz").await.unwrap(),
+        (200, "ok\n".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fails_when_the_journal_cannot_be_written() {
+    let (_sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let port = servers::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, "x").unwrap();
+    let cfg = one_meter_config(
+        dir.path(),
+        "gw-h",
+        &blocker.join("state"),
+        &addr,
+        "300ms",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let _meterd = Meterd::run(&cfg);
+    let (status, body) = eventually("a health answer", Duration::from_secs(10), || {
+        get(port, "/healthz")
+    })
+    .await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("journal cannot be written") && body.contains("not-a-directory"),
+        "{body}"
+    );
+    let (_, metrics) = get(port, "/metrics").await.unwrap();
+    assert!(metrics.contains("meterd_journal_ok 0"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fails_when_every_bus_is_down() {
+    let (sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    sim.set_fault(1, meterd::sim::Fault::Silent);
+    let port = servers::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("meterd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"gw-down\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\n\
+             timeout = \"200ms\"\nretries = 0\noffline_after = 1\n\
+             [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let _meterd = Meterd::run(&cfg);
+    let body = eventually("an unhealthy answer", Duration::from_secs(10), || async {
+        let (status, body) = get(port, "/healthz").await?;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(body, "every bus is down: no meter answers\n");
+}
