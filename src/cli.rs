@@ -276,6 +276,14 @@ fn stop_signal() -> anyhow::Result<watch::Receiver<bool>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // `systemctl reload` sends SIGHUP, whose default action would end the daemon. Until the
+    // config can be reloaded in place, say so and keep running.
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::warn!("SIGHUP: reloading the config in place is not supported yet; restart meterd to apply changes");
+        }
+    });
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         tokio::select! {

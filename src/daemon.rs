@@ -112,10 +112,20 @@ pub async fn run(config: Config, live: Arc<LiveState>, mut stop: watch::Receiver
         "meterd running"
     );
 
+    // systemd: ready once the journal is open and the buses and sinks are started; then
+    // WATCHDOG=1 from this loop at half the watchdog interval.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let mut watchdog_usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+    let mut watchdog_tick =
+        tokio::time::interval(Duration::from_micros((watchdog_usec / 2).max(100_000)));
     let mut fsync = tokio::time::interval(config.journal.fsync.max(Duration::from_millis(10)));
     let mut sync_failing = false;
     loop {
         tokio::select! {
+            _ = watchdog_tick.tick(), if watchdog => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
             _ = fsync.tick() => {
                 let r = log.sync();
                 match (&r, sync_failing) {
@@ -147,6 +157,7 @@ pub async fn run(config: Config, live: Arc<LiveState>, mut stop: watch::Receiver
             }
         }
     }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     info!("stopping: polling ends, sinks flush");
     let _ = bus_stop_tx.send(true);
     while buses.join_next().await.is_some() {}

@@ -17,6 +17,11 @@ pub struct Meterd {
 
 impl Meterd {
     pub fn run(config: &Path) -> Meterd {
+        Meterd::run_with_env(config, &[])
+    }
+
+    /// Run with extra environment variables (e.g. NOTIFY_SOCKET).
+    pub fn run_with_env(config: &Path, env: &[(&str, &str)]) -> Meterd {
         let log = config.with_extension("log");
         // Appended: several runs on one config (restarts) keep one log to read afterwards.
         let out = std::fs::OpenOptions::new()
@@ -24,17 +29,28 @@ impl Meterd {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_meterd"))
+        // Through `sh … exec` so the process can know its own pid as WATCHDOG_PID, as systemd
+        // sets it; exec keeps the pid, so signals still reach meterd itself.
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg("WATCHDOG_PID=$$ exec \"$@\"")
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_meterd"))
             .arg("run")
             .arg("-c")
             .arg(config)
             .env("RUST_LOG", "info,meterd=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
             .stderr(out)
             .spawn()
             .expect("start meterd");
         Meterd { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log_text(&self) -> String {

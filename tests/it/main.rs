@@ -14,3 +14,4 @@ mod pipeline;
 mod serial;
 mod servers;
 mod silent;
+mod systemd;

@@ -1,0 +1,116 @@
+//! The systemd unit and the daemon's side of it (sd_notify).
+
+use std::{os::unix::net::UnixDatagram, process::Command, time::Duration};
+
+use crate::{
+    harness::{one_meter_config, tcp_sim, Meterd},
+    servers,
+};
+
+#[test]
+fn the_unit_is_hardened_to_an_exposure_of_2_or_lower() {
+    let analyze = servers::binary("systemd-analyze", "systemd");
+    let out = Command::new(analyze)
+        .args(["security", "--offline=yes", "systemd/meterd.service"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let level: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for meterd.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure level in:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(level <= 2.0, "exposure {level}:\n{text}");
+}
+
+#[test]
+fn the_unit_has_what_a_gateway_service_needs() {
+    let unit = std::fs::read_to_string("systemd/meterd.service").unwrap();
+    for line in [
+        "Type=notify",
+        "WatchdogSec=",
+        "ExecStartPre=/usr/bin/meterd validate",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "RestartPreventExitStatus=78",
+        "StateDirectory=meterd",
+        "ConfigurationDirectory=meterd",
+        "LoadCredential=mqtt-password:",
+        "LoadCredential=influxdb-token:",
+        "DynamicUser=yes",
+        "SupplementaryGroups=dialout",
+        "DeviceAllow=char-ttyUSB rw",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        "SystemCallFilter=@system-service",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+    ] {
+        assert!(unit.contains(line), "{line:?} missing");
+    }
+    assert!(
+        !unit.lines().any(|l| l.starts_with("PrivateDevices=")),
+        "PrivateDevices= would hide the serial ports"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meterd_tells_systemd_it_is_ready_pets_the_watchdog_survives_a_reload_signal_and_says_it_stops(
+) {
+    let (_sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let port = servers::free_port();
+    let cfg = one_meter_config(
+        dir.path(),
+        "gw-sd",
+        &dir.path().join("state"),
+        &addr,
+        "1s",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let mut meterd = Meterd::run_with_env(
+        &cfg,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        let n = socket.recv(&mut buf).expect("a notification from meterd");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let _ = Command::new("kill")
+        .arg("-HUP")
+        .arg(meterd.pid().to_string())
+        .status();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        meterd.log_text().contains("SIGHUP"),
+        "{}",
+        meterd.log_text()
+    );
+    let status = meterd.terminate(Duration::from_secs(8));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "still running after SIGHUP, then a clean stop"
+    );
+    loop {
+        let n = socket.recv(&mut buf).expect("STOPPING=1");
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            break;
+        }
+    }
+}
