@@ -114,3 +114,39 @@ async fn meterd_tells_systemd_it_is_ready_pets_the_watchdog_survives_a_reload_si
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_each_log_line_carries_its_journald_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("meterd.toml");
+    let port = servers::free_port();
+    // No sink: a warning; no bus: nothing else to do.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"gw-j\"\nstate_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut meterd = Meterd::run_with_env(&cfg, &[("JOURNAL_STREAM", "8:12345")]);
+    meterd.ready().await;
+    assert!(meterd
+        .terminate(Duration::from_secs(8))
+        .is_some_and(|s| s.success()));
+    let log = meterd.log_text();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.iter().all(|l| l.starts_with('<')), "{log}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<4>") && l.contains("no [mqtt] and no [influxdb]")),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<6>") && l.contains("meterd running")),
+        "{log}"
+    );
+}
