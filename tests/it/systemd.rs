@@ -150,3 +150,34 @@ async fn under_systemd_each_log_line_carries_its_journald_priority() {
         "{log}"
     );
 }
+
+#[test]
+fn the_debian_package_ships_binary_unit_and_example_config() {
+    let manifest: toml::Table = std::fs::read_to_string("Cargo.toml")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deb = &manifest["package"]["metadata"]["deb"];
+    let assets = deb["assets"].as_array().expect("assets");
+    let targets: Vec<&str> = assets.iter().map(|a| a[1].as_str().unwrap()).collect();
+    for wanted in ["usr/bin/", "lib/systemd/system/", "etc/meterd/meterd.toml"] {
+        assert!(
+            targets.contains(&wanted),
+            "{wanted} not packaged: {targets:?}"
+        );
+    }
+    for a in assets {
+        let source = a[0].as_str().unwrap();
+        if source != "target/release/meterd" {
+            assert!(
+                std::path::Path::new(source).exists(),
+                "{source} is packaged but missing"
+            );
+        }
+    }
+    assert_eq!(
+        deb["conf-files"][0].as_str(),
+        Some("/etc/meterd/meterd.toml"),
+        "the config survives upgrades"
+    );
+}
