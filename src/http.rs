@@ -1,5 +1,5 @@
-//! HTTP endpoints (default 127.0.0.1:9645): `/metrics` in Prometheus text format, `/healthz`,
-//! and `/api/meters` (JSON: each meter's state and last values).
+//! HTTP endpoints (default 127.0.0.1:9645): a status page at `/`, `/metrics` in Prometheus text
+//! format, `/healthz`, and `/api/meters` (JSON: each meter's state and last values).
 //!
 //! The Prometheus text is written by hand: a handful of gauges and counters read from the live
 //! state on each scrape, where a metrics registry crate would duplicate that state.
@@ -100,6 +100,15 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     ([("content-type", "text/plain; version=0.0.4")], out)
 }
 
+/// The status page: every meter, online or not, last values and errors, refreshed live from
+/// `/api/meters`. Embedded in the binary.
+async fn status_page() -> impl IntoResponse {
+    (
+        [("content-type", "text/html; charset=utf-8")],
+        include_str!("status.html"),
+    )
+}
+
 async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
     if let Some(why) = s.journal.failure() {
         return (
@@ -145,6 +154,7 @@ async fn api_meters(State(s): State<HttpState>) -> impl IntoResponse {
 /// Serve until `stop`. A port that cannot be bound is logged, not fatal: polling goes on.
 pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiver<bool>) {
     let app = Router::new()
+        .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/api/meters", get(api_meters))
@@ -156,7 +166,7 @@ pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiv
             return;
         }
     };
-    info!(%listen, "HTTP endpoints: /metrics /healthz /api/meters");
+    info!(%listen, "HTTP endpoints: / (status page) /metrics /healthz /api/meters");
     let shutdown = async move {
         while stop.changed().await.is_ok() {
             if *stop.borrow() {
