@@ -81,6 +81,9 @@ fn fmt_value(v: &Value) -> String {
 
 /// `ss mm hh DD MM YY` as a time, if it is one.
 fn time_ss_first(d: &[u8]) -> Option<String> {
+    if d.len() != 6 {
+        return None;
+    }
     let digits = bcd::digits(d).ok()?; // YYMMDDhhmmss
     let n = |i: usize| digits[i..i + 2].parse::<u32>().ok();
     let (yy, mo, dd, hh, mi, ss) = (n(0)?, n(2)?, n(4)?, n(6)?, n(8)?, n(10)?);
@@ -209,4 +212,40 @@ pub fn explain(version: Version, f: &Frame, preamble: usize) -> Described {
         _ => {}
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dlt645::frame::Address;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_time_sync_frame_with_too_few_bytes_is_explained_not_a_panic() {
+        let f = Frame::new(Address::BROADCAST, 0x08, vec![0x12, 0x34]);
+        let d = explain(Version::V2007, &f, 0);
+        assert!(
+            d.notes
+                .iter()
+                .any(|n| n.contains("not a valid ss mm hh DD MM YY time")),
+            "{d:?}"
+        );
+    }
+
+    proptest! {
+        /// Every well-formed frame, whatever its control code and data, is explained.
+        #[test]
+        fn any_frame_is_explained_in_both_versions(
+            c in prop_oneof![
+                any::<u8>(),
+                // The codes with their own decoders, requests and replies.
+                prop::sample::select(vec![0x01u8, 0x02, 0x04, 0x08, 0x0A, 0x11, 0x12, 0x13, 0x14, 0x15, 0x81, 0x82, 0x91, 0x92, 0x93, 0xB1, 0xB2, 0xC1, 0xD1]),
+            ],
+            data in proptest::collection::vec(any::<u8>(), 0..12),
+        ) {
+            let f = Frame::new(Address([0x11; 6]), c, data);
+            let _ = explain(Version::V2007, &f, 0);
+            let _ = explain(Version::V1997, &f, 0);
+        }
+    }
 }
