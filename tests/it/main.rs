@@ -2,6 +2,7 @@
 //! VictoriaMetrics) on free loopback ports; a missing server binary fails the test with the
 //! Debian package to install.
 
+mod browser;
 mod cli;
 mod config;
 mod dlt645;

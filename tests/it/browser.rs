@@ -1,0 +1,95 @@
+//! The status page in a real headless Chromium: it loads, shows the simulated meters, updates.
+
+use std::{process::Command, time::Duration};
+
+use crate::{
+    harness::{eventually, tcp_sim, Meterd},
+    servers,
+};
+
+/// The page's DOM after its scripts ran for a couple of (virtual) seconds.
+fn render(url: &str, profile_dir: &std::path::Path) -> String {
+    let chromium = servers::binary("chromium", "chromium");
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile_dir.display()))
+        .args(["--virtual-time-budget=2500", "--dump-dom", url])
+        .output()
+        .expect("run chromium");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The seq shown in the page's row of `meter`.
+fn seq_shown(dom: &str, meter: &str) -> Option<u64> {
+    let row = dom.split(&format!("data-meter=\"{meter}\"")).nth(1)?;
+    row.split("(seq ").nth(1)?.split(')').next()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_every_meter_online_and_updates() {
+    let (_sim, addr) = tcp_sim(&[(1, "eastron-sdm120"), (2, "eastron-sdm630")], false).await;
+    let port = servers::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("meterd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"gw-page\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\n\
+             [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\ninterval = \"300ms\"\n\
+             [[bus.meter]]\nid = \"m2\"\nunit = 2\nprofile = \"eastron-sdm630\"\ninterval = \"300ms\"\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let _meterd = Meterd::run(&cfg);
+    let url = format!("http://127.0.0.1:{port}/");
+    let profile = dir.path().join("chromium");
+    let url2 = url.clone();
+    let first = eventually(
+        "the page with both meters online",
+        Duration::from_secs(30),
+        || {
+            let (url, profile) = (url2.clone(), profile.clone());
+            async move {
+                let dom = tokio::task::spawn_blocking(move || render(&url, &profile))
+                    .await
+                    .ok()?;
+                dom.contains("2 of 2 meters online").then_some(dom)
+            }
+        },
+    )
+    .await;
+    for meter in ["m1", "m2"] {
+        assert!(
+            first.contains(&format!("data-meter=\"{meter}\"")),
+            "{meter} not on the page:\n{first}"
+        );
+    }
+    assert!(
+        first.contains("voltage_l1_v = "),
+        "values are shown:\n{first}"
+    );
+    let before = seq_shown(&first, "m1").expect("m1's seq on the page");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let profile = dir.path().join("chromium");
+    let second = tokio::task::spawn_blocking(move || render(&url, &profile))
+        .await
+        .unwrap();
+    let after = seq_shown(&second, "m1").expect("m1's seq on the page");
+    assert!(
+        after > before,
+        "the page shows newer readings: seq {before} then {after}"
+    );
+}
