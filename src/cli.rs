@@ -13,7 +13,7 @@ use meterd::{
     bus::modbus::{open_serial, ModbusLink},
     config::{self, raw::BusProtocol, raw::Parity, Link, ProfileSet, SerialConfig},
     protocols::{modbus::RegisterKind, profile::Profile, quantity},
-    sim::{self, Fault, Simulator},
+    sim::{self, Simulator},
     state::LiveState,
 };
 use tokio::sync::watch;
@@ -891,6 +891,25 @@ async fn scan(a: ScanArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `KEY=VALUE` arguments (`--meter 3=eastron-sdm630`, `--fault 3=silent`), keys parsed by
+/// `parse`; `what` names the form in errors.
+fn pairs<'a, K>(
+    items: &'a [String],
+    flag: &str,
+    what: &str,
+    parse: impl Fn(&str) -> anyhow::Result<K>,
+) -> anyhow::Result<Vec<(K, &'a str)>> {
+    items
+        .iter()
+        .map(|item| {
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| anyhow!("{flag} {item:?}: use {what}"))?;
+            Ok((parse(k).with_context(|| format!("{flag} {item:?}"))?, v))
+        })
+        .collect()
+}
+
 fn build_sim(a: &SimArgs) -> anyhow::Result<Arc<Simulator>> {
     let set = ProfileSet::builtin();
     let sim = Simulator::new();
@@ -907,23 +926,14 @@ fn build_sim(a: &SimArgs) -> anyhow::Result<Arc<Simulator>> {
             sim.add_meter(unit, p.clone(), a.frozen);
         }
     } else {
-        for m in &a.meters {
-            let (u, p) = m
-                .split_once('=')
-                .ok_or_else(|| anyhow!("--meter {m:?}: use UNIT=PROFILE"))?;
-            sim.add_meter(
-                u.parse().with_context(|| format!("--meter {m:?}"))?,
-                profile(p)?,
-                a.frozen,
-            );
+        let unit = |k: &str| k.parse::<u8>().map_err(anyhow::Error::from);
+        for (u, p) in pairs(&a.meters, "--meter", "UNIT=PROFILE", unit)? {
+            sim.add_meter(u, profile(p)?, a.frozen);
         }
     }
-    for f in &a.faults {
-        let (u, fault) = f
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--fault {f:?}: use UNIT=FAULT"))?;
-        let fault: Fault = fault.parse().map_err(|e: String| anyhow!(e))?;
-        sim.set_fault(u.parse().with_context(|| format!("--fault {f:?}"))?, fault);
+    let unit = |k: &str| k.parse::<u8>().map_err(anyhow::Error::from);
+    for (u, fault) in pairs(&a.faults, "--fault", "UNIT=FAULT", unit)? {
+        sim.set_fault(u, fault.parse().map_err(|e: String| anyhow!(e))?);
     }
     Ok(sim)
 }
@@ -1016,26 +1026,14 @@ async fn simulate_dlt645(a: SimArgs) -> anyhow::Result<i32> {
             sim.add_meter(address, p.clone(), a.frozen);
         }
     } else {
-        for m in &a.meters {
-            let (addr, p) = m
-                .split_once('=')
-                .ok_or_else(|| anyhow!("--meter {m:?}: use ADDRESS=PROFILE"))?;
-            sim.add_meter(
-                addr.parse().map_err(|e| anyhow!("--meter {m:?}: {e}"))?,
-                profile(p)?,
-                a.frozen,
-            );
+        let address = |k: &str| k.parse::<Address>().map_err(|e| anyhow!("{e}"));
+        for (addr, p) in pairs(&a.meters, "--meter", "ADDRESS=PROFILE", address)? {
+            sim.add_meter(addr, profile(p)?, a.frozen);
         }
     }
-    for f in &a.faults {
-        let (addr, fault) = f
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--fault {f:?}: use ADDRESS=FAULT"))?;
-        let fault: Fault = fault.parse().map_err(|e: String| anyhow!(e))?;
-        sim.set_fault(
-            addr.parse().map_err(|e| anyhow!("--fault {f:?}: {e}"))?,
-            fault,
-        );
+    let address = |k: &str| k.parse::<Address>().map_err(|e| anyhow!("{e}"));
+    for (addr, fault) in pairs(&a.faults, "--fault", "ADDRESS=FAULT", address)? {
+        sim.set_fault(addr, fault.parse().map_err(|e: String| anyhow!(e))?);
     }
     if let Some(n) = a.max_frame_values {
         for addr in sim.addresses() {

@@ -486,3 +486,34 @@ fn read_takes_dlt645_identifiers_by_address() {
     assert_eq!(out.status.code(), Some(0));
     stop(sim);
 }
+
+#[test]
+fn a_user_profile_with_a_built_in_name_replaces_the_built_in() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("my-sdm120.toml"),
+        "name = \"eastron-sdm120\"\nmanufacturer = \"Eastron\"\nmodel = \"SDM120 (site map)\"\ndocument = \"our own register list, rev 1\"\nprotocol = \"modbus\"\n\
+         register = \"input\"\n[[group]]\nname = \"realtime\"\ninterval = \"5s\"\npoints = [{ quantity = \"voltage_l1_v\", address = 0 }]\n",
+    )
+    .unwrap();
+    let out = meterd()
+        .args(["profiles", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("eastron-sdm120 "))
+        .expect("listed");
+    assert!(
+        line.contains("SDM120 (site map)") && line.contains("my-sdm120.toml"),
+        "{line}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("eastron-sdm120 "))
+            .count(),
+        1
+    );
+}

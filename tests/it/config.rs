@@ -151,3 +151,22 @@ fn validate_exits_78_and_prints_one_located_line_per_problem() {
         "run refuses a bad config with 78 too"
     );
 }
+
+#[test]
+fn relative_paths_are_taken_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "secret\n").unwrap();
+    let path = dir.path().join("meterd.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nid = \"gw\"\nstate_dir = \"state\"\n[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword_file = \"pw\"\n",
+    )
+    .unwrap();
+    let c = config::load(&path).unwrap();
+    assert_eq!(c.state_dir, dir.path().join("state"));
+    assert_eq!(
+        c.mqtt.unwrap().password.as_deref(),
+        Some("secret"),
+        "the file next to the config, trailing newline dropped"
+    );
+}

@@ -267,12 +267,31 @@ pub fn one_meter_config(
     interval: &str,
     sinks: &str,
 ) -> std::path::PathBuf {
+    one_meter_config_with(
+        dir,
+        gateway,
+        state,
+        sim,
+        &format!("interval = \"{interval}\""),
+        sinks,
+    )
+}
+
+/// The same with the meter's polling given as a TOML line (`intervals = { … }`).
+pub fn one_meter_config_with(
+    dir: &Path,
+    gateway: &str,
+    state: &Path,
+    sim: &str,
+    polling: &str,
+    sinks: &str,
+) -> std::path::PathBuf {
     let cfg = dir.join("meterd.toml");
     std::fs::write(
         &cfg,
         format!(
             "[gateway]\nid = \"{gateway}\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{sim}\"\n\
-             [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\ninterval = \"{interval}\"\n{sinks}",
+             [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\n{polling}\n{sinks}",
             state.display()
         ),
     )

@@ -11,7 +11,7 @@ use std::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    harness::{eventually, readings_at_stop, tcp_sim, Meterd},
+    harness::{eventually, one_meter_config_with, readings_at_stop, tcp_sim, Meterd},
     servers,
 };
 
@@ -114,18 +114,14 @@ fn config(
     influx_url: &str,
     intervals: &str,
 ) -> std::path::PathBuf {
-    let cfg = dir.join("meterd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[gateway]\nid = \"{gateway}\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{sim}\"\n\
-             [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\nintervals = {intervals}\n\
-             [influxdb]\nurl = \"{influx_url}\"\napi = \"v1\"\ndatabase = \"meters\"\nbatch_interval = \"100ms\"\n",
-            dir.join("state").display()
-        ),
+    one_meter_config_with(
+        dir,
+        gateway,
+        &dir.join("state"),
+        sim,
+        &format!("intervals = {intervals}"),
+        &format!("[influxdb]\nurl = \"{influx_url}\"\napi = \"v1\"\ndatabase = \"meters\"\nbatch_interval = \"100ms\"\n"),
     )
-    .unwrap();
-    cfg
 }
 
 async fn count(influx: &servers::Server, field: &str, gateway: &str) -> u64 {
