@@ -318,14 +318,6 @@ fn stop_signal() -> anyhow::Result<watch::Receiver<bool>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    // `systemctl reload` sends SIGHUP, whose default action would end the daemon. Until the
-    // config can be reloaded in place, say so and keep running.
-    let mut hup = signal(SignalKind::hangup())?;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::warn!("SIGHUP: reloading the config in place is not supported yet; restart meterd to apply changes");
-        }
-    });
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         tokio::select! {
@@ -340,8 +332,10 @@ fn stop_signal() -> anyhow::Result<watch::Receiver<bool>> {
 }
 
 async fn run(path: &Path) -> anyhow::Result<i32> {
-    // First: a SIGTERM during start-up must still mean a clean stop.
+    // First: a SIGTERM during start-up must still mean a clean stop, and a SIGHUP (whose
+    // default action would end the process) a reload.
     let stop = stop_signal()?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let config = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
@@ -351,7 +345,29 @@ async fn run(path: &Path) -> anyhow::Result<i32> {
             return Ok(EXIT_CONFIG);
         }
     };
-    meterd::daemon::run(config, Arc::new(LiveState::default()), stop).await;
+    // `systemctl reload` sends SIGHUP: re-read and validate the file, hand the result over.
+    let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
+    let path_owned = path.to_path_buf();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!(config = %path_owned.display(), "SIGHUP: reloading the config");
+            let p = path_owned.clone();
+            let loaded = tokio::task::spawn_blocking(move || config::load(&p))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(config::ConfigErrors(vec![config::ConfigError {
+                        file: path_owned.display().to_string(),
+                        position: None,
+                        key: String::new(),
+                        message: format!("loading failed: {e}"),
+                    }]))
+                });
+            if reload_tx.send(loaded).is_err() {
+                break;
+            }
+        }
+    });
+    meterd::daemon::run(config, Arc::new(LiveState::default()), stop, reloads).await;
     Ok(0)
 }
 
@@ -1189,7 +1205,8 @@ async fn demo() -> anyhow::Result<i32> {
     let live = Arc::new(LiveState::default());
     let stop = stop_signal()?;
     let mut show_stop = stop.clone();
-    let daemon = tokio::spawn(meterd::daemon::run(cfg, live.clone(), stop));
+    let (_reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
+    let daemon = tokio::spawn(meterd::daemon::run(cfg, live.clone(), stop, reloads));
     let mut tick = tokio::time::interval(Duration::from_secs(3));
     loop {
         tokio::select! {

@@ -1,21 +1,291 @@
-//! `meterd run`: wires buses, the log and the sinks, and stops them in order.
+//! `meterd run`: wires buses, the journal and the sinks, applies reloaded configs, and stops
+//! them in order.
+//!
+//! Each bus and each sink runs under its own stop signal, so a reload can stop and restart
+//! exactly what changed: an untouched bus keeps its task, its links and its schedule; a
+//! restarted sink resumes from its journal cursor, so nothing journaled is lost.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
-use tokio::{sync::watch, task::JoinSet};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 use tracing::{error, info, warn};
 
 use crate::{
     bus,
-    config::Config,
-    journal::{self, Journal},
-    sinks::{self, influx::InfluxStats},
+    config::{BusConfig, Config, ConfigErrors, InfluxConfig, MqttConfig},
+    journal::{self, CursorId, Journal},
+    sinks::{self, SinkStats},
     state::LiveState,
 };
 
+/// A sink as `/metrics` sees it.
+#[derive(Clone)]
+pub struct SinkInfo {
+    pub name: String,
+    pub cursor: CursorId,
+    pub stats: Arc<SinkStats>,
+}
+
+/// The sinks currently running, shared with the HTTP endpoints.
+pub type SinkList = Arc<RwLock<Vec<SinkInfo>>>;
+
+/// A task with its own stop signal.
+struct Running<C> {
+    config: C,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl<C> Running<C> {
+    /// Tell it to stop and wait until it has (a sink flushes for a few seconds first).
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            error!(error = %e, "task failed while stopping");
+        }
+    }
+}
+
+#[derive(Clone, PartialEq)]
+enum SinkConfig {
+    Mqtt(MqttConfig, String),
+    Influx(InfluxConfig, String),
+    /// No sink configured: acknowledge everything so the journal does not fill.
+    Null,
+}
+
+struct Daemon {
+    log: Arc<Journal>,
+    live: Arc<LiveState>,
+    buses: BTreeMap<String, Running<BusConfig>>,
+    sinks: BTreeMap<&'static str, Running<SinkConfig>>,
+    stats: BTreeMap<&'static str, Arc<SinkStats>>,
+    sink_list: SinkList,
+    config: Config,
+}
+
+/// Run one bus, restarting its task if it ever ends (a panic, a bug) before `stop`.
+fn spawn_bus(b: BusConfig, log: Arc<Journal>, live: Arc<LiveState>) -> Running<BusConfig> {
+    let (stop_tx, stop) = watch::channel(false);
+    let config = b.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let r = tokio::spawn(bus::run_bus(
+                b.clone(),
+                log.clone(),
+                live.clone(),
+                stop.clone(),
+            ))
+            .await;
+            if *stop.borrow() {
+                break;
+            }
+            let why = match r {
+                Ok(()) => "returned".to_string(),
+                Err(e) => e.to_string(),
+            };
+            error!(bus = %b.name, reason = %why, "bus task ended unexpectedly; restarting it in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    Running {
+        config,
+        stop: stop_tx,
+        task,
+    }
+}
+
+impl Daemon {
+    fn sink_configs(c: &Config) -> BTreeMap<&'static str, SinkConfig> {
+        let mut out = BTreeMap::new();
+        if let Some(m) = &c.mqtt {
+            out.insert("mqtt", SinkConfig::Mqtt(m.clone(), c.gateway_id.clone()));
+        }
+        if let Some(i) = &c.influx {
+            out.insert(
+                "influxdb",
+                SinkConfig::Influx(i.clone(), c.gateway_id.clone()),
+            );
+        }
+        if out.is_empty() {
+            warn!("no [mqtt] and no [influxdb] section: readings are polled but go nowhere");
+            out.insert("none", SinkConfig::Null);
+        }
+        out
+    }
+
+    fn start_sink(&mut self, name: &'static str, config: SinkConfig) {
+        let cursor = self.log.cursor(name);
+        let stats = self.stats.entry(name).or_default().clone();
+        let (stop_tx, stop) = watch::channel(false);
+        let log = self.log.clone();
+        let task = match config.clone() {
+            SinkConfig::Mqtt(m, gw) => tokio::spawn(sinks::mqtt::run(
+                m,
+                gw,
+                log,
+                cursor,
+                self.live.clone(),
+                stats.clone(),
+                stop,
+            )),
+            SinkConfig::Influx(i, gw) => {
+                tokio::spawn(sinks::influx::run(i, gw, log, cursor, stats.clone(), stop))
+            }
+            SinkConfig::Null => tokio::spawn(async move {
+                let mut stop = stop;
+                loop {
+                    log.ack(cursor, log.end());
+                    tokio::select! {
+                        _ = log.wait_beyond(log.end()) => {}
+                        _ = stop.changed() => break,
+                    }
+                }
+            }),
+        };
+        let mut list = self.sink_list.write().unwrap_or_else(|e| e.into_inner());
+        list.retain(|s| s.name != name);
+        if !matches!(config, SinkConfig::Null) {
+            list.push(SinkInfo {
+                name: name.to_string(),
+                cursor,
+                stats,
+            });
+        }
+        self.sinks.insert(
+            name,
+            Running {
+                config,
+                stop: stop_tx,
+                task,
+            },
+        );
+    }
+
+    async fn stop_sink(&mut self, name: &'static str, removed: bool) {
+        if let Some(r) = self.sinks.remove(name) {
+            r.stop().await;
+        }
+        if removed {
+            let cursor = self.log.cursor(name);
+            self.log.release(cursor);
+            self.sink_list
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|s| s.name != name);
+        }
+    }
+
+    /// Apply a reloaded config: restart what changed, leave the rest running.
+    async fn apply(&mut self, new: Config) {
+        let old = &self.config;
+        for (what, same) in [
+            ("state_dir", old.state_dir == new.state_dir),
+            ("journal", old.journal == new.journal),
+            ("http", old.http == new.http),
+        ] {
+            if !same {
+                warn!(
+                    section = what,
+                    "reload: this setting changes only at a restart; the old one stays in effect"
+                );
+            }
+        }
+        let mut kept = 0;
+        let (mut started, mut restarted, mut stopped) = (Vec::new(), Vec::new(), Vec::new());
+        let new_buses: BTreeMap<String, BusConfig> = new
+            .buses
+            .iter()
+            .map(|b| (b.name.clone(), b.clone()))
+            .collect();
+        let names: Vec<String> = self.buses.keys().cloned().collect();
+        for name in names {
+            match new_buses.get(&name) {
+                Some(b) if self.buses.get(&name).is_some_and(|r| r.config == *b) => kept += 1,
+                other => {
+                    if let Some(r) = self.buses.remove(&name) {
+                        r.stop().await;
+                    }
+                    if other.is_some() {
+                        restarted.push(name);
+                    } else {
+                        stopped.push(name);
+                    }
+                }
+            }
+        }
+        // Meters and buses that are gone leave the API and metrics.
+        self.live
+            .retain(&|m| new.meter(m).is_some(), &|b| new_buses.contains_key(b));
+        for (name, b) in new_buses {
+            if !self.buses.contains_key(&name) {
+                if !restarted.contains(&name) {
+                    started.push(name.clone());
+                }
+                self.buses
+                    .insert(name, spawn_bus(b, self.log.clone(), self.live.clone()));
+            }
+        }
+
+        let new_sinks = Self::sink_configs(&new);
+        let old_names: Vec<&'static str> = self.sinks.keys().copied().collect();
+        for name in old_names {
+            match new_sinks.get(name) {
+                Some(c) if self.sinks.get(name).is_some_and(|r| r.config == *c) => {}
+                Some(_) => {
+                    self.stop_sink(name, false).await;
+                    restarted.push(format!("sink {name}"));
+                }
+                None => {
+                    self.stop_sink(name, true).await;
+                    stopped.push(format!("sink {name}"));
+                }
+            }
+        }
+        for (name, c) in new_sinks {
+            if !self.sinks.contains_key(name) {
+                if !restarted.iter().any(|r| r == &format!("sink {name}")) {
+                    started.push(format!("sink {name}"));
+                }
+                self.start_sink(name, c);
+            }
+        }
+        info!(
+            unchanged_buses = kept,
+            started = ?started,
+            restarted = ?restarted,
+            stopped = ?stopped,
+            "config reloaded"
+        );
+        let Config {
+            state_dir,
+            journal,
+            http,
+            ..
+        } = std::mem::replace(&mut self.config, new);
+        // What needs a restart keeps its running value, so a later reload compares with it.
+        self.config.state_dir = state_dir;
+        self.config.journal = journal;
+        self.config.http = http;
+    }
+}
+
 /// Run until `stop` turns true: stop polling, let the sinks flush for a few seconds, publish
-/// the gateway offline, return.
-pub async fn run(config: Config, live: Arc<LiveState>, mut stop: watch::Receiver<bool>) {
+/// the gateway offline, return. Each item from `reloads` is the result of re-reading the
+/// config (SIGHUP): a valid one is applied, an invalid one is logged and the old one kept.
+pub async fn run(
+    config: Config,
+    live: Arc<LiveState>,
+    mut stop: watch::Receiver<bool>,
+    mut reloads: mpsc::UnboundedReceiver<Result<Config, ConfigErrors>>,
+) {
     let journal_dir = config.state_dir.join("journal");
     let opts = journal::Options::with_max_size(config.journal.max_size);
     let log = match Journal::open(&journal_dir, opts.clone()) {
@@ -37,73 +307,31 @@ pub async fn run(config: Config, live: Arc<LiveState>, mut stop: watch::Receiver
         }
     };
 
-    let (bus_stop_tx, bus_stop) = watch::channel(false);
-    let (sink_stop_tx, sink_stop) = watch::channel(false);
-    let mut buses = JoinSet::new();
-    let mut sinks = JoinSet::new();
-    let influx_stats = Arc::new(InfluxStats::default());
-
-    let mut sink_cursors = Vec::new();
-    if let Some(mqtt) = config.mqtt.clone() {
-        let cursor = log.cursor("mqtt");
-        sink_cursors.push(("mqtt".to_string(), cursor));
-        sinks.spawn(sinks::mqtt::run(
-            mqtt,
-            config.gateway_id.clone(),
-            log.clone(),
-            cursor,
-            live.clone(),
-            sink_stop.clone(),
-        ));
+    let mut d = Daemon {
+        log: log.clone(),
+        live: live.clone(),
+        buses: BTreeMap::new(),
+        sinks: BTreeMap::new(),
+        stats: BTreeMap::new(),
+        sink_list: SinkList::default(),
+        config: config.clone(),
+    };
+    for (name, c) in Daemon::sink_configs(&config) {
+        d.start_sink(name, c);
     }
-    if let Some(influx) = config.influx.clone() {
-        let cursor = log.cursor("influxdb");
-        sink_cursors.push(("influxdb".to_string(), cursor));
-        sinks.spawn(sinks::influx::run(
-            influx,
-            config.gateway_id.clone(),
-            log.clone(),
-            cursor,
-            influx_stats.clone(),
-            sink_stop.clone(),
-        ));
-    }
-    if config.mqtt.is_none() && config.influx.is_none() {
-        warn!("no [mqtt] and no [influxdb] section: readings are polled but go nowhere");
-        // Without a sink nothing acknowledges: keep the buffer from filling with a null sink.
-        let cursor = log.cursor("none");
-        let log = log.clone();
-        let mut stop = sink_stop.clone();
-        sinks.spawn(async move {
-            loop {
-                log.ack(cursor, log.end());
-                tokio::select! {
-                    _ = log.wait_beyond(log.end()) => {}
-                    _ = stop.changed() => break,
-                }
-            }
-        });
-    }
+    let (http_stop_tx, http_stop) = watch::channel(false);
     let http = tokio::spawn(crate::http::serve(
         config.http.listen,
         crate::http::HttpState {
             live: live.clone(),
             journal: log.clone(),
-            sinks: sink_cursors,
+            sinks: d.sink_list.clone(),
         },
-        sink_stop.clone(),
+        http_stop,
     ));
-    let mut bus_of = HashMap::new();
     for b in config.buses.clone() {
-        let id = buses
-            .spawn(bus::run_bus(
-                b.clone(),
-                log.clone(),
-                live.clone(),
-                bus_stop.clone(),
-            ))
-            .id();
-        bus_of.insert(id, b);
+        d.buses
+            .insert(b.name.clone(), spawn_bus(b, log.clone(), live.clone()));
     }
     info!(
         gateway = %config.gateway_id,
@@ -135,21 +363,19 @@ pub async fn run(config: Config, live: Arc<LiveState>, mut stop: watch::Receiver
                 }
                 sync_failing = r.is_err();
             }
-            Some(ended) = buses.join_next_with_id() => {
-                // A bus task only ends when told to; anything else is a bug. Keep polling.
-                let (id, why) = match ended {
-                    Ok((id, ())) => (id, "returned".to_string()),
-                    Err(e) => (e.id(), e.to_string()),
-                };
-                if let Some(b) = bus_of.remove(&id) {
-                    error!(bus = %b.name, reason = %why, "bus task ended unexpectedly; restarting it in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let id = buses
-                        .spawn(bus::run_bus(b.clone(), log.clone(), live.clone(), bus_stop.clone()))
-                        .id();
-                    bus_of.insert(id, b);
+            Some(reloaded) = reloads.recv() => match reloaded {
+                Ok(new) => {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                    d.apply(new).await;
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                 }
-            }
+                Err(errors) => {
+                    for e in &errors.0 {
+                        error!(problem = %e, "reload: config invalid");
+                    }
+                    error!(problems = errors.0.len(), "reload refused: the config has errors; still running the previous one");
+                }
+            },
             r = stop.changed() => {
                 if r.is_err() || *stop.borrow() {
                     break;
@@ -159,13 +385,22 @@ pub async fn run(config: Config, live: Arc<LiveState>, mut stop: watch::Receiver
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     info!("stopping: polling ends, sinks flush");
-    let _ = bus_stop_tx.send(true);
-    while buses.join_next().await.is_some() {}
-    let _ = sink_stop_tx.send(true);
+    for r in d.buses.values() {
+        let _ = r.stop.send(true);
+    }
+    for (_, r) in std::mem::take(&mut d.buses) {
+        let _ = r.task.await;
+    }
+    for r in d.sinks.values() {
+        let _ = r.stop.send(true);
+    }
     let _ = tokio::time::timeout(Duration::from_secs(6), async {
-        while sinks.join_next().await.is_some() {}
+        for (_, r) in std::mem::take(&mut d.sinks) {
+            let _ = r.task.await;
+        }
     })
     .await;
+    let _ = http_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     if let Err(e) = log.sync() {
         error!(error = %e, "final journal sync failed");

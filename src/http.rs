@@ -4,23 +4,24 @@
 //! The Prometheus text is written by hand: a handful of gauges and counters read from the live
 //! state on each scrape, where a metrics registry crate would duplicate that state.
 
-use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+};
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::{
-    journal::{CursorId, Journal},
-    state::LiveState,
-};
+use crate::{daemon::SinkList, journal::Journal, state::LiveState};
 
 #[derive(Clone)]
 pub struct HttpState {
     pub live: Arc<LiveState>,
     pub journal: Arc<Journal>,
-    /// Sink name and its journal cursor.
-    pub sinks: Vec<(String, CursorId)>,
+    /// The running sinks, their journal cursors and counters.
+    pub sinks: SinkList,
 }
 
 fn label(v: &str) -> String {
@@ -69,23 +70,107 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
             );
         }
     }
-    out.push_str("# HELP meterd_sink_depth Readings in the journal not yet confirmed by the sink.\n# TYPE meterd_sink_depth gauge\n");
-    for (name, c) in &s.sinks {
+    out.push_str("# HELP meterd_poll_duration_seconds How long a poll of a point group held the bus, retries included.\n# TYPE meterd_poll_duration_seconds histogram\n");
+    for (id, m) in &meters {
+        let labels = format!("bus=\"{}\",meter=\"{}\"", label(&m.bus), label(id));
+        for (le, n) in m.latency.cumulative() {
+            let _ = writeln!(
+                out,
+                "meterd_poll_duration_seconds_bucket{{{labels},le=\"{le}\"}} {n}"
+            );
+        }
         let _ = writeln!(
             out,
-            "meterd_sink_depth{{sink=\"{}\"}} {}",
-            label(name),
-            s.journal.depth(*c)
+            "meterd_poll_duration_seconds_sum{{{labels}}} {}",
+            m.latency.sum
+        );
+        let _ = writeln!(
+            out,
+            "meterd_poll_duration_seconds_count{{{labels}}} {}",
+            m.latency.count
         );
     }
-    out.push_str("# HELP meterd_sink_dropped_total Readings dropped undelivered because the journal was full.\n# TYPE meterd_sink_dropped_total counter\n");
-    for (name, c) in &s.sinks {
+    let buses = s.live.buses();
+    out.push_str("# HELP meterd_bus_utilisation Share of the last 10 s the bus was busy with requests (0 to 1).\n# TYPE meterd_bus_utilisation gauge\n");
+    for (name, b) in &buses {
         let _ = writeln!(
             out,
-            "meterd_sink_dropped_total{{sink=\"{}\"}} {}",
+            "meterd_bus_utilisation{{bus=\"{}\"}} {:.4}",
             label(name),
-            s.journal.dropped(*c)
+            b.utilisation
         );
+    }
+    out.push_str("# HELP meterd_bus_busy_seconds_total Time the bus was busy with requests (per link).\n# TYPE meterd_bus_busy_seconds_total counter\n");
+    for (name, b) in &buses {
+        let _ = writeln!(
+            out,
+            "meterd_bus_busy_seconds_total{{bus=\"{}\"}} {:.3}",
+            label(name),
+            b.busy_seconds
+        );
+    }
+    let sinks = s.sinks.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let now = std::time::SystemTime::now();
+    type SinkMetric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&HttpState, &crate::daemon::SinkInfo, std::time::SystemTime) -> String,
+    );
+    let per_sink: [SinkMetric; 6] = [
+        (
+            "meterd_sink_depth",
+            "gauge",
+            "Readings in the journal not yet confirmed by the sink.",
+            |s, k, _| s.journal.depth(k.cursor).to_string(),
+        ),
+        (
+            "meterd_sink_oldest_undelivered_age_seconds",
+            "gauge",
+            "Age (by sampling time) of the oldest reading the sink has not delivered; 0 when none.",
+            |s, k, now| {
+                let age = s
+                    .journal
+                    .oldest_undelivered(k.cursor)
+                    .and_then(|ts| now.duration_since(ts).ok());
+                format!("{:.3}", age.map_or(0.0, |a| a.as_secs_f64()))
+            },
+        ),
+        (
+            "meterd_sink_delivered_total",
+            "counter",
+            "Readings the sink's far end confirmed.",
+            |_, k, _| k.stats.delivered.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "meterd_sink_retries_total",
+            "counter",
+            "Failed delivery attempts (writes, connections) that are retried.",
+            |_, k, _| k.stats.retries.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "meterd_sink_rejected_total",
+            "counter",
+            "Readings (InfluxDB: batches) refused for good by the far end and skipped.",
+            |_, k, _| k.stats.rejected.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "meterd_sink_dropped_total",
+            "counter",
+            "Readings dropped undelivered because the journal was full.",
+            |s, k, _| s.journal.dropped(k.cursor).to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in per_sink {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for k in &sinks {
+            let _ = writeln!(
+                out,
+                "{name}{{sink=\"{}\"}} {}",
+                label(&k.name),
+                value(&s, k, now)
+            );
+        }
     }
     let _ = writeln!(
         out,

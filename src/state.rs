@@ -1,4 +1,4 @@
-//! Live state of every meter, for availability messages, the CLI and (later) the HTTP API.
+//! Live state of every meter and bus, for availability messages, the CLI and the HTTP API.
 
 use std::{
     collections::BTreeMap,
@@ -22,12 +22,60 @@ pub struct MeterState {
     pub last_reading: Option<Arc<Reading>>,
     /// The latest value of every quantity, across point groups.
     pub last_values: BTreeMap<String, f64>,
+    /// How long polls of this meter held the bus (request to last reply, retries included).
+    pub latency: Histogram,
+}
+
+/// Upper bounds of the poll latency buckets, in seconds (Prometheus `le`).
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A Prometheus-style histogram: a count per bucket (not cumulative), the sum and the count.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    pub buckets: [u64; LATENCY_BUCKETS.len()],
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, seconds: f64) {
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|le| seconds <= *le) {
+            self.buckets[i] += 1;
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    /// `(le, cumulative count)` per bucket, then `+Inf`.
+    pub fn cumulative(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        let mut acc = 0;
+        LATENCY_BUCKETS
+            .iter()
+            .zip(self.buckets)
+            .map(move |(le, n)| {
+                acc += n;
+                (le.to_string(), acc)
+            })
+            .chain(std::iter::once(("+Inf".to_string(), self.count)))
+    }
+}
+
+/// A bus as a whole.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BusState {
+    /// Seconds the bus's links were busy, summed over links and divided by their number.
+    pub busy_seconds: f64,
+    /// Share of the last measuring window (10 s) the bus was busy, 0 to 1.
+    pub utilisation: f64,
 }
 
 /// Shared state; `changed()` wakes whoever watches availability.
 #[derive(Debug)]
 pub struct LiveState {
     meters: Mutex<BTreeMap<String, MeterState>>,
+    buses: Mutex<BTreeMap<String, BusState>>,
     version: watch::Sender<u64>,
 }
 
@@ -35,6 +83,7 @@ impl Default for LiveState {
     fn default() -> Self {
         LiveState {
             meters: Mutex::new(BTreeMap::new()),
+            buses: Mutex::new(BTreeMap::new()),
             version: watch::channel(0).0,
         }
     }
@@ -58,6 +107,25 @@ impl LiveState {
         }
     }
 
+    pub fn update_bus(&self, bus: &str, f: impl FnOnce(&mut BusState)) {
+        let mut g = self.buses.lock().unwrap_or_else(|e| e.into_inner());
+        f(g.entry(bus.to_string()).or_default());
+    }
+
+    pub fn buses(&self) -> BTreeMap<String, BusState> {
+        self.buses.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Forget meters and buses a reload removed, so the API and metrics stop showing them.
+    pub fn retain(&self, meters: &dyn Fn(&str) -> bool, buses: &dyn Fn(&str) -> bool) {
+        self.lock().retain(|m, _| meters(m));
+        self.buses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|b, _| buses(b));
+        self.version.send_modify(|v| *v += 1);
+    }
+
     pub fn snapshot(&self) -> BTreeMap<String, MeterState> {
         self.lock().clone()
     }
@@ -73,5 +141,25 @@ impl LiveState {
     /// A receiver that is marked changed whenever some meter's availability changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latency_histogram_counts_cumulatively_with_an_infinite_bucket() {
+        let mut h = Histogram::default();
+        for s in [0.003, 0.2, 0.2, 20.0] {
+            h.observe(s);
+        }
+        let c: BTreeMap<String, u64> = h.cumulative().collect();
+        assert_eq!(c["0.005"], 1);
+        assert_eq!(c["0.1"], 1);
+        assert_eq!(c["0.25"], 3);
+        assert_eq!(c["10"], 3);
+        assert_eq!(c["+Inf"], 4);
+        assert!((h.sum - 20.403).abs() < 1e-9);
     }
 }

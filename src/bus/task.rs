@@ -79,6 +79,12 @@ pub async fn run_bus(
         let time_sync = bus.time_sync.map(|every| super::dlt645::TimeSync::new(every, bus.time_sync_max));
         let mut idle: Vec<BusLink> = (0..bus.concurrency).map(|_| BusLink::new(&bus)).collect();
         let mut inflight = FuturesUnordered::new();
+        // Bus utilisation: busy link time over each 10 s window.
+        let mut utilisation_tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        utilisation_tick.tick().await;
+        let mut window_start = Instant::now();
+        let mut window_busy = 0.0;
+        live.update_bus(&bus.name, |_| {});
         info!(
             meters = meters.len(),
             protocol = bus.protocol.as_str(),
@@ -105,15 +111,20 @@ pub async fn run_bus(
                 };
                 inflight.push(async move {
                     let ts = SystemTime::now();
+                    let started = Instant::now();
                     let r = poll(&mut link, &target).await;
-                    (job, link, ts, r)
+                    (job, link, ts, started.elapsed(), r)
                 });
             }
             let wake = sched.next_wakeup();
             tokio::select! {
-                Some((job, link, ts, result)) = inflight.next() => {
+                Some((job, link, ts, took, result)) = inflight.next() => {
                     idle.push(link);
                     let m = &meters[job.meter];
+                    let busy = took.as_secs_f64() / bus.concurrency as f64;
+                    window_busy += busy;
+                    live.update(&m.id, |s| s.latency.observe(took.as_secs_f64()));
+                    live.update_bus(&bus.name, |b| b.busy_seconds += busy);
                     let outcome = result.outcome();
                     let transition = sched.complete(job, outcome, Instant::now());
                     record(&live, m, &result, transition, &m.plans[job.group].name);
@@ -143,6 +154,13 @@ pub async fn run_bus(
                     }
                 }
                 _ = sleep_until(wake), if inflight.len() < bus.concurrency => {}
+                _ = utilisation_tick.tick() => {
+                    let window = window_start.elapsed().as_secs_f64();
+                    let u = (window_busy / window.max(1e-3)).min(1.0);
+                    live.update_bus(&bus.name, |b| b.utilisation = u);
+                    window_busy = 0.0;
+                    window_start = Instant::now();
+                }
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {
                         break;

@@ -107,7 +107,7 @@ pub enum Link {
     Tcp(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BusConfig {
     pub name: String,
     pub protocol: BusProtocol,
@@ -129,13 +129,13 @@ pub struct BusConfig {
     pub meters: Vec<MeterConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MeterGroup {
     pub name: String,
     pub interval: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MeterConfig {
     pub id: String,
     /// Modbus unit id (0 for DL/T 645 meters).
@@ -146,7 +146,7 @@ pub struct MeterConfig {
     pub groups: Vec<MeterGroup>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MqttConfig {
     pub host: String,
     pub port: u16,
@@ -163,7 +163,7 @@ pub struct MqttConfig {
     pub inflight: u16,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum InfluxAuth {
     V2 {
         org: String,
@@ -178,7 +178,7 @@ pub enum InfluxAuth {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InfluxConfig {
     pub url: String,
     pub auth: InfluxAuth,
@@ -187,13 +187,13 @@ pub struct InfluxConfig {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JournalConfig {
     pub max_size: u64,
     pub fsync: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
 }

@@ -258,6 +258,25 @@ fn delivered_segments_are_deleted_once_every_sink_is_past_them() {
 }
 
 #[test]
+fn a_sink_removed_by_a_reload_holds_nothing_back_and_a_restarted_one_keeps_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = open(dir.path());
+    let (a, b) = (j.cursor("a"), j.cursor("b"));
+    fill(&j, 200);
+    j.ack(a, 150);
+    assert_eq!(j.cursor("a"), a, "asking again gives the same cursor");
+    assert_eq!(j.position(j.cursor("a")), 150);
+    assert_eq!(j.oldest_undelivered(a), Some(reading("a", 150).ts));
+    let before = segments(dir.path()).len();
+    j.release(b);
+    let after = segments(dir.path()).len();
+    assert!(after < before, "b no longer holds segments: {before} → {after}");
+    j.ack(a, 200);
+    assert_eq!(segments(dir.path()).len(), 1);
+    assert_eq!(j.oldest_undelivered(a), None);
+}
+
+#[test]
 fn a_full_journal_drops_the_oldest_segment_and_counts_it_per_sink() {
     let dir = tempfile::tempdir().unwrap();
     let (j, _) = Journal::open(

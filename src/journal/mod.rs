@@ -106,6 +106,8 @@ struct CursorState {
     pos: u64,
     persisted: Option<u64>,
     dropped: u64,
+    /// A released cursor (its sink was removed by a reload) holds nothing back.
+    active: bool,
 }
 
 #[derive(Debug)]
@@ -365,9 +367,14 @@ impl Journal {
         lock(&self.inner)
     }
 
-    /// The cursor of sink `name`, from its file if there is one.
+    /// The cursor of sink `name`, from its file if there is one. Asking again for the same
+    /// name (a sink restarted by a reload) gives the same cursor, where it stands.
     pub fn cursor(&self, name: &str) -> CursorId {
         let mut g = self.lock();
+        if let Some(i) = g.cursors.iter().position(|c| c.name == name) {
+            g.cursors[i].active = true;
+            return CursorId(i);
+        }
         let oldest = g.oldest();
         let end = g.next;
         let mut persisted = None;
@@ -404,6 +411,7 @@ impl Journal {
             pos,
             persisted,
             dropped: 0,
+            active: true,
         });
         CursorId(g.cursors.len() - 1)
     }
@@ -634,7 +642,38 @@ impl Journal {
         let (oldest, end) = (g.oldest(), g.next);
         let cur = &mut g.cursors[c.0];
         cur.pos = cur.pos.max(upto.max(oldest)).min(end);
-        let min = g.cursors.iter().map(|c| c.pos).min().unwrap_or(g.next);
+        g.release_delivered();
+    }
+
+    /// The sink of `c` is gone (removed by a reload): its cursor no longer holds readings
+    /// back. Its file stays, so a sink added again later resumes where it was.
+    pub fn release(&self, c: CursorId) {
+        let mut g = self.lock();
+        g.cursors[c.0].active = false;
+        g.release_delivered();
+    }
+
+    /// The sampling time of the oldest reading a sink has not delivered.
+    pub fn oldest_undelivered(&self, c: CursorId) -> Option<SystemTime> {
+        let pos = self.position(c);
+        if pos >= self.end() {
+            return None;
+        }
+        self.read_from(pos, 1).first().map(|(_, r)| r.ts)
+    }
+}
+
+impl Inner {
+    /// Delete what every active sink has confirmed, on disk and in memory.
+    fn release_delivered(&mut self) {
+        let g = self;
+        let min = g
+            .cursors
+            .iter()
+            .filter(|c| c.active)
+            .map(|c| c.pos)
+            .min()
+            .unwrap_or(g.next);
         if let Some(d) = g.disk.as_mut() {
             d.delete_delivered(min);
         }
@@ -644,7 +683,9 @@ impl Journal {
             g.cache_first += 1;
         }
     }
+}
 
+impl Journal {
     /// Write the buffer out, fsync, and persist moved cursors. Called every `journal.fsync`
     /// and at a clean stop.
     pub fn sync(&self) -> Result<(), JournalError> {

@@ -8,10 +8,7 @@
 //! good ones of the batch and names the bad one; it is logged, counted and skipped.
 
 use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
@@ -23,13 +20,6 @@ use crate::{
     config::{InfluxAuth, InfluxConfig},
     journal::{CursorId, Journal},
 };
-
-#[derive(Debug, Default)]
-pub struct InfluxStats {
-    pub written: AtomicU64,
-    pub rejected: AtomicU64,
-    pub retries: AtomicU64,
-}
 
 #[derive(Debug, PartialEq)]
 pub enum WriteError {
@@ -148,7 +138,7 @@ pub async fn run(
     gateway: String,
     log: Arc<Journal>,
     cursor: CursorId,
-    stats: Arc<InfluxStats>,
+    stats: Arc<super::SinkStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let span = info_span!("influxdb", url = %cfg.url);
@@ -204,7 +194,7 @@ pub async fn run(
                         failing = false;
                     }
                     backoff.reset();
-                    stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    stats.delivered.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     log.ack(cursor, upto);
                 }
                 Err(WriteError::Rejected(msg)) => {

@@ -4,7 +4,18 @@
 pub mod influx;
 pub mod mqtt;
 
-use std::time::Duration;
+use std::{sync::atomic::AtomicU64, time::Duration};
+
+/// What a sink did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Readings the far end confirmed.
+    pub delivered: AtomicU64,
+    /// Readings (InfluxDB: batches) the far end refused for good and that were skipped.
+    pub rejected: AtomicU64,
+    /// Failed attempts that will be retried (writes, connections).
+    pub retries: AtomicU64,
+}
 
 /// Exponential back-off between attempts: 0.5 s doubling to 30 s.
 #[derive(Debug, Clone, Copy)]

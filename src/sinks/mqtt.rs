@@ -8,7 +8,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
@@ -94,6 +94,7 @@ pub async fn run(
     log: Arc<Journal>,
     cursor: CursorId,
     live: Arc<LiveState>,
+    stats: Arc<super::SinkStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let span = info_span!("mqtt", broker = %format!("{}:{}", cfg.host, cfg.port));
@@ -112,7 +113,7 @@ pub async fn run(
         let capacity = window_max + 4096;
         let (client, mut el) = AsyncClient::new(opts, capacity);
         let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-        let mut s = Session::new(log.clone(), cursor);
+        let mut s = Session::new(log.clone(), cursor, stats.clone());
         let mut avail_rx = live.subscribe();
         let mut published_avail: HashMap<String, bool> = HashMap::new();
         let mut backoff = Backoff::default();
@@ -185,6 +186,7 @@ pub async fn run(
                     Ok(Event::Incoming(Incoming::PubAck(ack))) => s.on_puback(ack.pkid),
                     Ok(_) => {}
                     Err(e) => {
+                        stats.retries.fetch_add(1, Ordering::Relaxed);
                         if s.connected {
                             warn!(error = %e, "lost the broker; unconfirmed readings will be published again");
                         } else {
@@ -227,6 +229,7 @@ pub async fn run(
 /// Bookkeeping of one connection: which publish got which packet id, and which are confirmed.
 struct Session {
     log: Arc<Journal>,
+    stats: Arc<super::SinkStats>,
     cursor: CursorId,
     connected: bool,
     /// Publishes handed to rumqttc, not yet given a packet id.
@@ -240,10 +243,11 @@ struct Session {
 }
 
 impl Session {
-    fn new(log: Arc<Journal>, cursor: CursorId) -> Session {
+    fn new(log: Arc<Journal>, cursor: CursorId, stats: Arc<super::SinkStats>) -> Session {
         let next = log.position(cursor);
         Session {
             log,
+            stats,
             cursor,
             connected: false,
             fifo: VecDeque::new(),
@@ -305,7 +309,12 @@ impl Session {
             upto = Some(p + 1);
         }
         if let Some(u) = upto {
+            let before = self.log.position(self.cursor);
             self.log.ack(self.cursor, u);
+            let after = self.log.position(self.cursor);
+            self.stats
+                .delivered
+                .fetch_add(after.saturating_sub(before), Ordering::Relaxed);
         }
     }
 }
@@ -329,7 +338,7 @@ mod tests {
                 values: vec![],
             });
         }
-        let mut s = Session::new(log.clone(), c);
+        let mut s = Session::new(log.clone(), c, Default::default());
         s.connected = true;
         for pos in 0..n as u64 {
             s.fifo.push_back(Sent::Reading(pos));

@@ -49,10 +49,6 @@ impl Meterd {
         Meterd { child, log }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -68,6 +64,14 @@ impl Meterd {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// SIGHUP: reload the config.
+    pub fn hup(&self) {
+        let _ = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status();
     }
 
     /// SIGKILL: no chance to flush or say goodbye.

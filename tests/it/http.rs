@@ -57,6 +57,26 @@ async fn metrics_health_and_the_meter_api_describe_a_running_gateway() {
         metrics.contains("meterd_meter_failures_total{bus=\"b\",meter=\"m1\",kind=\"timeout\"} 0"),
         "{metrics}"
     );
+    // Latency: a histogram whose +Inf bucket counts every poll, and the bus's busy time.
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} missing:\n{metrics}"))
+    };
+    let count = value("meterd_poll_duration_seconds_count{bus=\"b\",meter=\"m1\"}");
+    assert!(count >= 1.0, "{metrics}");
+    assert_eq!(
+        value("meterd_poll_duration_seconds_bucket{bus=\"b\",meter=\"m1\",le=\"+Inf\"}"),
+        count
+    );
+    assert!(value("meterd_poll_duration_seconds_sum{bus=\"b\",meter=\"m1\"}") > 0.0);
+    assert!(
+        value("meterd_bus_busy_seconds_total{bus=\"b\"}") > 0.0,
+        "{metrics}"
+    );
+    let u = value("meterd_bus_utilisation{bus=\"b\"}");
+    assert!((0.0..=1.0).contains(&u), "{metrics}");
     assert_eq!(
         get(port, "/healthz").await.unwrap(),
         (200, "ok\n".to_string())

@@ -12,6 +12,7 @@ mod harness;
 mod http;
 mod influx;
 mod pipeline;
+mod reload;
 mod serial;
 mod servers;
 mod silent;

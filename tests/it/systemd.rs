@@ -92,13 +92,19 @@ async fn meterd_tells_systemd_it_is_ready_pets_the_watchdog_survives_a_reload_si
         let n = socket.recv(&mut buf).expect("a notification from meterd");
         seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
-    let _ = Command::new("kill")
-        .arg("-HUP")
-        .arg(meterd.pid().to_string())
-        .status();
-    std::thread::sleep(Duration::from_millis(500));
+    meterd.hup();
+    // A reload is announced to systemd and followed by READY=1 again.
+    let mut reloading = false;
+    loop {
+        let n = socket.recv(&mut buf).expect("RELOADING=1 and READY=1");
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        reloading |= m.contains("RELOADING=1");
+        if reloading && m.contains("READY=1") {
+            break;
+        }
+    }
     assert!(
-        meterd.log_text().contains("SIGHUP"),
+        meterd.log_text().contains("config reloaded"),
         "{}",
         meterd.log_text()
     );
