@@ -2,6 +2,7 @@
 //! cursor per sink, sinks deliver to MQTT and InfluxDB and acknowledge only what their far end
 //! confirmed. See ARCHITECTURE.md for the map.
 
+pub mod alerts;
 pub mod bus;
 pub mod config;
 pub mod daemon;

@@ -116,6 +116,9 @@ pub struct RawMeter {
     pub interval: Option<Duration>,
     #[serde(default)]
     pub intervals: BTreeMap<String, HumanDuration>,
+    /// Free labels (feeder, site, …) that alert rules can select on and alerts carry.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -194,4 +197,108 @@ pub struct RawJournal {
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: Option<SocketAddr>,
+}
+
+/// `[alerts]`: built-in rules (on by default), threshold rules and notifiers.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// Re-send interval of firing alerts to Alertmanager (default 1m).
+    #[serde(default, with = "humantime_serde")]
+    pub resend: Option<Duration>,
+    /// Publish alert events on `{prefix}/{gateway}/alert` when `[mqtt]` is set (default true).
+    pub mqtt: Option<bool>,
+    /// Write alert events to InfluxDB as measurement `alert` when `[influxdb]` is set (default true).
+    pub influxdb: Option<bool>,
+    #[serde(default)]
+    pub builtin: BTreeMap<String, RawBuiltin>,
+    #[serde(default)]
+    pub rule: Vec<RawRule>,
+    #[serde(default)]
+    pub alertmanager: Vec<RawAlertmanager>,
+    #[serde(default)]
+    pub webhook: Vec<RawWebhook>,
+}
+
+/// One built-in rule's settings. Parameters that do not apply to the rule are reported.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuiltin {
+    pub enabled: Option<bool>,
+    pub severity: Option<crate::alerts::rules::Severity>,
+    #[serde(default, rename = "for", with = "humantime_serde")]
+    pub for_: Option<Duration>,
+    pub summary: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub meters: Vec<String>,
+    #[serde(default)]
+    pub buses: Vec<String>,
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    pub intervals: Option<u32>,
+    pub below_v: Option<f64>,
+    pub others_above_v: Option<f64>,
+    pub below_w: Option<f64>,
+    pub clear_w: Option<f64>,
+    pub max_rate_kw: Option<f64>,
+    pub tolerance_kwh: Option<f64>,
+    #[serde(default, with = "humantime_serde")]
+    pub hold: Option<Duration>,
+    pub max_s: Option<f64>,
+    pub clear_s: Option<f64>,
+    pub above_percent: Option<f64>,
+    pub clear_percent: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: String,
+    pub quantity: String,
+    pub above: Option<f64>,
+    pub below: Option<f64>,
+    /// The level at which a firing alert resolves (hysteresis); default the threshold itself.
+    pub clear: Option<f64>,
+    #[serde(default, rename = "for", with = "humantime_serde")]
+    pub for_: Option<Duration>,
+    pub severity: Option<crate::alerts::rules::Severity>,
+    pub summary: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub meters: Vec<String>,
+    #[serde(default)]
+    pub buses: Vec<String>,
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertmanager {
+    pub name: Option<String>,
+    pub url: String,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub name: Option<String>,
+    pub url: String,
+    pub bearer_token: Option<String>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub bearer_token_env: Option<String>,
+    pub hmac_secret: Option<String>,
+    pub hmac_secret_file: Option<PathBuf>,
+    pub hmac_secret_env: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }

@@ -17,6 +17,9 @@ use serde::de::DeserializeOwned;
 
 use super::raw::*;
 
+#[path = "alerts.rs"]
+mod alerts;
+
 /// One problem, located as precisely as the file allows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
@@ -67,6 +70,7 @@ pub struct Config {
     pub journal: JournalConfig,
     pub http: HttpConfig,
     pub profiles: Arc<ProfileSet>,
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 impl Config {
@@ -144,6 +148,7 @@ pub struct MeterConfig {
     pub address: Option<Address>,
     pub profile: Arc<Profile>,
     pub groups: Vec<MeterGroup>,
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -446,6 +451,7 @@ struct RawAll {
     influx: Option<RawInflux>,
     journal: RawJournal,
     http: RawHttp,
+    alerts: RawAlerts,
 }
 
 const SECTIONS: &[&str] = &[
@@ -456,6 +462,7 @@ const SECTIONS: &[&str] = &[
     "influxdb",
     "journal",
     "http",
+    "alerts",
 ];
 
 /// Deserialize section by section, and each bus and meter on its own, so one bad meter does
@@ -488,6 +495,9 @@ fn parse_sections(r: &mut Reporter, mut top: toml::Table) -> Option<RawAll> {
         .unwrap_or_default();
     let http = take("http")
         .and_then(|v| r.parse(&[k("http")], v))
+        .unwrap_or_default();
+    let alerts = take("alerts")
+        .and_then(|v| r.parse(&[k("alerts")], v))
         .unwrap_or_default();
     let mut buses = Vec::new();
     match take("bus") {
@@ -533,6 +543,7 @@ fn parse_sections(r: &mut Reporter, mut top: toml::Table) -> Option<RawAll> {
         influx,
         journal,
         http,
+        alerts,
     })
 }
 
@@ -570,7 +581,7 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 /// exactly one may be given.
 fn secret(
     r: &mut Reporter,
-    section: &str,
+    section: &[Seg],
     name: &str,
     inline: Option<String>,
     file: Option<PathBuf>,
@@ -580,7 +591,7 @@ fn secret(
     let given = inline.is_some() as u8 + file.is_some() as u8 + env.is_some() as u8;
     if given > 1 {
         r.error(
-            &[k(section), k(name)],
+            &[section, &[k(name)]].concat(),
             format!("give one of {name}, {name}_file and {name}_env, not several"),
         );
         return None;
@@ -591,7 +602,7 @@ fn secret(
             Ok(s) => Some(s.trim_end_matches(['\r', '\n']).to_string()),
             Err(e) => {
                 r.error(
-                    &[k(section), k(&format!("{name}_file"))],
+                    &[section, &[k(&format!("{name}_file"))]].concat(),
                     format!("cannot read {}: {e}", path.display()),
                 );
                 None
@@ -603,7 +614,7 @@ fn secret(
             Ok(s) => Some(s),
             Err(_) => {
                 r.error(
-                    &[k(section), k(&format!("{name}_env"))],
+                    &[section, &[k(&format!("{name}_env"))]].concat(),
                     format!("environment variable {var} is not set"),
                 );
                 None
@@ -913,6 +924,7 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                 address,
                 profile,
                 groups,
+                labels: m.labels,
             });
         }
         if let Some(link) = link {
@@ -946,6 +958,12 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
         r.error(&[k("journal"), k("max_size")], "must be at least 1MiB");
     }
     let fsync = raw.journal.fsync.unwrap_or(Duration::from_secs(1));
+    let meter_ids: Vec<String> = buses
+        .iter()
+        .flat_map(|b| b.meters.iter().map(|m| m.id.clone()))
+        .collect();
+    let bus_names: Vec<String> = buses.iter().map(|b| b.name.clone()).collect();
+    let alerts = alerts::check_alerts(r, raw.alerts, &meter_ids, &bus_names, base);
     let gateway = gateway?;
     Some(Config {
         gateway_id: gateway.id,
@@ -961,6 +979,7 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9645))),
         },
         profiles,
+        alerts,
     })
 }
 
@@ -1005,7 +1024,7 @@ fn check_mqtt(r: &mut Reporter, m: RawMqtt, gateway: &str, base: &Path) -> Optio
     }
     let password = secret(
         r,
-        "mqtt",
+        &[k("mqtt")],
         "password",
         m.password,
         m.password_file,
@@ -1048,7 +1067,7 @@ fn check_influx(r: &mut Reporter, i: RawInflux, base: &Path) -> Option<InfluxCon
     }
     let token = secret(
         r,
-        "influxdb",
+        &[k("influxdb")],
         "token",
         i.token,
         i.token_file,
@@ -1057,7 +1076,7 @@ fn check_influx(r: &mut Reporter, i: RawInflux, base: &Path) -> Option<InfluxCon
     );
     let password = secret(
         r,
-        "influxdb",
+        &[k("influxdb")],
         "password",
         i.password,
         i.password_file,

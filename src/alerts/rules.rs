@@ -1,0 +1,733 @@
+//! Alert rules and their state: pure logic, time passed in.
+//!
+//! Every rule turns what it sees into a condition per alert key (a meter, a meter's quantity,
+//! a bus, a sink): `Bad` (outside the threshold), `Good` (back inside the clear level) or
+//! `Hold` (inside the hysteresis band, or nothing to judge by). One state machine serves all
+//! rules:
+//!
+//! ```text
+//!   inactive ──Bad──► pending ──Bad for `for`──► firing ──Good──► resolved (removed)
+//!       ▲                │ Good/Hold                 │ Bad/Hold: stays firing
+//!       └────────────────┘                           │
+//! ```
+//!
+//! Events (a counter that went backwards, readings dropped) fire at once and resolve by
+//! themselves after `hold` without a new occurrence. An event is emitted only on the
+//! transitions into firing and out of it: nothing is repeated while a condition persists.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::reading::Reading;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Which meters a rule looks at. Empty lists match everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scope {
+    pub meters: Vec<String>,
+    pub buses: Vec<String>,
+    pub profiles: Vec<String>,
+    /// Every one of these must be among the meter's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Scope {
+    fn matches(&self, m: &MeterInfo) -> bool {
+        (self.meters.is_empty() || self.meters.contains(&m.id))
+            && (self.buses.is_empty() || self.buses.contains(&m.bus))
+            && (self.profiles.is_empty() || self.profiles.contains(&m.profile))
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| m.labels.get(k) == Some(v))
+    }
+}
+
+/// What the engine knows of a configured meter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeterInfo {
+    pub id: String,
+    pub bus: String,
+    pub profile: String,
+    pub labels: BTreeMap<String, String>,
+    /// Its shortest polling interval.
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// A quantity (a `*` pattern matches several, each its own alert) above or below a level;
+    /// it clears on the other side of `clear`.
+    Threshold {
+        quantity: String,
+        above: Option<f64>,
+        below: Option<f64>,
+        clear: f64,
+    },
+    /// No reading for `intervals` polling intervals.
+    MeterOffline { intervals: u32 },
+    /// No meter on the bus answers.
+    BusDown,
+    /// One phase voltage below `below_v` while another is above `others_above_v`.
+    PhaseLoss { below_v: f64, others_above_v: f64 },
+    /// `power_w` below `below_w` (export where there should be none); clears at `clear_w`.
+    ReversePower { below_w: f64, clear_w: f64 },
+    /// An `energy_*` counter went backwards by more than `tolerance` or grew faster than
+    /// `max_rate_kw` (kWh per hour) would allow.
+    EnergyCounter {
+        max_rate_kw: f64,
+        tolerance: f64,
+        hold: Duration,
+    },
+    /// `meter_clock_offset_s` beyond `max_s` either way; clears inside `clear_s`.
+    ClockDrift { max_s: f64, clear_s: f64 },
+    /// The journal holds more than `above_percent` of `journal.max_size`.
+    JournalFilling { above_percent: f64, clear_percent: f64 },
+    /// The journal was full and dropped undelivered readings.
+    JournalDropping { hold: Duration },
+    /// The journal cannot be written (readings only in memory).
+    JournalUnwritable,
+    /// A sink has failed to deliver for longer than the rule's `for`.
+    SinkUnreachable,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// The `alertname` label.
+    pub name: String,
+    pub kind: Kind,
+    /// How long the condition must hold before the alert fires.
+    pub for_: Duration,
+    pub severity: Severity,
+    pub scope: Scope,
+    /// Extra labels on every alert of the rule.
+    pub labels: BTreeMap<String, String>,
+    /// `{meter}`, `{bus}`, `{quantity}`, `{value}`, `{threshold}`, `{alertname}`,
+    /// `{severity}`, `{gateway}`, `{sink}`, `{phase}` are replaced.
+    pub summary: Option<String>,
+}
+
+/// The state of the world that readings do not carry, sampled every tick.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Per meter: when its last reading was taken, and whether it answers (None: not yet known).
+    pub meters: BTreeMap<String, (Option<SystemTime>, Option<bool>)>,
+    /// Share of `journal.max_size` in use, 0 to 1.
+    pub journal_used: f64,
+    /// Readings dropped by the journal since the start, over all sinks.
+    pub journal_dropped: u64,
+    pub journal_failure: Option<String>,
+    /// Per sink: failing since when, if failing.
+    pub sinks: BTreeMap<String, Option<SystemTime>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Firing,
+    Resolved,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Firing => "firing",
+            State::Resolved => "resolved",
+        }
+    }
+}
+
+/// An alert as notifiers and the API see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// gateway, alertname, severity, and meter/bus/quantity/phase/sink where they apply,
+    /// plus the rule's own labels.
+    pub labels: BTreeMap<String, String>,
+    pub state: State,
+    pub value: f64,
+    pub threshold: f64,
+    /// When the condition began.
+    #[serde(with = "humantime_serde")]
+    pub since: SystemTime,
+    /// When it fired (firing) or resolved (resolved).
+    #[serde(with = "humantime_serde")]
+    pub at: Option<SystemTime>,
+    pub summary: String,
+    /// Events: resolves by itself at this time without a new occurrence.
+    #[serde(default, with = "humantime_serde")]
+    pub until: Option<SystemTime>,
+}
+
+impl Alert {
+    pub fn name(&self) -> &str {
+        self.labels.get("alertname").map_or("", String::as_str)
+    }
+
+    /// A stable identity: the labels, as Alertmanager identifies an alert.
+    pub fn fingerprint(&self) -> String {
+        self.labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+enum Cond {
+    Bad { value: f64, threshold: f64 },
+    Good,
+    Hold,
+}
+
+/// Persisted between runs: active alerts and counter baselines.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    pub alerts: Vec<(String, Alert)>,
+    /// (meter, quantity) → last value and when it was read, unix ms.
+    pub counters: Vec<(String, String, f64, u64)>,
+}
+
+pub struct Engine {
+    gateway: String,
+    rules: Vec<Rule>,
+    meters: BTreeMap<String, MeterInfo>,
+    /// Key: rule name plus the target's labels.
+    active: BTreeMap<String, (usize, Alert)>,
+    counters: BTreeMap<(String, String), (f64, SystemTime)>,
+    started: SystemTime,
+    dropped_seen: u64,
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `*` matches any run of characters.
+pub fn glob(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, rest)) => {
+            let Some(tail) = s.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len())
+                .filter(|i| tail.is_char_boundary(*i))
+                .any(|i| glob(rest, &tail[i..]))
+        }
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+fn default_summary(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Threshold { above: Some(_), .. } => "{meter}: {quantity} is {value}, above {threshold}",
+        Kind::Threshold { .. } => "{meter}: {quantity} is {value}, below {threshold}",
+        Kind::MeterOffline { .. } => "{meter} on {bus}: no reading for {value} s (limit {threshold} s)",
+        Kind::BusDown => "bus {bus}: none of its {threshold} meters answers",
+        Kind::PhaseLoss { .. } => "{meter}: phase {phase} at {value} V while the others are live",
+        Kind::ReversePower { .. } => "{meter}: power flows backwards, {value} W",
+        Kind::EnergyCounter { .. } => "{meter}: {quantity} went from {threshold} to {value}",
+        Kind::ClockDrift { .. } => "{meter}: clock off by {value} s (limit {threshold} s)",
+        Kind::JournalFilling { .. } => "journal {value} % full (limit {threshold} %): a sink is not keeping up",
+        Kind::JournalDropping { .. } => "journal full: {value} undelivered readings dropped",
+        Kind::JournalUnwritable => "journal cannot be written: readings are only in memory",
+        Kind::SinkUnreachable => "sink {sink} has failed to deliver for {value} s",
+    }
+}
+
+impl Engine {
+    pub fn new(gateway: &str, rules: Vec<Rule>, meters: Vec<MeterInfo>, now: SystemTime) -> Engine {
+        Engine {
+            gateway: gateway.to_string(),
+            rules,
+            meters: meters.into_iter().map(|m| (m.id.clone(), m)).collect(),
+            active: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            started: now,
+            dropped_seen: 0,
+        }
+    }
+
+    /// Alerts pending and firing, ordered by key.
+    pub fn active(&self) -> Vec<Alert> {
+        self.active.values().map(|(_, a)| a.clone()).collect()
+    }
+
+    pub fn firing(&self) -> Vec<Alert> {
+        self.active
+            .values()
+            .filter(|(_, a)| a.state == State::Firing)
+            .map(|(_, a)| a.clone())
+            .collect()
+    }
+
+    pub fn save(&self) -> Saved {
+        Saved {
+            alerts: self
+                .active
+                .iter()
+                .filter(|(_, (_, a))| a.state == State::Firing)
+                .map(|(k, (_, a))| (k.clone(), a.clone()))
+                .collect(),
+            counters: self
+                .counters
+                .iter()
+                .map(|((m, q), (v, t))| (m.clone(), q.clone(), *v, ms(*t)))
+                .collect(),
+        }
+    }
+
+    /// Take back what a previous run saved. Firing alerts stay firing without a new event
+    /// (no second page after a restart); those whose rule or meter is gone are resolved.
+    pub fn restore(&mut self, saved: Saved, now: SystemTime) -> Vec<Alert> {
+        for (m, q, v, t) in saved.counters {
+            self.counters
+                .insert((m, q), (v, SystemTime::UNIX_EPOCH + Duration::from_millis(t)));
+        }
+        let mut out = Vec::new();
+        for (key, a) in saved.alerts {
+            match self.rules.iter().position(|r| r.name == a.name()) {
+                Some(i) if self.target_exists(&a) => {
+                    self.active.insert(key, (i, a));
+                }
+                _ => out.push(resolved(a, now)),
+            }
+        }
+        out
+    }
+
+    /// New rules and meters (a reload). Alerts of rules or meters that are gone resolve.
+    pub fn reconfigure(&mut self, rules: Vec<Rule>, meters: Vec<MeterInfo>, now: SystemTime) -> Vec<Alert> {
+        self.rules = rules;
+        self.meters = meters.into_iter().map(|m| (m.id.clone(), m)).collect();
+        let active = std::mem::take(&mut self.active);
+        let mut out = Vec::new();
+        for (key, (_, a)) in active {
+            match self.rules.iter().position(|r| r.name == a.name()) {
+                Some(i) if self.target_exists(&a) => {
+                    self.active.insert(key, (i, a));
+                }
+                _ if a.state == State::Firing => out.push(resolved(a, now)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn target_exists(&self, a: &Alert) -> bool {
+        match a.labels.get("meter") {
+            Some(m) => self.meters.contains_key(m),
+            None => match a.labels.get("bus") {
+                Some(b) => self.meters.values().any(|m| &m.bus == b),
+                None => true,
+            },
+        }
+    }
+
+    fn labels(&self, rule: &Rule, target: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut l: BTreeMap<String, String> = rule.labels.clone();
+        l.insert("gateway".into(), self.gateway.clone());
+        l.insert("alertname".into(), rule.name.clone());
+        l.insert("severity".into(), rule.severity.as_str().into());
+        for (k, v) in target {
+            l.insert((*k).into(), (*v).into());
+        }
+        l
+    }
+
+    /// Move one alert along its state machine.
+    fn observe(
+        &mut self,
+        rule: usize,
+        labels: BTreeMap<String, String>,
+        cond: Cond,
+        now: SystemTime,
+        out: &mut Vec<Alert>,
+    ) {
+        let key = format!(
+            "{}|{}",
+            self.rules[rule].name,
+            labels
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity" | "gateway"))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let for_ = self.rules[rule].for_;
+        match (cond, self.active.get_mut(&key)) {
+            (Cond::Bad { value, threshold }, None) => {
+                let mut a = Alert {
+                    labels,
+                    state: State::Pending,
+                    value,
+                    threshold,
+                    since: now,
+                    at: None,
+                    summary: String::new(),
+                    until: None,
+                };
+                if for_.is_zero() {
+                    a.state = State::Firing;
+                    a.at = Some(now);
+                }
+                a.summary = self.summary(rule, &a);
+                if a.state == State::Firing {
+                    out.push(a.clone());
+                }
+                self.active.insert(key, (rule, a));
+            }
+            (Cond::Bad { value, threshold }, Some((_, a))) => {
+                a.value = value;
+                a.threshold = threshold;
+                let due = now.duration_since(a.since).unwrap_or_default() >= for_;
+                if a.state == State::Pending && due {
+                    a.state = State::Firing;
+                    a.at = Some(now);
+                    let a2 = a.clone();
+                    let summary = self.summary(rule, &a2);
+                    if let Some((_, a)) = self.active.get_mut(&key) {
+                        a.summary = summary;
+                        out.push(a.clone());
+                    }
+                } else if a.state == State::Firing {
+                    let a2 = a.clone();
+                    let summary = self.summary(rule, &a2);
+                    if let Some((_, a)) = self.active.get_mut(&key) {
+                        a.summary = summary;
+                    }
+                }
+            }
+            (Cond::Good, Some((_, a))) if a.state == State::Firing => {
+                let a = a.clone();
+                self.active.remove(&key);
+                out.push(resolved(a, now));
+            }
+            (Cond::Good | Cond::Hold, Some((_, a))) if a.state == State::Pending => {
+                self.active.remove(&key);
+            }
+            _ => {}
+        }
+    }
+
+    /// An event: fires at once (or stays firing, its hold renewed).
+    fn event(
+        &mut self,
+        rule: usize,
+        labels: BTreeMap<String, String>,
+        value: f64,
+        threshold: f64,
+        hold: Duration,
+        now: SystemTime,
+        out: &mut Vec<Alert>,
+    ) {
+        let before = out.len();
+        self.observe(rule, labels.clone(), Cond::Bad { value, threshold }, now, out);
+        let key_alert = self
+            .active
+            .values_mut()
+            .find(|(r, a)| *r == rule && a.labels == labels);
+        if let Some((_, a)) = key_alert {
+            a.until = Some(now + hold);
+            if out.len() > before {
+                if let Some(last) = out.last_mut() {
+                    last.until = a.until;
+                }
+            }
+        }
+    }
+
+    fn summary(&self, rule: usize, a: &Alert) -> String {
+        let r = &self.rules[rule];
+        let mut s = r
+            .summary
+            .clone()
+            .unwrap_or_else(|| default_summary(&r.kind).to_string());
+        s = s
+            .replace("{value}", &fmt_num(a.value))
+            .replace("{threshold}", &fmt_num(a.threshold));
+        for (k, v) in &a.labels {
+            s = s.replace(&format!("{{{k}}}"), v);
+        }
+        s
+    }
+
+    fn meters_in(&self, rule: usize) -> Vec<MeterInfo> {
+        self.meters
+            .values()
+            .filter(|m| self.rules[rule].scope.matches(m))
+            .cloned()
+            .collect()
+    }
+
+    /// Judge a reading against every rule that looks at readings.
+    pub fn on_reading(&mut self, r: &Reading, now: SystemTime) -> Vec<Alert> {
+        let mut out = Vec::new();
+        let Some(meter) = self.meters.get(&*r.meter).cloned() else {
+            return out;
+        };
+        let value = |q: &str| r.values.iter().find(|(n, _)| &**n == q).map(|(_, v)| *v);
+        let target = [("meter", meter.id.as_str()), ("bus", meter.bus.as_str())];
+        for i in 0..self.rules.len() {
+            if !self.rules[i].scope.matches(&meter) {
+                continue;
+            }
+            match self.rules[i].kind.clone() {
+                Kind::Threshold {
+                    quantity,
+                    above,
+                    below,
+                    clear,
+                } => {
+                    for (q, v) in &r.values {
+                        if !glob(&quantity, q) {
+                            continue;
+                        }
+                        let cond = match (above, below) {
+                            (Some(t), _) if *v > t => Cond::Bad { value: *v, threshold: t },
+                            (Some(_), _) if *v < clear => Cond::Good,
+                            (None, Some(t)) if *v < t => Cond::Bad { value: *v, threshold: t },
+                            (None, Some(_)) if *v > clear => Cond::Good,
+                            _ => Cond::Hold,
+                        };
+                        let labels = self.labels(&self.rules[i], &[target[0], target[1], ("quantity", q)]);
+                        self.observe(i, labels, cond, now, &mut out);
+                    }
+                }
+                Kind::PhaseLoss {
+                    below_v,
+                    others_above_v,
+                } => {
+                    let phases: Vec<(&str, f64)> = ["l1", "l2", "l3"]
+                        .iter()
+                        .filter_map(|p| Some((*p, value(&format!("voltage_{p}_v"))?)))
+                        .collect();
+                    if phases.len() < 2 {
+                        continue;
+                    }
+                    let live = phases.iter().any(|(_, v)| *v > others_above_v);
+                    for (p, v) in &phases {
+                        let cond = if *v < below_v && live {
+                            Cond::Bad { value: *v, threshold: below_v }
+                        } else if *v >= below_v {
+                            Cond::Good
+                        } else {
+                            Cond::Hold
+                        };
+                        let labels = self.labels(&self.rules[i], &[target[0], target[1], ("phase", p)]);
+                        self.observe(i, labels, cond, now, &mut out);
+                    }
+                }
+                Kind::ReversePower { below_w, clear_w } => {
+                    let Some(v) = value("power_w") else { continue };
+                    let cond = if v < below_w {
+                        Cond::Bad { value: v, threshold: below_w }
+                    } else if v >= clear_w {
+                        Cond::Good
+                    } else {
+                        Cond::Hold
+                    };
+                    let labels = self.labels(&self.rules[i], &target);
+                    self.observe(i, labels, cond, now, &mut out);
+                }
+                Kind::ClockDrift { max_s, clear_s } => {
+                    let Some(v) = value("meter_clock_offset_s") else { continue };
+                    let cond = if v.abs() > max_s {
+                        Cond::Bad { value: v, threshold: max_s }
+                    } else if v.abs() <= clear_s {
+                        Cond::Good
+                    } else {
+                        Cond::Hold
+                    };
+                    let labels = self.labels(&self.rules[i], &target);
+                    self.observe(i, labels, cond, now, &mut out);
+                }
+                Kind::EnergyCounter {
+                    max_rate_kw,
+                    tolerance,
+                    hold,
+                } => {
+                    for (q, v) in &r.values {
+                        if !(q.starts_with("energy_") && q.ends_with("_kwh")) {
+                            continue;
+                        }
+                        let key = (meter.id.clone(), q.to_string());
+                        let prev = self.counters.get(&key).copied();
+                        if prev.is_none_or(|(_, t)| r.ts > t) {
+                            self.counters.insert(key, (*v, r.ts));
+                        }
+                        let Some((pv, pt)) = prev else { continue };
+                        if r.ts <= pt {
+                            continue;
+                        }
+                        let hours = r.ts.duration_since(pt).unwrap_or_default().as_secs_f64() / 3600.0;
+                        let grew = v - pv;
+                        let (name, bad) = if grew < -tolerance {
+                            ("backwards", true)
+                        } else if grew > tolerance && grew / hours.max(1e-9) > max_rate_kw {
+                            ("jump", true)
+                        } else {
+                            ("", false)
+                        };
+                        if bad {
+                            let labels = self.labels(
+                                &self.rules[i],
+                                &[target[0], target[1], ("quantity", q), ("change", name)],
+                            );
+                            self.event(i, labels, *v, pv, hold, now, &mut out);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Judge the time-based rules, and resolve events whose hold ran out.
+    pub fn tick(&mut self, s: &Status, now: SystemTime) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for i in 0..self.rules.len() {
+            match self.rules[i].kind.clone() {
+                Kind::MeterOffline { intervals } => {
+                    for m in self.meters_in(i) {
+                        let limit = m.interval * intervals;
+                        let (last, _) = s.meters.get(&m.id).copied().unwrap_or_default();
+                        let silent = now.duration_since(last.unwrap_or(self.started)).unwrap_or_default();
+                        let cond = if silent > limit {
+                            Cond::Bad {
+                                value: silent.as_secs_f64().round(),
+                                threshold: limit.as_secs_f64(),
+                            }
+                        } else if last.is_some() {
+                            Cond::Good
+                        } else {
+                            // Nothing read since the start: too early to say it is back.
+                            Cond::Hold
+                        };
+                        let labels = self.labels(&self.rules[i], &[("meter", &m.id), ("bus", &m.bus)]);
+                        self.observe(i, labels, cond, now, &mut out);
+                    }
+                }
+                Kind::BusDown => {
+                    let mut buses: BTreeMap<String, Vec<Option<bool>>> = BTreeMap::new();
+                    for m in self.meters_in(i) {
+                        let online = s.meters.get(&m.id).and_then(|(_, o)| *o);
+                        buses.entry(m.bus.clone()).or_default().push(online);
+                    }
+                    for (bus, online) in buses {
+                        let cond = if online.iter().all(|o| *o == Some(false)) {
+                            Cond::Bad {
+                                value: online.len() as f64,
+                                threshold: online.len() as f64,
+                            }
+                        } else if online.iter().any(|o| *o == Some(true)) {
+                            Cond::Good
+                        } else {
+                            Cond::Hold
+                        };
+                        let labels = self.labels(&self.rules[i], &[("bus", &bus)]);
+                        self.observe(i, labels, cond, now, &mut out);
+                    }
+                }
+                Kind::JournalFilling {
+                    above_percent,
+                    clear_percent,
+                } => {
+                    let p = (s.journal_used * 1000.0).round() / 10.0;
+                    let cond = if p > above_percent {
+                        Cond::Bad { value: p, threshold: above_percent }
+                    } else if p < clear_percent {
+                        Cond::Good
+                    } else {
+                        Cond::Hold
+                    };
+                    let labels = self.labels(&self.rules[i], &[]);
+                    self.observe(i, labels, cond, now, &mut out);
+                }
+                Kind::JournalDropping { hold } => {
+                    if s.journal_dropped > self.dropped_seen {
+                        let labels = self.labels(&self.rules[i], &[]);
+                        self.event(i, labels, s.journal_dropped as f64, 0.0, hold, now, &mut out);
+                    }
+                }
+                Kind::JournalUnwritable => {
+                    let cond = if s.journal_failure.is_some() {
+                        Cond::Bad { value: 1.0, threshold: 0.0 }
+                    } else {
+                        Cond::Good
+                    };
+                    let labels = self.labels(&self.rules[i], &[]);
+                    self.observe(i, labels, cond, now, &mut out);
+                }
+                Kind::SinkUnreachable => {
+                    for (sink, failing) in &s.sinks {
+                        let cond = match failing {
+                            Some(since) => Cond::Bad {
+                                value: now.duration_since(*since).unwrap_or_default().as_secs_f64().round(),
+                                threshold: self.rules[i].for_.as_secs_f64(),
+                            },
+                            None => Cond::Good,
+                        };
+                        let labels = self.labels(&self.rules[i], &[("sink", sink)]);
+                        self.observe(i, labels, cond, now, &mut out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.dropped_seen = self.dropped_seen.max(s.journal_dropped);
+        // Events resolve once their hold has passed without a new occurrence.
+        let expired: Vec<String> = self
+            .active
+            .iter()
+            .filter(|(_, (_, a))| a.until.is_some_and(|u| u <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            if let Some((_, a)) = self.active.remove(&k) {
+                out.push(resolved(a, now));
+            }
+        }
+        out
+    }
+}
+
+fn resolved(mut a: Alert, now: SystemTime) -> Alert {
+    a.state = State::Resolved;
+    a.at = Some(now);
+    a.until = None;
+    a
+}

@@ -1,0 +1,431 @@
+//! The alert state machine on a virtual clock: every rule kind, `for`, hysteresis, events,
+//! restarts and reloads.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use super::rules::*;
+use crate::reading::Reading;
+
+fn t(s: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
+}
+
+fn meter(id: &str, bus: &str) -> MeterInfo {
+    MeterInfo {
+        id: id.into(),
+        bus: bus.into(),
+        profile: "eastron-sdm630".into(),
+        labels: BTreeMap::from([("feeder".to_string(), "F1".to_string())]),
+        interval: Duration::from_secs(10),
+    }
+}
+
+fn rule(name: &str, kind: Kind, for_s: u64) -> Rule {
+    Rule {
+        name: name.into(),
+        kind,
+        for_: Duration::from_secs(for_s),
+        severity: Severity::Warning,
+        scope: Scope::default(),
+        labels: BTreeMap::new(),
+        summary: None,
+    }
+}
+
+fn overvoltage(for_s: u64) -> Rule {
+    rule(
+        "Overvoltage",
+        Kind::Threshold {
+            quantity: "voltage_l*_v".into(),
+            above: Some(235.4),
+            below: None,
+            clear: 233.0,
+        },
+        for_s,
+    )
+}
+
+fn engine(rules: Vec<Rule>) -> Engine {
+    Engine::new("gw", rules, vec![meter("m1", "b1"), meter("m2", "b1")], t(0))
+}
+
+fn reading(meter: &str, at: u64, values: &[(&str, f64)]) -> Reading {
+    Reading {
+        meter: meter.into(),
+        bus: "b1".into(),
+        profile: "eastron-sdm630".into(),
+        ts: t(at),
+        seq: 0,
+        values: values.iter().map(|(q, v)| (Arc::from(*q), *v)).collect(),
+    }
+}
+
+/// Feed readings of one quantity at the given times; return the events as (time, state).
+fn drive(e: &mut Engine, q: &str, series: &[(u64, f64)]) -> Vec<(u64, State)> {
+    let mut out = Vec::new();
+    for (at, v) in series {
+        for a in e.on_reading(&reading("m1", *at, &[(q, *v)]), t(*at)) {
+            out.push((*at, a.state));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_threshold_fires_only_after_its_for_duration_and_resolves_below_the_clear_level() {
+    use State::*;
+    // (case, for, series, expected events)
+    let cases: &[(&str, u64, &[(u64, f64)], &[(u64, State)])] = &[
+        ("no for: fires at once", 0, &[(0, 236.0), (10, 232.0)], &[(0, Firing), (10, Resolved)]),
+        ("above for 60 s fires at 60 s", 60, &[(0, 236.0), (30, 236.0), (60, 236.0)], &[(60, Firing)]),
+        ("a dip below the threshold restarts the for", 60, &[(0, 236.0), (30, 234.0), (60, 236.0), (90, 236.0), (120, 236.0)], &[(120, Firing)]),
+        ("inside the band a firing alert stays firing", 0, &[(0, 236.0), (10, 234.0), (20, 233.5), (30, 235.0)], &[(0, Firing)]),
+        ("flapping around the threshold pages once", 0, &[(0, 235.5), (10, 235.3), (20, 235.6), (30, 235.2), (40, 235.9)], &[(0, Firing)]),
+        ("below the clear level it resolves", 0, &[(0, 236.0), (10, 234.0), (20, 232.9)], &[(0, Firing), (20, Resolved)]),
+        ("exactly at the threshold is not above it", 0, &[(0, 235.4)], &[]),
+        ("fires again after a resolve", 0, &[(0, 236.0), (10, 230.0), (20, 236.0)], &[(0, Firing), (10, Resolved), (20, Firing)]),
+    ];
+    for (case, for_s, series, expected) in cases {
+        let mut e = engine(vec![overvoltage(*for_s)]);
+        assert_eq!(&drive(&mut e, "voltage_l1_v", series), expected, "{case}");
+    }
+}
+
+#[test]
+fn a_below_threshold_clears_above_its_clear_level() {
+    let mut e = engine(vec![rule(
+        "Undervoltage",
+        Kind::Threshold {
+            quantity: "voltage_l1_v".into(),
+            above: None,
+            below: Some(207.0),
+            clear: 210.0,
+        },
+        0,
+    )]);
+    let got = drive(
+        &mut e,
+        "voltage_l1_v",
+        &[(0, 206.0), (10, 209.0), (20, 210.5)],
+    );
+    assert_eq!(got, vec![(0, State::Firing), (20, State::Resolved)]);
+}
+
+#[test]
+fn an_alert_carries_the_labels_value_threshold_and_a_filled_in_summary() {
+    let mut r = overvoltage(0);
+    r.labels.insert("team".into(), "grid".into());
+    r.summary = Some("{meter} on {bus}: {quantity} {value} V > {threshold} V".into());
+    let mut e = engine(vec![r]);
+    let a = e
+        .on_reading(&reading("m1", 0, &[("voltage_l2_v", 236.25)]), t(0))
+        .pop()
+        .unwrap();
+    let labels: Vec<(&str, &str)> = a
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        labels,
+        vec![
+            ("alertname", "Overvoltage"),
+            ("bus", "b1"),
+            ("gateway", "gw"),
+            ("meter", "m1"),
+            ("quantity", "voltage_l2_v"),
+            ("severity", "warning"),
+            ("team", "grid"),
+        ]
+    );
+    assert_eq!((a.value, a.threshold), (236.25, 235.4));
+    assert_eq!(a.summary, "m1 on b1: voltage_l2_v 236.25 V > 235.4 V");
+    assert_eq!((a.since, a.at), (t(0), Some(t(0))));
+}
+
+#[test]
+fn each_matching_quantity_and_meter_is_its_own_alert() {
+    let mut e = engine(vec![overvoltage(0)]);
+    let a = e.on_reading(
+        &reading("m1", 0, &[("voltage_l1_v", 236.0), ("voltage_l2_v", 236.0), ("current_l1_a", 999.0)]),
+        t(0),
+    );
+    let b = e.on_reading(&reading("m2", 0, &[("voltage_l1_v", 236.0)]), t(0));
+    assert_eq!(a.len(), 2);
+    assert_eq!(b.len(), 1);
+    assert_eq!(e.firing().len(), 3);
+}
+
+#[test]
+fn scope_limits_a_rule_to_meters_buses_profiles_and_labels() {
+    let scopes = [
+        (Scope { meters: vec!["m2".into()], ..Default::default() }, false),
+        (Scope { meters: vec!["m1".into()], ..Default::default() }, true),
+        (Scope { buses: vec!["other".into()], ..Default::default() }, false),
+        (Scope { profiles: vec!["eastron-sdm630".into()], ..Default::default() }, true),
+        (Scope { labels: BTreeMap::from([("feeder".into(), "F2".into())]), ..Default::default() }, false),
+        (Scope { labels: BTreeMap::from([("feeder".into(), "F1".into())]), ..Default::default() }, true),
+    ];
+    for (scope, fires) in scopes {
+        let mut r = overvoltage(0);
+        r.scope = scope.clone();
+        let mut e = engine(vec![r]);
+        let got = e.on_reading(&reading("m1", 0, &[("voltage_l1_v", 240.0)]), t(0));
+        assert_eq!(!got.is_empty(), fires, "{scope:?}");
+    }
+}
+
+fn status(meters: &[(&str, Option<u64>, Option<bool>)]) -> Status {
+    Status {
+        meters: meters
+            .iter()
+            .map(|(m, last, online)| (m.to_string(), (last.map(t), *online)))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_meter_is_offline_after_n_intervals_without_a_reading_and_back_with_the_next() {
+    let mut e = Engine::new(
+        "gw",
+        vec![rule("MeterOffline", Kind::MeterOffline { intervals: 3 }, 0)],
+        vec![meter("m1", "b1")],
+        t(0),
+    );
+    // Interval 10 s × 3: silent for more than 30 s.
+    assert!(e.tick(&status(&[("m1", Some(0), Some(true))]), t(30)).is_empty());
+    let fired = e.tick(&status(&[("m1", Some(0), Some(false))]), t(31));
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].state, State::Firing);
+    assert_eq!(fired[0].labels["meter"], "m1");
+    assert!(e.tick(&status(&[("m1", Some(0), Some(false))]), t(60)).is_empty(), "no repeat");
+    let back = e.tick(&status(&[("m1", Some(61), Some(true))]), t(62));
+    assert_eq!(back[0].state, State::Resolved);
+}
+
+#[test]
+fn a_meter_never_read_since_the_start_is_offline_once_the_limit_passes() {
+    let mut e = Engine::new(
+        "gw",
+        vec![rule("MeterOffline", Kind::MeterOffline { intervals: 3 }, 0)],
+        vec![meter("m1", "b1")],
+        t(0),
+    );
+    assert!(e.tick(&status(&[]), t(20)).is_empty());
+    assert_eq!(e.tick(&status(&[]), t(31)).len(), 1);
+}
+
+#[test]
+fn a_bus_is_down_when_every_meter_on_it_is_offline() {
+    use State::*;
+    let cases: &[(&str, &[Option<bool>], &[State])] = &[
+        ("all offline", &[Some(false), Some(false)], &[Firing]),
+        ("one answers", &[Some(false), Some(true)], &[]),
+        ("not yet known", &[None, Some(false)], &[]),
+    ];
+    for (case, online, expected) in cases {
+        let mut e = engine(vec![rule("BusDown", Kind::BusDown, 0)]);
+        let s = status(&[("m1", None, online[0]), ("m2", None, online[1])]);
+        let got: Vec<State> = e.tick(&s, t(5)).iter().map(|a| a.state).collect();
+        assert_eq!(&got, expected, "{case}");
+    }
+    let mut e = engine(vec![rule("BusDown", Kind::BusDown, 0)]);
+    let down = e.tick(&status(&[("m1", None, Some(false)), ("m2", None, Some(false))]), t(0));
+    assert_eq!(down[0].labels.get("meter"), None);
+    assert_eq!(down[0].labels["bus"], "b1");
+    let up = e.tick(&status(&[("m1", None, Some(true)), ("m2", None, Some(false))]), t(9));
+    assert_eq!(up[0].state, Resolved);
+}
+
+#[test]
+fn phase_loss_is_one_phase_near_zero_while_another_is_live() {
+    let cases: &[(&str, [f64; 3], Option<&str>)] = &[
+        ("L2 lost", [230.0, 3.0, 231.0], Some("l2")),
+        ("all normal", [230.0, 229.0, 231.0], None),
+        ("the whole supply is off: an outage, not phase loss", [0.0, 0.0, 0.0], None),
+    ];
+    for (case, v, phase) in cases {
+        let mut e = engine(vec![rule(
+            "PhaseLoss",
+            Kind::PhaseLoss { below_v: 20.0, others_above_v: 100.0 },
+            0,
+        )]);
+        let got = e.on_reading(
+            &reading("m1", 0, &[("voltage_l1_v", v[0]), ("voltage_l2_v", v[1]), ("voltage_l3_v", v[2])]),
+            t(0),
+        );
+        assert_eq!(got.first().map(|a| a.labels["phase"].as_str()), *phase, "{case}");
+    }
+}
+
+#[test]
+fn reverse_power_fires_after_its_for_and_clears_at_the_clear_level() {
+    let mut e = engine(vec![rule(
+        "ReversePower",
+        Kind::ReversePower { below_w: -50.0, clear_w: 0.0 },
+        60,
+    )]);
+    let got = drive(
+        &mut e,
+        "power_w",
+        &[(0, -500.0), (30, -400.0), (60, -450.0), (70, -10.0), (80, 5.0)],
+    );
+    assert_eq!(got, vec![(60, State::Firing), (80, State::Resolved)]);
+}
+
+#[test]
+fn an_energy_counter_going_backwards_or_jumping_fires_once_and_resolves_after_the_hold() {
+    let kind = Kind::EnergyCounter {
+        max_rate_kw: 1000.0,
+        tolerance: 0.1,
+        hold: Duration::from_secs(3600),
+    };
+    let cases: &[(&str, &[(u64, f64)], Option<&str>)] = &[
+        ("steady growth", &[(0, 100.0), (10, 100.5), (20, 101.0)], None),
+        ("rounding noise", &[(0, 100.0), (10, 99.95)], None),
+        ("backwards", &[(0, 100.0), (10, 90.0)], Some("backwards")),
+        // 500 kWh in 10 s is 180 MW.
+        ("a jump", &[(0, 100.0), (10, 600.0)], Some("jump")),
+    ];
+    for (case, series, change) in cases {
+        let mut e = engine(vec![rule("EnergyCounterImplausible", kind.clone(), 0)]);
+        let mut events = Vec::new();
+        for (at, v) in *series {
+            events.extend(e.on_reading(&reading("m1", *at, &[("energy_import_kwh", *v)]), t(*at)));
+        }
+        assert_eq!(
+            events.first().map(|a| a.labels["change"].as_str()),
+            *change,
+            "{case}"
+        );
+        if change.is_some() {
+            assert_eq!(events.len(), 1, "{case}");
+            assert!(e.tick(&Status::default(), t(1800)).is_empty(), "{case}: held");
+            let r = e.tick(&Status::default(), t(3700));
+            assert_eq!(r[0].state, State::Resolved, "{case}");
+        }
+    }
+}
+
+#[test]
+fn clock_drift_counts_either_direction() {
+    let mut e = engine(vec![rule(
+        "MeterClockDrift",
+        Kind::ClockDrift { max_s: 60.0, clear_s: 30.0 },
+        0,
+    )]);
+    let got = drive(
+        &mut e,
+        "meter_clock_offset_s",
+        &[(0, -90.0), (10, -45.0), (20, 10.0), (30, 61.0)],
+    );
+    assert_eq!(
+        got,
+        vec![(0, State::Firing), (20, State::Resolved), (30, State::Firing)]
+    );
+}
+
+#[test]
+fn the_journal_alerts_on_filling_dropping_and_failing() {
+    let mut e = engine(vec![
+        rule("JournalFilling", Kind::JournalFilling { above_percent: 80.0, clear_percent: 70.0 }, 0),
+        rule("JournalDropping", Kind::JournalDropping { hold: Duration::from_secs(600) }, 0),
+        rule("JournalUnwritable", Kind::JournalUnwritable, 0),
+    ]);
+    let s = |used: f64, dropped: u64, failure: Option<&str>| Status {
+        journal_used: used,
+        journal_dropped: dropped,
+        journal_failure: failure.map(String::from),
+        ..Default::default()
+    };
+    let names = |v: Vec<Alert>| -> Vec<(String, State)> {
+        v.into_iter().map(|a| (a.name().to_string(), a.state)).collect()
+    };
+    assert_eq!(names(e.tick(&s(0.5, 0, None), t(0))), vec![]);
+    assert_eq!(
+        names(e.tick(&s(0.85, 0, None), t(1))),
+        vec![("JournalFilling".into(), State::Firing)]
+    );
+    assert_eq!(names(e.tick(&s(0.75, 0, None), t(2))), vec![], "inside the band");
+    assert_eq!(
+        names(e.tick(&s(0.99, 40, None), t(3))),
+        vec![("JournalDropping".into(), State::Firing)]
+    );
+    assert_eq!(names(e.tick(&s(0.99, 80, None), t(100))), vec![], "still firing, hold renewed");
+    assert_eq!(
+        names(e.tick(&s(0.6, 80, Some("ENOSPC")), t(200))),
+        vec![
+            ("JournalFilling".into(), State::Resolved),
+            ("JournalUnwritable".into(), State::Firing)
+        ]
+    );
+    assert_eq!(
+        names(e.tick(&s(0.6, 80, None), t(701))),
+        vec![
+            ("JournalUnwritable".into(), State::Resolved),
+            ("JournalDropping".into(), State::Resolved)
+        ]
+    );
+}
+
+#[test]
+fn a_sink_is_unreachable_once_it_has_failed_for_longer_than_the_for() {
+    let mut e = engine(vec![rule("SinkUnreachable", Kind::SinkUnreachable, 300)]);
+    let failing = |since: Option<u64>| Status {
+        sinks: BTreeMap::from([("mqtt".to_string(), since.map(t))]),
+        ..Default::default()
+    };
+    assert!(e.tick(&failing(Some(0)), t(0)).is_empty());
+    assert!(e.tick(&failing(Some(0)), t(299)).is_empty());
+    let fired = e.tick(&failing(Some(0)), t(300));
+    assert_eq!(fired[0].labels["sink"], "mqtt");
+    assert_eq!(fired[0].value, 300.0);
+    assert_eq!(e.tick(&failing(None), t(301))[0].state, State::Resolved);
+}
+
+#[test]
+fn after_a_restart_a_firing_alert_stays_firing_without_a_new_event_and_still_resolves() {
+    let mut e = engine(vec![overvoltage(0)]);
+    assert_eq!(drive(&mut e, "voltage_l1_v", &[(0, 240.0)]).len(), 1);
+    let saved: Saved = serde_json::from_str(&serde_json::to_string(&e.save()).unwrap()).unwrap();
+
+    let mut again = engine(vec![overvoltage(0)]);
+    assert!(again.restore(saved, t(100)).is_empty());
+    assert_eq!(again.firing().len(), 1);
+    assert!(drive(&mut again, "voltage_l1_v", &[(110, 241.0)]).is_empty(), "no second page");
+    assert_eq!(drive(&mut again, "voltage_l1_v", &[(120, 230.0)]), vec![(120, State::Resolved)]);
+}
+
+#[test]
+fn an_alert_whose_rule_or_meter_is_gone_is_resolved_on_restore_and_on_reload() {
+    let mut e = engine(vec![overvoltage(0)]);
+    drive(&mut e, "voltage_l1_v", &[(0, 240.0)]);
+    let saved = e.save();
+    let mut without_rule = engine(vec![]);
+    let r = without_rule.restore(saved.clone(), t(5));
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].state, State::Resolved);
+
+    let resolved = e.reconfigure(vec![overvoltage(0)], vec![meter("m2", "b1")], t(6));
+    assert_eq!(resolved.len(), 1, "m1 is gone");
+    assert!(e.firing().is_empty());
+}
+
+#[test]
+fn glob_patterns_match_quantities() {
+    for (p, s, m) in [
+        ("voltage_l*_v", "voltage_l1_v", true),
+        ("voltage_l*_v", "voltage_l1_l2_v", true),
+        ("voltage_l*_v", "current_l1_a", false),
+        ("power_w", "power_w", true),
+        ("*", "anything", true),
+        ("power_*_w", "power_w", false),
+    ] {
+        assert_eq!(glob(p, s), m, "{p} {s}");
+    }
+}
