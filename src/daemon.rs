@@ -7,6 +7,7 @@
 
 use std::{
     collections::BTreeMap,
+    path::PathBuf,
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -18,10 +19,16 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
+    alerts::{
+        outbox::Outbox,
+        rules::Engine,
+        task::{meter_infos, AlertTask, Reconfigure},
+        Notifier,
+    },
     bus,
     config::{BusConfig, Config, ConfigErrors, InfluxConfig, MqttConfig},
     journal::{self, CursorId, Journal},
-    sinks::{self, SinkStats},
+    sinks::{self, SinkCtx, SinkStats},
     state::LiveState,
 };
 
@@ -53,10 +60,11 @@ impl<C> Running<C> {
     }
 }
 
+/// A sink's settings, the gateway id and whether alert events go through it.
 #[derive(Clone, PartialEq)]
 enum SinkConfig {
-    Mqtt(MqttConfig, String),
-    Influx(InfluxConfig, String),
+    Mqtt(MqttConfig, String, bool),
+    Influx(InfluxConfig, String, bool),
     /// No sink configured: acknowledge everything so the journal does not fill.
     Null,
 }
@@ -69,6 +77,12 @@ struct Daemon {
     stats: BTreeMap<&'static str, Arc<SinkStats>>,
     sink_list: SinkList,
     config: Config,
+    /// Where alert outboxes and state live; None when the state directory is unusable.
+    alert_dir: Option<PathBuf>,
+    outboxes: BTreeMap<String, Arc<Outbox>>,
+    notifiers: BTreeMap<String, Running<Notifier>>,
+    firing: watch::Receiver<Vec<crate::alerts::rules::Alert>>,
+    alert_ctl: mpsc::UnboundedSender<Reconfigure>,
 }
 
 /// Run one bus, restarting its task if it ever ends (a panic, a bug) before `stop`.
@@ -106,12 +120,15 @@ impl Daemon {
     fn sink_configs(c: &Config) -> BTreeMap<&'static str, SinkConfig> {
         let mut out = BTreeMap::new();
         if let Some(m) = &c.mqtt {
-            out.insert("mqtt", SinkConfig::Mqtt(m.clone(), c.gateway_id.clone()));
+            out.insert(
+                "mqtt",
+                SinkConfig::Mqtt(m.clone(), c.gateway_id.clone(), c.alerts.mqtt),
+            );
         }
         if let Some(i) = &c.influx {
             out.insert(
                 "influxdb",
-                SinkConfig::Influx(i.clone(), c.gateway_id.clone()),
+                SinkConfig::Influx(i.clone(), c.gateway_id.clone(), c.alerts.influxdb),
             );
         }
         if out.is_empty() {
@@ -126,18 +143,23 @@ impl Daemon {
         let stats = self.stats.entry(name).or_default().clone();
         let (stop_tx, stop) = watch::channel(false);
         let log = self.log.clone();
+        let live = self.live.clone();
+        let ctx = |gateway: String, alerts: Option<Arc<Outbox>>| SinkCtx {
+            gateway,
+            log: log.clone(),
+            cursor,
+            stats: stats.clone(),
+            alerts,
+            live: live.clone(),
+        };
         let task = match config.clone() {
-            SinkConfig::Mqtt(m, gw) => tokio::spawn(sinks::mqtt::run(
-                m,
-                gw,
-                log,
-                cursor,
-                self.live.clone(),
-                stats.clone(),
-                stop,
-            )),
-            SinkConfig::Influx(i, gw) => {
-                tokio::spawn(sinks::influx::run(i, gw, log, cursor, stats.clone(), stop))
+            SinkConfig::Mqtt(m, gw, alerts) => {
+                let outbox = alerts.then(|| self.outbox("mqtt"));
+                tokio::spawn(sinks::mqtt::run(m, ctx(gw, outbox), stop))
+            }
+            SinkConfig::Influx(i, gw, alerts) => {
+                let outbox = alerts.then(|| self.outbox("influxdb"));
+                tokio::spawn(sinks::influx::run(i, ctx(gw, outbox), stop))
             }
             SinkConfig::Null => tokio::spawn(async move {
                 let mut stop = stop;
@@ -163,6 +185,51 @@ impl Daemon {
             name,
             Running {
                 config,
+                stop: stop_tx,
+                task,
+            },
+        );
+    }
+
+    /// The outbox `name`, opened once and shared by whoever delivers it.
+    fn outbox(&mut self, name: &str) -> Arc<Outbox> {
+        let dir = self.alert_dir.clone();
+        self.outboxes
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(match &dir {
+                    Some(d) => Outbox::open(d, name),
+                    None => Outbox::memory(name),
+                })
+            })
+            .clone()
+    }
+
+    /// The outboxes alert events go to under config `c`.
+    fn alert_outboxes(&mut self, c: &Config) -> Vec<Arc<Outbox>> {
+        let mut names: Vec<String> = c.alerts.notifiers.iter().map(|n| n.name.clone()).collect();
+        if c.mqtt.is_some() && c.alerts.mqtt {
+            names.push("mqtt".into());
+        }
+        if c.influx.is_some() && c.alerts.influxdb {
+            names.push("influxdb".into());
+        }
+        names.iter().map(|n| self.outbox(n)).collect()
+    }
+
+    fn start_notifier(&mut self, n: Notifier, resend: Duration) {
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(crate::alerts::notify::run(
+            n.clone(),
+            self.outbox(&n.name),
+            self.firing.clone(),
+            resend,
+            stop,
+        ));
+        self.notifiers.insert(
+            n.name.clone(),
+            Running {
+                config: n,
                 stop: stop_tx,
                 task,
             },
@@ -257,6 +324,34 @@ impl Daemon {
                 self.start_sink(name, c);
             }
         }
+        // Alerts: notifiers whose settings changed restart; the engine gets the new rules.
+        let resend_changed = self.config.alerts.resend != new.alerts.resend;
+        let names: Vec<String> = self.notifiers.keys().cloned().collect();
+        for name in names {
+            let same = new
+                .alerts
+                .notifiers
+                .iter()
+                .any(|n| self.notifiers.get(&name).is_some_and(|r| r.config == *n));
+            if !same || resend_changed {
+                if let Some(r) = self.notifiers.remove(&name) {
+                    r.stop().await;
+                }
+                stopped.push(format!("notifier {name}"));
+            }
+        }
+        for n in new.alerts.notifiers.clone() {
+            if !self.notifiers.contains_key(&n.name) {
+                started.push(format!("notifier {}", n.name));
+                self.start_notifier(n, new.alerts.resend);
+            }
+        }
+        let outboxes = self.alert_outboxes(&new);
+        let _ = self.alert_ctl.send(Reconfigure {
+            rules: new.alerts.rules.clone(),
+            meters: meter_infos(&new),
+            outboxes,
+        });
         info!(
             unchanged_buses = kept,
             started = ?started,
@@ -307,6 +402,16 @@ pub async fn run(
         }
     };
 
+    let alert_dir = config.state_dir.join("alerts");
+    let alert_dir = match std::fs::create_dir_all(&alert_dir) {
+        Ok(()) => Some(alert_dir),
+        Err(e) => {
+            error!(dir = %alert_dir.display(), error = %e, "alert state kept in memory only");
+            None
+        }
+    };
+    let (firing_tx, firing) = watch::channel(Vec::new());
+    let (alert_ctl, alert_ctl_rx) = mpsc::unbounded_channel();
     let mut d = Daemon {
         log: log.clone(),
         live: live.clone(),
@@ -315,7 +420,35 @@ pub async fn run(
         stats: BTreeMap::new(),
         sink_list: SinkList::default(),
         config: config.clone(),
+        alert_dir: alert_dir.clone(),
+        outboxes: BTreeMap::new(),
+        notifiers: BTreeMap::new(),
+        firing,
+        alert_ctl,
     };
+    let outboxes = d.alert_outboxes(&config);
+    let (alerts_stop_tx, alerts_stop) = watch::channel(false);
+    let alert_task = tokio::spawn(crate::alerts::task::run(
+        AlertTask {
+            engine: Engine::new(
+                &config.gateway_id,
+                config.alerts.rules.clone(),
+                meter_infos(&config),
+                std::time::SystemTime::now(),
+            ),
+            state_file: alert_dir.map(|d| d.join("state.json")),
+            outboxes,
+            firing: firing_tx,
+        },
+        live.clone(),
+        log.clone(),
+        d.sink_list.clone(),
+        alert_ctl_rx,
+        alerts_stop,
+    ));
+    for n in config.alerts.notifiers.clone() {
+        d.start_notifier(n, config.alerts.resend);
+    }
     for (name, c) in Daemon::sink_configs(&config) {
         d.start_sink(name, c);
     }
@@ -391,8 +524,16 @@ pub async fn run(
     for (_, r) in std::mem::take(&mut d.buses) {
         let _ = r.task.await;
     }
+    let _ = alerts_stop_tx.send(true);
+    let _ = alert_task.await;
     for r in d.sinks.values() {
         let _ = r.stop.send(true);
+    }
+    for r in d.notifiers.values() {
+        let _ = r.stop.send(true);
+    }
+    for (_, r) in std::mem::take(&mut d.notifiers) {
+        let _ = r.task.await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(6), async {
         for (_, r) in std::mem::take(&mut d.sinks) {

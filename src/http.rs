@@ -1,5 +1,6 @@
 //! HTTP endpoints (default 127.0.0.1:9645): a status page at `/`, `/metrics` in Prometheus text
-//! format, `/healthz`, and `/api/meters` (JSON: each meter's state and last values).
+//! format, `/healthz`, `/api/meters` (JSON: each meter's state and last values) and
+//! `/api/alerts` (JSON: alerts pending and firing).
 //!
 //! The Prometheus text is written by hand: a handful of gauges and counters read from the live
 //! state on each scrape, where a metrics registry crate would duplicate that state.
@@ -172,6 +173,25 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
             );
         }
     }
+    let alerts = s.live.alerts();
+    out.push_str("# HELP meterd_alert An active alert (1), labelled as notifiers see it, with its state (pending or firing).\n# TYPE meterd_alert gauge\n");
+    for a in &alerts {
+        let mut labels: Vec<String> = a
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+            .collect();
+        labels.push(format!("alertstate=\"{}\"", a.state.as_str()));
+        let _ = writeln!(out, "meterd_alert{{{}}} 1", labels.join(","));
+    }
+    let firing = alerts
+        .iter()
+        .filter(|a| a.state == crate::alerts::rules::State::Firing)
+        .count();
+    let _ = writeln!(
+        out,
+        "# HELP meterd_alerts_firing Alerts firing now.\n# TYPE meterd_alerts_firing gauge\nmeterd_alerts_firing {firing}"
+    );
     let _ = writeln!(
         out,
         "# HELP meterd_journal_ok Whether the journal can be written.\n# TYPE meterd_journal_ok gauge\nmeterd_journal_ok {}",
@@ -236,6 +256,16 @@ async fn api_meters(State(s): State<HttpState>) -> impl IntoResponse {
     Json(serde_json::json!({ "meters": meters }))
 }
 
+async fn api_alerts(State(s): State<HttpState>) -> impl IntoResponse {
+    let alerts: Vec<serde_json::Value> = s
+        .live
+        .alerts()
+        .iter()
+        .map(crate::alerts::notify::event_json)
+        .collect();
+    Json(serde_json::json!({ "alerts": alerts }))
+}
+
 /// Serve until `stop`. A port that cannot be bound is logged, not fatal: polling goes on.
 pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiver<bool>) {
     let app = Router::new()
@@ -243,6 +273,7 @@ pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiv
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/api/meters", get(api_meters))
+        .route("/api/alerts", get(api_alerts))
         .with_state(state);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -251,7 +282,7 @@ pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiv
             return;
         }
     };
-    info!(%listen, "HTTP endpoints: / (status page) /metrics /healthz /api/meters");
+    info!(%listen, "HTTP endpoints: / (status page) /metrics /healthz /api/meters /api/alerts");
     let shutdown = async move {
         while stop.changed().await.is_ok() {
             if *stop.borrow() {

@@ -65,7 +65,7 @@ impl Reading {
 }
 
 /// Line-protocol escaping for tag keys, tag values and field keys.
-fn escape_tag(s: &str, out: &mut String) {
+pub fn escape_tag(s: &str, out: &mut String) {
     for c in s.chars() {
         if matches!(c, ',' | '=' | ' ' | '\\') {
             out.push('\\');

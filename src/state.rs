@@ -5,9 +5,9 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
-use crate::reading::Reading;
+use crate::{alerts::rules::Alert, reading::Reading};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MeterState {
@@ -77,6 +77,10 @@ pub struct LiveState {
     meters: Mutex<BTreeMap<String, MeterState>>,
     buses: Mutex<BTreeMap<String, BusState>>,
     version: watch::Sender<u64>,
+    /// Fresh readings, for the alert engine.
+    readings: broadcast::Sender<Arc<Reading>>,
+    /// Alerts pending and firing, as the alert engine last saw them.
+    alerts: Mutex<Vec<Alert>>,
 }
 
 impl Default for LiveState {
@@ -85,6 +89,8 @@ impl Default for LiveState {
             meters: Mutex::new(BTreeMap::new()),
             buses: Mutex::new(BTreeMap::new()),
             version: watch::channel(0).0,
+            readings: broadcast::channel(4096).0,
+            alerts: Mutex::new(Vec::new()),
         }
     }
 }
@@ -124,6 +130,26 @@ impl LiveState {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|b, _| buses(b));
         self.version.send_modify(|v| *v += 1);
+    }
+
+    /// A fresh reading (not one read back from a meter's memory) for whoever judges them.
+    pub fn publish_reading(&self, r: Arc<Reading>) {
+        let _ = self.readings.send(r);
+    }
+
+    pub fn readings(&self) -> broadcast::Receiver<Arc<Reading>> {
+        self.readings.subscribe()
+    }
+
+    pub fn set_alerts(&self, alerts: Vec<Alert>) {
+        *self.alerts.lock().unwrap_or_else(|e| e.into_inner()) = alerts;
+    }
+
+    pub fn alerts(&self) -> Vec<Alert> {
+        self.alerts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, MeterState> {

@@ -2,9 +2,12 @@
 //! kept across restarts, and notifiers that deliver each event at least once ([`outbox`],
 //! [`notify`]).
 
+pub mod notify;
+pub mod outbox;
 pub mod rules;
 #[cfg(test)]
 mod rules_tests;
+pub mod task;
 
 use std::time::Duration;
 

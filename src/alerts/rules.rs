@@ -57,10 +57,7 @@ impl Scope {
         (self.meters.is_empty() || self.meters.contains(&m.id))
             && (self.buses.is_empty() || self.buses.contains(&m.bus))
             && (self.profiles.is_empty() || self.profiles.contains(&m.profile))
-            && self
-                .labels
-                .iter()
-                .all(|(k, v)| m.labels.get(k) == Some(v))
+            && self.labels.iter().all(|(k, v)| m.labels.get(k) == Some(v))
     }
 }
 
@@ -103,7 +100,10 @@ pub enum Kind {
     /// `meter_clock_offset_s` beyond `max_s` either way; clears inside `clear_s`.
     ClockDrift { max_s: f64, clear_s: f64 },
     /// The journal holds more than `above_percent` of `journal.max_size`.
-    JournalFilling { above_percent: f64, clear_percent: f64 },
+    JournalFilling {
+        above_percent: f64,
+        clear_percent: f64,
+    },
     /// The journal was full and dropped undelivered readings.
     JournalDropping { hold: Duration },
     /// The journal cannot be written (readings only in memory).
@@ -252,15 +252,21 @@ fn fmt_num(v: f64) -> String {
 
 fn default_summary(kind: &Kind) -> &'static str {
     match kind {
-        Kind::Threshold { above: Some(_), .. } => "{meter}: {quantity} is {value}, above {threshold}",
+        Kind::Threshold { above: Some(_), .. } => {
+            "{meter}: {quantity} is {value}, above {threshold}"
+        }
         Kind::Threshold { .. } => "{meter}: {quantity} is {value}, below {threshold}",
-        Kind::MeterOffline { .. } => "{meter} on {bus}: no reading for {value} s (limit {threshold} s)",
+        Kind::MeterOffline { .. } => {
+            "{meter} on {bus}: no reading for {value} s (limit {threshold} s)"
+        }
         Kind::BusDown => "bus {bus}: none of its {threshold} meters answers",
         Kind::PhaseLoss { .. } => "{meter}: phase {phase} at {value} V while the others are live",
         Kind::ReversePower { .. } => "{meter}: power flows backwards, {value} W",
         Kind::EnergyCounter { .. } => "{meter}: {quantity} went from {threshold} to {value}",
         Kind::ClockDrift { .. } => "{meter}: clock off by {value} s (limit {threshold} s)",
-        Kind::JournalFilling { .. } => "journal {value} % full (limit {threshold} %): a sink is not keeping up",
+        Kind::JournalFilling { .. } => {
+            "journal {value} % full (limit {threshold} %): a sink is not keeping up"
+        }
         Kind::JournalDropping { .. } => "journal full: {value} undelivered readings dropped",
         Kind::JournalUnwritable => "journal cannot be written: readings are only in memory",
         Kind::SinkUnreachable => "sink {sink} has failed to deliver for {value} s",
@@ -313,8 +319,10 @@ impl Engine {
     /// (no second page after a restart); those whose rule or meter is gone are resolved.
     pub fn restore(&mut self, saved: Saved, now: SystemTime) -> Vec<Alert> {
         for (m, q, v, t) in saved.counters {
-            self.counters
-                .insert((m, q), (v, SystemTime::UNIX_EPOCH + Duration::from_millis(t)));
+            self.counters.insert(
+                (m, q),
+                (v, SystemTime::UNIX_EPOCH + Duration::from_millis(t)),
+            );
         }
         let mut out = Vec::new();
         for (key, a) in saved.alerts {
@@ -329,7 +337,12 @@ impl Engine {
     }
 
     /// New rules and meters (a reload). Alerts of rules or meters that are gone resolve.
-    pub fn reconfigure(&mut self, rules: Vec<Rule>, meters: Vec<MeterInfo>, now: SystemTime) -> Vec<Alert> {
+    pub fn reconfigure(
+        &mut self,
+        rules: Vec<Rule>,
+        meters: Vec<MeterInfo>,
+        now: SystemTime,
+    ) -> Vec<Alert> {
         self.rules = rules;
         self.meters = meters.into_iter().map(|m| (m.id.clone(), m)).collect();
         let active = std::mem::take(&mut self.active);
@@ -447,14 +460,19 @@ impl Engine {
         &mut self,
         rule: usize,
         labels: BTreeMap<String, String>,
-        value: f64,
-        threshold: f64,
+        (value, threshold): (f64, f64),
         hold: Duration,
         now: SystemTime,
         out: &mut Vec<Alert>,
     ) {
         let before = out.len();
-        self.observe(rule, labels.clone(), Cond::Bad { value, threshold }, now, out);
+        self.observe(
+            rule,
+            labels.clone(),
+            Cond::Bad { value, threshold },
+            now,
+            out,
+        );
         let key_alert = self
             .active
             .values_mut()
@@ -516,13 +534,20 @@ impl Engine {
                             continue;
                         }
                         let cond = match (above, below) {
-                            (Some(t), _) if *v > t => Cond::Bad { value: *v, threshold: t },
+                            (Some(t), _) if *v > t => Cond::Bad {
+                                value: *v,
+                                threshold: t,
+                            },
                             (Some(_), _) if *v < clear => Cond::Good,
-                            (None, Some(t)) if *v < t => Cond::Bad { value: *v, threshold: t },
+                            (None, Some(t)) if *v < t => Cond::Bad {
+                                value: *v,
+                                threshold: t,
+                            },
                             (None, Some(_)) if *v > clear => Cond::Good,
                             _ => Cond::Hold,
                         };
-                        let labels = self.labels(&self.rules[i], &[target[0], target[1], ("quantity", q)]);
+                        let labels =
+                            self.labels(&self.rules[i], &[target[0], target[1], ("quantity", q)]);
                         self.observe(i, labels, cond, now, &mut out);
                     }
                 }
@@ -540,20 +565,27 @@ impl Engine {
                     let live = phases.iter().any(|(_, v)| *v > others_above_v);
                     for (p, v) in &phases {
                         let cond = if *v < below_v && live {
-                            Cond::Bad { value: *v, threshold: below_v }
+                            Cond::Bad {
+                                value: *v,
+                                threshold: below_v,
+                            }
                         } else if *v >= below_v {
                             Cond::Good
                         } else {
                             Cond::Hold
                         };
-                        let labels = self.labels(&self.rules[i], &[target[0], target[1], ("phase", p)]);
+                        let labels =
+                            self.labels(&self.rules[i], &[target[0], target[1], ("phase", p)]);
                         self.observe(i, labels, cond, now, &mut out);
                     }
                 }
                 Kind::ReversePower { below_w, clear_w } => {
                     let Some(v) = value("power_w") else { continue };
                     let cond = if v < below_w {
-                        Cond::Bad { value: v, threshold: below_w }
+                        Cond::Bad {
+                            value: v,
+                            threshold: below_w,
+                        }
                     } else if v >= clear_w {
                         Cond::Good
                     } else {
@@ -563,9 +595,14 @@ impl Engine {
                     self.observe(i, labels, cond, now, &mut out);
                 }
                 Kind::ClockDrift { max_s, clear_s } => {
-                    let Some(v) = value("meter_clock_offset_s") else { continue };
+                    let Some(v) = value("meter_clock_offset_s") else {
+                        continue;
+                    };
                     let cond = if v.abs() > max_s {
-                        Cond::Bad { value: v, threshold: max_s }
+                        Cond::Bad {
+                            value: v,
+                            threshold: max_s,
+                        }
                     } else if v.abs() <= clear_s {
                         Cond::Good
                     } else {
@@ -592,7 +629,8 @@ impl Engine {
                         if r.ts <= pt {
                             continue;
                         }
-                        let hours = r.ts.duration_since(pt).unwrap_or_default().as_secs_f64() / 3600.0;
+                        let hours =
+                            r.ts.duration_since(pt).unwrap_or_default().as_secs_f64() / 3600.0;
                         let grew = v - pv;
                         let (name, bad) = if grew < -tolerance {
                             ("backwards", true)
@@ -606,7 +644,7 @@ impl Engine {
                                 &self.rules[i],
                                 &[target[0], target[1], ("quantity", q), ("change", name)],
                             );
-                            self.event(i, labels, *v, pv, hold, now, &mut out);
+                            self.event(i, labels, (*v, pv), hold, now, &mut out);
                         }
                     }
                 }
@@ -625,7 +663,9 @@ impl Engine {
                     for m in self.meters_in(i) {
                         let limit = m.interval * intervals;
                         let (last, _) = s.meters.get(&m.id).copied().unwrap_or_default();
-                        let silent = now.duration_since(last.unwrap_or(self.started)).unwrap_or_default();
+                        let silent = now
+                            .duration_since(last.unwrap_or(self.started))
+                            .unwrap_or_default();
                         let cond = if silent > limit {
                             Cond::Bad {
                                 value: silent.as_secs_f64().round(),
@@ -637,7 +677,8 @@ impl Engine {
                             // Nothing read since the start: too early to say it is back.
                             Cond::Hold
                         };
-                        let labels = self.labels(&self.rules[i], &[("meter", &m.id), ("bus", &m.bus)]);
+                        let labels =
+                            self.labels(&self.rules[i], &[("meter", &m.id), ("bus", &m.bus)]);
                         self.observe(i, labels, cond, now, &mut out);
                     }
                 }
@@ -653,7 +694,7 @@ impl Engine {
                                 value: online.len() as f64,
                                 threshold: online.len() as f64,
                             }
-                        } else if online.iter().any(|o| *o == Some(true)) {
+                        } else if online.contains(&Some(true)) {
                             Cond::Good
                         } else {
                             Cond::Hold
@@ -668,7 +709,10 @@ impl Engine {
                 } => {
                     let p = (s.journal_used * 1000.0).round() / 10.0;
                     let cond = if p > above_percent {
-                        Cond::Bad { value: p, threshold: above_percent }
+                        Cond::Bad {
+                            value: p,
+                            threshold: above_percent,
+                        }
                     } else if p < clear_percent {
                         Cond::Good
                     } else {
@@ -677,15 +721,17 @@ impl Engine {
                     let labels = self.labels(&self.rules[i], &[]);
                     self.observe(i, labels, cond, now, &mut out);
                 }
-                Kind::JournalDropping { hold } => {
-                    if s.journal_dropped > self.dropped_seen {
-                        let labels = self.labels(&self.rules[i], &[]);
-                        self.event(i, labels, s.journal_dropped as f64, 0.0, hold, now, &mut out);
-                    }
+                Kind::JournalDropping { hold } if s.journal_dropped > self.dropped_seen => {
+                    let labels = self.labels(&self.rules[i], &[]);
+                    let value = (s.journal_dropped as f64, 0.0);
+                    self.event(i, labels, value, hold, now, &mut out);
                 }
                 Kind::JournalUnwritable => {
                     let cond = if s.journal_failure.is_some() {
-                        Cond::Bad { value: 1.0, threshold: 0.0 }
+                        Cond::Bad {
+                            value: 1.0,
+                            threshold: 0.0,
+                        }
                     } else {
                         Cond::Good
                     };
@@ -696,7 +742,11 @@ impl Engine {
                     for (sink, failing) in &s.sinks {
                         let cond = match failing {
                             Some(since) => Cond::Bad {
-                                value: now.duration_since(*since).unwrap_or_default().as_secs_f64().round(),
+                                value: now
+                                    .duration_since(*since)
+                                    .unwrap_or_default()
+                                    .as_secs_f64()
+                                    .round(),
                                 threshold: self.rules[i].for_.as_secs_f64(),
                             },
                             None => Cond::Good,

@@ -50,7 +50,12 @@ fn overvoltage(for_s: u64) -> Rule {
 }
 
 fn engine(rules: Vec<Rule>) -> Engine {
-    Engine::new("gw", rules, vec![meter("m1", "b1"), meter("m2", "b1")], t(0))
+    Engine::new(
+        "gw",
+        rules,
+        vec![meter("m1", "b1"), meter("m2", "b1")],
+        t(0),
+    )
 }
 
 fn reading(meter: &str, at: u64, values: &[(&str, f64)]) -> Reading {
@@ -79,15 +84,68 @@ fn drive(e: &mut Engine, q: &str, series: &[(u64, f64)]) -> Vec<(u64, State)> {
 fn a_threshold_fires_only_after_its_for_duration_and_resolves_below_the_clear_level() {
     use State::*;
     // (case, for, series, expected events)
-    let cases: &[(&str, u64, &[(u64, f64)], &[(u64, State)])] = &[
-        ("no for: fires at once", 0, &[(0, 236.0), (10, 232.0)], &[(0, Firing), (10, Resolved)]),
-        ("above for 60 s fires at 60 s", 60, &[(0, 236.0), (30, 236.0), (60, 236.0)], &[(60, Firing)]),
-        ("a dip below the threshold restarts the for", 60, &[(0, 236.0), (30, 234.0), (60, 236.0), (90, 236.0), (120, 236.0)], &[(120, Firing)]),
-        ("inside the band a firing alert stays firing", 0, &[(0, 236.0), (10, 234.0), (20, 233.5), (30, 235.0)], &[(0, Firing)]),
-        ("flapping around the threshold pages once", 0, &[(0, 235.5), (10, 235.3), (20, 235.6), (30, 235.2), (40, 235.9)], &[(0, Firing)]),
-        ("below the clear level it resolves", 0, &[(0, 236.0), (10, 234.0), (20, 232.9)], &[(0, Firing), (20, Resolved)]),
-        ("exactly at the threshold is not above it", 0, &[(0, 235.4)], &[]),
-        ("fires again after a resolve", 0, &[(0, 236.0), (10, 230.0), (20, 236.0)], &[(0, Firing), (10, Resolved), (20, Firing)]),
+    type Case<'a> = (&'a str, u64, &'a [(u64, f64)], &'a [(u64, State)]);
+    let cases: &[Case] = &[
+        (
+            "no for: fires at once",
+            0,
+            &[(0, 236.0), (10, 232.0)],
+            &[(0, Firing), (10, Resolved)],
+        ),
+        (
+            "above for 60 s fires at 60 s",
+            60,
+            &[(0, 236.0), (30, 236.0), (60, 236.0)],
+            &[(60, Firing)],
+        ),
+        (
+            "a dip below the threshold restarts the for",
+            60,
+            &[
+                (0, 236.0),
+                (30, 234.0),
+                (60, 236.0),
+                (90, 236.0),
+                (120, 236.0),
+            ],
+            &[(120, Firing)],
+        ),
+        (
+            "inside the band a firing alert stays firing",
+            0,
+            &[(0, 236.0), (10, 234.0), (20, 233.5), (30, 235.0)],
+            &[(0, Firing)],
+        ),
+        (
+            "flapping around the threshold pages once",
+            0,
+            &[
+                (0, 235.5),
+                (10, 235.3),
+                (20, 235.6),
+                (30, 235.2),
+                (40, 235.9),
+            ],
+            &[(0, Firing)],
+        ),
+        (
+            "below the clear level it resolves",
+            0,
+            &[(0, 236.0), (10, 234.0), (20, 232.9)],
+            &[(0, Firing), (20, Resolved)],
+        ),
+        (
+            "exactly at the threshold is not above it",
+            0,
+            &[(0, 235.4)],
+            &[],
+        ),
+        (
+            "fires again after a resolve",
+            0,
+            &[(0, 236.0), (10, 230.0), (20, 236.0)],
+            &[(0, Firing), (10, Resolved), (20, Firing)],
+        ),
     ];
     for (case, for_s, series, expected) in cases {
         let mut e = engine(vec![overvoltage(*for_s)]);
@@ -151,7 +209,15 @@ fn an_alert_carries_the_labels_value_threshold_and_a_filled_in_summary() {
 fn each_matching_quantity_and_meter_is_its_own_alert() {
     let mut e = engine(vec![overvoltage(0)]);
     let a = e.on_reading(
-        &reading("m1", 0, &[("voltage_l1_v", 236.0), ("voltage_l2_v", 236.0), ("current_l1_a", 999.0)]),
+        &reading(
+            "m1",
+            0,
+            &[
+                ("voltage_l1_v", 236.0),
+                ("voltage_l2_v", 236.0),
+                ("current_l1_a", 999.0),
+            ],
+        ),
         t(0),
     );
     let b = e.on_reading(&reading("m2", 0, &[("voltage_l1_v", 236.0)]), t(0));
@@ -163,12 +229,48 @@ fn each_matching_quantity_and_meter_is_its_own_alert() {
 #[test]
 fn scope_limits_a_rule_to_meters_buses_profiles_and_labels() {
     let scopes = [
-        (Scope { meters: vec!["m2".into()], ..Default::default() }, false),
-        (Scope { meters: vec!["m1".into()], ..Default::default() }, true),
-        (Scope { buses: vec!["other".into()], ..Default::default() }, false),
-        (Scope { profiles: vec!["eastron-sdm630".into()], ..Default::default() }, true),
-        (Scope { labels: BTreeMap::from([("feeder".into(), "F2".into())]), ..Default::default() }, false),
-        (Scope { labels: BTreeMap::from([("feeder".into(), "F1".into())]), ..Default::default() }, true),
+        (
+            Scope {
+                meters: vec!["m2".into()],
+                ..Default::default()
+            },
+            false,
+        ),
+        (
+            Scope {
+                meters: vec!["m1".into()],
+                ..Default::default()
+            },
+            true,
+        ),
+        (
+            Scope {
+                buses: vec!["other".into()],
+                ..Default::default()
+            },
+            false,
+        ),
+        (
+            Scope {
+                profiles: vec!["eastron-sdm630".into()],
+                ..Default::default()
+            },
+            true,
+        ),
+        (
+            Scope {
+                labels: BTreeMap::from([("feeder".into(), "F2".into())]),
+                ..Default::default()
+            },
+            false,
+        ),
+        (
+            Scope {
+                labels: BTreeMap::from([("feeder".into(), "F1".into())]),
+                ..Default::default()
+            },
+            true,
+        ),
     ];
     for (scope, fires) in scopes {
         let mut r = overvoltage(0);
@@ -198,12 +300,18 @@ fn a_meter_is_offline_after_n_intervals_without_a_reading_and_back_with_the_next
         t(0),
     );
     // Interval 10 s × 3: silent for more than 30 s.
-    assert!(e.tick(&status(&[("m1", Some(0), Some(true))]), t(30)).is_empty());
+    assert!(e
+        .tick(&status(&[("m1", Some(0), Some(true))]), t(30))
+        .is_empty());
     let fired = e.tick(&status(&[("m1", Some(0), Some(false))]), t(31));
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].state, State::Firing);
     assert_eq!(fired[0].labels["meter"], "m1");
-    assert!(e.tick(&status(&[("m1", Some(0), Some(false))]), t(60)).is_empty(), "no repeat");
+    assert!(
+        e.tick(&status(&[("m1", Some(0), Some(false))]), t(60))
+            .is_empty(),
+        "no repeat"
+    );
     let back = e.tick(&status(&[("m1", Some(61), Some(true))]), t(62));
     assert_eq!(back[0].state, State::Resolved);
 }
@@ -223,7 +331,8 @@ fn a_meter_never_read_since_the_start_is_offline_once_the_limit_passes() {
 #[test]
 fn a_bus_is_down_when_every_meter_on_it_is_offline() {
     use State::*;
-    let cases: &[(&str, &[Option<bool>], &[State])] = &[
+    type Case<'a> = (&'a str, &'a [Option<bool>], &'a [State]);
+    let cases: &[Case] = &[
         ("all offline", &[Some(false), Some(false)], &[Firing]),
         ("one answers", &[Some(false), Some(true)], &[]),
         ("not yet known", &[None, Some(false)], &[]),
@@ -235,10 +344,16 @@ fn a_bus_is_down_when_every_meter_on_it_is_offline() {
         assert_eq!(&got, expected, "{case}");
     }
     let mut e = engine(vec![rule("BusDown", Kind::BusDown, 0)]);
-    let down = e.tick(&status(&[("m1", None, Some(false)), ("m2", None, Some(false))]), t(0));
+    let down = e.tick(
+        &status(&[("m1", None, Some(false)), ("m2", None, Some(false))]),
+        t(0),
+    );
     assert_eq!(down[0].labels.get("meter"), None);
     assert_eq!(down[0].labels["bus"], "b1");
-    let up = e.tick(&status(&[("m1", None, Some(true)), ("m2", None, Some(false))]), t(9));
+    let up = e.tick(
+        &status(&[("m1", None, Some(true)), ("m2", None, Some(false))]),
+        t(9),
+    );
     assert_eq!(up[0].state, Resolved);
 }
 
@@ -247,19 +362,38 @@ fn phase_loss_is_one_phase_near_zero_while_another_is_live() {
     let cases: &[(&str, [f64; 3], Option<&str>)] = &[
         ("L2 lost", [230.0, 3.0, 231.0], Some("l2")),
         ("all normal", [230.0, 229.0, 231.0], None),
-        ("the whole supply is off: an outage, not phase loss", [0.0, 0.0, 0.0], None),
+        (
+            "the whole supply is off: an outage, not phase loss",
+            [0.0, 0.0, 0.0],
+            None,
+        ),
     ];
     for (case, v, phase) in cases {
         let mut e = engine(vec![rule(
             "PhaseLoss",
-            Kind::PhaseLoss { below_v: 20.0, others_above_v: 100.0 },
+            Kind::PhaseLoss {
+                below_v: 20.0,
+                others_above_v: 100.0,
+            },
             0,
         )]);
         let got = e.on_reading(
-            &reading("m1", 0, &[("voltage_l1_v", v[0]), ("voltage_l2_v", v[1]), ("voltage_l3_v", v[2])]),
+            &reading(
+                "m1",
+                0,
+                &[
+                    ("voltage_l1_v", v[0]),
+                    ("voltage_l2_v", v[1]),
+                    ("voltage_l3_v", v[2]),
+                ],
+            ),
             t(0),
         );
-        assert_eq!(got.first().map(|a| a.labels["phase"].as_str()), *phase, "{case}");
+        assert_eq!(
+            got.first().map(|a| a.labels["phase"].as_str()),
+            *phase,
+            "{case}"
+        );
     }
 }
 
@@ -267,13 +401,22 @@ fn phase_loss_is_one_phase_near_zero_while_another_is_live() {
 fn reverse_power_fires_after_its_for_and_clears_at_the_clear_level() {
     let mut e = engine(vec![rule(
         "ReversePower",
-        Kind::ReversePower { below_w: -50.0, clear_w: 0.0 },
+        Kind::ReversePower {
+            below_w: -50.0,
+            clear_w: 0.0,
+        },
         60,
     )]);
     let got = drive(
         &mut e,
         "power_w",
-        &[(0, -500.0), (30, -400.0), (60, -450.0), (70, -10.0), (80, 5.0)],
+        &[
+            (0, -500.0),
+            (30, -400.0),
+            (60, -450.0),
+            (70, -10.0),
+            (80, 5.0),
+        ],
     );
     assert_eq!(got, vec![(60, State::Firing), (80, State::Resolved)]);
 }
@@ -285,8 +428,13 @@ fn an_energy_counter_going_backwards_or_jumping_fires_once_and_resolves_after_th
         tolerance: 0.1,
         hold: Duration::from_secs(3600),
     };
-    let cases: &[(&str, &[(u64, f64)], Option<&str>)] = &[
-        ("steady growth", &[(0, 100.0), (10, 100.5), (20, 101.0)], None),
+    type Case<'a> = (&'a str, &'a [(u64, f64)], Option<&'a str>);
+    let cases: &[Case] = &[
+        (
+            "steady growth",
+            &[(0, 100.0), (10, 100.5), (20, 101.0)],
+            None,
+        ),
         ("rounding noise", &[(0, 100.0), (10, 99.95)], None),
         ("backwards", &[(0, 100.0), (10, 90.0)], Some("backwards")),
         // 500 kWh in 10 s is 180 MW.
@@ -305,7 +453,10 @@ fn an_energy_counter_going_backwards_or_jumping_fires_once_and_resolves_after_th
         );
         if change.is_some() {
             assert_eq!(events.len(), 1, "{case}");
-            assert!(e.tick(&Status::default(), t(1800)).is_empty(), "{case}: held");
+            assert!(
+                e.tick(&Status::default(), t(1800)).is_empty(),
+                "{case}: held"
+            );
             let r = e.tick(&Status::default(), t(3700));
             assert_eq!(r[0].state, State::Resolved, "{case}");
         }
@@ -316,7 +467,10 @@ fn an_energy_counter_going_backwards_or_jumping_fires_once_and_resolves_after_th
 fn clock_drift_counts_either_direction() {
     let mut e = engine(vec![rule(
         "MeterClockDrift",
-        Kind::ClockDrift { max_s: 60.0, clear_s: 30.0 },
+        Kind::ClockDrift {
+            max_s: 60.0,
+            clear_s: 30.0,
+        },
         0,
     )]);
     let got = drive(
@@ -326,15 +480,32 @@ fn clock_drift_counts_either_direction() {
     );
     assert_eq!(
         got,
-        vec![(0, State::Firing), (20, State::Resolved), (30, State::Firing)]
+        vec![
+            (0, State::Firing),
+            (20, State::Resolved),
+            (30, State::Firing)
+        ]
     );
 }
 
 #[test]
 fn the_journal_alerts_on_filling_dropping_and_failing() {
     let mut e = engine(vec![
-        rule("JournalFilling", Kind::JournalFilling { above_percent: 80.0, clear_percent: 70.0 }, 0),
-        rule("JournalDropping", Kind::JournalDropping { hold: Duration::from_secs(600) }, 0),
+        rule(
+            "JournalFilling",
+            Kind::JournalFilling {
+                above_percent: 80.0,
+                clear_percent: 70.0,
+            },
+            0,
+        ),
+        rule(
+            "JournalDropping",
+            Kind::JournalDropping {
+                hold: Duration::from_secs(600),
+            },
+            0,
+        ),
         rule("JournalUnwritable", Kind::JournalUnwritable, 0),
     ]);
     let s = |used: f64, dropped: u64, failure: Option<&str>| Status {
@@ -344,19 +515,29 @@ fn the_journal_alerts_on_filling_dropping_and_failing() {
         ..Default::default()
     };
     let names = |v: Vec<Alert>| -> Vec<(String, State)> {
-        v.into_iter().map(|a| (a.name().to_string(), a.state)).collect()
+        v.into_iter()
+            .map(|a| (a.name().to_string(), a.state))
+            .collect()
     };
     assert_eq!(names(e.tick(&s(0.5, 0, None), t(0))), vec![]);
     assert_eq!(
         names(e.tick(&s(0.85, 0, None), t(1))),
         vec![("JournalFilling".into(), State::Firing)]
     );
-    assert_eq!(names(e.tick(&s(0.75, 0, None), t(2))), vec![], "inside the band");
+    assert_eq!(
+        names(e.tick(&s(0.75, 0, None), t(2))),
+        vec![],
+        "inside the band"
+    );
     assert_eq!(
         names(e.tick(&s(0.99, 40, None), t(3))),
         vec![("JournalDropping".into(), State::Firing)]
     );
-    assert_eq!(names(e.tick(&s(0.99, 80, None), t(100))), vec![], "still firing, hold renewed");
+    assert_eq!(
+        names(e.tick(&s(0.99, 80, None), t(100))),
+        vec![],
+        "still firing, hold renewed"
+    );
     assert_eq!(
         names(e.tick(&s(0.6, 80, Some("ENOSPC")), t(200))),
         vec![
@@ -397,8 +578,14 @@ fn after_a_restart_a_firing_alert_stays_firing_without_a_new_event_and_still_res
     let mut again = engine(vec![overvoltage(0)]);
     assert!(again.restore(saved, t(100)).is_empty());
     assert_eq!(again.firing().len(), 1);
-    assert!(drive(&mut again, "voltage_l1_v", &[(110, 241.0)]).is_empty(), "no second page");
-    assert_eq!(drive(&mut again, "voltage_l1_v", &[(120, 230.0)]), vec![(120, State::Resolved)]);
+    assert!(
+        drive(&mut again, "voltage_l1_v", &[(110, 241.0)]).is_empty(),
+        "no second page"
+    );
+    assert_eq!(
+        drive(&mut again, "voltage_l1_v", &[(120, 230.0)]),
+        vec![(120, State::Resolved)]
+    );
 }
 
 #[test]

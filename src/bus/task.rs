@@ -149,8 +149,9 @@ pub async fn run_bus(
                         });
                         live.update(&m.id, |s| {
                             s.last_values.extend(stored.values.iter().map(|(q, v)| (q.to_string(), *v)));
-                            s.last_reading = Some(stored);
+                            s.last_reading = Some(stored.clone());
                         });
+                        live.publish_reading(stored);
                     }
                 }
                 _ = sleep_until(wake), if inflight.len() < bus.concurrency => {}

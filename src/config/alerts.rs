@@ -13,10 +13,28 @@ use crate::{
 
 /// The built-in rules: config key, alertname, severity, `for`, and the parameters it takes.
 const BUILTINS: &[(&str, &str, Severity, u64, &[&str])] = &[
-    ("meter_offline", "MeterOffline", Severity::Warning, 0, &["intervals"]),
+    (
+        "meter_offline",
+        "MeterOffline",
+        Severity::Warning,
+        0,
+        &["intervals"],
+    ),
     ("bus_down", "BusDown", Severity::Critical, 0, &[]),
-    ("phase_loss", "PhaseLoss", Severity::Critical, 10, &["below_v", "others_above_v"]),
-    ("reverse_power", "ReversePower", Severity::Warning, 60, &["below_w", "clear_w"]),
+    (
+        "phase_loss",
+        "PhaseLoss",
+        Severity::Critical,
+        10,
+        &["below_v", "others_above_v"],
+    ),
+    (
+        "reverse_power",
+        "ReversePower",
+        Severity::Warning,
+        60,
+        &["below_w", "clear_w"],
+    ),
     (
         "energy_counter",
         "EnergyCounterImplausible",
@@ -24,7 +42,13 @@ const BUILTINS: &[(&str, &str, Severity, u64, &[&str])] = &[
         0,
         &["max_rate_kw", "tolerance_kwh", "hold"],
     ),
-    ("clock_drift", "MeterClockDrift", Severity::Warning, 0, &["max_s", "clear_s"]),
+    (
+        "clock_drift",
+        "MeterClockDrift",
+        Severity::Warning,
+        0,
+        &["max_s", "clear_s"],
+    ),
     (
         "journal_filling",
         "JournalFilling",
@@ -32,9 +56,27 @@ const BUILTINS: &[(&str, &str, Severity, u64, &[&str])] = &[
         0,
         &["above_percent", "clear_percent"],
     ),
-    ("journal_dropping", "JournalDropping", Severity::Critical, 0, &["hold"]),
-    ("journal_unwritable", "JournalUnwritable", Severity::Critical, 0, &[]),
-    ("sink_unreachable", "SinkUnreachable", Severity::Warning, 300, &[]),
+    (
+        "journal_dropping",
+        "JournalDropping",
+        Severity::Critical,
+        0,
+        &["hold"],
+    ),
+    (
+        "journal_unwritable",
+        "JournalUnwritable",
+        Severity::Critical,
+        0,
+        &[],
+    ),
+    (
+        "sink_unreachable",
+        "SinkUnreachable",
+        Severity::Warning,
+        300,
+        &[],
+    ),
 ];
 
 /// Builtins that judge meters: the others take no meter scope.
@@ -184,7 +226,10 @@ pub(super) fn check_alerts(
                 let below_w = b.below_w.unwrap_or(-50.0);
                 let clear_w = b.clear_w.unwrap_or(0.0);
                 if below_w > clear_w {
-                    r.error(&at("clear_w"), "must be at or above below_w (it is where the alert resolves)");
+                    r.error(
+                        &at("clear_w"),
+                        "must be at or above below_w (it is where the alert resolves)",
+                    );
                 }
                 Kind::ReversePower { below_w, clear_w }
             }
@@ -243,11 +288,17 @@ pub(super) fn check_alerts(
         if rules.iter().any(|x: &Rule| x.name == t.name) {
             r.error(
                 &at("name"),
-                format!("{:?} is already a rule's name (built-in names included)", t.name),
+                format!(
+                    "{:?} is already a rule's name (built-in names included)",
+                    t.name
+                ),
             );
         }
         if t.quantity.is_empty() {
-            r.error(&at("quantity"), "name a quantity, e.g. \"voltage_l1_v\" or \"voltage_l*_v\"");
+            r.error(
+                &at("quantity"),
+                "name a quantity, e.g. \"voltage_l1_v\" or \"voltage_l*_v\"",
+            );
         }
         let threshold = match (t.above, t.below) {
             (Some(a), None) => a,
@@ -354,7 +405,10 @@ pub(super) fn check_alerts(
         if !seen.insert(n.name.clone()) {
             r.error(
                 &top,
-                format!("two notifiers are named {:?}: names keep their outboxes apart", n.name),
+                format!(
+                    "two notifiers are named {:?}: names keep their outboxes apart",
+                    n.name
+                ),
             );
         }
     }
@@ -378,12 +432,18 @@ fn check_scope(
     let base = &at[..at.len() - 1];
     for m in meters {
         if !meter_ids.contains(m) {
-            r.error(&[base, &[k("meters")]].concat(), format!("no meter {m:?} in this config"));
+            r.error(
+                &[base, &[k("meters")]].concat(),
+                format!("no meter {m:?} in this config"),
+            );
         }
     }
     for b in buses {
         if !bus_names.contains(b) {
-            r.error(&[base, &[k("buses")]].concat(), format!("no bus {b:?} in this config"));
+            r.error(
+                &[base, &[k("buses")]].concat(),
+                format!("no bus {b:?} in this config"),
+            );
         }
     }
 }

@@ -270,7 +270,10 @@ fn a_sink_removed_by_a_reload_holds_nothing_back_and_a_restarted_one_keeps_its_p
     let before = segments(dir.path()).len();
     j.release(b);
     let after = segments(dir.path()).len();
-    assert!(after < before, "b no longer holds segments: {before} → {after}");
+    assert!(
+        after < before,
+        "b no longer holds segments: {before} → {after}"
+    );
     j.ack(a, 200);
     assert_eq!(segments(dir.path()).len(), 1);
     assert_eq!(j.oldest_undelivered(a), None);

@@ -480,6 +480,21 @@ impl Journal {
         self.lock().cursors[c.0].dropped
     }
 
+    /// Share of the journal's bound in use, 0 to 1: bytes on disk over `max_size`, or the
+    /// memory buffer's fill when there is no disk.
+    pub fn used_fraction(&self) -> f64 {
+        let g = self.lock();
+        match &g.disk {
+            Some(d) => d.total() as f64 / d.opts.max_size.max(1) as f64,
+            None => g.cache.len() as f64 / g.cache_max.max(1) as f64,
+        }
+    }
+
+    /// Readings dropped undelivered since the start, over all sinks.
+    pub fn dropped_total(&self) -> u64 {
+        self.lock().cursors.iter().map(|c| c.dropped).sum()
+    }
+
     /// Readings appended while the disk refused writes (they were only in memory).
     pub fn unjournaled(&self) -> u64 {
         self.lock().unjournaled
@@ -930,15 +945,22 @@ fn read_cursor(path: &Path) -> Result<Option<u64>, String> {
 
 fn write_cursor(dir: &Path, name: &str, pos: u64) -> Result<(), JournalError> {
     let path = dir.join(format!("{name}.cursor"));
-    let tmp = dir.join(format!("{name}.cursor.tmp"));
     let text = pos.to_string();
     let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(text.as_bytes());
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(format!("{text} {crc:08x}\n").as_bytes())
-        .map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    if let Ok(d) = File::open(dir) {
+    write_atomically(&path, format!("{text} {crc:08x}\n").as_bytes()).map_err(io(&path))
+}
+
+/// Replace `path` so that a crash leaves the old or the new content, never a mix: write a
+/// temporary file, fsync it, rename it over, fsync the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(d) = path.parent().and_then(|d| File::open(d).ok()) {
         let _ = d.sync_all();
     }
     Ok(())

@@ -113,6 +113,13 @@ impl Simulator {
         lock(&self.faults).insert(unit, fault);
     }
 
+    /// Pin a quantity of meter `unit` to a value (`None`: back to the model).
+    pub fn set_value(&self, unit: u8, quantity: &str, value: Option<f64>) {
+        if let Some(m) = lock(&self.meters).get_mut(&unit) {
+            m.set_value(quantity, value);
+        }
+    }
+
     pub fn units(&self) -> Vec<u8> {
         lock(&self.meters).keys().copied().collect()
     }

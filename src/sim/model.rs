@@ -30,6 +30,8 @@ pub struct MeterModel {
     rng: StdRng,
     /// Registers written by a master (function 6/16), served back as written.
     written: HashMap<u16, u16>,
+    /// Quantities pinned to a value (tests drive a meter out of range with these).
+    overrides: HashMap<String, f64>,
 }
 
 impl MeterModel {
@@ -60,6 +62,7 @@ impl MeterModel {
             frozen,
             rng,
             written: HashMap::new(),
+            overrides: HashMap::new(),
         }
     }
 
@@ -109,8 +112,26 @@ impl MeterModel {
         self.reactive_import_kvarh += q / 1000.0 * dt_h;
     }
 
+    /// Pin `quantity` to `value`, or let it follow the model again (`None`).
+    pub fn set_value(&mut self, quantity: &str, value: Option<f64>) {
+        match value {
+            Some(v) => self.overrides.insert(quantity.to_string(), v),
+            None => self.overrides.remove(quantity),
+        };
+    }
+
     /// Values of every quantity this model knows at `now`.
     pub fn values(&mut self, now: Instant) -> HashMap<&'static str, f64> {
+        let mut v = self.modelled(now);
+        for (q, x) in v.iter_mut() {
+            if let Some(o) = self.overrides.get(*q) {
+                *x = *o;
+            }
+        }
+        v
+    }
+
+    fn modelled(&mut self, now: Instant) -> HashMap<&'static str, f64> {
         self.advance(now);
         let t = self.t(now);
         let v = [self.voltage(0, t), self.voltage(1, t), self.voltage(2, t)];

@@ -8,17 +8,111 @@
 //! good ones of the batch and names the bad one; it is logged, counted and skipped.
 
 use std::{
+    fmt::Write as _,
     sync::{atomic::Ordering, Arc},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
+
+const STATUS_EVERY: Duration = Duration::from_secs(30);
+
+async fn wait_alerts(outbox: &Option<Arc<Outbox>>) {
+    match outbox {
+        Some(o) => o.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u128 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// An alert event as measurement `alert`: its labels as tags, `firing` 1/0, value,
+/// threshold and summary as fields, at the time of the event.
+pub fn alert_line(gateway: &str, a: &Alert, out: &mut String) {
+    out.push_str("alert,gateway=");
+    escape_tag(gateway, out);
+    for (k, v) in &a.labels {
+        if k == "gateway" || v.is_empty() {
+            continue;
+        }
+        out.push(',');
+        escape_tag(k, out);
+        out.push('=');
+        escape_tag(v, out);
+    }
+    let summary = a.summary.replace('\\', "\\\\").replace('"', "\\\"");
+    let firing = if a.state == State::Firing { 1.0 } else { 0.0 };
+    let _ = writeln!(
+        out,
+        " firing={firing:?},value={:?},threshold={:?},summary=\"{summary}\" {}",
+        a.value,
+        a.threshold,
+        unix_ms(a.at.unwrap_or(a.since))
+    );
+}
+
+/// Status points: `meter_status` (online, polls, failures per meter), `bus_status`
+/// (utilisation, meters, meters online) and `gateway_status` (alerts firing and pending).
+/// All fields are floats, so a later change of value can never conflict with a field type.
+pub fn status_lines(gateway: &str, live: &LiveState, now: SystemTime, out: &mut String) {
+    let ts = unix_ms(now);
+    let meters = live.snapshot();
+    let mut per_bus: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
+    for (id, m) in &meters {
+        let online = m.online.unwrap_or(false);
+        let e = per_bus.entry(m.bus.as_str()).or_default();
+        e.0 += 1.0;
+        e.1 += f64::from(u8::from(online));
+        out.push_str("meter_status,gateway=");
+        escape_tag(gateway, out);
+        out.push_str(",bus=");
+        escape_tag(&m.bus, out);
+        out.push_str(",meter=");
+        escape_tag(id, out);
+        let _ = writeln!(
+            out,
+            " online={:?},polls={:?},failures={:?} {ts}",
+            f64::from(u8::from(online)),
+            m.polls as f64,
+            (m.timeouts + m.link_errors + m.exceptions) as f64
+        );
+    }
+    let buses = live.buses();
+    for (bus, (n, up)) in per_bus {
+        out.push_str("bus_status,gateway=");
+        escape_tag(gateway, out);
+        out.push_str(",bus=");
+        escape_tag(bus, out);
+        let u = buses.get(bus).map_or(0.0, |b| b.utilisation);
+        let _ = writeln!(
+            out,
+            " utilisation={u:?},meters={n:?},meters_online={up:?} {ts}"
+        );
+    }
+    let alerts = live.alerts();
+    let firing = alerts.iter().filter(|a| a.state == State::Firing).count() as f64;
+    let pending = alerts.len() as f64 - firing;
+    out.push_str("gateway_status,gateway=");
+    escape_tag(gateway, out);
+    let _ = writeln!(
+        out,
+        " alerts_firing={firing:?},alerts_pending={pending:?} {ts}"
+    );
+}
 
 use tokio::sync::watch;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use super::Backoff;
 use crate::{
+    alerts::{
+        outbox::Outbox,
+        rules::{Alert, State},
+    },
     config::{InfluxAuth, InfluxConfig},
-    journal::{CursorId, Journal},
+    reading::escape_tag,
+    state::LiveState,
 };
 
 #[derive(Debug, PartialEq)]
@@ -133,14 +227,15 @@ impl Writer {
 }
 
 /// Runs until shutdown; on shutdown writes what is buffered (one attempt, a few seconds).
-pub async fn run(
-    cfg: InfluxConfig,
-    gateway: String,
-    log: Arc<Journal>,
-    cursor: CursorId,
-    stats: Arc<super::SinkStats>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Receiver<bool>) {
+    let super::SinkCtx {
+        gateway,
+        log,
+        cursor,
+        stats,
+        alerts,
+        live,
+    } = ctx;
     let span = info_span!("influxdb", url = %cfg.url);
     async move {
         let writer = match Writer::new(&cfg) {
@@ -153,6 +248,9 @@ pub async fn run(
         let mut backoff = Backoff::default();
         let mut failing = false;
         let mut stopping = false;
+        // Gateway, bus and meter status points every 30 s, for the fleet dashboard.
+        let mut status_tick = tokio::time::interval(STATUS_EVERY);
+        let mut status_due = false;
         loop {
             let pos = log.position(cursor);
             if !stopping {
@@ -160,6 +258,38 @@ pub async fn run(
                 tokio::select! {
                     _ = log.wait_beyond(pos) => {}
                     _ = shutdown.changed() => { stopping = *shutdown.borrow(); }
+                    _ = status_tick.tick() => status_due = true,
+                    _ = wait_alerts(&alerts), if !failing => {}
+                }
+                if let Some(outbox) = &alerts {
+                    let pending = outbox.pending();
+                    if !pending.is_empty() {
+                        let mut body = String::new();
+                        for (_, a) in &pending {
+                            alert_line(&gateway, a, &mut body);
+                        }
+                        match writer.write(body).await {
+                            Ok(()) | Err(WriteError::Rejected(_)) => {
+                                let ids: Vec<u64> = pending.iter().map(|(id, _)| *id).collect();
+                                outbox.ack(&ids);
+                            }
+                            Err(WriteError::Retry(msg)) => {
+                                tracing::debug!(error = %msg, "alert events not written; they stay in the outbox");
+                            }
+                        }
+                    }
+                }
+                if status_due {
+                    status_due = false;
+                    let mut body = String::new();
+                    status_lines(&gateway, &live, SystemTime::now(), &mut body);
+                    if let Err(e) = writer.write(body).await {
+                        // Status is the present moment: a lost sample is not worth a retry.
+                        tracing::debug!(error = ?e, "status points not written");
+                    }
+                }
+                if log.end() <= pos && !stopping {
+                    continue;
                 }
                 if !stopping && log.end() - pos < cfg.batch_size as u64 {
                     tokio::select! {
@@ -194,6 +324,7 @@ pub async fn run(
                         failing = false;
                     }
                     backoff.reset();
+                    stats.set_failing(false);
                     stats.delivered.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     log.ack(cursor, upto);
                 }
@@ -204,6 +335,7 @@ pub async fn run(
                 }
                 Err(WriteError::Retry(msg)) => {
                     stats.retries.fetch_add(1, Ordering::Relaxed);
+                    stats.set_failing(true);
                     if stopping {
                         warn!(error = %msg, "stopping with readings undelivered to InfluxDB");
                         break;

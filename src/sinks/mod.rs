@@ -4,7 +4,27 @@
 pub mod influx;
 pub mod mqtt;
 
-use std::{sync::atomic::AtomicU64, time::Duration};
+use crate::{
+    alerts::outbox::Outbox,
+    journal::{CursorId, Journal},
+    state::LiveState,
+};
+use std::{
+    sync::{atomic::AtomicU64, Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+/// What every sink task is given besides its own settings.
+pub struct SinkCtx {
+    pub gateway: String,
+    pub log: Arc<Journal>,
+    /// Its place in the journal.
+    pub cursor: CursorId,
+    pub stats: Arc<SinkStats>,
+    /// Alert events to deliver along with the readings, if alerts go through this sink.
+    pub alerts: Option<Arc<Outbox>>,
+    pub live: Arc<LiveState>,
+}
 
 /// What a sink did, for `/metrics`.
 #[derive(Debug, Default)]
@@ -15,6 +35,24 @@ pub struct SinkStats {
     pub rejected: AtomicU64,
     /// Failed attempts that will be retried (writes, connections).
     pub retries: AtomicU64,
+    /// Since when delivery has been failing, if it is.
+    failing_since: Mutex<Option<SystemTime>>,
+}
+
+impl SinkStats {
+    /// Delivery failed (`true`) or worked (`false`) just now.
+    pub fn set_failing(&self, failing: bool) {
+        let mut g = self.failing_since.lock().unwrap_or_else(|e| e.into_inner());
+        match (failing, *g) {
+            (true, None) => *g = Some(SystemTime::now()),
+            (false, Some(_)) => *g = None,
+            _ => {}
+        }
+    }
+
+    pub fn failing_since(&self) -> Option<SystemTime> {
+        *self.failing_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Exponential back-off between attempts: 0.5 s doubling to 30 s.

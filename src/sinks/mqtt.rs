@@ -20,9 +20,9 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use super::Backoff;
 use crate::{
+    alerts::outbox::Outbox,
     config::MqttConfig,
     journal::{CursorId, Journal},
-    state::LiveState,
 };
 
 pub struct Topics {
@@ -41,6 +41,9 @@ impl Topics {
     pub fn reading(&self, meter: &str) -> String {
         format!("{}/meter/{meter}/reading", self.prefix)
     }
+    pub fn alert(&self) -> String {
+        format!("{}/alert", self.prefix)
+    }
     pub fn availability(&self, meter: &str) -> String {
         format!("{}/meter/{meter}/availability", self.prefix)
     }
@@ -51,6 +54,8 @@ impl Topics {
 enum Sent {
     Reading(u64),
     Control,
+    /// An alert event, by its outbox id.
+    Alert(u64),
 }
 
 fn options(cfg: &MqttConfig, topics: &Topics) -> std::io::Result<MqttOptions> {
@@ -88,15 +93,15 @@ fn options(cfg: &MqttConfig, topics: &Topics) -> std::io::Result<MqttOptions> {
 
 /// Runs until shutdown; then publishes `offline`, waits briefly for outstanding PUBACKs and
 /// disconnects.
-pub async fn run(
-    cfg: MqttConfig,
-    gateway: String,
-    log: Arc<Journal>,
-    cursor: CursorId,
-    live: Arc<LiveState>,
-    stats: Arc<super::SinkStats>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Receiver<bool>) {
+    let super::SinkCtx {
+        gateway,
+        log,
+        cursor,
+        stats,
+        alerts,
+        live,
+    } = ctx;
     let span = info_span!("mqtt", broker = %format!("{}:{}", cfg.host, cfg.port));
     async move {
         let topics = Topics::new(&cfg.topic_prefix, &gateway);
@@ -139,6 +144,20 @@ pub async fn run(
                     }
                 }
             }
+            if let (true, false, Some(outbox)) = (s.connected, stopping, &alerts) {
+                // Alert events go out ahead of readings; each leaves the outbox on its PUBACK.
+                for (id, a) in outbox.pending() {
+                    if s.alerts_inflight.contains(&id) {
+                        continue;
+                    }
+                    let payload = crate::alerts::notify::event_json(&a).to_string();
+                    if client.try_publish(topics.alert(), QoS::AtLeastOnce, false, payload).is_err() {
+                        break;
+                    }
+                    s.fifo.push_back(Sent::Alert(id));
+                    s.alerts_inflight.insert(id);
+                }
+            }
             if s.connected && !stopping {
                 // Top up when half the window is free: backlog comes off disk in batches.
                 while s.window.len() <= window_max / 2 {
@@ -174,6 +193,7 @@ pub async fn run(
                 ev = el.poll() => match ev {
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                         backoff.reset();
+                        stats.set_failing(false);
                         s.reconnected();
                         info!(from = s.next, "connected to broker");
                         published_avail.clear();
@@ -183,10 +203,17 @@ pub async fn run(
                         }
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => s.on_outgoing(pkid, qos),
-                    Ok(Event::Incoming(Incoming::PubAck(ack))) => s.on_puback(ack.pkid),
+                    Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                        s.on_puback(ack.pkid);
+                        if let Some(outbox) = &alerts {
+                            let done: Vec<u64> = s.alerts_acked.drain(..).collect();
+                            outbox.ack(&done);
+                        }
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         stats.retries.fetch_add(1, Ordering::Relaxed);
+                        stats.set_failing(true);
                         if s.connected {
                             warn!(error = %e, "lost the broker; unconfirmed readings will be published again");
                         } else {
@@ -205,6 +232,7 @@ pub async fn run(
                 },
                 _ = log.wait_beyond(s.next), if can_publish => {}
                 _ = avail_rx.changed(), if s.connected && !stopping => avail_dirty = true,
+                _ = wait_alerts(&alerts), if s.connected && !stopping => {}
                 _ = shutdown.changed(), if !stopping => {
                     if *shutdown.borrow() {
                         stopping = true;
@@ -240,6 +268,16 @@ struct Session {
     window: VecDeque<(u64, bool)>,
     /// The next log position to publish.
     next: u64,
+    /// Alert events published, awaiting PUBACK, and those confirmed since last asked.
+    alerts_inflight: std::collections::HashSet<u64>,
+    alerts_acked: Vec<u64>,
+}
+
+async fn wait_alerts(outbox: &Option<Arc<Outbox>>) {
+    match outbox {
+        Some(o) => o.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Session {
@@ -254,6 +292,8 @@ impl Session {
             pending: BTreeMap::new(),
             window: VecDeque::new(),
             next,
+            alerts_inflight: Default::default(),
+            alerts_acked: Vec::new(),
         }
     }
 
@@ -272,6 +312,7 @@ impl Session {
         self.fifo.clear();
         self.pending.clear();
         self.window.clear();
+        self.alerts_inflight.clear();
         self.next = self.log.position(self.cursor);
     }
 
@@ -294,6 +335,10 @@ impl Session {
     }
 
     fn confirm(&mut self, sent: Sent) {
+        if let Sent::Alert(id) = sent {
+            self.alerts_inflight.remove(&id);
+            self.alerts_acked.push(id);
+        }
         let Sent::Reading(pos) = sent else { return };
         if let Some(front) = self.window.front().map(|(p, _)| *p) {
             if let Some(slot) = pos

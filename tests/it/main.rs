@@ -2,6 +2,7 @@
 //! VictoriaMetrics) on free loopback ports; a missing server binary fails the test with the
 //! Debian package to install.
 
+mod alerts;
 mod browser;
 mod cli;
 mod config;
@@ -12,6 +13,7 @@ mod harness;
 mod http;
 mod influx;
 mod pipeline;
+mod receiver;
 mod reload;
 mod serial;
 mod servers;

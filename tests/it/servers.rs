@@ -355,3 +355,28 @@ pub fn mosquitto_tls(user: &str, password: &str) -> (Server, u16, PathBuf) {
     );
     (server, plain_port, ca)
 }
+
+/// Prometheus Alertmanager on a free port, routing every alert to `webhook` (a URL the test
+/// serves), with resolved notifications and short group timings so tests see them at once.
+pub fn alertmanager(webhook: &str) -> Server {
+    let bin = binary("prometheus-alertmanager", "prometheus-alertmanager");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let conf = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &conf,
+        format!(
+            "route:\n  receiver: test\n  group_by: ['alertname', 'meter']\n  group_wait: 100ms\n  group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: test\n    webhook_configs:\n      - url: '{webhook}'\n        send_resolved: true\n"
+        ),
+    )
+    .expect("write alertmanager.yml");
+    let args = vec![
+        format!("--config.file={}", conf.display()).into(),
+        format!("--storage.path={}", dir.path().join("data").display()).into(),
+        format!("--web.listen-address=127.0.0.1:{port}").into(),
+        // No cluster: no gossip port, no peers.
+        "--cluster.listen-address=".into(),
+    ];
+    start("prometheus-alertmanager", bin, args, dir, port, &[])
+}

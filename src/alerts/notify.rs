@@ -1,0 +1,237 @@
+//! Notifiers: Prometheus Alertmanager (API v2) and a generic JSON webhook. Each drains its
+//! own outbox, removing an event only after a 2xx, retrying with back-off otherwise.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::watch;
+use tracing::{error, info, info_span, warn, Instrument};
+
+use super::{
+    outbox::Outbox,
+    rules::{Alert, State},
+    Notifier, NotifierKind,
+};
+use crate::sinks::Backoff;
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The JSON of an alert event, for the MQTT alert topic and the webhook: the contract's
+/// name, state, meter, value, threshold, since, plus severity, bus, summary and all labels.
+pub fn event_json(a: &Alert) -> serde_json::Value {
+    serde_json::json!({
+        "name": a.name(),
+        "state": a.state.as_str(),
+        "severity": a.labels.get("severity"),
+        "gateway": a.labels.get("gateway"),
+        "meter": a.labels.get("meter"),
+        "bus": a.labels.get("bus"),
+        "value": a.value,
+        "threshold": a.threshold,
+        "since": rfc3339(a.since),
+        "at": a.at.map(rfc3339),
+        "summary": a.summary,
+        "labels": a.labels,
+    })
+}
+
+/// One alert in Alertmanager's v2 format. A firing alert gets `endsAt` a few re-send periods
+/// ahead (as Prometheus does), so Alertmanager resolves it by itself if meterd goes silent;
+/// a resolved one gets its resolve time.
+pub fn alertmanager_json(a: &Alert, resend: Duration, now: SystemTime) -> serde_json::Value {
+    let ends = match a.state {
+        State::Resolved => a.at.unwrap_or(now),
+        _ => now + resend * 4,
+    };
+    serde_json::json!({
+        "labels": a.labels,
+        "annotations": {
+            "summary": a.summary,
+            "value": a.value.to_string(),
+            "threshold": a.threshold.to_string(),
+        },
+        "startsAt": rfc3339(a.since),
+        "endsAt": rfc3339(ends),
+    })
+}
+
+/// HMAC-SHA256 of the body, hex: the `X-Meterd-Signature: sha256=…` header.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        // HMAC takes keys of any length; this cannot happen.
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+enum Outcome {
+    Delivered,
+    /// The receiver refused the content (400/422): retrying cannot help.
+    Refused(String),
+    Retry(String),
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    headers: &[(&str, String)],
+) -> Outcome {
+    let mut req = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    match req.send().await {
+        Ok(r) if r.status().is_success() => Outcome::Delivered,
+        Ok(r) => {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            let msg = format!("{status}: {}", text.trim());
+            if matches!(status.as_u16(), 400 | 422) {
+                Outcome::Refused(msg)
+            } else {
+                Outcome::Retry(msg)
+            }
+        }
+        Err(e) => Outcome::Retry(e.to_string()),
+    }
+}
+
+/// Deliver `outbox` to the notifier until `stop`. `firing` is the engine's current firing
+/// set: Alertmanager gets it again every `resend` so it keeps the alerts active.
+pub async fn run(
+    n: Notifier,
+    outbox: Arc<Outbox>,
+    mut firing: watch::Receiver<Vec<Alert>>,
+    resend: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let span = info_span!("notifier", name = %n.name);
+    async move {
+        let http = match reqwest::Client::builder().timeout(n.timeout).build() {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "cannot set up the HTTP client; alerts stay in the outbox");
+                return;
+            }
+        };
+        let mut backoff = Backoff::default();
+        let mut failing = false;
+        let mut next_resend = tokio::time::Instant::now();
+        loop {
+            let pending = outbox.pending();
+            let now = SystemTime::now();
+            let resend_due = tokio::time::Instant::now() >= next_resend;
+            let mut delivered_ids = Vec::new();
+            let mut outcome = None;
+            match &n.kind {
+                NotifierKind::Alertmanager { url } => {
+                    let current = firing.borrow().clone();
+                    if !pending.is_empty() || (resend_due && !current.is_empty()) {
+                        let mut body: Vec<serde_json::Value> = pending
+                            .iter()
+                            .map(|(_, a)| alertmanager_json(a, resend, now))
+                            .collect();
+                        for a in &current {
+                            if !pending.iter().any(|(_, p)| p.fingerprint() == a.fingerprint()) {
+                                body.push(alertmanager_json(a, resend, now));
+                            }
+                        }
+                        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+                        let o = post(&http, &format!("{url}/api/v2/alerts"), bytes, &[]).await;
+                        if !matches!(o, Outcome::Retry(_)) {
+                            delivered_ids.extend(pending.iter().map(|(id, _)| *id));
+                            next_resend = tokio::time::Instant::now() + resend;
+                        }
+                        outcome = Some(o);
+                    } else if resend_due {
+                        next_resend = tokio::time::Instant::now() + resend;
+                    }
+                }
+                NotifierKind::Webhook { url, bearer, hmac } => {
+                    for (id, a) in &pending {
+                        let bytes = serde_json::to_vec(&event_json(a)).unwrap_or_default();
+                        let mut headers = Vec::new();
+                        if let Some(t) = bearer {
+                            headers.push(("authorization", format!("Bearer {t}")));
+                        }
+                        if let Some(s) = hmac {
+                            headers.push(("x-meterd-signature", format!("sha256={}", signature(s, &bytes))));
+                        }
+                        let o = post(&http, url, bytes, &headers).await;
+                        let retry = matches!(o, Outcome::Retry(_));
+                        if !retry {
+                            delivered_ids.push(*id);
+                        }
+                        outcome = Some(o);
+                        if retry {
+                            break;
+                        }
+                    }
+                }
+            }
+            outbox.ack(&delivered_ids);
+            let wait = match outcome {
+                Some(Outcome::Retry(msg)) => {
+                    if !failing {
+                        warn!(error = %msg, pending = outbox.len(), "alert delivery failed; retrying with back-off, events stay in the outbox");
+                        failing = true;
+                    }
+                    backoff.next_delay()
+                }
+                other => {
+                    if let Some(Outcome::Refused(msg)) = other {
+                        error!(error = %msg, "the receiver refused an alert event; it is dropped");
+                    }
+                    if failing {
+                        info!("alert delivery works again");
+                        failing = false;
+                    }
+                    backoff.reset();
+                    if !outbox.is_empty() {
+                        continue;
+                    }
+                    match n.kind {
+                        NotifierKind::Alertmanager { .. } => {
+                            next_resend.saturating_duration_since(tokio::time::Instant::now())
+                        }
+                        NotifierKind::Webhook { .. } => Duration::from_secs(3600),
+                    }
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = outbox.changed(), if !failing => {}
+                r = firing.changed() => { if r.is_err() { break; } }
+                _ = stop.changed() => { if *stop.borrow() { break; } }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_hmac_sha256_of_the_body_in_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

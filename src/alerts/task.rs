@@ -1,0 +1,190 @@
+//! The alert task: feeds the engine readings and a status sample every second, hands each
+//! event to every outbox, keeps the engine's state on disk, and shows active alerts.
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tracing::{error, info, info_span, warn, Instrument};
+
+use super::{
+    outbox::Outbox,
+    rules::{Alert, Engine, MeterInfo, Rule, Saved, State, Status},
+};
+use crate::{config::Config, daemon::SinkList, journal::Journal, state::LiveState};
+
+/// What the engine needs to know of the configured meters.
+pub fn meter_infos(c: &Config) -> Vec<MeterInfo> {
+    c.buses
+        .iter()
+        .flat_map(|b| {
+            b.meters.iter().map(|m| MeterInfo {
+                id: m.id.clone(),
+                bus: b.name.clone(),
+                profile: m.profile.name.clone(),
+                labels: m.labels.clone(),
+                interval: m
+                    .groups
+                    .iter()
+                    .map(|g| g.interval)
+                    .min()
+                    .unwrap_or(Duration::from_secs(60)),
+            })
+        })
+        .collect()
+}
+
+/// A reload: new rules and meters, and the outboxes events now go to.
+pub struct Reconfigure {
+    pub rules: Vec<Rule>,
+    pub meters: Vec<MeterInfo>,
+    pub outboxes: Vec<Arc<Outbox>>,
+}
+
+pub struct AlertTask {
+    pub engine: Engine,
+    /// Where the engine's state is kept (None: no usable state directory).
+    pub state_file: Option<PathBuf>,
+    pub outboxes: Vec<Arc<Outbox>>,
+    /// The firing set, for notifiers that re-send it.
+    pub firing: watch::Sender<Vec<Alert>>,
+}
+
+impl AlertTask {
+    /// Take back the previous run's state; resolves for alerts whose rule is gone go out.
+    pub fn restore(&mut self) {
+        let Some(path) = &self.state_file else { return };
+        let saved = match std::fs::read(path) {
+            Ok(b) => match serde_json::from_slice::<Saved>(&b) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!(file = %path.display(), error = %e, "alert state damaged; starting without it");
+                    return;
+                }
+            },
+            Err(_) => return,
+        };
+        let n = saved.alerts.len();
+        let events = self.engine.restore(saved, SystemTime::now());
+        if n > 0 {
+            info!(firing = self.engine.firing().len(), "alert state restored");
+        }
+        self.deliver(events);
+    }
+
+    fn save(&self) {
+        let Some(path) = &self.state_file else { return };
+        let write = serde_json::to_vec(&self.engine.save())
+            .map_err(std::io::Error::other)
+            .and_then(|b| crate::journal::write_atomically(path, &b));
+        if let Err(e) = write {
+            error!(file = %path.display(), error = %e, "cannot save the alert state");
+        }
+    }
+
+    /// Outboxes first, then the state: a crash in between repeats an event, never loses one.
+    fn deliver(&mut self, events: Vec<Alert>) {
+        if events.is_empty() {
+            return;
+        }
+        for a in &events {
+            match a.state {
+                State::Firing => {
+                    warn!(alert = a.name(), labels = %a.fingerprint(), summary = %a.summary, "alert firing")
+                }
+                _ => {
+                    info!(alert = a.name(), labels = %a.fingerprint(), summary = %a.summary, "alert resolved")
+                }
+            }
+        }
+        for o in &self.outboxes {
+            o.push(&events);
+        }
+        self.save();
+        self.firing.send_replace(self.engine.firing());
+    }
+}
+
+fn status(live: &LiveState, log: &Journal, sinks: &SinkList) -> Status {
+    Status {
+        meters: live
+            .snapshot()
+            .into_iter()
+            .map(|(id, m)| (id, (m.last_reading.as_ref().map(|r| r.ts), m.online)))
+            .collect(),
+        journal_used: log.used_fraction(),
+        journal_dropped: log.dropped_total(),
+        journal_failure: log.failure(),
+        sinks: sinks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|s| (s.name.clone(), s.stats.failing_since()))
+            .collect(),
+    }
+}
+
+pub async fn run(
+    mut t: AlertTask,
+    live: Arc<LiveState>,
+    log: Arc<Journal>,
+    sinks: SinkList,
+    mut control: mpsc::UnboundedReceiver<Reconfigure>,
+    mut stop: watch::Receiver<bool>,
+) {
+    async move {
+        let mut readings = live.readings();
+        t.restore();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut save = tokio::time::interval(Duration::from_secs(60));
+        let mut lagging = false;
+        loop {
+            let events = tokio::select! {
+                r = readings.recv() => match r {
+                    Ok(r) => {
+                        lagging = false;
+                        t.engine.on_reading(&r, SystemTime::now())
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        if !lagging {
+                            warn!(skipped = n, "alert engine fell behind the readings; some were not judged");
+                            lagging = true;
+                        }
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                _ = tick.tick() => {
+                    let ev = t.engine.tick(&status(&live, &log, &sinks), SystemTime::now());
+                    live.set_alerts(t.engine.active());
+                    ev
+                }
+                _ = save.tick() => {
+                    // Counter baselines move with every reading; keep them every minute.
+                    t.save();
+                    continue;
+                }
+                Some(c) = control.recv() => {
+                    t.outboxes = c.outboxes;
+                    t.engine.reconfigure(c.rules, c.meters, SystemTime::now())
+                }
+                _ = stop.changed() => {
+                    if *stop.borrow() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if !events.is_empty() {
+                t.deliver(events);
+                live.set_alerts(t.engine.active());
+            }
+        }
+        t.save();
+    }
+    .instrument(info_span!("alerts"))
+    .await
+}
