@@ -300,6 +300,8 @@ pub(super) fn check_alerts(
                 "name a quantity, e.g. \"voltage_l1_v\" or \"voltage_l*_v\"",
             );
         }
+        check_scope(r, &at(""), &t.meters, &t.buses, meter_ids, bus_names);
+        check_labels(r, &at("labels"), &t.labels);
         let threshold = match (t.above, t.below) {
             (Some(a), None) => a,
             (None, Some(b)) => b,
@@ -315,8 +317,6 @@ pub(super) fn check_alerts(
         if t.below.is_some() && clear < threshold {
             r.error(&at("clear"), format!("{clear} is below the threshold {threshold}: an alert below a level clears above it"));
         }
-        check_scope(r, &at(""), &t.meters, &t.buses, meter_ids, bus_names);
-        check_labels(r, &at("labels"), &t.labels);
         rules.push(Rule {
             name: t.name,
             kind: Kind::Threshold {
