@@ -181,6 +181,9 @@ pub struct RawInflux {
     pub batch_size: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub batch_interval: Option<Duration>,
+    /// How often gateway, bus and meter status points are written (default 30s).
+    #[serde(default, with = "humantime_serde")]
+    pub status_interval: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
 }

@@ -189,6 +189,7 @@ pub struct InfluxConfig {
     pub auth: InfluxAuth,
     pub batch_size: usize,
     pub batch_interval: Duration,
+    pub status_interval: Duration,
     pub timeout: Duration,
 }
 
@@ -1124,6 +1125,10 @@ fn check_influx(r: &mut Reporter, i: RawInflux, base: &Path) -> Option<InfluxCon
         auth,
         batch_size: batch_size.max(1),
         batch_interval: i.batch_interval.unwrap_or(Duration::from_secs(1)),
+        status_interval: i
+            .status_interval
+            .unwrap_or(Duration::from_secs(30))
+            .max(Duration::from_millis(100)),
         timeout: i.timeout.unwrap_or(Duration::from_secs(10)),
     })
 }

@@ -13,8 +13,6 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-const STATUS_EVERY: Duration = Duration::from_secs(30);
-
 async fn wait_alerts(outbox: &Option<Arc<Outbox>>) {
     match outbox {
         Some(o) => o.changed().await,
@@ -248,8 +246,8 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
         let mut backoff = Backoff::default();
         let mut failing = false;
         let mut stopping = false;
-        // Gateway, bus and meter status points every 30 s, for the fleet dashboard.
-        let mut status_tick = tokio::time::interval(STATUS_EVERY);
+        // Gateway, bus and meter status points every `status_interval`, for the fleet dashboard.
+        let mut status_tick = tokio::time::interval(cfg.status_interval);
         let mut status_due = false;
         loop {
             let pos = log.position(cursor);
@@ -364,6 +362,36 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_alert_event_is_one_line_with_labels_as_tags_and_an_escaped_summary() {
+        let a = Alert {
+            labels: [
+                ("gateway", "gw 1"),
+                ("alertname", "Overvoltage"),
+                ("severity", "critical"),
+                ("meter", "m1"),
+                ("bus", "rs485-1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            state: State::Resolved,
+            value: 230.5,
+            threshold: 235.0,
+            since: SystemTime::UNIX_EPOCH,
+            at: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1500)),
+            summary: "m1 says \"hi\" \\ back".into(),
+            until: None,
+        };
+        let mut out = String::new();
+        alert_line("gw 1", &a, &mut out);
+        assert_eq!(
+            out,
+            "alert,gateway=gw\\ 1,alertname=Overvoltage,bus=rs485-1,meter=m1,severity=critical \
+             firing=0.0,value=230.5,threshold=235.0,summary=\"m1 says \\\"hi\\\" \\\\ back\" 1500\n"
+        );
+    }
 
     #[test]
     fn a_bad_point_is_rejected_but_an_outage_or_a_wrong_token_is_retried() {

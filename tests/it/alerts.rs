@@ -293,21 +293,38 @@ async fn an_alert_raised_while_the_receiver_is_down_survives_a_crash_pages_once_
 #[test]
 fn the_alertmanager_route_example_is_valid_and_pages_only_for_critical_alerts() {
     let amtool = servers::binary("amtool", "prometheus-alertmanager");
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/alertmanager/alertmanager.yml");
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/alertmanager/alertmanager.yml"
+    );
     let check = std::process::Command::new(&amtool)
         .args(["check-config", file])
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     for (labels, receivers) in [
-        (["severity=critical", "alertname=BusDown"], "on-call-pager,operators-chat"),
-        (["severity=warning", "alertname=MeterOffline"], "operators-chat"),
+        (
+            ["severity=critical", "alertname=BusDown"],
+            "on-call-pager,operators-chat",
+        ),
+        (
+            ["severity=warning", "alertname=MeterOffline"],
+            "operators-chat",
+        ),
     ] {
         let out = std::process::Command::new(&amtool)
             .args(["config", "routes", "test", &format!("--config.file={file}")])
             .args(labels)
             .output()
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), receivers, "{labels:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            receivers,
+            "{labels:?}"
+        );
     }
 }

@@ -9,6 +9,7 @@ mod config;
 mod dlt645;
 mod durability;
 mod faults;
+mod grafana;
 mod harness;
 mod http;
 mod influx;
