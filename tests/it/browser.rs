@@ -37,7 +37,7 @@ fn seq_shown(dom: &str, meter: &str) -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_status_page_shows_every_meter_online_and_updates() {
+async fn the_status_page_shows_every_meter_online_the_firing_alerts_and_updates() {
     let (_sim, addr) = tcp_sim(&[(1, "eastron-sdm120"), (2, "eastron-sdm630")], false).await;
     let port = servers::free_port();
     let dir = tempfile::tempdir().unwrap();
@@ -48,7 +48,8 @@ async fn the_status_page_shows_every_meter_online_and_updates() {
             "[gateway]\nid = \"gw-page\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\n\
              [[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm120\"\ninterval = \"300ms\"\n\
              [[bus.meter]]\nid = \"m2\"\nunit = 2\nprofile = \"eastron-sdm630\"\ninterval = \"300ms\"\n\
-             [http]\nlisten = \"127.0.0.1:{port}\"\n",
+             [http]\nlisten = \"127.0.0.1:{port}\"\n\
+             [[alerts.rule]]\nname = \"FrequencyHigh\"\nquantity = \"frequency_hz\"\nabove = 1.0\nmeters = [\"m2\"]\n",
             dir.path().join("state").display()
         ),
     )
@@ -66,7 +67,7 @@ async fn the_status_page_shows_every_meter_online_and_updates() {
                 let dom = tokio::task::spawn_blocking(move || render(&url, &profile))
                     .await
                     .ok()?;
-                dom.contains("2 of 2 meters online").then_some(dom)
+                (dom.contains("2 of 2 meters online") && dom.contains("1 alerts firing")).then_some(dom)
             }
         },
     )
@@ -80,6 +81,10 @@ async fn the_status_page_shows_every_meter_online_and_updates() {
     assert!(
         first.contains("voltage_l1_v = "),
         "values are shown:\n{first}"
+    );
+    assert!(
+        first.contains("data-alert=\"FrequencyHigh\"") && first.contains("m2 on b"),
+        "the firing alert is listed with its meter:\n{first}"
     );
     let before = seq_shown(&first, "m1").expect("m1's seq on the page");
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -163,14 +163,24 @@ async fn a_reload_refuses_a_bad_config_and_applies_a_good_one_without_losing_a_r
         "bus b restarted:\n{log}"
     );
 
-    // Remove bus b: its meters leave the API.
-    write("");
+    // Remove bus b (its meters leave the API) and add an alert rule (it takes effect).
+    write("[[alerts.rule]]\nname = \"Live\"\nquantity = \"voltage_l1_v\"\nabove = 1.0\n");
     meterd.hup();
     eventually(
         "m2 and m3 gone from the API",
         Duration::from_secs(10),
         || async { (api_meters(http).await? == vec!["m1".to_string()]).then_some(()) },
     )
+    .await;
+    eventually("the new rule firing", Duration::from_secs(10), || async {
+        let v: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{http}/api/alerts"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["alerts"][0]["name"] == "Live" && v["alerts"][0]["meter"] == "m1").then_some(())
+    })
     .await;
 
     // The MQTT sink's counters went on across its restart.
