@@ -17,6 +17,7 @@
 
 use std::{
     collections::BTreeMap,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -213,7 +214,7 @@ pub struct Saved {
 pub struct Engine {
     gateway: String,
     rules: Vec<Rule>,
-    meters: BTreeMap<String, MeterInfo>,
+    meters: BTreeMap<String, Arc<MeterInfo>>,
     /// Key: rule name plus the target's labels.
     active: BTreeMap<String, (usize, Alert)>,
     counters: BTreeMap<(String, String), (f64, SystemTime)>,
@@ -278,7 +279,10 @@ impl Engine {
         Engine {
             gateway: gateway.to_string(),
             rules,
-            meters: meters.into_iter().map(|m| (m.id.clone(), m)).collect(),
+            meters: meters
+                .into_iter()
+                .map(|m| (m.id.clone(), Arc::new(m)))
+                .collect(),
             active: BTreeMap::new(),
             counters: BTreeMap::new(),
             started: now,
@@ -344,7 +348,10 @@ impl Engine {
         now: SystemTime,
     ) -> Vec<Alert> {
         self.rules = rules;
-        self.meters = meters.into_iter().map(|m| (m.id.clone(), m)).collect();
+        self.meters = meters
+            .into_iter()
+            .map(|m| (m.id.clone(), Arc::new(m)))
+            .collect();
         let active = std::mem::take(&mut self.active);
         let mut out = Vec::new();
         for (key, (_, a)) in active {
@@ -380,30 +387,31 @@ impl Engine {
         l
     }
 
-    /// Move one alert along its state machine.
+    /// Move one alert along its state machine. `target` names what the alert is about
+    /// (meter, bus, quantity, …); labels are built only when an alert starts.
     fn observe(
         &mut self,
         rule: usize,
-        labels: BTreeMap<String, String>,
+        target: &[(&str, &str)],
         cond: Cond,
         now: SystemTime,
         out: &mut Vec<Alert>,
-    ) {
-        let key = format!(
-            "{}|{}",
-            self.rules[rule].name,
-            labels
-                .iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity" | "gateway"))
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+    ) -> String {
+        let mut key = self.rules[rule].name.clone();
+        key.push('|');
+        for (i, (k, v)) in target.iter().enumerate() {
+            if i > 0 {
+                key.push(',');
+            }
+            key.push_str(k);
+            key.push('=');
+            key.push_str(v);
+        }
         let for_ = self.rules[rule].for_;
         match (cond, self.active.get_mut(&key)) {
             (Cond::Bad { value, threshold }, None) => {
                 let mut a = Alert {
-                    labels,
+                    labels: self.labels(&self.rules[rule], target),
                     state: State::Pending,
                     value,
                     threshold,
@@ -420,7 +428,7 @@ impl Engine {
                 if a.state == State::Firing {
                     out.push(a.clone());
                 }
-                self.active.insert(key, (rule, a));
+                self.active.insert(key.clone(), (rule, a));
             }
             (Cond::Bad { value, threshold }, Some((_, a))) => {
                 a.value = value;
@@ -453,31 +461,22 @@ impl Engine {
             }
             _ => {}
         }
+        key
     }
 
     /// An event: fires at once (or stays firing, its hold renewed).
     fn event(
         &mut self,
         rule: usize,
-        labels: BTreeMap<String, String>,
+        target: &[(&str, &str)],
         (value, threshold): (f64, f64),
         hold: Duration,
         now: SystemTime,
         out: &mut Vec<Alert>,
     ) {
         let before = out.len();
-        self.observe(
-            rule,
-            labels.clone(),
-            Cond::Bad { value, threshold },
-            now,
-            out,
-        );
-        let key_alert = self
-            .active
-            .values_mut()
-            .find(|(r, a)| *r == rule && a.labels == labels);
-        if let Some((_, a)) = key_alert {
+        let key = self.observe(rule, target, Cond::Bad { value, threshold }, now, out);
+        if let Some((_, a)) = self.active.get_mut(&key) {
             a.until = Some(now + hold);
             if out.len() > before {
                 if let Some(last) = out.last_mut() {
@@ -502,7 +501,7 @@ impl Engine {
         s
     }
 
-    fn meters_in(&self, rule: usize) -> Vec<MeterInfo> {
+    fn meters_in(&self, rule: usize) -> Vec<Arc<MeterInfo>> {
         self.meters
             .values()
             .filter(|m| self.rules[rule].scope.matches(m))
@@ -546,9 +545,13 @@ impl Engine {
                             (None, Some(_)) if *v > clear => Cond::Good,
                             _ => Cond::Hold,
                         };
-                        let labels =
-                            self.labels(&self.rules[i], &[target[0], target[1], ("quantity", q)]);
-                        self.observe(i, labels, cond, now, &mut out);
+                        self.observe(
+                            i,
+                            &[target[0], target[1], ("quantity", q)],
+                            cond,
+                            now,
+                            &mut out,
+                        );
                     }
                 }
                 Kind::PhaseLoss {
@@ -574,9 +577,13 @@ impl Engine {
                         } else {
                             Cond::Hold
                         };
-                        let labels =
-                            self.labels(&self.rules[i], &[target[0], target[1], ("phase", p)]);
-                        self.observe(i, labels, cond, now, &mut out);
+                        self.observe(
+                            i,
+                            &[target[0], target[1], ("phase", p)],
+                            cond,
+                            now,
+                            &mut out,
+                        );
                     }
                 }
                 Kind::ReversePower { below_w, clear_w } => {
@@ -591,8 +598,7 @@ impl Engine {
                     } else {
                         Cond::Hold
                     };
-                    let labels = self.labels(&self.rules[i], &target);
-                    self.observe(i, labels, cond, now, &mut out);
+                    self.observe(i, &target, cond, now, &mut out);
                 }
                 Kind::ClockDrift { max_s, clear_s } => {
                     let Some(v) = value("meter_clock_offset_s") else {
@@ -608,8 +614,7 @@ impl Engine {
                     } else {
                         Cond::Hold
                     };
-                    let labels = self.labels(&self.rules[i], &target);
-                    self.observe(i, labels, cond, now, &mut out);
+                    self.observe(i, &target, cond, now, &mut out);
                 }
                 Kind::EnergyCounter {
                     max_rate_kw,
@@ -640,11 +645,8 @@ impl Engine {
                             ("", false)
                         };
                         if bad {
-                            let labels = self.labels(
-                                &self.rules[i],
-                                &[target[0], target[1], ("quantity", q), ("change", name)],
-                            );
-                            self.event(i, labels, (*v, pv), hold, now, &mut out);
+                            let target = [target[0], target[1], ("quantity", q), ("change", name)];
+                            self.event(i, &target, (*v, pv), hold, now, &mut out);
                         }
                     }
                 }
@@ -677,9 +679,7 @@ impl Engine {
                             // Nothing read since the start: too early to say it is back.
                             Cond::Hold
                         };
-                        let labels =
-                            self.labels(&self.rules[i], &[("meter", &m.id), ("bus", &m.bus)]);
-                        self.observe(i, labels, cond, now, &mut out);
+                        self.observe(i, &[("meter", &m.id), ("bus", &m.bus)], cond, now, &mut out);
                     }
                 }
                 Kind::BusDown => {
@@ -699,8 +699,7 @@ impl Engine {
                         } else {
                             Cond::Hold
                         };
-                        let labels = self.labels(&self.rules[i], &[("bus", &bus)]);
-                        self.observe(i, labels, cond, now, &mut out);
+                        self.observe(i, &[("bus", &bus)], cond, now, &mut out);
                     }
                 }
                 Kind::JournalFilling {
@@ -718,13 +717,11 @@ impl Engine {
                     } else {
                         Cond::Hold
                     };
-                    let labels = self.labels(&self.rules[i], &[]);
-                    self.observe(i, labels, cond, now, &mut out);
+                    self.observe(i, &[], cond, now, &mut out);
                 }
                 Kind::JournalDropping { hold } if s.journal_dropped > self.dropped_seen => {
-                    let labels = self.labels(&self.rules[i], &[]);
                     let value = (s.journal_dropped as f64, 0.0);
-                    self.event(i, labels, value, hold, now, &mut out);
+                    self.event(i, &[], value, hold, now, &mut out);
                 }
                 Kind::JournalUnwritable => {
                     let cond = if s.journal_failure.is_some() {
@@ -735,8 +732,7 @@ impl Engine {
                     } else {
                         Cond::Good
                     };
-                    let labels = self.labels(&self.rules[i], &[]);
-                    self.observe(i, labels, cond, now, &mut out);
+                    self.observe(i, &[], cond, now, &mut out);
                 }
                 Kind::SinkUnreachable => {
                     for (sink, failing) in &s.sinks {
@@ -751,8 +747,7 @@ impl Engine {
                             },
                             None => Cond::Good,
                         };
-                        let labels = self.labels(&self.rules[i], &[("sink", sink)]);
-                        self.observe(i, labels, cond, now, &mut out);
+                        self.observe(i, &[("sink", sink)], cond, now, &mut out);
                     }
                 }
                 _ => {}

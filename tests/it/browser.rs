@@ -67,7 +67,8 @@ async fn the_status_page_shows_every_meter_online_the_firing_alerts_and_updates(
                 let dom = tokio::task::spawn_blocking(move || render(&url, &profile))
                     .await
                     .ok()?;
-                (dom.contains("2 of 2 meters online") && dom.contains("1 alerts firing")).then_some(dom)
+                (dom.contains("2 of 2 meters online") && dom.contains("1 alerts firing"))
+                    .then_some(dom)
             }
         },
     )
