@@ -73,6 +73,8 @@ impl AlertTask {
             info!(firing = self.engine.firing().len(), "alert state restored");
         }
         self.deliver(events);
+        // Restored alerts fire on without an event: Alertmanager must keep getting them.
+        self.firing.send_replace(self.engine.firing());
     }
 
     fn save(&self) {
@@ -169,7 +171,9 @@ pub async fn run(
                 }
                 Some(c) = control.recv() => {
                     t.outboxes = c.outboxes;
-                    t.engine.reconfigure(c.rules, c.meters, SystemTime::now())
+                    let ev = t.engine.reconfigure(c.rules, c.meters, SystemTime::now());
+                    t.firing.send_replace(t.engine.firing());
+                    ev
                 }
                 _ = stop.changed() => {
                     if *stop.borrow() {

@@ -139,6 +139,16 @@ fn check_labels(r: &mut Reporter, path: &[Seg], labels: &BTreeMap<String, String
     }
 }
 
+fn check_notifier_name(r: &mut Reporter, path: &[Seg], name: &str) {
+    check_name(r, path, "notifier name", name);
+    if matches!(name, "mqtt" | "influxdb") {
+        r.error(
+            path,
+            format!("a notifier cannot be named {name:?}: the sink of that name has its own alert outbox"),
+        );
+    }
+}
+
 fn check_url(r: &mut Reporter, path: &[Seg], url: &str) {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         r.error(path, format!("{url:?}: use http://… or https://…"));
@@ -350,7 +360,7 @@ pub(super) fn check_alerts(
                 "alertmanager".into()
             }
         });
-        check_name(r, &at("name"), "notifier name", &name);
+        check_notifier_name(r, &at("name"), &name);
         notifiers.push(Notifier {
             name,
             timeout: a.timeout.unwrap_or(Duration::from_secs(10)),
@@ -389,7 +399,7 @@ pub(super) fn check_alerts(
                 "webhook".into()
             }
         });
-        check_name(r, &at("name"), "notifier name", &name);
+        check_notifier_name(r, &at("name"), &name);
         notifiers.push(Notifier {
             name,
             timeout: w.timeout.unwrap_or(Duration::from_secs(10)),

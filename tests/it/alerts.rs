@@ -208,9 +208,10 @@ async fn an_out_of_range_and_a_silent_meter_reach_alertmanager_the_webhook_and_m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_alert_raised_while_the_receiver_is_down_survives_a_crash_pages_once_and_still_resolves()
-{
+async fn an_alert_raised_while_the_receiver_is_down_survives_a_crash_and_a_restart_pages_once_and_still_resolves(
+) {
     let receiver = Receiver::start().await;
+    let am = servers::alertmanager(&receiver.url("/am"));
     receiver.answer(503);
     let (sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
     let dir = tempfile::tempdir().unwrap();
@@ -220,10 +221,16 @@ async fn an_alert_raised_while_the_receiver_is_down_survives_a_crash_pages_once_
         &addr,
         &[(1, "m1")],
         &format!(
-            "[[alerts.webhook]]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-            receiver.url("/hook")
+            "[[alerts.webhook]]\nurl = \"{}\"\n[[alerts.alertmanager]]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            receiver.url("/hook"),
+            am.url()
         ),
     );
+    // Re-sent every second, so Alertmanager would let the alert expire 4 s after the last one.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("resend = \"2s\"", "resend = \"1s\"");
+    std::fs::write(&cfg, text).unwrap();
     let mut meterd = Meterd::run(&cfg);
     meterd.ready().await;
     sim.set_value(1, "voltage_l1_v", Some(240.0));
@@ -263,8 +270,29 @@ async fn an_alert_raised_while_the_receiver_is_down_survives_a_crash_pages_once_
             |r| r.body["name"] == "Overvoltage" && r.body["state"] == "firing",
         )
         .await;
-    // Still above the threshold for a while: no second page.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A clean restart while it fires, still above the threshold: no second page, and
+    // Alertmanager keeps the alert active (meterd re-sends what it restored) past its endsAt.
+    let mut meterd = meterd;
+    assert!(meterd
+        .terminate(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    let meterd = Meterd::run(&cfg);
+    meterd.ready().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let active: serde_json::Value = reqwest::get(format!("{}/api/v2/alerts?active=true", am.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        active
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "Overvoltage" && a["status"]["state"] == "active"),
+        "{active}"
+    );
     sim.set_value(1, "voltage_l1_v", None);
     receiver
         .wait_for("the resolve", Duration::from_secs(15), |r| {

@@ -158,7 +158,7 @@ async fn under_systemd_each_log_line_carries_its_journald_priority() {
 }
 
 #[test]
-fn the_debian_package_ships_binary_unit_and_example_config() {
+fn the_debian_package_ships_binary_unit_example_config_dashboards_and_alert_routes() {
     let manifest: toml::Table = std::fs::read_to_string("Cargo.toml")
         .unwrap()
         .parse()
@@ -166,7 +166,14 @@ fn the_debian_package_ships_binary_unit_and_example_config() {
     let deb = &manifest["package"]["metadata"]["deb"];
     let assets = deb["assets"].as_array().expect("assets");
     let targets: Vec<&str> = assets.iter().map(|a| a[1].as_str().unwrap()).collect();
-    for wanted in ["usr/bin/", "lib/systemd/system/", "etc/meterd/meterd.toml"] {
+    for wanted in [
+        "usr/bin/",
+        "lib/systemd/system/",
+        "etc/meterd/meterd.toml",
+        "usr/share/meterd/grafana/dashboards/",
+        "usr/share/meterd/grafana/provisioning/datasources/",
+        "usr/share/meterd/alertmanager/",
+    ] {
         assert!(
             targets.contains(&wanted),
             "{wanted} not packaged: {targets:?}"
