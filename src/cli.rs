@@ -1176,7 +1176,9 @@ async fn demo() -> anyhow::Result<i32> {
          intervals = {{ realtime = \"3s\", energy = \"10s\" }}\n\
          [[bus.meter]]\nid = \"dl-1p\"\naddress = \"000000001111\"\nprofile = \"dlt645-2007-single-phase\"\n\
          intervals = {{ realtime = \"3s\", energy = \"10s\" }}\n\
-         [mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n",
+         [mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n\
+         [[alerts.rule]]\nname = \"PowerFactorLow\"\nquantity = \"power_factor\"\nbelow = 0.95\nclear = 0.96\nfor = \"4s\"\n\
+         summary = \"{{meter}}: power factor {{value}}, below {{threshold}}\"\n",
         state = state_dir.display(),
         tcp_meters = meters(&[
             ("sdm630-1", 1, "eastron-sdm630"),
@@ -1201,6 +1203,8 @@ async fn demo() -> anyhow::Result<i32> {
     } else {
         println!("  no MQTT broker on 127.0.0.1:1883: readings are buffered and published when one appears");
     }
+    println!("  status page and metrics on http://127.0.0.1:9645/ (if the port is free)");
+    println!("  alert rule: power factor below 0.95 for 4 s (some simulated meters have one)");
     println!("  Ctrl-C stops\n");
     let live = Arc::new(LiveState::default());
     let stop = stop_signal()?;
@@ -1341,6 +1345,14 @@ fn print_live(live: &LiveState) {
             get("current_l1_a"),
             get("power_w"),
             get("energy_import_kwh")
+        );
+    }
+    for a in live.alerts() {
+        println!(
+            "ALERT {:<8} {:<16} {}",
+            a.state.as_str(),
+            a.name(),
+            a.summary
         );
     }
     println!();

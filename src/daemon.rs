@@ -251,8 +251,16 @@ impl Daemon {
     }
 
     /// Apply a reloaded config: restart what changed, leave the rest running.
-    async fn apply(&mut self, new: Config) {
+    async fn apply(&mut self, mut new: Config) {
         let old = &self.config;
+        if old.gateway_id != new.gateway_id {
+            warn!(
+                running = %old.gateway_id,
+                new = %new.gateway_id,
+                "reload: gateway.id changes only at a restart (topics, tags and alert labels follow it); the old one stays in effect"
+            );
+            new.gateway_id = old.gateway_id.clone();
+        }
         for (what, same) in [
             ("state_dir", old.state_dir == new.state_dir),
             ("journal", old.journal == new.journal),

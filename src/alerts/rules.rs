@@ -434,20 +434,18 @@ impl Engine {
                 a.value = value;
                 a.threshold = threshold;
                 let due = now.duration_since(a.since).unwrap_or_default() >= for_;
-                if a.state == State::Pending && due {
+                let fires = a.state == State::Pending && due;
+                if fires {
                     a.state = State::Firing;
                     a.at = Some(now);
-                    let a2 = a.clone();
-                    let summary = self.summary(rule, &a2);
-                    if let Some((_, a)) = self.active.get_mut(&key) {
-                        a.summary = summary;
+                }
+                // The summary follows the value (the API and re-sends show the current one).
+                let a2 = a.clone();
+                let summary = self.summary(rule, &a2);
+                if let Some((_, a)) = self.active.get_mut(&key) {
+                    a.summary = summary;
+                    if fires {
                         out.push(a.clone());
-                    }
-                } else if a.state == State::Firing {
-                    let a2 = a.clone();
-                    let summary = self.summary(rule, &a2);
-                    if let Some((_, a)) = self.active.get_mut(&key) {
-                        a.summary = summary;
                     }
                 }
             }

@@ -192,7 +192,7 @@ fn a_user_profile_directory_adds_profiles_without_recompiling() {
 }
 
 #[test]
-fn demo_shows_every_simulated_meter_online_and_stops_cleanly_on_ctrl_c() {
+fn demo_shows_every_simulated_meter_online_a_firing_alert_and_stops_cleanly_on_ctrl_c() {
     let mut child = meterd()
         .arg("demo")
         .env("RUST_LOG", "warn")
@@ -211,8 +211,12 @@ fn demo_shows_every_simulated_meter_online_and_stops_cleanly_on_ctrl_c() {
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut online = std::collections::BTreeSet::new();
-    while online.len() < 8 && Instant::now() < deadline {
+    let mut alert = None;
+    while (online.len() < 8 || alert.is_none()) && Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if line.starts_with("ALERT firing") && line.contains("PowerFactorLow") {
+                alert = Some(line.clone());
+            }
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.get(2) == Some(&"online")
                 && cols.get(6).is_some_and(|kwh| kwh.parse::<f64>().is_ok())
@@ -223,6 +227,8 @@ fn demo_shows_every_simulated_meter_online_and_stops_cleanly_on_ctrl_c() {
     }
     // 4 Modbus TCP, 2 Modbus RTU on a pty, 2 DL/T 645 on a pty.
     assert_eq!(online.len(), 8, "meters online with energy: {online:?}");
+    let alert = alert.expect("a firing PowerFactorLow alert in the live view");
+    assert!(alert.contains("power factor 0."), "{alert}");
     let _ = Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
