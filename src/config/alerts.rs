@@ -139,6 +139,17 @@ fn check_labels(r: &mut Reporter, path: &[Seg], labels: &BTreeMap<String, String
     }
 }
 
+/// A notifier's name: given, or its kind (numbered when there are several of that kind).
+fn notifier_name(given: Option<String>, kind: &str, several: bool, i: usize) -> String {
+    given.unwrap_or_else(|| {
+        if several {
+            format!("{kind}-{}", i + 1)
+        } else {
+            kind.to_string()
+        }
+    })
+}
+
 fn check_notifier_name(r: &mut Reporter, path: &[Seg], name: &str) {
     check_name(r, path, "notifier name", name);
     if matches!(name, "mqtt" | "influxdb") {
@@ -353,13 +364,7 @@ pub(super) fn check_alerts(
     for (i, a) in raw.alertmanager.into_iter().enumerate() {
         let at = |name: &str| vec![k("alerts"), k("alertmanager"), Seg::Index(i), k(name)];
         check_url(r, &at("url"), &a.url);
-        let name = a.name.unwrap_or_else(|| {
-            if many_am {
-                format!("alertmanager-{}", i + 1)
-            } else {
-                "alertmanager".into()
-            }
-        });
+        let name = notifier_name(a.name, "alertmanager", many_am, i);
         check_notifier_name(r, &at("name"), &name);
         notifiers.push(Notifier {
             name,
@@ -392,13 +397,7 @@ pub(super) fn check_alerts(
             w.hmac_secret_env,
             base,
         );
-        let name = w.name.unwrap_or_else(|| {
-            if many_wh {
-                format!("webhook-{}", i + 1)
-            } else {
-                "webhook".into()
-            }
-        });
+        let name = notifier_name(w.name, "webhook", many_wh, i);
         check_notifier_name(r, &at("name"), &name);
         notifiers.push(Notifier {
             name,

@@ -224,6 +224,10 @@ pub struct RawAlerts {
 }
 
 /// One built-in rule's settings. Parameters that do not apply to the rule are reported.
+///
+/// The fields every rule takes (severity … match_labels) are repeated in [`RawRule`] rather
+/// than shared through `#[serde(flatten)]`: serde cannot combine `flatten` with
+/// `deny_unknown_fields`, and an unknown key must stay an error.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawBuiltin {

@@ -81,9 +81,12 @@ async fn a_reload_refuses_a_bad_config_and_applies_a_good_one_without_losing_a_r
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let cfg = dir.path().join("meterd.toml");
-    let write = |extra: &str| {
-        std::fs::write(&cfg, config(&state, &addr, broker.port, http, extra)).unwrap();
+    // The config with `extra` appended, passed through `change`.
+    let edit = |extra: &str, change: &dyn Fn(String) -> String| {
+        let text = config(&state, &addr, broker.port, http, extra);
+        std::fs::write(&cfg, change(text)).unwrap();
     };
+    let write = |extra: &str| edit(extra, &|t| t);
     write(&bus_b(&addr, &[(2, "m2")]));
     let mqtt = Collector::start(broker.port, "meterd/gw-r/#").await;
     let mut meterd = Meterd::run(&cfg);
@@ -95,19 +98,9 @@ async fn a_reload_refuses_a_bad_config_and_applies_a_good_one_without_losing_a_r
     .await;
 
     // A config with errors: refused with every problem named; polling goes on untouched.
-    std::fs::write(
-        &cfg,
-        config(
-            &state,
-            &addr,
-            broker.port,
-            http,
-            &bus_b(&addr, &[(2, "m2")]),
-        )
-        .replace("interval = \"200ms\"", "interval = \"soon\"")
-            + "[bogus]\n",
-    )
-    .unwrap();
+    edit(&bus_b(&addr, &[(2, "m2")]), &|t| {
+        t.replace("interval = \"200ms\"", "interval = \"soon\"") + "[bogus]\n"
+    });
     meterd.hup();
     eventually("the reload refused", Duration::from_secs(5), || async {
         meterd.log_text().contains("reload refused").then_some(())
@@ -128,18 +121,9 @@ async fn a_reload_refuses_a_bad_config_and_applies_a_good_one_without_losing_a_r
     .await;
 
     // A good config: bus b gains a meter, the MQTT sink's settings change; bus a is untouched.
-    std::fs::write(
-        &cfg,
-        config(
-            &state,
-            &addr,
-            broker.port,
-            http,
-            &bus_b(&addr, &[(2, "m2"), (3, "m3")]),
-        )
-        .replace("url = ", "keep_alive = \"20s\"\nurl = "),
-    )
-    .unwrap();
+    edit(&bus_b(&addr, &[(2, "m2"), (3, "m3")]), &|t| {
+        t.replace("url = ", "keep_alive = \"20s\"\nurl = ")
+    });
     meterd.hup();
     eventually("the reload applied", Duration::from_secs(10), || async {
         meterd.log_text().contains("config reloaded").then_some(())
