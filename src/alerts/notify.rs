@@ -47,7 +47,11 @@ pub fn event_json(a: &Alert) -> serde_json::Value {
 pub fn alertmanager_json(a: &Alert, resend: Duration, now: SystemTime) -> serde_json::Value {
     let ends = match a.state {
         State::Resolved => a.at.unwrap_or(now),
-        _ => now + resend * 4,
+        // Saturating: a resend of years must not overflow the clock arithmetic.
+        _ => resend
+            .checked_mul(4)
+            .and_then(|d| now.checked_add(d))
+            .unwrap_or(now + Duration::from_secs(86400 * 365)),
     };
     serde_json::json!({
         "labels": a.labels,

@@ -475,7 +475,10 @@ impl Engine {
         let before = out.len();
         let key = self.observe(rule, target, Cond::Bad { value, threshold }, now, out);
         if let Some((_, a)) = self.active.get_mut(&key) {
-            a.until = Some(now + hold);
+            a.until = Some(
+                now.checked_add(hold)
+                    .unwrap_or(now + Duration::from_secs(86400 * 365 * 100)),
+            );
             if out.len() > before {
                 if let Some(last) = out.last_mut() {
                     last.until = a.until;
@@ -661,7 +664,7 @@ impl Engine {
             match self.rules[i].kind.clone() {
                 Kind::MeterOffline { intervals } => {
                     for m in self.meters_in(i) {
-                        let limit = m.interval * intervals;
+                        let limit = m.interval.checked_mul(intervals).unwrap_or(Duration::MAX);
                         let (last, _) = s.meters.get(&m.id).copied().unwrap_or_default();
                         let silent = now
                             .duration_since(last.unwrap_or(self.started))

@@ -616,3 +616,37 @@ fn glob_patterns_match_quantities() {
         assert_eq!(glob(p, s), m, "{p} {s}");
     }
 }
+
+proptest::proptest! {
+    /// For any series of values, one alert's events alternate firing, resolved, firing, …;
+    /// it fires only above the threshold after `for` of readings above it, and resolves only
+    /// below the clear level.
+    #[test]
+    fn events_alternate_and_respect_the_threshold_the_clear_level_and_the_for(
+        values in proptest::collection::vec(225.0f64..245.0, 1..200),
+        for_s in 0u64..40,
+    ) {
+        let mut e = engine(vec![overvoltage(for_s)]);
+        let mut last = State::Resolved;
+        let mut above_since: Option<u64> = None;
+        for (i, v) in values.iter().enumerate() {
+            let at = i as u64 * 10;
+            if *v > 235.4 {
+                above_since.get_or_insert(at);
+            } else {
+                above_since = None;
+            }
+            for a in e.on_reading(&reading("m1", at, &[("voltage_l1_v", *v)]), t(at)) {
+                proptest::prop_assert_ne!(a.state, last, "two {:?} in a row at {}", a.state, at);
+                match a.state {
+                    State::Firing => {
+                        proptest::prop_assert!(*v > 235.4);
+                        proptest::prop_assert!(at - above_since.unwrap_or(at) >= for_s);
+                    }
+                    _ => proptest::prop_assert!(*v < 233.0),
+                }
+                last = a.state;
+            }
+        }
+    }
+}
