@@ -451,6 +451,7 @@ pub async fn run(
         live.clone(),
         log.clone(),
         d.sink_list.clone(),
+        live.readings(),
         alert_ctl_rx,
         alerts_stop,
     ));

@@ -5,7 +5,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::{alerts::rules::Alert, reading::Reading};
 
@@ -62,6 +62,9 @@ impl Histogram {
     }
 }
 
+/// Fresh readings waiting for the alert engine, at most.
+const READINGS_QUEUE: usize = 4096;
+
 /// A bus as a whole.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BusState {
@@ -77,8 +80,11 @@ pub struct LiveState {
     meters: Mutex<BTreeMap<String, MeterState>>,
     buses: Mutex<BTreeMap<String, BusState>>,
     version: watch::Sender<u64>,
-    /// Fresh readings, for the alert engine.
-    readings: broadcast::Sender<Arc<Reading>>,
+    /// Fresh readings, for the alert engine. A bounded queue, not a broadcast ring: a ring
+    /// would keep its last few thousand readings alive in memory.
+    readings: Mutex<Option<mpsc::Sender<Arc<Reading>>>>,
+    /// Readings the alert engine could not take because its queue was full.
+    readings_skipped: std::sync::atomic::AtomicU64,
     /// Alerts pending and firing, as the alert engine last saw them.
     alerts: Mutex<Vec<Alert>>,
 }
@@ -89,7 +95,8 @@ impl Default for LiveState {
             meters: Mutex::new(BTreeMap::new()),
             buses: Mutex::new(BTreeMap::new()),
             version: watch::channel(0).0,
-            readings: broadcast::channel(4096).0,
+            readings: Mutex::new(None),
+            readings_skipped: Default::default(),
             alerts: Mutex::new(Vec::new()),
         }
     }
@@ -134,11 +141,26 @@ impl LiveState {
 
     /// A fresh reading (not one read back from a meter's memory) for whoever judges them.
     pub fn publish_reading(&self, r: Arc<Reading>) {
-        let _ = self.readings.send(r);
+        let g = self.readings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = g.as_ref() {
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(r) {
+                self.readings_skipped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
-    pub fn readings(&self) -> broadcast::Receiver<Arc<Reading>> {
-        self.readings.subscribe()
+    /// The queue of fresh readings (one consumer: a new call replaces the previous queue).
+    pub fn readings(&self) -> mpsc::Receiver<Arc<Reading>> {
+        let (tx, rx) = mpsc::channel(READINGS_QUEUE);
+        *self.readings.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// Readings the alert engine did not judge because it fell behind.
+    pub fn readings_skipped(&self) -> u64 {
+        self.readings_skipped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn set_alerts(&self, alerts: Vec<Alert>) {

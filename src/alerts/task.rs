@@ -7,7 +7,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, info_span, warn, Instrument};
 
 use super::{
@@ -134,32 +134,24 @@ pub async fn run(
     live: Arc<LiveState>,
     log: Arc<Journal>,
     sinks: SinkList,
+    mut readings: mpsc::Receiver<Arc<crate::reading::Reading>>,
     mut control: mpsc::UnboundedReceiver<Reconfigure>,
     mut stop: watch::Receiver<bool>,
 ) {
     async move {
-        let mut readings = live.readings();
         t.restore();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut save = tokio::time::interval(Duration::from_secs(60));
-        let mut lagging = false;
+        let mut skipped_seen = 0;
         loop {
             let events = tokio::select! {
-                r = readings.recv() => match r {
-                    Ok(r) => {
-                        lagging = false;
-                        t.engine.on_reading(&r, SystemTime::now())
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        if !lagging {
-                            warn!(skipped = n, "alert engine fell behind the readings; some were not judged");
-                            lagging = true;
-                        }
-                        continue;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
+                Some(r) = readings.recv() => t.engine.on_reading(&r, SystemTime::now()),
                 _ = tick.tick() => {
+                    let skipped = live.readings_skipped();
+                    if skipped > skipped_seen {
+                        warn!(skipped = skipped - skipped_seen, "alert engine fell behind the readings; some were not judged");
+                        skipped_seen = skipped;
+                    }
                     let ev = t.engine.tick(&status(&live, &log, &sinks), SystemTime::now());
                     live.set_alerts(t.engine.active());
                     ev
