@@ -85,19 +85,37 @@ struct Daemon {
     alert_ctl: mpsc::UnboundedSender<Reconfigure>,
 }
 
-/// Run one bus, restarting its task if it ever ends (a panic, a bug) before `stop`.
+/// Run one bus, restarting its task if it ever ends (a bug) before `stop`.
 fn spawn_bus(b: BusConfig, log: Arc<Journal>, live: Arc<LiveState>) -> Running<BusConfig> {
     let (stop_tx, stop) = watch::channel(false);
     let config = b.clone();
-    let task = tokio::spawn(async move {
+    let name = b.name.clone();
+    let stop2 = stop.clone();
+    let task = supervise(name, stop, Duration::from_secs(1), move || {
+        bus::run_bus(b.clone(), log.clone(), live.clone(), stop2.clone())
+    });
+    Running {
+        config,
+        stop: stop_tx,
+        task,
+    }
+}
+
+/// Run the task `start` makes until `stop`; if it ends before (returns, or panics where
+/// panics unwind), log it at ERROR and start it again after `pause`.
+fn supervise<F, Fut>(
+    bus: String,
+    stop: watch::Receiver<bool>,
+    pause: Duration,
+    mut start: F,
+) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
         loop {
-            let r = tokio::spawn(bus::run_bus(
-                b.clone(),
-                log.clone(),
-                live.clone(),
-                stop.clone(),
-            ))
-            .await;
+            let r = tokio::spawn(start()).await;
             if *stop.borrow() {
                 break;
             }
@@ -105,15 +123,10 @@ fn spawn_bus(b: BusConfig, log: Arc<Journal>, live: Arc<LiveState>) -> Running<B
                 Ok(()) => "returned".to_string(),
                 Err(e) => e.to_string(),
             };
-            error!(bus = %b.name, reason = %why, "bus task ended unexpectedly; restarting it in 1 s");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            error!(%bus, reason = %why, "bus task ended unexpectedly; restarting it");
+            tokio::time::sleep(pause).await;
         }
-    });
-    Running {
-        config,
-        stop: stop_tx,
-        task,
-    }
+    })
 }
 
 impl Daemon {
@@ -556,4 +569,44 @@ pub async fn run(
         error!(error = %e, "final journal sync failed");
     }
     info!(readings = log.end(), "stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn a_bus_task_that_ends_or_panics_is_started_again_until_stopped() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let (stop_tx, stop) = watch::channel(false);
+        let (r, mut s) = (runs.clone(), stop.clone());
+        let task = supervise("b".into(), stop, Duration::from_millis(1), move || {
+            let n = r.fetch_add(1, Ordering::SeqCst);
+            let mut s2 = s.clone();
+            s = s.clone();
+            async move {
+                match n {
+                    0 => {}
+                    1 => panic!("a bug in the bus task"),
+                    _ => {
+                        let _ = s2.wait_for(|stop| *stop).await;
+                    }
+                }
+            }
+        });
+        while runs.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops when told")
+            .unwrap();
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "returned, panicked, then ran until stopped"
+        );
+    }
 }
