@@ -266,7 +266,9 @@ fn a_sink_removed_by_a_reload_holds_nothing_back_and_a_restarted_one_keeps_its_p
     j.ack(a, 150);
     assert_eq!(j.cursor("a"), a, "asking again gives the same cursor");
     assert_eq!(j.position(j.cursor("a")), 150);
-    assert_eq!(j.oldest_undelivered(a), Some(reading("a", 150).ts));
+    // On disk: the earliest time in the segment holding it, never younger than the truth.
+    let on_disk = j.oldest_undelivered(a).unwrap();
+    assert!(on_disk <= reading("a", 150).ts && on_disk >= reading("a", 0).ts);
     let before = segments(dir.path()).len();
     j.release(b);
     let after = segments(dir.path()).len();
@@ -274,9 +276,28 @@ fn a_sink_removed_by_a_reload_holds_nothing_back_and_a_restarted_one_keeps_its_p
         after < before,
         "b no longer holds segments: {before} → {after}"
     );
+    j.ack(a, 197);
+    assert_eq!(
+        j.oldest_undelivered(a),
+        Some(reading("a", 197).ts),
+        "in memory: exact"
+    );
     j.ack(a, 200);
     assert_eq!(segments(dir.path()).len(), 1);
     assert_eq!(j.oldest_undelivered(a), None);
+}
+
+#[test]
+fn the_age_of_a_backlog_is_known_after_a_reopen_without_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = open(dir.path());
+    let _a = j.cursor("a");
+    fill(&j, 200);
+    drop(j);
+    let (j, _) = open(dir.path());
+    let a = j.cursor("a");
+    assert_eq!(j.position(a), 0);
+    assert_eq!(j.oldest_undelivered(a), Some(reading("a", 0).ts));
 }
 
 #[test]

@@ -92,6 +92,8 @@ struct Segment {
     first: u64,
     path: PathBuf,
     bytes: u64,
+    /// The earliest sampling time in it (for the age of a backlog without reading the file).
+    oldest_ts: Option<SystemTime>,
 }
 
 #[derive(Debug)]
@@ -223,6 +225,31 @@ fn scan(
     (offset, skipped, true)
 }
 
+/// The sampling time of the first reading in a segment file, from its first 64 KiB.
+fn first_ts(path: &Path) -> Option<SystemTime> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    File::open(path)
+        .ok()?
+        .take(64 << 10)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    let mut found = None;
+    scan(
+        path,
+        &bytes,
+        0,
+        0,
+        &mut HashMap::new(),
+        &mut HashMap::new(),
+        |r, _, _| {
+            found = Some(SystemTime::UNIX_EPOCH + Duration::from_millis(r.ts_ms));
+            false
+        },
+    );
+    found
+}
+
 fn to_reading(r: RawReading, s: &Shape) -> Reading {
     Reading {
         meter: s.meter.clone(),
@@ -288,6 +315,10 @@ impl Journal {
             let newest = i + 1 == count;
             let mut bytes_len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             next = next.max(first);
+            let mut oldest_ts: Option<SystemTime> = None;
+            if !newest {
+                oldest_ts = first_ts(&path);
+            }
             if newest {
                 // The newest segment may end in a torn write: scan it, truncate the damage.
                 let bytes = fs::read(&path).map_err(io(&path))?;
@@ -305,6 +336,8 @@ impl Journal {
                         |r, s, _| {
                             next = next.max(r.pos + 1);
                             report.readings += 1;
+                            let ts = SystemTime::UNIX_EPOCH + Duration::from_millis(r.ts_ms);
+                            oldest_ts = Some(oldest_ts.map_or(ts, |o: SystemTime| o.min(ts)));
                             let e = seqs.entry(s.meter.clone()).or_insert(0);
                             *e = (*e).max(r.seq);
                             true
@@ -340,6 +373,7 @@ impl Journal {
                 first,
                 path,
                 bytes: bytes_len,
+                oldest_ts,
             });
         }
         report.segments = segments.len();
@@ -668,13 +702,25 @@ impl Journal {
         g.release_delivered();
     }
 
-    /// The sampling time of the oldest reading a sink has not delivered.
+    /// The sampling time of the oldest reading a sink has not delivered: exact while it is
+    /// in memory; for a backlog on disk, the earliest in the segment holding it (so never
+    /// younger than the truth). No file is read: `/metrics` asks on every scrape.
     pub fn oldest_undelivered(&self, c: CursorId) -> Option<SystemTime> {
-        let pos = self.position(c);
-        if pos >= self.end() {
+        let g = self.lock();
+        let pos = g.cursors[c.0].pos;
+        if pos >= g.next {
             return None;
         }
-        self.read_from(pos, 1).first().map(|(_, r)| r.ts)
+        if pos >= g.cache_first {
+            return g.cache.get((pos - g.cache_first) as usize).map(|r| r.ts);
+        }
+        g.disk.as_ref().and_then(|d| {
+            d.segments
+                .iter()
+                .rev()
+                .find(|s| s.first <= pos)
+                .and_then(|s| s.oldest_ts)
+        })
     }
 }
 
@@ -839,6 +885,7 @@ impl Disk {
             first,
             path,
             bytes: head.len() as u64,
+            oldest_ts: None,
         });
         Ok(())
     }
@@ -899,6 +946,7 @@ impl Disk {
         }
         if let Some(s) = self.segments.back_mut() {
             s.bytes += bytes.len() as u64;
+            s.oldest_ts = Some(s.oldest_ts.map_or(r.ts, |o| o.min(r.ts)));
         }
         true
     }
