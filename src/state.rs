@@ -21,7 +21,7 @@ pub struct MeterState {
     pub last_error: Option<String>,
     pub last_reading: Option<Arc<Reading>>,
     /// The latest value of every quantity, across point groups.
-    pub last_values: BTreeMap<String, f64>,
+    pub last_values: BTreeMap<Arc<str>, f64>,
     /// How long polls of this meter held the bus (request to last reply, retries included).
     pub latency: Histogram,
 }
@@ -110,7 +110,11 @@ impl LiveState {
     pub fn update(&self, meter: &str, f: impl FnOnce(&mut MeterState)) {
         let changed = {
             let mut g = self.lock();
-            let s = g.entry(meter.to_string()).or_default();
+            // Look up before inserting: no key allocated on the hot path.
+            if !g.contains_key(meter) {
+                g.insert(meter.to_string(), MeterState::default());
+            }
+            let Some(s) = g.get_mut(meter) else { return };
             let before = s.online;
             f(s);
             s.online != before
@@ -122,7 +126,12 @@ impl LiveState {
 
     pub fn update_bus(&self, bus: &str, f: impl FnOnce(&mut BusState)) {
         let mut g = self.buses.lock().unwrap_or_else(|e| e.into_inner());
-        f(g.entry(bus.to_string()).or_default());
+        if !g.contains_key(bus) {
+            g.insert(bus.to_string(), BusState::default());
+        }
+        if let Some(b) = g.get_mut(bus) {
+            f(b);
+        }
     }
 
     pub fn buses(&self) -> BTreeMap<String, BusState> {
@@ -176,6 +185,15 @@ impl LiveState {
 
     pub fn snapshot(&self) -> BTreeMap<String, MeterState> {
         self.lock().clone()
+    }
+
+    /// Per meter: when its last reading was taken and whether it answers (for the alert
+    /// engine's status sample, without copying every meter's values).
+    pub fn last_seen(&self) -> BTreeMap<String, (Option<std::time::SystemTime>, Option<bool>)> {
+        self.lock()
+            .iter()
+            .map(|(m, s)| (m.clone(), (s.last_reading.as_ref().map(|r| r.ts), s.online)))
+            .collect()
     }
 
     /// Meters whose availability is known.

@@ -78,7 +78,7 @@ pub enum Kind {
     /// A quantity (a `*` pattern matches several, each its own alert) above or below a level;
     /// it clears on the other side of `clear`.
     Threshold {
-        quantity: String,
+        quantity: Arc<str>,
         above: Option<f64>,
         below: Option<f64>,
         clear: f64,
@@ -217,7 +217,8 @@ pub struct Engine {
     meters: BTreeMap<String, Arc<MeterInfo>>,
     /// Key: rule name plus the target's labels.
     active: BTreeMap<String, (usize, Alert)>,
-    counters: BTreeMap<(String, String), (f64, SystemTime)>,
+    /// meter → quantity → last value and its time (nested so a lookup allocates nothing).
+    counters: BTreeMap<String, BTreeMap<Arc<str>, (f64, SystemTime)>>,
     started: SystemTime,
     dropped_seen: u64,
 }
@@ -314,7 +315,10 @@ impl Engine {
             counters: self
                 .counters
                 .iter()
-                .map(|((m, q), (v, t))| (m.clone(), q.clone(), *v, ms(*t)))
+                .flat_map(|(m, qs)| {
+                    qs.iter()
+                        .map(move |(q, (v, t))| (m.clone(), q.to_string(), *v, ms(*t)))
+                })
                 .collect(),
         }
     }
@@ -323,8 +327,8 @@ impl Engine {
     /// (no second page after a restart); those whose rule or meter is gone are resolved.
     pub fn restore(&mut self, saved: Saved, now: SystemTime) -> Vec<Alert> {
         for (m, q, v, t) in saved.counters {
-            self.counters.insert(
-                (m, q),
+            self.counters.entry(m).or_default().insert(
+                q.into(),
                 (v, SystemTime::UNIX_EPOCH + Duration::from_millis(t)),
             );
         }
@@ -352,6 +356,8 @@ impl Engine {
             .into_iter()
             .map(|m| (m.id.clone(), Arc::new(m)))
             .collect();
+        let meters = &self.meters;
+        self.counters.retain(|m, _| meters.contains_key(m));
         let active = std::mem::take(&mut self.active);
         let mut out = Vec::new();
         for (key, (_, a)) in active {
@@ -626,10 +632,15 @@ impl Engine {
                         if !(q.starts_with("energy_") && q.ends_with("_kwh")) {
                             continue;
                         }
-                        let key = (meter.id.clone(), q.to_string());
-                        let prev = self.counters.get(&key).copied();
+                        if !self.counters.contains_key(&meter.id) {
+                            self.counters.insert(meter.id.clone(), BTreeMap::new());
+                        }
+                        let Some(per_meter) = self.counters.get_mut(&meter.id) else {
+                            continue;
+                        };
+                        let prev = per_meter.get(&**q).copied();
                         if prev.is_none_or(|(_, t)| r.ts > t) {
-                            self.counters.insert(key, (*v, r.ts));
+                            per_meter.insert(q.clone(), (*v, r.ts));
                         }
                         let Some((pv, pt)) = prev else { continue };
                         if r.ts <= pt {

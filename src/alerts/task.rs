@@ -112,11 +112,7 @@ impl AlertTask {
 
 fn status(live: &LiveState, log: &Journal, sinks: &SinkList) -> Status {
     Status {
-        meters: live
-            .snapshot()
-            .into_iter()
-            .map(|(id, m)| (id, (m.last_reading.as_ref().map(|r| r.ts), m.online)))
-            .collect(),
+        meters: live.last_seen(),
         journal_used: log.used_fraction(),
         journal_dropped: log.dropped_total(),
         journal_failure: log.failure(),

@@ -123,11 +123,10 @@ pub async fn run_bus(
                     let m = &meters[job.meter];
                     let busy = took.as_secs_f64() / bus.concurrency as f64;
                     window_busy += busy;
-                    live.update(&m.id, |s| s.latency.observe(took.as_secs_f64()));
                     live.update_bus(&bus.name, |b| b.busy_seconds += busy);
                     let outcome = result.outcome();
                     let transition = sched.complete(job, outcome, Instant::now());
-                    record(&live, m, &result, transition, &m.plans[job.group].name);
+                    record(&live, m, &result, transition, &m.plans[job.group].name, took);
                     for (when, values) in &result.dated {
                         log.append(Reading {
                             meter: m.id.clone(),
@@ -148,7 +147,7 @@ pub async fn run_bus(
                             values: result.values,
                         });
                         live.update(&m.id, |s| {
-                            s.last_values.extend(stored.values.iter().map(|(q, v)| (q.to_string(), *v)));
+                            s.last_values.extend(stored.values.iter().map(|(q, v)| (q.clone(), *v)));
                             s.last_reading = Some(stored.clone());
                         });
                         live.publish_reading(stored);
@@ -196,6 +195,7 @@ fn record(
     r: &GroupResult,
     transition: Option<Transition>,
     group: &str,
+    took: std::time::Duration,
 ) {
     let last_error = r.errors.last().map(|e| e.to_string());
     match transition {
@@ -213,6 +213,7 @@ fn record(
     }
     live.update(&m.id, |s| {
         s.polls += 1;
+        s.latency.observe(took.as_secs_f64());
         for e in &r.errors {
             match e {
                 PollError::Timeout(_) => s.timeouts += 1,

@@ -341,7 +341,7 @@ pub(super) fn check_alerts(
         rules.push(Rule {
             name: t.name,
             kind: Kind::Threshold {
-                quantity: t.quantity,
+                quantity: t.quantity.as_str().into(),
                 above: t.above,
                 below: t.below,
                 clear,
