@@ -78,10 +78,29 @@ impl Point {
     }
 }
 
+/// `v` rounded to `digits` significant decimal digits, as the nearest f64 to that decimal.
+///
+/// Arithmetic, not formatting: an integer divided by an exact power of ten is correctly
+/// rounded, so 230.1 comes out as the f64 nearest 230.1. Formatting with `{:.6e}` gave the same
+/// values but was the largest share of a poll's CPU (the exact float-to-decimal path).
 fn round_significant(v: f64, digits: usize) -> f64 {
-    if v == 0.0 {
-        return 0.0;
+    if v == 0.0 || !v.is_finite() {
+        return v;
     }
+    let exponent = v.abs().log10().floor() as i32;
+    let decimals = digits as i32 - 1 - exponent;
+    if (0..=22).contains(&decimals) {
+        // Ties to even, as the decimal formatting does.
+        let f = 10f64.powi(decimals);
+        (v * f).round_ties_even() / f
+    } else {
+        // At or above 10^digits a product with a power of ten need not be exact: format.
+        round_significant_by_formatting(v, digits)
+    }
+}
+
+/// The reference: the decimal form with `digits` significant digits, parsed back.
+fn round_significant_by_formatting(v: f64, digits: usize) -> f64 {
     format!("{:.*e}", digits.saturating_sub(1), v)
         .parse()
         .unwrap_or(v)
@@ -166,6 +185,43 @@ pub fn plan_reads(points: &[Point], max_registers: u16, max_gap: u16) -> Vec<Rea
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The arithmetic rounding agrees with formatting and parsing back, but for the last
+        /// bit where the two sit on either side of a decimal halfway point.
+        #[test]
+        fn significant_digit_rounding_matches_the_decimal_form(
+            bits in proptest::num::f32::NORMAL,
+            scale in proptest::sample::select(vec![1.0, 0.001, 0.01, 0.1, 10.0, 1000.0]),
+        ) {
+            let v = f64::from(bits) * scale;
+            for digits in [7usize, 15] {
+                let fast = round_significant(v, digits);
+                let reference = round_significant_by_formatting(v, digits);
+                // One unit in the last significant digit.
+                let exponent = reference.abs().log10().floor() as i32;
+                let tolerance = 10f64.powi(exponent - digits as i32 + 1) * 1.5;
+                proptest::prop_assert!(
+                    fast == reference || (fast - reference).abs() <= tolerance,
+                    "{v} to {digits} digits: {fast} vs {reference}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn float_registers_read_as_their_decimal_values() {
+        for (v, digits, want) in [
+            (230.100006103515625, 7, 230.1),
+            (49.99000167846679688, 7, 49.99),
+            (12345678.0, 7, 12345680.0),
+            (0.000123456789, 7, 0.0001234568),
+            (-1.5, 7, -1.5),
+            (0.0, 7, 0.0),
+        ] {
+            assert_eq!(round_significant(v, digits), want, "{v}");
+        }
+    }
 
     fn point(kind: RegisterKind, address: u16, ty: PointType) -> Point {
         Point {
