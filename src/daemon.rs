@@ -43,6 +43,9 @@ pub struct SinkInfo {
 /// The sinks currently running, shared with the HTTP endpoints.
 pub type SinkList = Arc<RwLock<Vec<SinkInfo>>>;
 
+/// Every alert outbox opened, by name, shared with the HTTP endpoints.
+pub type OutboxList = Arc<RwLock<BTreeMap<String, Arc<Outbox>>>>;
+
 /// A task with its own stop signal.
 struct Running<C> {
     config: C,
@@ -79,7 +82,7 @@ struct Daemon {
     config: Config,
     /// Where alert outboxes and state live; None when the state directory is unusable.
     alert_dir: Option<PathBuf>,
-    outboxes: BTreeMap<String, Arc<Outbox>>,
+    outboxes: OutboxList,
     notifiers: BTreeMap<String, Running<Notifier>>,
     firing: watch::Receiver<Vec<crate::alerts::rules::Alert>>,
     alert_ctl: mpsc::UnboundedSender<Reconfigure>,
@@ -208,6 +211,8 @@ impl Daemon {
     fn outbox(&mut self, name: &str) -> Arc<Outbox> {
         let dir = self.alert_dir.clone();
         self.outboxes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
             .entry(name.to_string())
             .or_insert_with(|| {
                 Arc::new(match &dir {
@@ -442,7 +447,7 @@ pub async fn run(
         sink_list: SinkList::default(),
         config: config.clone(),
         alert_dir: alert_dir.clone(),
-        outboxes: BTreeMap::new(),
+        outboxes: OutboxList::default(),
         notifiers: BTreeMap::new(),
         firing,
         alert_ctl,
@@ -481,6 +486,7 @@ pub async fn run(
             live: live.clone(),
             journal: log.clone(),
             sinks: d.sink_list.clone(),
+            outboxes: d.outboxes.clone(),
         },
         http_stop,
     ));

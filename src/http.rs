@@ -23,6 +23,8 @@ pub struct HttpState {
     pub journal: Arc<Journal>,
     /// The running sinks, their journal cursors and counters.
     pub sinks: SinkList,
+    /// Alert outboxes: events waiting for their receiver.
+    pub outboxes: crate::daemon::OutboxList,
 }
 
 fn label(v: &str) -> String {
@@ -188,6 +190,15 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
         .iter()
         .filter(|a| a.state == crate::alerts::rules::State::Firing)
         .count();
+    out.push_str("# HELP meterd_alert_outbox_pending Alert events waiting for their receiver (a notifier, the MQTT or InfluxDB sink).\n# TYPE meterd_alert_outbox_pending gauge\n");
+    for (name, o) in s.outboxes.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = writeln!(
+            out,
+            "meterd_alert_outbox_pending{{outbox=\"{}\"}} {}",
+            label(name),
+            o.len()
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP meterd_alerts_firing Alerts firing now.\n# TYPE meterd_alerts_firing gauge\nmeterd_alerts_firing {firing}"

@@ -256,6 +256,10 @@ async fn an_alert_raised_while_the_receiver_is_down_survives_a_crash_and_a_resta
         .await
         .unwrap();
     assert!(metrics.contains("meterd_alerts_firing 1"), "{metrics}");
+    assert!(
+        metrics.contains("meterd_alert_outbox_pending{outbox=\"webhook\"} 1"),
+        "the undelivered event is visible:\n{metrics}"
+    );
     assert!(metrics.contains("alertname=\"Overvoltage\""), "{metrics}");
 
     // Crash with the event undelivered; come back with the receiver up.
