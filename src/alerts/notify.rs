@@ -186,6 +186,11 @@ pub async fn run(
                 }
             }
             outbox.ack(&delivered_ids);
+            match &outcome {
+                Some(Outcome::Retry(_)) => outbox.set_failing(true),
+                Some(_) => outbox.set_failing(false),
+                None => {}
+            }
             let wait = match outcome {
                 Some(Outcome::Retry(msg)) => {
                     if !failing {

@@ -35,6 +35,8 @@ pub struct Outbox {
     path: Option<PathBuf>,
     inner: Mutex<Saved>,
     changed: Notify,
+    /// Since when its notifier has failed to deliver, if it is failing.
+    failing_since: Mutex<Option<std::time::SystemTime>>,
 }
 
 impl Outbox {
@@ -63,6 +65,7 @@ impl Outbox {
             path: Some(path),
             inner: Mutex::new(saved),
             changed: Notify::new(),
+            failing_since: Mutex::new(None),
         }
     }
 
@@ -73,6 +76,7 @@ impl Outbox {
             path: None,
             inner: Mutex::new(Saved::default()),
             changed: Notify::new(),
+            failing_since: Mutex::new(None),
         }
     }
 
@@ -133,6 +137,20 @@ impl Outbox {
         if g.events.len() != before {
             self.persist(&g);
         }
+    }
+
+    /// The notifier's last delivery attempt failed (`true`) or worked (`false`).
+    pub fn set_failing(&self, failing: bool) {
+        let mut g = self.failing_since.lock().unwrap_or_else(|e| e.into_inner());
+        match (failing, *g) {
+            (true, None) => *g = Some(std::time::SystemTime::now()),
+            (false, Some(_)) => *g = None,
+            _ => {}
+        }
+    }
+
+    pub fn failing_since(&self) -> Option<std::time::SystemTime> {
+        *self.failing_since.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Wait until something is pushed.

@@ -110,18 +110,25 @@ impl AlertTask {
     }
 }
 
-fn status(live: &LiveState, log: &Journal, sinks: &SinkList) -> Status {
+fn status(live: &LiveState, log: &Journal, sinks: &SinkList, outboxes: &[Arc<Outbox>]) -> Status {
+    let mut sinks: std::collections::BTreeMap<String, Option<SystemTime>> = sinks
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|s| (s.name.clone(), s.stats.failing_since()))
+        .collect();
+    // Notifiers count as sinks of alerts: when Alertmanager is down, the others say so.
+    for o in outboxes {
+        sinks
+            .entry(o.name.clone())
+            .or_insert_with(|| o.failing_since());
+    }
     Status {
         meters: live.last_seen(),
         journal_used: log.used_fraction(),
         journal_dropped: log.dropped_total(),
         journal_failure: log.failure(),
-        sinks: sinks
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|s| (s.name.clone(), s.stats.failing_since()))
-            .collect(),
+        sinks,
     }
 }
 
@@ -148,7 +155,7 @@ pub async fn run(
                         warn!(skipped = skipped - skipped_seen, "alert engine fell behind the readings; some were not judged");
                         skipped_seen = skipped;
                     }
-                    let ev = t.engine.tick(&status(&live, &log, &sinks), SystemTime::now());
+                    let ev = t.engine.tick(&status(&live, &log, &sinks, &t.outboxes), SystemTime::now());
                     live.set_alerts(t.engine.active());
                     ev
                 }

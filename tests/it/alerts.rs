@@ -360,3 +360,48 @@ fn the_alertmanager_route_example_is_valid_and_pages_only_for_critical_alerts() 
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_one_notifier_is_down_the_others_say_so() {
+    let pager = Receiver::start().await;
+    pager.answer(503);
+    let chat = Receiver::start().await;
+    let (sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &addr,
+        &[(1, "m1")],
+        &format!(
+            "[alerts.builtin.sink_unreachable]\nfor = \"1s\"\n\
+             [[alerts.webhook]]\nname = \"pager\"\nurl = \"{}\"\n\
+             [[alerts.webhook]]\nname = \"chat\"\nurl = \"{}\"\n",
+            pager.url("/hook"),
+            chat.url("/hook")
+        ),
+    );
+    let meterd = Meterd::run(&cfg);
+    meterd.ready().await;
+    sim.set_value(1, "voltage_l1_v", Some(240.0));
+    let r = chat
+        .wait_for(
+            "SinkUnreachable for the pager on the chat webhook",
+            Duration::from_secs(20),
+            |r| r.body["name"] == "SinkUnreachable" && r.body["labels"]["sink"] == "pager",
+        )
+        .await;
+    assert_eq!(r.body["state"], "firing");
+    pager.answer(200);
+    chat.wait_for("the pager back: resolved", Duration::from_secs(40), |r| {
+        r.body["name"] == "SinkUnreachable" && r.body["state"] == "resolved"
+    })
+    .await;
+    // The pager gets what it missed, its own outage included.
+    pager
+        .wait_for(
+            "the Overvoltage the pager missed",
+            Duration::from_secs(5),
+            |r| r.body["name"] == "Overvoltage",
+        )
+        .await;
+}
