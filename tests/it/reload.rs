@@ -147,8 +147,14 @@ async fn a_reload_refuses_a_bad_config_and_applies_a_good_one_without_losing_a_r
         "bus b restarted:\n{log}"
     );
 
-    // Remove bus b (its meters leave the API) and add an alert rule (it takes effect).
-    write("[[alerts.rule]]\nname = \"Live\"\nquantity = \"voltage_l1_v\"\nabove = 1.0\n");
+    // Remove bus b (its meters leave the API), add an alert rule and a webhook notifier:
+    // both take effect.
+    let hook = crate::receiver::Receiver::start().await;
+    write(&format!(
+        "[[alerts.rule]]\nname = \"Live\"\nquantity = \"voltage_l1_v\"\nabove = 1.0\n\
+         [[alerts.webhook]]\nurl = \"{}\"\n",
+        hook.url("/hook")
+    ));
     meterd.hup();
     eventually(
         "m2 and m3 gone from the API",
@@ -165,6 +171,12 @@ async fn a_reload_refuses_a_bad_config_and_applies_a_good_one_without_losing_a_r
             .ok()?;
         (v["alerts"][0]["name"] == "Live" && v["alerts"][0]["meter"] == "m1").then_some(())
     })
+    .await;
+    hook.wait_for(
+        "the new rule's alert at the new webhook",
+        Duration::from_secs(10),
+        |r| r.body["name"] == "Live" && r.body["state"] == "firing",
+    )
     .await;
 
     // The MQTT sink's counters went on across its restart.
