@@ -223,7 +223,7 @@ pub async fn run(
                 _ = tokio::time::sleep(wait) => {}
                 _ = outbox.changed(), if !failing => {}
                 r = firing.changed() => { if r.is_err() { break; } }
-                _ = stop.changed() => { if *stop.borrow() { break; } }
+                r = stop.changed() => { if r.is_err() || *stop.borrow() { break; } }
             }
         }
     }

@@ -170,8 +170,8 @@ pub async fn run(
                     t.firing.send_replace(t.engine.firing());
                     ev
                 }
-                _ = stop.changed() => {
-                    if *stop.borrow() {
+                r = stop.changed() => {
+                    if r.is_err() || *stop.borrow() {
                         break;
                     }
                     continue;
