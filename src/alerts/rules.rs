@@ -565,10 +565,14 @@ impl Engine {
                     below_v,
                     others_above_v,
                 } => {
-                    let phases: Vec<(&str, f64)> = ["l1", "l2", "l3"]
-                        .iter()
-                        .filter_map(|p| Some((*p, value(&format!("voltage_{p}_v"))?)))
-                        .collect();
+                    let phases: Vec<(&str, f64)> = [
+                        ("l1", "voltage_l1_v"),
+                        ("l2", "voltage_l2_v"),
+                        ("l3", "voltage_l3_v"),
+                    ]
+                    .iter()
+                    .filter_map(|(p, q)| Some((*p, value(q)?)))
+                    .collect();
                     if phases.len() < 2 {
                         continue;
                     }
