@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::{
-    harness::{tcp_sim, Collector, Meterd},
+    harness::{http_get, http_json, tcp_sim, Collector, Meterd},
     receiver::{Receiver, Request},
     servers,
 };
@@ -241,20 +241,10 @@ async fn an_alert_raised_while_the_receiver_is_down_survives_a_crash_and_a_resta
     )
     .await;
     // It is in the API and the metrics while it cannot be delivered.
-    let api: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/api/alerts"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api = http_json(port, "/api/alerts").await.unwrap();
     assert_eq!(api["alerts"][0]["name"], "Overvoltage", "{api}");
     assert_eq!(api["alerts"][0]["state"], "firing", "{api}");
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = http_get(port, "/metrics").await.unwrap();
     assert!(metrics.contains("meterd_alerts_firing 1"), "{metrics}");
     assert!(
         metrics.contains("meterd_alert_outbox_pending{outbox=\"webhook\"} 1"),

@@ -215,6 +215,21 @@ pub async fn tcp_sim(meters: &[(u8, &str)], frozen: bool) -> (Arc<Simulator>, St
     (sim, addr)
 }
 
+/// GET `path` from meterd's HTTP endpoints on `port`: status and body, None when unreachable.
+#[allow(dead_code)]
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let r = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .ok()?;
+    Some((r.status().as_u16(), r.text().await.ok()?))
+}
+
+/// GET a JSON document from meterd's HTTP endpoints.
+#[allow(dead_code)]
+pub async fn http_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&http_get(port, path).await?.1).ok()
+}
+
 /// Wait until `f` returns Some, polling every 200 ms.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
 where

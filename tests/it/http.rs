@@ -3,16 +3,9 @@
 use std::time::Duration;
 
 use crate::{
-    harness::{eventually, one_meter_config, tcp_sim, Meterd},
+    harness::{eventually, http_get as get, one_meter_config, tcp_sim, Meterd},
     servers,
 };
-
-async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let r = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
-        .await
-        .ok()?;
-    Some((r.status().as_u16(), r.text().await.ok()?))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_and_the_meter_api_describe_a_running_gateway() {

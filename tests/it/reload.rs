@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use crate::{
-    harness::{eventually, tcp_sim, Collector, Meterd},
+    harness::{eventually, http_get, http_json, tcp_sim, Collector, Meterd},
     servers,
 };
 
@@ -49,13 +49,7 @@ fn count(log: &str, what: &str) -> usize {
 }
 
 async fn api_meters(port: u16) -> Option<Vec<String>> {
-    let body = reqwest::get(format!("http://127.0.0.1:{port}/api/meters"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let v = http_json(port, "/api/meters").await?;
     Some(
         v["meters"]
             .as_array()?
@@ -163,12 +157,7 @@ async fn a_reload_refuses_a_bad_config_and_applies_a_good_one_without_losing_a_r
     )
     .await;
     eventually("the new rule firing", Duration::from_secs(10), || async {
-        let v: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{http}/api/alerts"))
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let v = http_json(http, "/api/alerts").await?;
         (v["alerts"][0]["name"] == "Live" && v["alerts"][0]["meter"] == "m1").then_some(())
     })
     .await;
@@ -180,12 +169,7 @@ async fn a_reload_refuses_a_bad_config_and_applies_a_good_one_without_losing_a_r
     .await;
 
     // The MQTT sink's counters went on across its restart.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = http_get(http, "/metrics").await.unwrap();
     let delivered: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("meterd_sink_delivered_total{sink=\"mqtt\"} "))
