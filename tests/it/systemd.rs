@@ -187,6 +187,13 @@ fn the_debian_package_ships_binary_unit_example_config_dashboards_and_alert_rout
             );
         }
     }
+    // The unit runs as a dynamic user, not root: it must be able to read its config.
+    let config = assets
+        .iter()
+        .find(|a| a[1].as_str() == Some("etc/meterd/meterd.toml"))
+        .expect("the config is packaged");
+    let mode = u32::from_str_radix(config[2].as_str().unwrap(), 8).unwrap();
+    assert_eq!(mode & 0o004, 0o004, "the config must be world-readable: {mode:o}");
     assert_eq!(
         deb["conf-files"][0].as_str(),
         Some("/etc/meterd/meterd.toml"),
