@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use crate::{
-    harness::{eventually, http_get, http_json, tcp_sim, Collector, Meterd},
+    harness::{eventually, http_get, http_json, readings_at_stop, tcp_sim, Collector, Meterd},
     servers,
 };
 
@@ -197,6 +197,73 @@ async fn a_reload_refuses_a_bad_config_and_applies_a_good_one_without_losing_a_r
         got.sort_unstable();
         got.dedup();
         let max = *got.last().unwrap();
+        assert_eq!(
+            got,
+            (1..=max).collect::<Vec<_>>(),
+            "{meter}: a reading went missing"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_in_quick_succession_restart_sinks_and_buses_without_losing_a_reading() {
+    let broker = servers::mosquitto();
+    let (_sim, addr) = tcp_sim(&[(1, "eastron-sdm120"), (2, "eastron-sdm120")], true).await;
+    let http = servers::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = dir.path().join("meterd.toml");
+    let mqtt = Collector::start(broker.port, "meterd/gw-r/#").await;
+    let variant = |i: usize| {
+        let mut text = config(
+            &state,
+            &addr,
+            broker.port,
+            http,
+            &bus_b(&addr, &[(2, "m2")])
+                .replace("200ms", if i % 3 == 0 { "300ms" } else { "200ms" }),
+        );
+        if i % 2 == 1 {
+            text = text.replace("url = ", &format!("keep_alive = \"{}s\"\nurl = ", 20 + i));
+        }
+        if i % 4 == 2 {
+            text += "[[alerts.rule]]\nname = \"Live\"\nquantity = \"voltage_l1_v\"\nabove = 1.0\n";
+        }
+        text
+    };
+    std::fs::write(&cfg, variant(0)).unwrap();
+    let mut meterd = Meterd::run(&cfg);
+    meterd.ready().await;
+    for i in 1..=8 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        std::fs::write(&cfg, variant(i)).unwrap();
+        meterd.hup();
+    }
+    eventually(
+        "the eighth reload applied",
+        Duration::from_secs(30),
+        || async { (count(&meterd.log_text(), "config reloaded") == 8).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(meterd
+        .terminate(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seqs = seqs(&mqtt);
+    assert_eq!(seqs.len(), 2, "{:?}", seqs.keys());
+    // Every reading the journal took (a fresh one: positions = readings) reached MQTT.
+    let journaled = readings_at_stop(&meterd.log_text()).expect("the stop line");
+    let published: u64 = seqs
+        .values()
+        .map(|v| v.iter().max().copied().unwrap_or(0))
+        .sum();
+    assert_eq!(published, journaled, "published vs journaled");
+    for (meter, mut got) in seqs {
+        got.sort_unstable();
+        got.dedup();
+        let max = *got.last().unwrap();
+        assert!(max >= 10, "{meter}: only {max} readings");
         assert_eq!(
             got,
             (1..=max).collect::<Vec<_>>(),

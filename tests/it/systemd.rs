@@ -193,7 +193,11 @@ fn the_debian_package_ships_binary_unit_example_config_dashboards_and_alert_rout
         .find(|a| a[1].as_str() == Some("etc/meterd/meterd.toml"))
         .expect("the config is packaged");
     let mode = u32::from_str_radix(config[2].as_str().unwrap(), 8).unwrap();
-    assert_eq!(mode & 0o004, 0o004, "the config must be world-readable: {mode:o}");
+    assert_eq!(
+        mode & 0o004,
+        0o004,
+        "the config must be world-readable: {mode:o}"
+    );
     assert_eq!(
         deb["conf-files"][0].as_str(),
         Some("/etc/meterd/meterd.toml"),
