@@ -54,7 +54,7 @@ pub struct Scope {
 }
 
 impl Scope {
-    fn matches(&self, m: &MeterInfo) -> bool {
+    pub fn matches(&self, m: &MeterInfo) -> bool {
         (self.meters.is_empty() || self.meters.contains(&m.id))
             && (self.buses.is_empty() || self.buses.contains(&m.bus))
             && (self.profiles.is_empty() || self.profiles.contains(&m.profile))

@@ -5,10 +5,13 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use super::{k, secret, Reporter, Seg};
 use crate::{
     alerts::{
-        rules::{Kind, Rule, Scope, Severity},
+        rules::{glob, Kind, MeterInfo, Rule, Scope, Severity},
         AlertsConfig, Notifier, NotifierKind,
     },
-    config::raw::{RawAlerts, RawBuiltin},
+    config::{
+        raw::{RawAlerts, RawBuiltin},
+        BusConfig,
+    },
 };
 
 /// The built-in rules: config key, alertname, severity, `for`, and the parameters it takes.
@@ -169,11 +172,16 @@ fn check_url(r: &mut Reporter, path: &[Seg], url: &str) {
 pub(super) fn check_alerts(
     r: &mut Reporter,
     raw: RawAlerts,
-    meter_ids: &[String],
-    bus_names: &[String],
+    buses: &[BusConfig],
     base: &Path,
 ) -> AlertsConfig {
     let top = [k("alerts")];
+    let meter_ids: Vec<String> = buses
+        .iter()
+        .flat_map(|b| b.meters.iter().map(|m| m.id.clone()))
+        .collect();
+    let bus_names: Vec<String> = buses.iter().map(|b| b.name.clone()).collect();
+    let (meter_ids, bus_names) = (&meter_ids[..], &bus_names[..]);
     let mut rules = Vec::new();
     for key in raw.builtin.keys() {
         if !BUILTINS.iter().any(|(name, ..)| name == key) {
@@ -338,6 +346,13 @@ pub(super) fn check_alerts(
         if t.below.is_some() && clear < threshold {
             r.error(&at("clear"), format!("{clear} is below the threshold {threshold}: an alert below a level clears above it"));
         }
+        let scope = Scope {
+            meters: t.meters.clone(),
+            buses: t.buses.clone(),
+            profiles: t.profiles.clone(),
+            labels: t.match_labels.clone(),
+        };
+        check_quantity(r, &at("quantity"), &t.quantity, &scope, buses);
         rules.push(Rule {
             name: t.name,
             kind: Kind::Threshold {
@@ -427,6 +442,36 @@ pub(super) fn check_alerts(
         mqtt: raw.mqtt.unwrap_or(true),
         influxdb: raw.influxdb.unwrap_or(true),
         notifiers,
+    }
+}
+
+/// A threshold rule whose quantity no meter in its scope reports would never fire: most
+/// likely a typo. Not checked when no meter is in scope (a config without buses yet).
+fn check_quantity(r: &mut Reporter, at: &[Seg], pattern: &str, scope: &Scope, buses: &[BusConfig]) {
+    let mut known = std::collections::BTreeSet::new();
+    for b in buses {
+        for m in &b.meters {
+            let info = MeterInfo {
+                id: m.id.clone(),
+                bus: b.name.clone(),
+                profile: m.profile.name.clone(),
+                labels: m.labels.clone(),
+                interval: Duration::ZERO,
+            };
+            if scope.matches(&info) {
+                known.extend(m.profile.quantities().map(str::to_string));
+            }
+        }
+    }
+    if !known.is_empty() && !known.iter().any(|q| glob(pattern, q)) {
+        let list: Vec<&str> = known.iter().map(String::as_str).collect();
+        r.error(
+            at,
+            format!(
+                "no meter in the rule's scope reports {pattern:?}; their quantities: {}",
+                list.join(", ")
+            ),
+        );
     }
 }
 

@@ -959,12 +959,7 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
         r.error(&[k("journal"), k("max_size")], "must be at least 1MiB");
     }
     let fsync = raw.journal.fsync.unwrap_or(Duration::from_secs(1));
-    let meter_ids: Vec<String> = buses
-        .iter()
-        .flat_map(|b| b.meters.iter().map(|m| m.id.clone()))
-        .collect();
-    let bus_names: Vec<String> = buses.iter().map(|b| b.name.clone()).collect();
-    let alerts = alerts::check_alerts(r, raw.alerts, &meter_ids, &bus_names, base);
+    let alerts = alerts::check_alerts(r, raw.alerts, &buses, base);
     let gateway = gateway?;
     Some(Config {
         gateway_id: gateway.id,
