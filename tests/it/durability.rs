@@ -346,3 +346,102 @@ async fn broker_and_database_outages_lose_nothing_and_never_stall_the_other_sink
     );
     drain_and_check(dir.path(), "gw-out", &mqtt, port, &influx).await;
 }
+
+/// The soak: for `METERD_SOAK_SECS` (default 600) a random mix every few seconds of reloads,
+/// broker outages, database outages and kill -9, with meterd's memory sampled throughout;
+/// then the same no-loss check as above. Opt-in (slow):
+/// `METERD_SOAK_SECS=600 cargo test --test it soak -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow soak test; run with METERD_SOAK_SECS=600 cargo test --test it soak -- --ignored"]
+async fn soak_reloads_outages_and_crashes_lose_nothing_and_memory_stays_flat() {
+    let secs = crate::harness::env_or("METERD_SOAK_SECS", 600);
+    let Rig {
+        mut broker,
+        mut influx,
+        port,
+        dir,
+        cfg,
+        mqtt,
+        _sim,
+    } = rig("gw-soak").await;
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    let mut seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    println!("seed {seed}, {secs} s");
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut m = Meterd::run(&cfg);
+    m.ready().await;
+    let mut rss: Vec<u64> = Vec::new();
+    let mut events = BTreeMap::<&str, u32>::new();
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1500 + next(&mut seed) % 2500)).await;
+        rss.extend(m.rss_kib());
+        let event = match next(&mut seed) % 10 {
+            0..=3 => {
+                let variant = next(&mut seed) % 3;
+                let text = original
+                    .replace(
+                        "realtime = \"200ms\"",
+                        if variant == 1 {
+                            "realtime = \"300ms\""
+                        } else {
+                            "realtime = \"200ms\""
+                        },
+                    )
+                    .replace(
+                        "[mqtt]\n",
+                        if variant == 2 {
+                            "[mqtt]\nkeep_alive = \"20s\"\n"
+                        } else {
+                            "[mqtt]\n"
+                        },
+                    );
+                std::fs::write(&cfg, text).unwrap();
+                m.hup();
+                "reload"
+            }
+            4 | 5 => {
+                broker.stop_gracefully();
+                tokio::time::sleep(Duration::from_millis(1000 + next(&mut seed) % 3000)).await;
+                broker.restart();
+                "broker outage"
+            }
+            6 | 7 => {
+                influx.stop();
+                tokio::time::sleep(Duration::from_millis(1000 + next(&mut seed) % 3000)).await;
+                influx.restart();
+                "database outage"
+            }
+            8 => {
+                m.kill9();
+                m = Meterd::run(&cfg);
+                m.ready().await;
+                "kill -9"
+            }
+            _ => "quiet",
+        };
+        *events.entry(event).or_default() += 1;
+    }
+    println!("events: {events:?}");
+    println!("RSS (KiB) over time: {rss:?}");
+    assert!(
+        m.terminate(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "{}",
+        m.log_text()
+    );
+    // Memory stays flat: the last quarter of the samples no higher than 1.5 × the median of
+    // the second quarter (after warm-up), and never above 64 MiB.
+    if rss.len() >= 8 {
+        let mut warm: Vec<u64> = rss[rss.len() / 4..rss.len() / 2].to_vec();
+        warm.sort_unstable();
+        let base = warm[warm.len() / 2];
+        let late = rss[rss.len() * 3 / 4..].iter().copied().max().unwrap_or(0);
+        assert!(late * 2 <= base * 3, "memory grew: {base} KiB → {late} KiB");
+    }
+    assert!(rss.iter().all(|k| *k < 64 * 1024), "{rss:?}");
+    drain_and_check(dir.path(), "gw-soak", &mqtt, port, &influx).await;
+}
