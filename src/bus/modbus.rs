@@ -218,7 +218,6 @@ pub struct GroupPlan {
 /// Poll one group: every block, each with up to `retries` extra attempts after a timeout or
 /// link failure. Stops at the first block the meter does not answer at all (it is not there;
 /// the next block would cost another timeout). `frame_gap` is kept between requests.
-#[allow(clippy::too_many_arguments)]
 pub async fn poll_group(
     link: &mut ModbusLink,
     unit: u8,
