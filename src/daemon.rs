@@ -508,21 +508,37 @@ pub async fn run(
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
     let mut watchdog_tick =
         tokio::time::interval(Duration::from_micros((watchdog_usec / 2).max(100_000)));
-    let mut fsync = tokio::time::interval(config.journal.fsync.max(Duration::from_millis(10)));
-    let mut sync_failing = false;
-    loop {
-        tokio::select! {
-            _ = watchdog_tick.tick(), if watchdog => {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-            }
-            _ = fsync.tick() => {
-                let r = log.sync();
-                match (&r, sync_failing) {
+    // Group commit in a task of its own, so a reload that waits for a sink to flush never
+    // stretches the power-loss window; the fsync itself runs on a blocking thread.
+    let (commit_stop_tx, mut commit_stop) = watch::channel(false);
+    let group_commit = {
+        let log = log.clone();
+        let every = config.journal.fsync.max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = commit_stop.changed() => break,
+                }
+                let log = log.clone();
+                let r = tokio::task::spawn_blocking(move || log.sync())
+                    .await
+                    .unwrap_or_else(|e| Err(journal::JournalError::Task(e.to_string())));
+                match (&r, failing) {
                     (Err(e), false) => error!(error = %e, "journal sync failed"),
                     (Ok(()), true) => info!("journal sync works again"),
                     _ => {}
                 }
-                sync_failing = r.is_err();
+                failing = r.is_err();
+            }
+        })
+    };
+    loop {
+        tokio::select! {
+            _ = watchdog_tick.tick(), if watchdog => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
             }
             Some(reloaded) = reloads.recv() => match reloaded {
                 Ok(new) => {
@@ -571,6 +587,9 @@ pub async fn run(
     .await;
     let _ = http_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    // Never two syncs at once: the group commit ends before the final one.
+    let _ = commit_stop_tx.send(true);
+    let _ = group_commit.await;
     if let Err(e) = log.sync() {
         error!(error = %e, "final journal sync failed");
     }

@@ -51,6 +51,9 @@ pub enum JournalError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The thread doing the write died (a panic where panics unwind).
+    #[error("journal writer task failed: {0}")]
+    Task(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
