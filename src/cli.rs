@@ -298,9 +298,11 @@ fn validate(path: &Path) -> i32 {
         Ok(c) => {
             let meters: usize = c.buses.iter().map(|b| b.meters.len()).sum();
             println!(
-                "{}: ok ({} buses, {meters} meters)",
+                "{}: ok ({} buses, {meters} meters, {} alert rules, {} alert notifiers)",
                 path.display(),
-                c.buses.len()
+                c.buses.len(),
+                c.alerts.rules.len(),
+                c.alerts.notifiers.len()
             );
             0
         }

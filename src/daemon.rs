@@ -363,12 +363,20 @@ impl Daemon {
                 if let Some(r) = self.notifiers.remove(&name) {
                     r.stop().await;
                 }
-                stopped.push(format!("notifier {name}"));
+                let kept_name = new.alerts.notifiers.iter().any(|n| n.name == name);
+                if kept_name {
+                    restarted.push(format!("notifier {name}"));
+                } else {
+                    stopped.push(format!("notifier {name}"));
+                }
             }
         }
         for n in new.alerts.notifiers.clone() {
             if !self.notifiers.contains_key(&n.name) {
-                started.push(format!("notifier {}", n.name));
+                let name = format!("notifier {}", n.name);
+                if !restarted.contains(&name) {
+                    started.push(name);
+                }
                 self.start_notifier(n, new.alerts.resend);
             }
         }

@@ -111,6 +111,13 @@ fn the_printed_template_validates() {
         "{}",
         String::from_utf8_lossy(&v.stdout)
     );
+    // Every built-in rule plus the two threshold rules, and the Alertmanager notifier.
+    assert!(
+        String::from_utf8_lossy(&v.stdout)
+            .ends_with("ok (3 buses, 4 meters, 12 alert rules, 1 alert notifiers)\n"),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
     assert_eq!(
         std::fs::read_to_string("config/meterd.example.toml")
             .unwrap()
