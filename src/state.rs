@@ -62,6 +62,27 @@ impl Histogram {
     }
 }
 
+/// Since when something (a sink, a notifier) has failed to deliver, if it is failing: what
+/// the SinkUnreachable alert judges.
+#[derive(Debug, Default)]
+pub struct FailingSince(Mutex<Option<std::time::SystemTime>>);
+
+impl FailingSince {
+    /// The last attempt failed (`true`) or worked (`false`).
+    pub fn set(&self, failing: bool) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match (failing, *g) {
+            (true, None) => *g = Some(std::time::SystemTime::now()),
+            (false, Some(_)) => *g = None,
+            _ => {}
+        }
+    }
+
+    pub fn since(&self) -> Option<std::time::SystemTime> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Fresh readings waiting for the alert engine, at most.
 const READINGS_QUEUE: usize = 4096;
 

@@ -187,8 +187,8 @@ pub async fn run(
             }
             outbox.ack(&delivered_ids);
             match &outcome {
-                Some(Outcome::Retry(_)) => outbox.set_failing(true),
-                Some(_) => outbox.set_failing(false),
+                Some(Outcome::Retry(_)) => outbox.failing.set(true),
+                Some(_) => outbox.failing.set(false),
                 None => {}
             }
             let wait = match outcome {

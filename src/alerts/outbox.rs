@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tracing::{error, warn};
 
 use super::rules::Alert;
-use crate::journal::write_atomically;
+use crate::{journal::write_atomically, state::FailingSince};
 
 /// At most this many events wait; beyond it the oldest are dropped (and logged): a receiver
 /// gone for weeks must not grow the file without bound.
@@ -36,7 +36,7 @@ pub struct Outbox {
     inner: Mutex<Saved>,
     changed: Notify,
     /// Since when its notifier has failed to deliver, if it is failing.
-    failing_since: Mutex<Option<std::time::SystemTime>>,
+    pub failing: FailingSince,
 }
 
 impl Outbox {
@@ -65,7 +65,7 @@ impl Outbox {
             path: Some(path),
             inner: Mutex::new(saved),
             changed: Notify::new(),
-            failing_since: Mutex::new(None),
+            failing: FailingSince::default(),
         }
     }
 
@@ -76,7 +76,7 @@ impl Outbox {
             path: None,
             inner: Mutex::new(Saved::default()),
             changed: Notify::new(),
-            failing_since: Mutex::new(None),
+            failing: FailingSince::default(),
         }
     }
 
@@ -139,23 +139,17 @@ impl Outbox {
         }
     }
 
-    /// The notifier's last delivery attempt failed (`true`) or worked (`false`).
-    pub fn set_failing(&self, failing: bool) {
-        let mut g = self.failing_since.lock().unwrap_or_else(|e| e.into_inner());
-        match (failing, *g) {
-            (true, None) => *g = Some(std::time::SystemTime::now()),
-            (false, Some(_)) => *g = None,
-            _ => {}
-        }
-    }
-
-    pub fn failing_since(&self) -> Option<std::time::SystemTime> {
-        *self.failing_since.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Wait until something is pushed.
     pub async fn changed(&self) {
         self.changed.notified().await;
+    }
+}
+
+/// Wait until `outbox`, if there is one, has something new; never, if there is none.
+pub async fn changed(outbox: &Option<std::sync::Arc<Outbox>>) {
+    match outbox {
+        Some(o) => o.changed().await,
+        None => std::future::pending().await,
     }
 }
 

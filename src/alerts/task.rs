@@ -115,13 +115,13 @@ fn status(live: &LiveState, log: &Journal, sinks: &SinkList, outboxes: &[Arc<Out
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .map(|s| (s.name.clone(), s.stats.failing_since()))
+        .map(|s| (s.name.clone(), s.stats.failing.since()))
         .collect();
     // Notifiers count as sinks of alerts: when Alertmanager is down, the others say so.
     for o in outboxes {
         sinks
             .entry(o.name.clone())
-            .or_insert_with(|| o.failing_since());
+            .or_insert_with(|| o.failing.since());
     }
     Status {
         meters: live.last_seen(),

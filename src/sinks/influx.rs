@@ -9,16 +9,9 @@
 
 use std::{
     fmt::Write as _,
-    sync::{atomic::Ordering, Arc},
+    sync::atomic::Ordering,
     time::{Duration, SystemTime},
 };
-
-async fn wait_alerts(outbox: &Option<Arc<Outbox>>) {
-    match outbox {
-        Some(o) => o.changed().await,
-        None => std::future::pending().await,
-    }
-}
 
 fn unix_ms(t: SystemTime) -> u128 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -104,10 +97,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use super::Backoff;
 use crate::{
-    alerts::{
-        outbox::Outbox,
-        rules::{Alert, State},
-    },
+    alerts::rules::{Alert, State},
     config::{InfluxAuth, InfluxConfig},
     reading::escape_tag,
     state::LiveState,
@@ -257,7 +247,7 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                     _ = log.wait_beyond(pos) => {}
                     _ = shutdown.changed() => { stopping = *shutdown.borrow(); }
                     _ = status_tick.tick() => status_due = true,
-                    _ = wait_alerts(&alerts), if !failing => {}
+                    _ = crate::alerts::outbox::changed(&alerts), if !failing => {}
                 }
                 if let Some(outbox) = &alerts {
                     let pending = outbox.pending();
@@ -322,7 +312,7 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                         failing = false;
                     }
                     backoff.reset();
-                    stats.set_failing(false);
+                    stats.failing.set(false);
                     stats.delivered.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     log.ack(cursor, upto);
                 }
@@ -333,7 +323,7 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                 }
                 Err(WriteError::Retry(msg)) => {
                     stats.retries.fetch_add(1, Ordering::Relaxed);
-                    stats.set_failing(true);
+                    stats.failing.set(true);
                     if stopping {
                         warn!(error = %msg, "stopping with readings undelivered to InfluxDB");
                         break;

@@ -7,11 +7,11 @@ pub mod mqtt;
 use crate::{
     alerts::outbox::Outbox,
     journal::{CursorId, Journal},
-    state::LiveState,
+    state::{FailingSince, LiveState},
 };
 use std::{
-    sync::{atomic::AtomicU64, Arc, Mutex},
-    time::{Duration, SystemTime},
+    sync::{atomic::AtomicU64, Arc},
+    time::Duration,
 };
 
 /// What every sink task is given besides its own settings.
@@ -36,23 +36,7 @@ pub struct SinkStats {
     /// Failed attempts that will be retried (writes, connections).
     pub retries: AtomicU64,
     /// Since when delivery has been failing, if it is.
-    failing_since: Mutex<Option<SystemTime>>,
-}
-
-impl SinkStats {
-    /// Delivery failed (`true`) or worked (`false`) just now.
-    pub fn set_failing(&self, failing: bool) {
-        let mut g = self.failing_since.lock().unwrap_or_else(|e| e.into_inner());
-        match (failing, *g) {
-            (true, None) => *g = Some(SystemTime::now()),
-            (false, Some(_)) => *g = None,
-            _ => {}
-        }
-    }
-
-    pub fn failing_since(&self) -> Option<SystemTime> {
-        *self.failing_since.lock().unwrap_or_else(|e| e.into_inner())
-    }
+    pub failing: FailingSince,
 }
 
 /// Exponential back-off between attempts: 0.5 s doubling to 30 s.

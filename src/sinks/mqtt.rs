@@ -20,7 +20,6 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use super::Backoff;
 use crate::{
-    alerts::outbox::Outbox,
     config::MqttConfig,
     journal::{CursorId, Journal},
 };
@@ -193,7 +192,7 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                 ev = el.poll() => match ev {
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                         backoff.reset();
-                        stats.set_failing(false);
+                        stats.failing.set(false);
                         s.reconnected();
                         info!(from = s.next, "connected to broker");
                         published_avail.clear();
@@ -213,7 +212,7 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                     Ok(_) => {}
                     Err(e) => {
                         stats.retries.fetch_add(1, Ordering::Relaxed);
-                        stats.set_failing(true);
+                        stats.failing.set(true);
                         if s.connected {
                             warn!(error = %e, "lost the broker; unconfirmed readings will be published again");
                         } else {
@@ -232,7 +231,7 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                 },
                 _ = log.wait_beyond(s.next), if can_publish => {}
                 _ = avail_rx.changed(), if s.connected && !stopping => avail_dirty = true,
-                _ = wait_alerts(&alerts), if s.connected && !stopping => {}
+                _ = crate::alerts::outbox::changed(&alerts), if s.connected && !stopping => {}
                 _ = shutdown.changed(), if !stopping => {
                     if *shutdown.borrow() {
                         stopping = true;
@@ -271,13 +270,6 @@ struct Session {
     /// Alert events published, awaiting PUBACK, and those confirmed since last asked.
     alerts_inflight: std::collections::HashSet<u64>,
     alerts_acked: Vec<u64>,
-}
-
-async fn wait_alerts(outbox: &Option<Arc<Outbox>>) {
-    match outbox {
-        Some(o) => o.changed().await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Session {
