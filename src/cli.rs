@@ -928,14 +928,17 @@ fn pairs<'a, K>(
         .collect()
 }
 
+/// A built-in profile by name, for the simulators.
+fn builtin_profile(set: &ProfileSet, name: &str) -> anyhow::Result<Arc<Profile>> {
+    set.get(name)
+        .cloned()
+        .ok_or_else(|| anyhow!("no profile {name:?}"))
+}
+
 fn build_sim(a: &SimArgs) -> anyhow::Result<Arc<Simulator>> {
     let set = ProfileSet::builtin();
     let sim = Simulator::new();
-    let profile = |n: &str| {
-        set.get(n)
-            .cloned()
-            .ok_or_else(|| anyhow!("no profile {n:?}"))
-    };
+    let profile = |n: &str| builtin_profile(&set, n);
     if a.meters.is_empty() {
         let p = profile(a.profile.as_deref().unwrap_or("eastron-sdm630"))?;
         for k in 0..a.count {
@@ -1030,11 +1033,7 @@ async fn simulate_dlt645(a: SimArgs) -> anyhow::Result<i32> {
     let baud = a.baud.unwrap_or(default_baud);
     let sim = Dlt645Sim::new(version, Some(baud));
     let set = ProfileSet::builtin();
-    let profile = |n: &str| {
-        set.get(n)
-            .cloned()
-            .ok_or_else(|| anyhow!("no profile {n:?}"))
-    };
+    let profile = |n: &str| builtin_profile(&set, n);
     if a.meters.is_empty() {
         let p = profile(a.profile.as_deref().unwrap_or(default_profile))?;
         for k in 0..a.count {
