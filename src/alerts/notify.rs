@@ -236,6 +236,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn alertmanager_gets_ends_at_four_resends_ahead_while_firing_and_the_resolve_time_after() {
+        use crate::alerts::rules::State;
+        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s);
+        let mut a = Alert {
+            labels: [("alertname".to_string(), "Overvoltage".to_string())].into(),
+            state: State::Firing,
+            value: 240.0,
+            threshold: 235.4,
+            since: t(0),
+            at: Some(t(1)),
+            summary: "m1: high".into(),
+            until: None,
+        };
+        let firing = alertmanager_json(&a, Duration::from_secs(60), t(100));
+        assert_eq!(firing["startsAt"], rfc3339(t(0)));
+        assert_eq!(firing["endsAt"], rfc3339(t(340)));
+        assert_eq!(firing["labels"]["alertname"], "Overvoltage");
+        assert_eq!(firing["annotations"]["summary"], "m1: high");
+        a.state = State::Resolved;
+        a.at = Some(t(200));
+        let resolved = alertmanager_json(&a, Duration::from_secs(60), t(300));
+        assert_eq!(resolved["endsAt"], rfc3339(t(200)));
+    }
+
+    #[test]
     fn the_signature_is_hmac_sha256_of_the_body_in_hex() {
         // RFC 4231 test case 2.
         assert_eq!(

@@ -395,3 +395,52 @@ async fn when_one_notifier_is_down_the_others_say_so() {
         )
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_receiver_refuses_is_dropped_and_later_ones_still_go_out() {
+    let receiver = Receiver::start().await;
+    receiver.answer(400);
+    let (sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = servers::free_port();
+    let cfg = config(
+        dir.path(),
+        &addr,
+        &[(1, "m1")],
+        &format!(
+            "[[alerts.webhook]]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            receiver.url("/hook")
+        ),
+    );
+    let meterd = Meterd::run(&cfg);
+    meterd.ready().await;
+    sim.set_value(1, "voltage_l1_v", Some(240.0));
+    crate::harness::eventually("the refusal logged", Duration::from_secs(15), || async {
+        meterd
+            .log_text()
+            .contains("the receiver refused an alert event")
+            .then_some(())
+    })
+    .await;
+    let (_, metrics) = http_get(port, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("meterd_alert_outbox_pending{outbox=\"webhook\"} 0"),
+        "a refused event leaves the outbox:\n{metrics}"
+    );
+    receiver.answer(200);
+    sim.set_value(1, "voltage_l1_v", None);
+    receiver
+        .wait_for("the resolve", Duration::from_secs(15), |r| {
+            r.body["state"] == "resolved"
+        })
+        .await;
+    assert_eq!(
+        hook_events(&receiver.requests()),
+        vec![(
+            "Overvoltage".to_string(),
+            "resolved".to_string(),
+            "m1".to_string()
+        )],
+        "the refused firing event is not sent again"
+    );
+}

@@ -115,8 +115,16 @@ async fn a_reload_refuses_a_bad_config_and_applies_a_good_one_without_losing_a_r
     .await;
 
     // A good config: bus b gains a meter, the MQTT sink's settings change; bus a is untouched.
+    // It also changes settings that apply only at a restart (gateway id, HTTP address): those
+    // are logged and keep their running values, so topics and the API stay where they were.
+    let other_port = servers::free_port();
     edit(&bus_b(&addr, &[(2, "m2"), (3, "m3")]), &|t| {
         t.replace("url = ", "keep_alive = \"20s\"\nurl = ")
+            .replace("id = \"gw-r\"", "id = \"gw-renamed\"")
+            .replace(
+                &format!("127.0.0.1:{http}"),
+                &format!("127.0.0.1:{other_port}"),
+            )
     });
     meterd.hup();
     eventually("the reload applied", Duration::from_secs(10), || async {
@@ -130,6 +138,18 @@ async fn a_reload_refuses_a_bad_config_and_applies_a_good_one_without_losing_a_r
     )
     .await;
     let log = meterd.log_text();
+    for what in ["gateway.id changes only at a restart", "section=\"http\""] {
+        assert!(log.contains(what), "{what} not logged:\n{log}");
+    }
+    assert!(http_get(http, "/healthz").await.is_some(), "the API moved");
+    assert!(
+        http_get(other_port, "/healthz").await.is_none(),
+        "the API moved"
+    );
+    assert!(
+        !mqtt.all().iter().any(|m| m.topic.contains("gw-renamed")),
+        "topics followed a gateway id that applies only at a restart"
+    );
     assert_eq!(
         count(&log, "bus{bus=a}: meterd::bus::task: bus started"),
         1,
