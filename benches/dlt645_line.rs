@@ -43,15 +43,7 @@ fn main() {
         cfg += &format!("[[bus.meter]]\nid = \"m{m}\"\naddress = \"{address}\"\nprofile = \"dlt645-2007-three-phase\"\ninterval = \"100ms\"\n");
     }
     rt.spawn(sim.clone().serve(master));
-    let path = dir.path().join("bench.toml");
-    std::fs::write(&path, cfg).expect("config");
-    let log = dir.path().join("meterd.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("meterd");
+    let (mut child, log) = harness::start_for_bench(dir.path(), &cfg);
     // Measure a window after start-up.
     std::thread::sleep(Duration::from_secs(2));
     let (r0, b0) = (

@@ -119,16 +119,8 @@ fn main() {
             );
         }
     }
-    let path = dir.path().join("bench.toml");
-    std::fs::write(&path, cfg).expect("config");
-    let log = dir.path().join("meterd.log");
     let t0 = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meterd"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("meterd");
+    let (mut child, log) = harness::start_for_bench(dir.path(), &cfg);
     let jdir = state.join("journal");
     let (mut mqtt_done, mut influx_done) = (None, None);
     while (mqtt_done.is_none() || influx_done.is_none()) && t0.elapsed() < Duration::from_secs(900)

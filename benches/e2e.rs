@@ -57,15 +57,7 @@ fn main() {
     for u in 1..=meters {
         cfg += &format!("[[bus.meter]]\nid = \"m{u}\"\nunit = {u}\nprofile = \"eastron-sdm630\"\ninterval = \"1s\"\n");
     }
-    let path = dir.path().join("bench.toml");
-    std::fs::write(&path, cfg).expect("config");
-    let log = dir.path().join("meterd.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meterd"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("meterd");
+    let (mut child, log) = harness::start_for_bench(dir.path(), &cfg);
     std::thread::sleep(Duration::from_secs(secs));
     let ticks = cpu_ticks(child.id());
     let _ = Command::new("kill")

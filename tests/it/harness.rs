@@ -336,6 +336,23 @@ pub fn one_meter_config_with(
     cfg
 }
 
+/// For the benches: write `config` to `dir/bench.toml` and start `meterd run` on it with its
+/// default log level (no debug lines to skew the measurement), stderr to `dir/meterd.log`.
+/// Returns the process and the log's path.
+#[allow(dead_code)]
+pub fn start_for_bench(dir: &Path, config: &str) -> (Child, std::path::PathBuf) {
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, config).expect("config");
+    let log = dir.join("meterd.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("meterd");
+    (child, log)
+}
+
 /// A number from the environment (bench settings), or `default`. Used by the benches, which
 /// include this file.
 #[allow(dead_code)]
