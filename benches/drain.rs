@@ -58,8 +58,8 @@ fn main() {
     let backlog = meters * per_meter;
     let t_fill = Instant::now();
     {
-        let (journal, _) = Journal::open(&state.join("journal"), Options::with_max_size(1 << 30))
-            .expect("journal");
+        let (journal, _) =
+            Journal::open(&state.join("journal"), Options::new(1 << 30, 8 << 20)).expect("journal");
         let start = SystemTime::now() - Duration::from_secs(minutes * 60);
         for k in 0..per_meter {
             for m in 0..meters {

@@ -39,7 +39,7 @@ fn sdm630_reading(i: u64) -> Reading {
 
 fn append(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (journal, _) = Journal::open(dir.path(), Options::with_max_size(1 << 30)).expect("journal");
+    let (journal, _) = Journal::open(dir.path(), Options::new(1 << 30, 8 << 20)).expect("journal");
     let readings: Vec<Reading> = (0..1000).map(sdm630_reading).collect();
     let mut group = c.benchmark_group("journal");
     group.throughput(Throughput::Elements(1));

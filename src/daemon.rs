@@ -416,7 +416,7 @@ pub async fn run(
     mut reloads: mpsc::UnboundedReceiver<Result<Config, ConfigErrors>>,
 ) {
     let journal_dir = config.state_dir.join("journal");
-    let opts = journal::Options::with_max_size(config.journal.max_size);
+    let opts = journal::Options::new(config.journal.max_size, config.journal.memory as usize);
     let log = match Journal::open(&journal_dir, opts.clone()) {
         Ok((j, report)) => {
             if report.truncated_bytes > 0 || report.skipped_regions > 0 {
@@ -432,7 +432,7 @@ pub async fn run(
             // Not fatal: a crash loop would stop polling too. Polling and delivery go on from
             // memory; the state is visible (and alertable) until the directory is fixed.
             error!(error = %e, "journal unavailable: readings are kept in memory only; fix the state directory");
-            Arc::new(Journal::unavailable(opts.cache, e.to_string()))
+            Arc::new(Journal::unavailable(opts.memory, e.to_string()))
         }
     };
 

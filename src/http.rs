@@ -160,7 +160,7 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
         (
             "meterd_sink_dropped_total",
             "counter",
-            "Readings dropped undelivered because the journal was full.",
+            "Readings dropped undelivered: the journal reached journal.max_size, or the disk could not be written and journal.memory was full.",
             |s, k, _| s.journal.dropped(k.cursor).to_string(),
         ),
     ];
@@ -210,8 +210,13 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     );
     let _ = writeln!(
         out,
-        "# HELP meterd_journal_unjournaled_total Readings kept only in memory because the journal could not be written.\n# TYPE meterd_journal_unjournaled_total counter\nmeterd_journal_unjournaled_total {}",
+        "# HELP meterd_journal_unjournaled_total Readings appended while the journal could not be written (held in memory, written when it can be again).\n# TYPE meterd_journal_unjournaled_total counter\nmeterd_journal_unjournaled_total {}",
         s.journal.unjournaled()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP meterd_journal_memory_bytes Readings held in memory (bounded by journal.memory).\n# TYPE meterd_journal_memory_bytes gauge\nmeterd_journal_memory_bytes {}",
+        s.journal.memory_bytes()
     );
     ([("content-type", "text/plain; version=0.0.4")], out)
 }

@@ -12,5 +12,7 @@ pub mod reading;
 pub mod sim;
 pub mod sinks;
 pub mod state;
+#[doc(hidden)]
+pub mod testing;
 
 pub use meterd_protocols as protocols;

@@ -269,7 +269,7 @@ fn default_summary(kind: &Kind) -> &'static str {
         Kind::JournalFilling { .. } => {
             "journal {value} % full (limit {threshold} %): a sink is not keeping up"
         }
-        Kind::JournalDropping { .. } => "journal full: {value} undelivered readings dropped",
+        Kind::JournalDropping { .. } => "journal dropped {value} undelivered readings (full, or unwritable with its memory full)",
         Kind::JournalUnwritable => "journal cannot be written: readings are only in memory",
         Kind::SinkUnreachable => "sink {sink} has failed to deliver for {value} s",
     }

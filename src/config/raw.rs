@@ -192,6 +192,7 @@ pub struct RawInflux {
 #[serde(deny_unknown_fields)]
 pub struct RawJournal {
     pub max_size: Option<ByteSize>,
+    pub memory: Option<ByteSize>,
     #[serde(default, with = "humantime_serde")]
     pub fsync: Option<Duration>,
 }

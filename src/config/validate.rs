@@ -196,6 +196,8 @@ pub struct InfluxConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalConfig {
     pub max_size: u64,
+    /// Bytes of readings held in memory (recent ones, and what a failing disk cannot take).
+    pub memory: u64,
     pub fsync: Duration,
 }
 
@@ -454,6 +456,9 @@ struct RawAll {
     http: RawHttp,
     alerts: RawAlerts,
 }
+
+/// `journal.memory` when not set: about 25,000 readings of 8 values, or 5,000 of 60.
+pub const DEFAULT_JOURNAL_MEMORY: u64 = 8 << 20;
 
 const SECTIONS: &[&str] = &[
     "gateway",
@@ -958,6 +963,18 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
     if max_size < 1 << 20 {
         r.error(&[k("journal"), k("max_size")], "must be at least 1MiB");
     }
+    let memory = raw
+        .journal
+        .memory
+        .map_or(DEFAULT_JOURNAL_MEMORY, |s| s.as_u64());
+    if !(64 << 10..=1 << 30).contains(&memory) {
+        // Below 64 KiB not even one write buffer of readings fits; above 1 GiB it is no
+        // longer a small gateway's memory.
+        r.error(
+            &[k("journal"), k("memory")],
+            "must be between 64KiB and 1GiB",
+        );
+    }
     let fsync = raw.journal.fsync.unwrap_or(Duration::from_secs(1));
     let alerts = alerts::check_alerts(r, raw.alerts, &buses, base);
     let gateway = gateway?;
@@ -967,7 +984,11 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
         buses,
         mqtt,
         influx,
-        journal: JournalConfig { max_size, fsync },
+        journal: JournalConfig {
+            max_size,
+            memory,
+            fsync,
+        },
         http: HttpConfig {
             listen: raw
                 .http

@@ -286,11 +286,29 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                     }
                 }
             }
-            let batch = log.read_from(pos, cfg.batch_size);
+            let batch = match log.read_from(pos, cfg.batch_size) {
+                Ok(b) => b,
+                Err(e) => {
+                    // The journal could not be read (no descriptors, an I/O error): wait,
+                    // never skip.
+                    warn!(error = %e, "cannot read the journal; trying again in a second");
+                    if stopping {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => { stopping = *shutdown.borrow(); }
+                    }
+                    continue;
+                }
+            };
             if batch.is_empty() {
                 if stopping {
                     break;
                 }
+                // Nothing held at or after the cursor although the journal is longer: it
+                // cannot happen (gaps are stepped over); never spin on it.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
             let upto = batch.last().map_or(pos, |(p, _)| p + 1);

@@ -124,6 +124,8 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
         let mut avail_dirty = true;
         let mut stopping = false;
         let mut stop_deadline = tokio::time::Instant::now();
+        let mut read_retry: Option<tokio::time::Instant> = None;
+        let mut read_failing = false;
         loop {
             if s.connected && !stopping && avail_dirty {
                 // Availability first: it is small, retained and what a dashboard shows.
@@ -157,11 +159,32 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                     s.alerts_inflight.insert(id);
                 }
             }
-            if s.connected && !stopping {
+            if s.connected && !stopping && read_retry.is_none() {
                 // Top up when half the window is free: backlog comes off disk in batches.
                 while s.window.len() <= window_max / 2 {
-                    let batch = log.read_from(s.next, window_max - s.window.len());
+                    let batch = match log.read_from(s.next, window_max - s.window.len()) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            // The journal could not be read (no descriptors, an I/O error):
+                            // wait, never skip.
+                            if !read_failing {
+                                warn!(error = %e, "cannot read the journal; trying again every second");
+                                read_failing = true;
+                            }
+                            read_retry = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                            break;
+                        }
+                    };
+                    if read_failing {
+                        info!("journal readable again");
+                        read_failing = false;
+                    }
                     if batch.is_empty() {
+                        if log.end() > s.next {
+                            // Nothing held at or after `next` although the journal is longer:
+                            // it cannot happen (gaps are stepped over); never spin on it.
+                            read_retry = Some(tokio::time::Instant::now() + Duration::from_millis(100));
+                        }
                         break;
                     }
                     let mut full = false;
@@ -187,7 +210,10 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                 let _ = tokio::time::timeout(Duration::from_millis(500), el.poll()).await;
                 break;
             }
-            let can_publish = s.connected && !stopping && s.window.len() <= window_max / 2;
+            let can_publish = s.connected
+                && !stopping
+                && read_retry.is_none()
+                && s.window.len() <= window_max / 2;
             tokio::select! {
                 ev = el.poll() => match ev {
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {
@@ -245,6 +271,9 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                     }
                 }
                 _ = tokio::time::sleep_until(stop_deadline), if stopping => {}
+                _ = tokio::time::sleep_until(read_retry.unwrap_or(stop_deadline)), if read_retry.is_some() => {
+                    read_retry = None;
+                }
             }
         }
         info!(delivered_upto = log.position(cursor), "mqtt sink stopped");
@@ -332,13 +361,9 @@ impl Session {
             self.alerts_acked.push(id);
         }
         let Sent::Reading(pos) = sent else { return };
-        if let Some(front) = self.window.front().map(|(p, _)| *p) {
-            if let Some(slot) = pos
-                .checked_sub(front)
-                .and_then(|i| self.window.get_mut(i as usize))
-            {
-                slot.1 = true;
-            }
+        // Positions increase but may skip a gap in the journal (readings dropped or damaged).
+        if let Ok(i) = self.window.binary_search_by_key(&pos, |(p, _)| *p) {
+            self.window[i].1 = true;
         }
         let mut upto = None;
         while let Some(&(p, true)) = self.window.front() {
@@ -363,7 +388,7 @@ mod tests {
     use std::time::SystemTime;
 
     fn session_with(n: usize) -> (Arc<Journal>, Session) {
-        let log = Arc::new(Journal::memory(100));
+        let log = Arc::new(Journal::memory(1 << 20));
         let c = log.cursor("mqtt");
         for _ in 0..n {
             log.append(Reading {

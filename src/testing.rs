@@ -1,0 +1,71 @@
+//! Helpers for tests that need a real resource this process must set up: a small tmpfs that
+//! can be filled to the last byte (a full disk, without touching the machine's disks).
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// A tmpfs of a given size mounted on a fresh temporary directory; unmounted on drop.
+/// Mounting needs root: without it, `mount` panics saying so (never a silent skip).
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(bytes: u64) -> Tmpfs {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "meterd-tmpfs-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a {bytes}-byte tmpfs to fill a disk for real, which needs root \
+             (CI runs scripts/test as root; run it with sudo): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.dir.join("filler")
+    }
+
+    /// Fill every free byte (a file written until the disk refuses).
+    pub fn fill(&self) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.filler())
+            .expect("filler file");
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        // The last partial page too.
+        while f.write_all(&[0]).is_ok() {}
+    }
+
+    /// Give the space back.
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(self.filler());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
