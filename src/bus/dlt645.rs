@@ -18,7 +18,7 @@ use meterd_protocols::{
         di::{self, Format},
         frame::{self, Scan},
         request,
-        session::{ReadSession, Step},
+        session::{Capacity, ReadSession, Step},
         Address, Version,
     },
     profile::{DiPoint, Group},
@@ -124,17 +124,36 @@ impl Dlt645Link {
 
     /// Read one identifier (following up as long as the meter has more frames): its value
     /// bytes. A timeout or a broken link drops the connection so the next read starts clean.
+    ///
+    /// The whole read, follow-ups included, has a budget of one timeout per frame the
+    /// identifier can need ([`Capacity`]): a meter that keeps announcing more frames, or sends
+    /// more than the identifier can carry, fails the read instead of holding the line.
     pub async fn read(&mut self, address: Address, di: u32) -> Result<Vec<u8>, PollError> {
-        let r = self.transact(address, di).await;
-        if matches!(r, Err(PollError::Timeout(_) | PollError::Link(_))) {
+        self.read_within(address, di, Capacity::of(self.version, di))
+            .await
+    }
+
+    /// [`Dlt645Link::read`] bounded by `capacity` (an identifier the catalogue does not know,
+    /// of a size the profile gives).
+    pub async fn read_within(
+        &mut self,
+        address: Address,
+        di: u32,
+        capacity: Capacity,
+    ) -> Result<Vec<u8>, PollError> {
+        let (session, request) = ReadSession::for_version(self.version, address, di);
+        let mut session = session.with_capacity(capacity);
+        let frames = session.max_frames() as u32;
+        let r = self
+            .exchange(request, frames, |f| session.on_frame(f))
+            .await;
+        if matches!(
+            r,
+            Err(PollError::Timeout(_) | PollError::Link(_) | PollError::Protocol(_))
+        ) {
             self.stream = None;
         }
         r
-    }
-
-    async fn transact(&mut self, address: Address, di: u32) -> Result<Vec<u8>, PollError> {
-        let (mut session, request) = ReadSession::for_version(self.version, address, di);
-        self.exchange(request, |f| session.on_frame(f)).await
     }
 
     /// Broadcast the gateway's time (C=08 to 99..99, `ss mm hh DD MM YY` in the meters' local
@@ -162,7 +181,7 @@ impl Dlt645Link {
     pub async fn read_address(&mut self) -> Result<Address, PollError> {
         let request = request::read_address();
         let r = self
-            .exchange(request, |f| match (f.control.0, f.data.len()) {
+            .exchange(request, 1, |f| match (f.control.0, f.data.len()) {
                 (0x93, 6) => Step::Done(f.data.clone()),
                 _ => Step::Ignore,
             })
@@ -176,13 +195,17 @@ impl Dlt645Link {
         Ok(Address(a))
     }
 
-    /// Send `request`, then feed every frame that arrives to `on_frame` until it is done.
+    /// Send `request`, then feed every frame that arrives to `on_frame` until it is done:
+    /// each reply within the timeout, and the whole exchange within `frames` timeouts.
     async fn exchange(
         &mut self,
         request: frame::Frame,
+        frames: u32,
         mut on_frame: impl FnMut(&frame::Frame) -> Step,
     ) -> Result<Vec<u8>, PollError> {
         let timeout = self.timeout;
+        let budget = timeout.saturating_mul(frames.max(1));
+        let whole = tokio::time::Instant::now() + budget;
         let stream = self.stream().await?;
         // Late bytes from an earlier transaction must not be taken for this one's reply.
         match stream {
@@ -200,11 +223,11 @@ impl Dlt645Link {
                     match on_frame(&f) {
                         Step::Done(bytes) => return Ok(bytes),
                         Step::Refused(err) => return Err(PollError::Refused { err }),
-                        Step::Failed(msg) => return Err(PollError::Link(msg)),
+                        Step::Failed(msg) => return Err(PollError::Protocol(msg)),
                         Step::Ignore => {}
                         Step::Send(next) => {
                             send(stream, &next).await?;
-                            deadline = tokio::time::Instant::now() + timeout;
+                            deadline = (tokio::time::Instant::now() + timeout).min(whole);
                         }
                     }
                     continue;
@@ -222,6 +245,11 @@ impl Dlt645Link {
                 Stream::Tcp(s) => tokio::time::timeout_at(deadline, s.read(&mut chunk)).await,
             };
             match read {
+                Err(_) if tokio::time::Instant::now() >= whole && frames > 1 => {
+                    return Err(PollError::Link(format!(
+                        "reply not complete within its budget of {frames} frames ({budget:?})"
+                    )))
+                }
                 Err(_) => return Err(PollError::Timeout(timeout)),
                 Ok(Ok(0)) => return Err(PollError::Link("connection closed".into())),
                 Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
@@ -249,11 +277,18 @@ async fn read_retrying(
     retries: u32,
     frame_gap: Duration,
     requests: &mut u32,
+    capacity: Option<Capacity>,
 ) -> Result<Vec<u8>, PollError> {
     let mut attempt = 0;
     loop {
         *requests += 1;
-        let r = link.read(address, di).await;
+        let r = link
+            .read_within(
+                address,
+                di,
+                capacity.unwrap_or(Capacity::of(link.version, di)),
+            )
+            .await;
         if !frame_gap.is_zero() {
             tokio::time::sleep(frame_gap).await;
         }
@@ -286,6 +321,7 @@ async fn read_daily_freezes(
             t.retries,
             t.frame_gap,
             &mut out.requests,
+            None,
         )
         .await?;
         let local = clock::from_minutes(&time)
@@ -306,6 +342,7 @@ async fn read_daily_freezes(
             t.retries,
             t.frame_gap,
             &mut out.requests,
+            None,
         )
         .await?;
         let mut values = Vec::new();
@@ -340,7 +377,7 @@ async fn read_clock(
         Version::V2007 => (0x0400_0101, 0x0400_0102),
         Version::V1997 => (0xC010, 0xC011),
     };
-    let date = read_retrying(link, address, date_di, retries, frame_gap, requests).await?;
+    let date = read_retrying(link, address, date_di, retries, frame_gap, requests, None).await?;
     *requests += 1;
     let time = link.read(address, time_di).await;
     // The gateway's time when the time reply arrived.
@@ -466,8 +503,22 @@ pub async fn poll_group(
         };
         let mut queue: std::collections::VecDeque<_> = reads.into();
         while let Some((di, wanted)) = queue.pop_front() {
-            let result =
-                read_retrying(link, address, di, retries, frame_gap, &mut out.requests).await;
+            // A profile's own identifier (not in the catalogue) carries what the profile says.
+            let capacity =
+                (wanted.len() == 1 && di == wanted[0].1.di && di::lookup(version, di).is_none())
+                    .then(|| Capacity {
+                        bytes: wanted[0].1.format.byte_len(),
+                    });
+            let result = read_retrying(
+                link,
+                address,
+                di,
+                retries,
+                frame_gap,
+                &mut out.requests,
+                capacity,
+            )
+            .await;
             match result {
                 Ok(bytes) => {
                     let block = di != wanted[0].1.di;

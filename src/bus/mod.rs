@@ -20,6 +20,10 @@ pub enum PollError {
     Timeout(Duration),
     #[error("link failed: {0}")]
     Link(String),
+    /// The meter answered in a way no reading of this request can take (more follow-up frames
+    /// or bytes than the identifier can carry): not retried, backed off like a timeout.
+    #[error("meter broke the protocol: {0}")]
+    Protocol(String),
     /// The meter answered with a Modbus exception: it is alive but refused.
     #[error("exception reply {code} ({})", exception_name(*.code))]
     Exception { code: u8 },

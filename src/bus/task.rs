@@ -217,7 +217,7 @@ fn record(
         for e in &r.errors {
             match e {
                 PollError::Timeout(_) => s.timeouts += 1,
-                PollError::Link(_) => s.link_errors += 1,
+                PollError::Link(_) | PollError::Protocol(_) => s.link_errors += 1,
                 PollError::Exception { .. }
                 | PollError::Refused { .. }
                 | PollError::BadValue(_) => s.exceptions += 1,

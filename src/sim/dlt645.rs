@@ -236,6 +236,20 @@ impl Dlt645Sim {
                     let n = rng.gen_range(3..40);
                     Some((0..n).map(|_| rng.gen()).collect())
                 }
+                Fault::MoreFrames(_) => {
+                    // "More frames follow" (C = function | A0) to a read or a follow-up, with
+                    // the request's identifier, a little data, and the follow-up's SEQ.
+                    let f = req.control.function();
+                    let n_di = if self.version == Version::V2007 { 4 } else { 2 };
+                    let mut data = req.data.get(..n_di)?.to_vec();
+                    data.extend_from_slice(&[0x12, 0x34]);
+                    if matches!(f, 0x12 | 0x02) {
+                        data.push(*req.data.get(n_di)?);
+                    }
+                    frame::Frame::new(e.meter.address, f | 0xA0, data)
+                        .encode(2)
+                        .ok()
+                }
                 Fault::BadCrc => reply.encode(2).ok().map(|mut b| {
                     let i = b.len() - 2;
                     b[i] ^= 0x5A;
@@ -257,7 +271,7 @@ impl Dlt645Sim {
             .iter()
             .find(|e| req.address.matches(&e.meter.address))
             .and_then(|e| match e.fault {
-                Fault::Slow(d) => Some(d),
+                Fault::Slow(d) | Fault::MoreFrames(d) => Some(d),
                 _ => None,
             })
             .unwrap_or_default();

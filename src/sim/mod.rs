@@ -45,6 +45,9 @@ pub enum Fault {
     BadCrc,
     /// The right reply, after this delay.
     Slow(Duration),
+    /// DL/T 645: after this delay, answer every read and follow-up with "more frames follow",
+    /// for ever (a meter that would hold its line). Modbus meters answer normally.
+    MoreFrames(Duration),
 }
 
 impl std::str::FromStr for Fault {
@@ -67,8 +70,17 @@ impl std::str::FromStr for Fault {
                 } else if let Some(d) = s.strip_prefix("slow:").or_else(|| s.strip_prefix("slow="))
                 {
                     Fault::Slow(humantime::parse_duration(d).map_err(|e| format!("{s:?}: {e}"))?)
+                } else if let Some(d) = s
+                    .strip_prefix("more-frames:")
+                    .or_else(|| s.strip_prefix("more-frames="))
+                {
+                    Fault::MoreFrames(
+                        humantime::parse_duration(d).map_err(|e| format!("{s:?}: {e}"))?,
+                    )
+                } else if s == "more-frames" {
+                    Fault::MoreFrames(Duration::ZERO)
                 } else {
-                    return Err(format!("unknown fault {s:?}: use none, silent, exception[:CODE], garbage, bad-crc or slow:DURATION"));
+                    return Err(format!("unknown fault {s:?}: use none, silent, exception[:CODE], garbage, bad-crc, slow:DURATION or more-frames[:DURATION]"));
                 }
             }
         })
@@ -172,7 +184,7 @@ impl Simulator {
         };
         drop(meters);
         match self.fault(unit) {
-            Fault::None => (Reply::Pdu(answer), Duration::ZERO),
+            Fault::None | Fault::MoreFrames(_) => (Reply::Pdu(answer), Duration::ZERO),
             Fault::Silent => (Reply::Nothing, Duration::ZERO),
             Fault::Exception(code) => (
                 Reply::Pdu(slave::exception_response(function, code)),
@@ -339,6 +351,10 @@ mod tests {
             ("garbage", Fault::Garbage),
             ("bad-crc", Fault::BadCrc),
             ("slow:300ms", Fault::Slow(Duration::from_millis(300))),
+            (
+                "more-frames:900ms",
+                Fault::MoreFrames(Duration::from_millis(900)),
+            ),
             ("none", Fault::None),
         ] {
             assert_eq!(s.parse::<Fault>(), Ok(f), "{s}");

@@ -256,3 +256,105 @@ async fn after_a_gap_the_missed_daily_freezes_are_read_back_oldest_first() {
     // Polled again: nothing new.
     assert!(poll(&mut link, &target).await.dated.is_empty());
 }
+
+/// A meter that answers every read with "more frames follow", just inside the timeout (0.7 s
+/// of delay, plus the meter's own delay and the wire time at 2400 baud), shares a line with
+/// two good meters. Its reads end where the identifier can carry no more, it is backed off
+/// like a timeout, its error is visible in the API, the metrics and the log, and the good
+/// meters keep their schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meter_that_always_has_more_frames_cannot_silence_its_line() {
+    let broker = servers::mosquitto();
+    let set = ProfileSet::builtin();
+    let profile = set.get("dlt645-2007-single-phase").cloned().unwrap();
+    let sim = Dlt645Sim::new(Version::V2007, Some(2400));
+    let meters = [
+        ("good-1", "000000000001"),
+        ("good-2", "000000000002"),
+        ("culprit", "000000000003"),
+    ];
+    for (_, a) in meters {
+        sim.add_meter(a.parse().unwrap(), profile.clone(), true);
+    }
+    sim.set_fault(
+        "000000000003".parse().unwrap(),
+        sim::Fault::MoreFrames(Duration::from_millis(700)),
+    );
+    let (master, _keep, pty) = sim::pty_pair().expect("pty");
+    tokio::spawn(sim.clone().serve(master));
+    let http = servers::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("meterd.toml");
+    let mut text = format!(
+        "[gateway]\nid = \"gw-more\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"rs485\"\nprotocol = \"dlt645-2007\"\n\
+         serial = {{ device = \"{pty}\" }}\noffline_after = 1\n",
+        dir.path().join("state").display()
+    );
+    for (id, a) in meters {
+        text += &format!(
+            "[[bus.meter]]\nid = \"{id}\"\naddress = \"{a}\"\nprofile = \"dlt645-2007-single-phase\"\nintervals = {{ realtime = \"2s\", energy = \"1h\", clock = \"1h\", daily = \"1h\" }}\n"
+        );
+    }
+    text += &format!(
+        "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n",
+        broker.port
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mqtt = Collector::start(broker.port, "meterd/gw-more/meter/+/reading").await;
+    let meterd = Meterd::run(&cfg);
+    meterd.ready().await;
+    let window = Duration::from_secs(20);
+    tokio::time::sleep(window).await;
+
+    let readings = |id: &str| mqtt.on(&format!("meterd/gw-more/meter/{id}/reading")).len();
+    for id in ["good-1", "good-2"] {
+        // Every 2 s for 20 s is 10 polls; the culprit may cost a few of them.
+        assert!(
+            readings(id) >= 6,
+            "{id} kept its schedule: {} readings in {window:?}\n{}",
+            readings(id),
+            meterd.log_text()
+        );
+    }
+    assert_eq!(readings("culprit"), 0);
+    let api = crate::harness::http_json(http, "/api/meters")
+        .await
+        .unwrap();
+    let culprit = api["meters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["meter"] == "culprit")
+        .cloned()
+        .unwrap();
+    assert!(culprit["polls"].as_u64().unwrap() >= 1, "{culprit}");
+    assert_eq!(culprit["online"], false, "{culprit}");
+    assert!(
+        culprit["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("more frames")),
+        "{culprit}"
+    );
+    let (_, metrics) = crate::harness::http_get(http, "/metrics").await.unwrap();
+    let link_failures: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "meterd_meter_failures_total{bus=\"rs485\",meter=\"culprit\",kind=\"link\"}",
+            )?
+            .trim()
+            .parse()
+            .ok()
+        })
+        .unwrap_or(0.0);
+    assert!(link_failures >= 1.0, "{metrics}");
+    let log = meterd.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("meter offline")
+            && l.contains("culprit")
+            && l.contains("more frames")),
+        "{log}"
+    );
+    // Backed off: a handful of polls in 20 s, not one per interval.
+    assert!(culprit["polls"].as_u64().unwrap() <= 4, "{culprit}");
+}

@@ -12,8 +12,51 @@ use super::{
     frame::{Address, Frame},
 };
 
-/// Most follow-up frames a master will ask for before giving up.
-pub const MAX_FOLLOW_UPS: u8 = 255;
+/// What one identifier can carry: its value bytes at most. A meter may split them into
+/// follow-up frames, each with at least one byte, and never into more than [`MAX_FRAMES`]:
+/// beyond either bound a meter is misbehaving, not sending a long answer, and the read fails
+/// instead of holding the line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub bytes: usize,
+}
+
+/// Most frames one read may take, follow-ups included. Catalogue values are a few bytes; a
+/// 2007 frame carries up to 200, so 16 frames leave room for any split a meter makes.
+pub const MAX_FRAMES: usize = 16;
+
+impl Capacity {
+    /// An identifier the catalogue does not know (a load record, a vendor extension): up to
+    /// [`MAX_FRAMES`] full frames (a 2007 frame carries at most 200 data bytes).
+    pub const UNKNOWN: Capacity = Capacity {
+        bytes: MAX_FRAMES * 200,
+    };
+
+    /// The most frames a read of this capacity may take.
+    pub fn frames(self) -> usize {
+        self.bytes.clamp(1, MAX_FRAMES)
+    }
+
+    /// What `di` can carry, from the catalogue: one item, a repeating item (a total and up to
+    /// 63 tariffs), or a block of items.
+    pub fn of(version: Version, di: u32) -> Capacity {
+        let item_bytes = |i: di::Item| i.format.byte_len() * if i.repeats { 64 } else { 1 };
+        if let Some(i) = di::lookup(version, di) {
+            return Capacity {
+                bytes: item_bytes(i),
+            };
+        }
+        let bytes: usize = (0..64)
+            .map_while(|k| di::block_member(version, di, k).and_then(|m| di::lookup(version, m)))
+            .map(item_bytes)
+            .sum();
+        if bytes == 0 {
+            Capacity::UNKNOWN
+        } else {
+            Capacity { bytes }
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -38,6 +81,7 @@ pub struct ReadSession {
     di: u32,
     seq: u8,
     value: Vec<u8>,
+    capacity: Capacity,
 }
 
 impl ReadSession {
@@ -55,9 +99,21 @@ impl ReadSession {
             di,
             seq: 0,
             value: Vec::new(),
+            capacity: Capacity::of(version, di),
         };
         let req = super::request::read(version, address, di);
         (s, req)
+    }
+
+    /// Bound the read by `capacity` instead of what the catalogue says of the identifier.
+    pub fn with_capacity(mut self, capacity: Capacity) -> ReadSession {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The most frames this read may take: the master's time budget is this many timeouts.
+    pub fn max_frames(&self) -> usize {
+        self.capacity.frames()
     }
 
     fn read_fn(&self) -> u8 {
@@ -107,9 +163,23 @@ impl ReadSession {
             }
         }
         self.value.extend_from_slice(body);
+        if self.value.len() > self.capacity.bytes {
+            return Step::Failed(format!(
+                "{} bytes for {:08X}, which carries at most {}",
+                self.value.len(),
+                self.di,
+                self.capacity.bytes
+            ));
+        }
         if c.has_follow_up() {
-            if self.seq == MAX_FOLLOW_UPS {
-                return Step::Failed(format!("more than {MAX_FOLLOW_UPS} follow-up frames"));
+            let frames = usize::from(self.seq) + 1;
+            if frames >= self.max_frames() || self.value.len() >= self.capacity.bytes {
+                return Step::Failed(format!(
+                    "meter announces more frames for {:08X} after {frames} frame(s) and {} bytes, more than it can carry ({} bytes)",
+                    self.di,
+                    self.value.len(),
+                    self.capacity.bytes
+                ));
             }
             self.seq += 1;
             return Step::Send(super::request::read_follow_up(
@@ -289,6 +359,72 @@ mod tests {
                 "Number(345.67)"
             ]
         );
+    }
+
+    #[test]
+    fn what_an_identifier_can_carry_comes_from_the_catalogue() {
+        for (di, bytes) in [
+            (0x0201_0100, 2),        // one voltage
+            (0x0201_FF00, 6),        // the three voltages
+            (0x0001_0000, 4),        // forward active energy, total
+            (0x0506_0101, 4 * 64),   // a daily freeze's energy: total and tariffs
+            (0x0612_3456, 16 * 200), // not in the catalogue
+        ] {
+            assert_eq!(
+                Capacity::of(Version::V2007, di),
+                Capacity { bytes },
+                "{di:08X}"
+            );
+        }
+    }
+
+    /// A meter that answers every read and follow-up with "more frames follow".
+    fn endless(req: &Frame) -> Frame {
+        let mut data = req.data[..4].to_vec();
+        data.extend_from_slice(&[0x12, 0x34]);
+        if req.control.0 == 0x12 {
+            data.push(req.data[4]);
+        }
+        Frame::new(req.address, req.control.0 | 0xA0, data)
+    }
+
+    #[test]
+    fn endless_follow_ups_end_where_the_identifier_can_carry_no_more() {
+        // Each reply carries 2 value bytes: a voltage is complete after one frame, three after
+        // three; an unknown identifier gets at most 16 frames.
+        for (di, frames) in [
+            (0x0201_0100u32, 1usize),
+            (0x0201_FF00, 3),
+            (0x0612_3456, 16),
+        ] {
+            let (mut s, mut req) = ReadSession::new("123456789012".parse().unwrap(), di);
+            let mut sent = 1;
+            let failed = loop {
+                match s.on_frame(&endless(&req)) {
+                    Step::Send(next) => {
+                        req = next;
+                        sent += 1;
+                    }
+                    Step::Failed(why) => break why,
+                    other => panic!("{other:?}"),
+                }
+                assert!(sent <= 300);
+            };
+            assert!(sent <= frames, "{di:08X}: {sent} requests");
+            assert!(
+                failed.contains("frame") || failed.contains("bytes"),
+                "{failed}"
+            );
+        }
+    }
+
+    #[test]
+    fn more_bytes_than_an_identifier_can_carry_fail_the_read() {
+        let (mut s, req) = ReadSession::new("123456789012".parse().unwrap(), 0x0201_0100);
+        let mut data = req.data.clone();
+        data.extend_from_slice(&[1, 2, 3, 4, 5, 6]);
+        let reply = Frame::new(req.address, 0x91, data);
+        assert!(matches!(s.on_frame(&reply), Step::Failed(m) if m.contains("at most 2")));
     }
 
     #[test]
