@@ -415,6 +415,12 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
     mut reloads: mpsc::UnboundedReceiver<Result<Config, ConfigErrors>>,
 ) {
+    // The soft descriptor limit up to the hard one (systemd's default soft limit is 1,024;
+    // the unit sets LimitNOFILE). Best effort: where it is not allowed the limit stays.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => info!(limit = n, "open files"),
+        Err(e) => warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let journal_dir = config.state_dir.join("journal");
     let opts = journal::Options::new(config.journal.max_size, config.journal.memory as usize);
     let log = match Journal::open(&journal_dir, opts.clone()) {

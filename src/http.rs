@@ -9,11 +9,12 @@ use std::{
     fmt::Write as _,
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
+    time::Duration,
 };
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{daemon::SinkList, journal::Journal, state::LiveState};
 
@@ -282,7 +283,21 @@ async fn api_alerts(State(s): State<HttpState>) -> impl IntoResponse {
     Json(serde_json::json!({ "alerts": alerts }))
 }
 
+/// Connections served at once. Well below any descriptor limit (systemd's default soft limit
+/// is 1,024; the unit sets 16,384): a flood of connections never takes the descriptors that
+/// buses, the journal and the sinks need. A connection beyond it is closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client must send a request's headers within this time, also on a kept-alive connection
+/// that waits for its next request (so an idle connection is closed after it too).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// No connection lives longer (a client that does not read its response): it is asked to
+/// close, then cut after a few seconds.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(60);
+
 /// Serve until `stop`. A port that cannot be bound is logged, not fatal: polling goes on.
+///
+/// The accept loop is ours rather than `axum::serve`: it caps concurrent connections, and
+/// hyper's HTTP/1 builder gives the header read timeout (axum's serve sets neither).
 pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiver<bool>) {
     let app = Router::new()
         .route("/", get(status_page))
@@ -299,17 +314,81 @@ pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiv
         }
     };
     info!(%listen, "HTTP endpoints: / (status page) /metrics /healthz /api/meters /api/alerts");
-    let shutdown = async move {
-        while stop.changed().await.is_ok() {
-            if *stop.borrow() {
-                break;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let (closing_tx, closing) = watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut refused_logged = false;
+    let mut accept_failing = false;
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            r = stop.changed() => {
+                if r.is_err() || *stop.borrow() {
+                    break;
+                }
+                continue;
             }
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                if accept_failing {
+                    info!("HTTP accepts connections again");
+                    accept_failing = false;
+                }
+                stream
+            }
+            Err(e) => {
+                // Out of descriptors or memory: never spin on it.
+                if !accept_failing {
+                    warn!(error = %e, "HTTP cannot accept connections; trying again");
+                    accept_failing = true;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            if !refused_logged {
+                warn!(
+                    max = MAX_CONNECTIONS,
+                    "too many HTTP connections: new ones are closed at once until some end"
+                );
+                refused_logged = true;
+            }
+            drop(stream);
+            continue;
+        };
+        if slots.available_permits() > MAX_CONNECTIONS / 2 {
+            refused_logged = false;
         }
-    };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        error!(error = %e, "HTTP server failed");
+        let app = app.clone();
+        let mut closing = closing.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let lifetime = tokio::time::sleep(MAX_LIFETIME);
+            tokio::pin!(lifetime);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = &mut lifetime => {}
+                _ = closing.changed() => {}
+            }
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(3), conn).await;
+        });
     }
+    let _ = closing_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    connections.abort_all();
 }

@@ -22,6 +22,16 @@ impl Meterd {
 
     /// Run with extra environment variables (e.g. NOTIFY_SOCKET).
     pub fn run_with_env(config: &Path, env: &[(&str, &str)]) -> Meterd {
+        Meterd::start(config, env, "")
+    }
+
+    /// Run with at most `n` open files (soft and hard limit), as a shell's `ulimit -n` sets.
+    #[allow(dead_code)]
+    pub fn run_with_nofile(config: &Path, n: u32) -> Meterd {
+        Meterd::start(config, &[], &format!("ulimit -n {n}; "))
+    }
+
+    fn start(config: &Path, env: &[(&str, &str)], shell_prefix: &str) -> Meterd {
         let log = config.with_extension("log");
         // Appended: several runs on one config (restarts) keep one log to read afterwards.
         let out = std::fs::OpenOptions::new()
@@ -33,7 +43,7 @@ impl Meterd {
         // sets it; exec keeps the pid, so signals still reach meterd itself.
         let child = Command::new("sh")
             .arg("-c")
-            .arg("WATCHDOG_PID=$$ exec \"$@\"")
+            .arg(format!("{shell_prefix}WATCHDOG_PID=$$ exec \"$@\""))
             .arg("sh")
             .arg(env!("CARGO_BIN_EXE_meterd"))
             .arg("run")

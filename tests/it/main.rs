@@ -9,6 +9,7 @@ mod config;
 mod dlt645;
 mod durability;
 mod faults;
+mod flood;
 mod full_disk;
 mod grafana;
 mod harness;
