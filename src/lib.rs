@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod http;
 pub mod journal;
 pub mod reading;
+pub mod redact;
 pub mod sim;
 pub mod sinks;
 pub mod state;

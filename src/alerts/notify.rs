@@ -108,7 +108,7 @@ async fn post(
                 Outcome::Retry(msg)
             }
         }
-        Err(e) => Outcome::Retry(e.to_string()),
+        Err(e) => Outcome::Retry(crate::redact::http_error(e)),
     }
 }
 

@@ -1009,7 +1009,8 @@ fn check_mqtt(r: &mut Reporter, m: RawMqtt, gateway: &str, base: &Path) -> Optio
     } else {
         r.error(
             &at("url"),
-            format!("{:?}: use mqtt://HOST[:PORT] or mqtts://HOST[:PORT]", m.url),
+            // Not the URL itself: it may carry a password, and reload errors are logged.
+            "use mqtt://HOST[:PORT] or mqtts://HOST[:PORT]",
         );
         return None;
     };
@@ -1079,7 +1080,7 @@ fn check_influx(r: &mut Reporter, i: RawInflux, base: &Path) -> Option<InfluxCon
     if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
         r.error(
             &at("url"),
-            format!("{:?}: use http://HOST:PORT or https://...", i.url),
+            "use http://HOST:PORT or https://HOST:PORT (the URL is not repeated: it may carry a secret)",
         );
     }
     let token = secret(

@@ -121,6 +121,9 @@ enum Writer {
         http: reqwest::Client,
         url: String,
         query: Vec<(&'static str, String)>,
+        /// User and password, sent as HTTP Basic auth (InfluxDB 1.x takes either), never
+        /// in the query string, where error messages and proxies would show them.
+        auth: Option<(String, String)>,
     },
 }
 
@@ -161,14 +164,13 @@ impl Writer {
                 if let Some(rp) = retention_policy {
                     query.push(("rp", rp.clone()));
                 }
-                if let Some(u) = username {
-                    query.push(("u", u.clone()));
-                    query.push(("p", password.clone().unwrap_or_default()));
-                }
                 Writer::V1 {
                     http,
                     url: format!("{}/write", cfg.url),
                     query,
+                    auth: username
+                        .as_ref()
+                        .map(|u| (u.clone(), password.clone().unwrap_or_default())),
                 }
             }
         })
@@ -192,16 +194,25 @@ impl Writer {
                     influxdb2::RequestError::Http { status, text } => {
                         classify(status.as_u16(), &text)
                     }
+                    influxdb2::RequestError::ReqwestProcessing { source } => {
+                        WriteError::Retry(crate::redact::http_error(source))
+                    }
                     other => WriteError::Retry(other.to_string()),
                 }),
-            Writer::V1 { http, url, query } => {
-                let resp = http
-                    .post(url)
-                    .query(query)
-                    .body(body)
+            Writer::V1 {
+                http,
+                url,
+                query,
+                auth,
+            } => {
+                let mut req = http.post(url).query(query).body(body);
+                if let Some((user, password)) = auth {
+                    req = req.basic_auth(user, Some(password));
+                }
+                let resp = req
                     .send()
                     .await
-                    .map_err(|e| WriteError::Retry(e.to_string()))?;
+                    .map_err(|e| WriteError::Retry(crate::redact::http_error(e)))?;
                 let status = resp.status();
                 if status.is_success() {
                     Ok(())
@@ -224,7 +235,7 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
         alerts,
         live,
     } = ctx;
-    let span = info_span!("influxdb", url = %cfg.url);
+    let span = info_span!("influxdb", url = %crate::redact::url(&cfg.url));
     async move {
         let writer = match Writer::new(&cfg) {
             Ok(w) => w,

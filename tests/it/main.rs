@@ -18,6 +18,7 @@ mod influx;
 mod pipeline;
 mod receiver;
 mod reload;
+mod secrets;
 mod serial;
 mod servers;
 mod silent;

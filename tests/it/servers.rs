@@ -167,6 +167,36 @@ pub fn mosquitto_with(port: u16, persistent: bool) -> Server {
 }
 
 pub fn influxdb1() -> Server {
+    influxdb1_with("")
+}
+
+/// InfluxDB 1.x with authentication on and one admin, `user` with `password`, who owns a
+/// database `meters`.
+#[allow(dead_code)]
+pub async fn influxdb1_auth(user: &str, password: &str) -> Server {
+    let server = influxdb1_with("  auth-enabled = true\n");
+    // With no user yet, InfluxDB takes the first admin without credentials.
+    let q = format!("CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES");
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{}/query", server.url()))
+        .query(&[("q", q.as_str())])
+        .send()
+        .await
+        .expect("create the admin");
+    assert!(created.status().is_success(), "{:?}", created.text().await);
+    let db = client
+        .post(format!("{}/query", server.url()))
+        .basic_auth(user, Some(password))
+        .query(&[("q", "CREATE DATABASE meters")])
+        .send()
+        .await
+        .expect("create the database");
+    assert!(db.status().is_success(), "{:?}", db.text().await);
+    server
+}
+
+fn influxdb1_with(http_extra: &str) -> Server {
     let bin = binary("influxd", "influxdb");
     let dir = tempfile::tempdir().expect("tempdir");
     let (port, rpc) = (free_port(), free_port());
@@ -178,7 +208,7 @@ pub fn influxdb1() -> Server {
             "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
              [meta]\n  dir = \"{d}/meta\"\n\
              [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
-             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n  max-row-limit = 0\n\
+             [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n  max-row-limit = 0\n{http_extra}\
              [monitor]\n  store-enabled = false\n\
              [subscriber]\n  enabled = false\n\
              [continuous_queries]\n  enabled = false\n"
