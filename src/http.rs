@@ -1,6 +1,7 @@
 //! HTTP endpoints (default 127.0.0.1:9645): a status page at `/`, `/metrics` in Prometheus text
-//! format, `/healthz`, `/api/meters` (JSON: each meter's state and last values) and
-//! `/api/alerts` (JSON: alerts pending and firing).
+//! format, `/healthz`, `/api/meters` (JSON: each meter's state and last values),
+//! `/api/alerts` (JSON: alerts pending and firing) and `/api/sinks` (JSON: each sink and
+//! notifier, failing or not and why).
 //!
 //! The Prometheus text is written by hand: a handful of gauges and counters read from the live
 //! state on each scrape, where a metrics registry crate would duplicate that state.
@@ -283,6 +284,43 @@ async fn api_alerts(State(s): State<HttpState>) -> impl IntoResponse {
     Json(serde_json::json!({ "alerts": alerts }))
 }
 
+/// Each sink and alert notifier: failing or not, why (the broker's or server's own words,
+/// URLs reduced to scheme, host and port), and what waits for it.
+async fn api_sinks(State(s): State<HttpState>) -> impl IntoResponse {
+    let since = |t: Option<std::time::SystemTime>| {
+        t.map(|t| humantime::format_rfc3339_seconds(t).to_string())
+    };
+    let sinks = s.sinks.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut out: Vec<serde_json::Value> = sinks
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "name": k.name,
+                "kind": "sink",
+                "failing_since": since(k.stats.failing.since()),
+                "error": k.stats.failing.reason(),
+                "waiting": s.journal.depth(k.cursor),
+                "delivered": k.stats.delivered.load(Ordering::Relaxed),
+                "dropped": s.journal.dropped(k.cursor),
+            })
+        })
+        .collect();
+    for (name, o) in s.outboxes.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        // The MQTT and InfluxDB sinks deliver their own alert outboxes: listed above.
+        if sinks.iter().any(|k| &k.name == name) {
+            continue;
+        }
+        out.push(serde_json::json!({
+            "name": name,
+            "kind": "notifier",
+            "failing_since": since(o.failing.since()),
+            "error": o.failing.reason(),
+            "waiting": o.len(),
+        }));
+    }
+    Json(serde_json::json!({ "sinks": out }))
+}
+
 /// Connections served at once. Well below any descriptor limit (systemd's default soft limit
 /// is 1,024; the unit sets 16,384): a flood of connections never takes the descriptors that
 /// buses, the journal and the sinks need. A connection beyond it is closed at once.
@@ -305,6 +343,7 @@ pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiv
         .route("/healthz", get(healthz))
         .route("/api/meters", get(api_meters))
         .route("/api/alerts", get(api_alerts))
+        .route("/api/sinks", get(api_sinks))
         .with_state(state);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -313,7 +352,7 @@ pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiv
             return;
         }
     };
-    info!(%listen, "HTTP endpoints: / (status page) /metrics /healthz /api/meters /api/alerts");
+    info!(%listen, "HTTP endpoints: / (status page) /metrics /healthz /api/meters /api/alerts /api/sinks");
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let (closing_tx, closing) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();

@@ -62,24 +62,50 @@ impl Histogram {
     }
 }
 
-/// Since when something (a sink, a notifier) has failed to deliver, if it is failing: what
-/// the SinkUnreachable alert judges.
+/// Since when something (a sink, a notifier) has failed to deliver, if it is failing, and why:
+/// what the SinkUnreachable alert judges and `/api/sinks` shows.
 #[derive(Debug, Default)]
-pub struct FailingSince(Mutex<Option<std::time::SystemTime>>);
+pub struct FailingSince(Mutex<Option<(std::time::SystemTime, String)>>);
 
 impl FailingSince {
-    /// The last attempt failed (`true`) or worked (`false`).
-    pub fn set(&self, failing: bool) {
+    /// The last attempt failed, for `reason`. Returns true when the reason is new (failing
+    /// started, or failing for another reason): the moment to log it.
+    pub fn fail(&self, reason: impl Into<String>) -> bool {
+        let reason = reason.into();
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match (failing, *g) {
-            (true, None) => *g = Some(std::time::SystemTime::now()),
-            (false, Some(_)) => *g = None,
-            _ => {}
+        match g.as_mut() {
+            Some((_, r)) if *r == reason => false,
+            Some((_, r)) => {
+                *r = reason;
+                true
+            }
+            None => {
+                *g = Some((std::time::SystemTime::now(), reason));
+                true
+            }
         }
     }
 
+    /// The last attempt worked.
+    pub fn ok(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     pub fn since(&self) -> Option<std::time::SystemTime> {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(t, _)| *t)
+    }
+
+    /// Why it is failing, if it is.
+    pub fn reason(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, r)| r.clone())
     }
 }
 

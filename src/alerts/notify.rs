@@ -187,8 +187,10 @@ pub async fn run(
             }
             outbox.ack(&delivered_ids);
             match &outcome {
-                Some(Outcome::Retry(_)) => outbox.failing.set(true),
-                Some(_) => outbox.failing.set(false),
+                Some(Outcome::Retry(why)) => {
+                    outbox.failing.fail(why.clone());
+                }
+                Some(_) => outbox.failing.ok(),
                 None => {}
             }
             let wait = match outcome {

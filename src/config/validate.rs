@@ -246,7 +246,7 @@ impl ProfileSet {
         files.sort();
         for f in files {
             let origin = f.display().to_string();
-            match std::fs::read_to_string(&f) {
+            match super::files::read_text(&f, super::files::MAX_TEXT) {
                 Ok(text) => match Profile::parse(&text, &origin) {
                     Ok(p) => {
                         set.profiles.insert(p.name.clone(), Arc::new(p));
@@ -392,7 +392,7 @@ fn k(s: &str) -> Seg {
 /// Read and validate a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    match super::files::read_text(path, super::files::MAX_TEXT) {
         Ok(text) => load_str(&text, &file),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             file,
@@ -585,6 +585,33 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 
 /// A secret from inline text, a file (systemd `LoadCredential=`) or an environment variable;
 /// exactly one may be given.
+#[derive(Clone, Copy)]
+enum Pem {
+    Certificates,
+    PrivateKey,
+}
+
+/// A PEM file with at least one certificate, or with a private key.
+fn check_pem(path: &Path, what: Pem) -> Result<(), String> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let bytes = super::files::read_limited(path, super::files::MAX_SECRET)?;
+    match what {
+        Pem::Certificates => {
+            let certs = CertificateDer::pem_slice_iter(&bytes)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("not a PEM certificate file: {e}"))?;
+            if certs.is_empty() {
+                return Err("holds no certificate (PEM, -----BEGIN CERTIFICATE-----)".into());
+            }
+        }
+        Pem::PrivateKey => {
+            PrivateKeyDer::from_pem_slice(&bytes)
+                .map_err(|e| format!("holds no private key (PEM): {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn secret(
     r: &mut Reporter,
     section: &[Seg],
@@ -604,7 +631,7 @@ fn secret(
     }
     if let Some(f) = file {
         let path = resolve(base, &f);
-        return match std::fs::read_to_string(&path) {
+        return match super::files::read_text(&path, super::files::MAX_SECRET) {
             Ok(s) => Some(s.trim_end_matches(['\r', '\n']).to_string()),
             Err(e) => {
                 r.error(
@@ -1057,6 +1084,19 @@ fn check_mqtt(r: &mut Reporter, m: RawMqtt, gateway: &str, base: &Path) -> Optio
             &at("client_cert_file"),
             "client_cert_file and client_key_file go together",
         );
+    }
+    // Load what the TLS handshake will need, so a wrong file is found now, not at connect.
+    for (key, file, what) in [
+        ("ca_file", &m.ca_file, Pem::Certificates),
+        ("client_cert_file", &m.client_cert_file, Pem::Certificates),
+        ("client_key_file", &m.client_key_file, Pem::PrivateKey),
+    ] {
+        if let Some(f) = file {
+            let path = resolve(base, f);
+            if let Err(e) = check_pem(&path, what) {
+                r.error(&at(key), format!("{}: {e}", path.display()));
+            }
+        }
     }
     Some(MqttConfig {
         host,

@@ -341,7 +341,7 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                         failing = false;
                     }
                     backoff.reset();
-                    stats.failing.set(false);
+                    stats.failing.ok();
                     stats.delivered.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     log.ack(cursor, upto);
                 }
@@ -352,15 +352,16 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                 }
                 Err(WriteError::Retry(msg)) => {
                     stats.retries.fetch_add(1, Ordering::Relaxed);
-                    stats.failing.set(true);
+                    let new_reason = stats.failing.fail(msg.clone());
                     if stopping {
                         warn!(error = %msg, "stopping with readings undelivered to InfluxDB");
                         break;
                     }
-                    if !failing {
+                    if new_reason {
+                        // The first failure, and each change of reason.
                         warn!(error = %msg, "InfluxDB write failed; retrying with back-off, readings stay buffered");
-                        failing = true;
                     }
+                    failing = true;
                     let delay = backoff.next_delay();
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}

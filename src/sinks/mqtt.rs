@@ -73,12 +73,16 @@ fn options(cfg: &MqttConfig, topics: &Topics) -> std::io::Result<MqttOptions> {
         o.set_credentials(user, cfg.password.as_deref().unwrap_or(""));
     }
     if cfg.tls {
+        let read = |f: &std::path::Path| {
+            crate::config::files::read_limited(f, crate::config::files::MAX_SECRET)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", f.display())))
+        };
         let ca = match &cfg.ca_file {
-            Some(f) => std::fs::read(f)?,
-            None => std::fs::read("/etc/ssl/certs/ca-certificates.crt")?,
+            Some(f) => read(f)?,
+            None => read(std::path::Path::new("/etc/ssl/certs/ca-certificates.crt"))?,
         };
         let client_auth = match (&cfg.client_cert_file, &cfg.client_key_file) {
-            (Some(c), Some(k)) => Some((std::fs::read(c)?, std::fs::read(k)?)),
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
             _ => None,
         };
         o.set_transport(Transport::Tls(TlsConfiguration::Simple {
@@ -218,7 +222,7 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                 ev = el.poll() => match ev {
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                         backoff.reset();
-                        stats.failing.set(false);
+                        stats.failing.ok();
                         s.reconnected();
                         info!(from = s.next, "connected to broker");
                         published_avail.clear();
@@ -238,11 +242,16 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                     Ok(_) => {}
                     Err(e) => {
                         stats.retries.fetch_add(1, Ordering::Relaxed);
-                        stats.failing.set(true);
+                        // The broker's own words where it gave them (NotAuthorized,
+                        // UnknownIssuer, ...): at WARN the first time and whenever they change.
+                        let reason = e.to_string();
+                        let new_reason = stats.failing.fail(reason.clone());
                         if s.connected {
-                            warn!(error = %e, "lost the broker; unconfirmed readings will be published again");
+                            warn!(error = %reason, "lost the broker; unconfirmed readings will be published again");
+                        } else if new_reason {
+                            warn!(error = %reason, "cannot connect to the broker; retrying with back-off, readings stay in the journal");
                         } else {
-                            tracing::debug!(error = %e, "broker unreachable");
+                            tracing::debug!(error = %reason, "broker unreachable");
                         }
                         s.disconnected();
                         if stopping {

@@ -3,6 +3,7 @@
 //! Debian package to install.
 
 mod alerts;
+mod broker;
 mod browser;
 mod cli;
 mod config;

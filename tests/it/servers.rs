@@ -257,6 +257,11 @@ pub struct Certs {
 }
 
 pub fn certs(dir: &Path) -> Certs {
+    certs_for(dir, "DNS:localhost,IP:127.0.0.1")
+}
+
+/// A CA and a server certificate whose subjectAltName is `san`.
+pub fn certs_for(dir: &Path, san: &str) -> Certs {
     let openssl = binary("openssl", "openssl");
     let run = |args: &[&str]| {
         let out = Command::new(&openssl)
@@ -270,11 +275,7 @@ pub fn certs(dir: &Path) -> Certs {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .expect("san.ext");
+    std::fs::write(dir.join("san.ext"), format!("subjectAltName={san}\n")).expect("san.ext");
     run(&[
         "req",
         "-x509",
@@ -339,10 +340,15 @@ fn world_readable(path: &Path) {
 /// Mosquitto with a TLS listener that requires `user`/`password`, and a plain anonymous
 /// listener (returned second) for test subscribers.
 pub fn mosquitto_tls(user: &str, password: &str) -> (Server, u16, PathBuf) {
+    mosquitto_tls_for(user, password, "DNS:localhost,IP:127.0.0.1")
+}
+
+/// The same with a server certificate for `san`.
+pub fn mosquitto_tls_for(user: &str, password: &str, san: &str) -> (Server, u16, PathBuf) {
     let bin = binary("mosquitto", "mosquitto");
     let passwd = binary("mosquitto_passwd", "mosquitto");
     let dir = tempfile::tempdir().expect("tempdir");
-    let c = certs(dir.path());
+    let c = certs_for(dir.path(), san);
     let pwfile = dir.path().join("passwd");
     let out = Command::new(passwd)
         .arg("-b")
