@@ -9,10 +9,12 @@ use crate::{
     servers,
 };
 
+/// The `[mqtt]` section, given the TLS port, the plain port and the right CA.
+type MqttSection = Box<dyn Fn(u16, u16, &str) -> String>;
+
 struct Case {
     what: &'static str,
-    /// The `[mqtt]` section, given the TLS port, the plain port and the right CA.
-    mqtt: Box<dyn Fn(u16, u16, &str) -> String>,
+    mqtt: MqttSection,
     /// Any of these in the reason.
     reason: &'static [&'static str],
 }
