@@ -27,6 +27,11 @@
 
 use std::{fmt, time::Duration};
 
+/// How often a point group may be polled: no meter answers faster than 10 ms, and a month is
+/// the longest useful poll (freezes cover longer). Meter intervals in a config are held to it.
+pub const INTERVAL_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(31 * 86_400);
+
 use serde::Deserialize;
 
 use crate::{
@@ -254,8 +259,15 @@ impl Profile {
         let mut seen = std::collections::HashSet::new();
         for g in raw.group {
             let interval = match humantime::parse_duration(&g.interval) {
-                Ok(d) if !d.is_zero() => d,
-                _ => {
+                Ok(d) if INTERVAL_RANGE.contains(&d) => d,
+                Ok(_) => {
+                    problems.push(format!(
+                        "group {:?}: interval {:?} is outside 10ms to 31d: no meter answers faster, and a month is the longest useful poll",
+                        g.name, g.interval
+                    ));
+                    Duration::from_secs(1)
+                }
+                Err(_) => {
                     problems.push(format!(
                         "group {:?}: interval {:?} is not a duration like \"5s\" or \"15m\"",
                         g.name, g.interval

@@ -168,8 +168,8 @@ impl Scheduler {
             self.queue.push(Reverse((due, job.meter, g)));
         }
         if outcome.troubled {
-            h.hold_until = Some(now + h.backoff);
-            h.backoff = (h.backoff * 2).min(policy.backoff_max);
+            h.hold_until = Some(later(now, h.backoff));
+            h.backoff = h.backoff.saturating_mul(2).min(policy.backoff_max);
         } else {
             h.hold_until = None;
             h.backoff = policy.backoff;
@@ -191,14 +191,45 @@ impl Scheduler {
     }
 }
 
+/// `t + d`, or as late as an `Instant` goes: never an overflow panic, whatever a config says.
+pub fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d).unwrap_or_else(|| {
+        // The latest instant within reach: halve the step until it fits.
+        let mut step = d;
+        let mut end = t;
+        while !step.is_zero() {
+            if let Some(e) = end.checked_add(step) {
+                end = e;
+            } else {
+                step /= 2;
+            }
+        }
+        end
+    })
+}
+
 /// The first slot after `due` (in steps of `interval`) that is later than `now`.
 fn next_slot(due: Instant, interval: Duration, now: Instant) -> Instant {
-    let next = due + interval;
+    // A zero interval (config bounds forbid it) would requeue a job at once for ever.
+    let interval = interval.max(Duration::from_millis(1));
+    let next = later(due, interval);
     if next > now {
         return next;
     }
-    let behind = now.duration_since(due).as_nanos() / interval.as_nanos().max(1);
-    due + interval * (behind as u32 + 1)
+    let step = interval.as_nanos();
+    let behind = now.duration_since(due).as_nanos() / step;
+    let skip = step.saturating_mul(behind + 1);
+    let skip = Duration::new(
+        u64::try_from(skip / 1_000_000_000).unwrap_or(u64::MAX),
+        (skip % 1_000_000_000) as u32,
+    );
+    let slot = later(due, skip);
+    // Past the end of time (a clock gone mad): one interval from now.
+    if slot > now {
+        slot
+    } else {
+        later(now, interval)
+    }
 }
 
 #[cfg(test)]
@@ -354,5 +385,58 @@ mod tests {
         let job = s.pop_due(t0).unwrap();
         s.complete(job, Outcome::CLEAN, t0 + Duration::from_millis(5500));
         assert_eq!(s.next_wakeup(), Some(t0 + 6 * S));
+    }
+
+    fn any_duration() -> impl proptest::strategy::Strategy<Value = Duration> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Duration::ZERO),
+            Just(Duration::MAX),
+            Just(Duration::from_secs(u64::MAX / 2)),
+            (0u64..10_000).prop_map(Duration::from_millis),
+            any::<u64>().prop_map(Duration::from_secs),
+            (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever durations a config or a clock produce, scheduling never panics on time
+        /// arithmetic and always knows its next wake-up.
+        #[test]
+        fn no_duration_makes_time_arithmetic_panic(
+            intervals in proptest::collection::vec(proptest::collection::vec(any_duration(), 1..3), 1..3),
+            backoff in any_duration(),
+            backoff_max in any_duration(),
+            steps in proptest::collection::vec((any_duration(), proptest::bool::ANY, proptest::bool::ANY), 1..40),
+        ) {
+            let t0 = Instant::now();
+            let mut s = Scheduler::new(
+                intervals,
+                Policy { offline_after: 2, backoff, backoff_max },
+                t0,
+            );
+            let mut now = t0;
+            for (step, answered, troubled) in steps {
+                now = later(now, step);
+                let mut jobs = 0;
+                while let Some(job) = s.pop_due(now) {
+                    s.complete(job, Outcome { answered, troubled }, now);
+                    jobs += 1;
+                    if jobs > 100 {
+                        break;
+                    }
+                }
+                proptest::prop_assert!(s.next_wakeup().is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn later_saturates_instead_of_overflowing() {
+        let t0 = Instant::now();
+        let end = later(t0, Duration::MAX);
+        assert!(end > t0);
+        assert_eq!(later(end, Duration::from_secs(1)), end, "nothing is later");
+        assert_eq!(later(t0, S), t0 + S);
     }
 }

@@ -2,6 +2,7 @@
 //! meaning and builds the runtime [`Config`]. Every problem is collected, with the file, line and
 //! key it belongs to, so `meterd validate` reports them all at once.
 
+pub mod bounds;
 pub mod files;
 pub mod raw;
 mod validate;

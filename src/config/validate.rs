@@ -266,7 +266,7 @@ impl ProfileSet {
 
 /// A key path segment.
 #[derive(Debug, Clone, PartialEq)]
-enum Seg {
+pub(super) enum Seg {
     Key(String),
     Index(usize),
 }
@@ -437,6 +437,9 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
+    for (path, message) in super::bounds::check(&value) {
+        r.error(&path, message);
+    }
     let raw = parse_sections(&mut r, value);
     let config = raw.and_then(|raw| check(&mut r, raw, &base));
     match config {
@@ -781,9 +784,7 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
         let timeout = b
             .timeout
             .unwrap_or(Duration::from_millis(if dlt645 { 1000 } else { 500 }));
-        if timeout.is_zero() {
-            r.error(&bp(&["timeout"]), "must be more than 0");
-        }
+        // Its range is checked with every other duration (bounds.rs).
         let concurrency = b.concurrency.unwrap_or(1);
         if concurrency == 0 || concurrency > 64 {
             r.error(&bp(&["concurrency"]), "must be 1 to 64");
@@ -919,10 +920,7 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                     ),
                 );
             }
-            if m.interval.is_some_and(|d| d.is_zero()) {
-                r.error(&mp("interval"), "must be more than 0");
-            }
-            for (g, d) in &m.intervals {
+            for g in m.intervals.keys() {
                 if profile.group(g).is_none() {
                     let groups: Vec<&str> =
                         profile.groups.iter().map(|g| g.name.as_str()).collect();
@@ -934,8 +932,6 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
                             groups.join(", ")
                         ),
                     );
-                } else if d.0.is_zero() {
-                    r.error(&mp("intervals"), format!("{g}: must be more than 0"));
                 }
             }
             let groups = profile

@@ -31,6 +31,9 @@ fn each_class_of_config_error_is_reported_with_its_location() {
         ("a serial bus without a device", format!("{gw}[[bus]]\nname = \"a\"\nprotocol = \"modbus-rtu\"\ntcp = \"127.0.0.1:1\"\n"), &["t.toml:4:1: bus[0].serial: a modbus-rtu bus needs serial = { device = ... } and no tcp"]),
         ("unit 0 on a serial line", format!("{gw}[[bus]]\nname = \"a\"\nprotocol = \"modbus-rtu\"\nserial = {{ device = \"/dev/ttyS1\" }}\n[[bus.meter]]\nid = \"m\"\nunit = 0\nprofile = \"eastron-sdm120\"\n"), &["t.toml:10:1: bus[0].meter[0].unit: 0: unit ids on a serial line are 1 to 247 (0 is broadcast)"]),
         ("concurrency on a serial line", format!("{gw}[[bus]]\nname = \"a\"\nprotocol = \"modbus-rtu\"\nconcurrency = 4\nserial = {{ device = \"/dev/ttyS1\" }}\n"), &["t.toml:7:1: bus[0].concurrency: only modbus-tcp buses poll meters concurrently: a serial line carries one transaction at a time"]),
+        ("an interval that would overflow the clock", format!("{gw}{GOOD_BUS}interval = \"300000000000y\"\n"), &["t.toml:12:1: bus[0].meter[0].interval: \"300000000000y\" is outside 10ms to 31d: no meter answers faster than 10 ms; a month is the longest useful poll (freezes cover longer)"]),
+        ("a back-off of u64::MAX seconds", format!("{gw}{GOOD_BUS}").replace("tcp = \"127.0.0.1:502\"\n", "tcp = \"127.0.0.1:502\"\nbackoff = \"18446744073709551615s\"\n"), &["t.toml:8:1: bus[0].backoff: \"18446744073709551615s\" is outside 100ms to 1d: a meter that failed is tried again at least daily"]),
+        ("a zero status interval", format!("{gw}[influxdb]\nurl = \"http://h:1\"\napi = \"v1\"\ndatabase = \"d\"\nstatus_interval = \"0s\"\n"), &["t.toml:8:1: influxdb.status_interval: \"0s\" is outside 1s to 1d: status points at least daily, at most every second"]),
         ("an interval for a group the profile lacks", format!("{gw}{GOOD_BUS}intervals = {{ fast = \"1s\" }}\n"), &["t.toml:12:1: bus[0].meter[0].intervals: profile eastron-sdm630 has no point group \"fast\"; it has realtime, energy"]),
         ("a bad MQTT url and QoS 2", format!("{gw}[mqtt]\nurl = \"http://x\"\nqos = 2\n"), &["t.toml:5:1: mqtt.url: use mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"]),
         ("InfluxDB v2 without org and bucket", format!("{gw}[influxdb]\nurl = \"http://127.0.0.1:8086\"\n"), &["t.toml:4:2: influxdb.api: api = \"v2\" needs org", "t.toml:4:2: influxdb.api: api = \"v2\" needs bucket"]),
@@ -181,5 +184,131 @@ fn relative_paths_are_taken_relative_to_the_config_file() {
         c.mqtt.unwrap().password.as_deref(),
         Some("secret"),
         "the file next to the config, trailing newline dropped"
+    );
+}
+
+/// `meterd` with `args`, killed if it takes longer than `within`: (exit code, output).
+fn meterd_within(args: &[&str], within: std::time::Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            return (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).to_string()
+                    + &String::from_utf8_lossy(&out.stderr),
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (None, format!("still running after {within:?}"))
+}
+
+#[test]
+fn durations_that_validate_once_accepted_are_config_errors_for_run_too_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("meterd.toml");
+    for (key, value) in [
+        ("interval", "300000000000y"),
+        ("interval", "18446744073709551615s"),
+    ] {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[gateway]\nid = \"gw\"\nstate_dir = \"{}\"\n{GOOD_BUS}{key} = \"{value}\"\n",
+                dir.path().join("state").display()
+            ),
+        )
+        .unwrap();
+        for cmd in ["validate", "run"] {
+            let (code, out) = meterd_within(
+                &[cmd, "-c", cfg.to_str().unwrap()],
+                std::time::Duration::from_secs(10),
+            );
+            assert_eq!(code, Some(78), "{cmd} with {key} = {value}: {out}");
+            assert!(out.contains("is outside"), "{out}");
+        }
+    }
+}
+
+#[test]
+fn a_config_or_secret_that_is_a_device_or_a_fifo_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for config in ["/dev/zero", "/dev/urandom", fifo.to_str().unwrap()] {
+        let (code, out) = meterd_within(
+            &["validate", "-c", config],
+            std::time::Duration::from_secs(5),
+        );
+        assert_eq!(code, Some(78), "{config}: {out}");
+        assert!(out.contains("not a regular file"), "{config}: {out}");
+    }
+    let cfg = dir.path().join("meterd.toml");
+    for secret in ["/dev/urandom", fifo.to_str().unwrap()] {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[gateway]\nid = \"gw\"\nstate_dir = \"state\"\n[mqtt]\nurl = \"mqtt://127.0.0.1\"\nusername = \"u\"\npassword_file = \"{secret}\"\n"
+            ),
+        )
+        .unwrap();
+        let (code, out) = meterd_within(
+            &["validate", "-c", cfg.to_str().unwrap()],
+            std::time::Duration::from_secs(5),
+        );
+        assert_eq!(code, Some(78), "{secret}: {out}");
+        assert!(
+            out.contains("mqtt.password_file") && out.contains("not a regular file"),
+            "{out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_a_config_that_became_a_fifo_is_refused_and_meterd_goes_on() {
+    let (_sim, addr) = crate::harness::tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::harness::one_meter_config(
+        dir.path(),
+        "gw-fifo",
+        &dir.path().join("state"),
+        &addr,
+        "200ms",
+        "",
+    );
+    let mut meterd = crate::harness::Meterd::run(&cfg);
+    meterd.ready().await;
+    std::fs::remove_file(&cfg).unwrap();
+    assert!(Command::new("mkfifo").arg(&cfg).status().unwrap().success());
+    meterd.hup();
+    crate::harness::eventually(
+        "the reload refused",
+        std::time::Duration::from_secs(5),
+        || {
+            let log = meterd.log_text();
+            async move { log.contains("reload refused").then_some(()) }
+        },
+    )
+    .await;
+    assert!(meterd.log_text().contains("not a regular file"));
+    assert!(
+        meterd
+            .terminate(std::time::Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "still running, and stops cleanly:\n{}",
+        meterd.log_text()
     );
 }
