@@ -7,6 +7,33 @@ use std::{
     time::Duration,
 };
 
+/// Print to stdout like `print!`; when the reader went away (`meterd profiles | head`), end
+/// quietly with exit 0 as other tools do, instead of panicking on the broken pipe.
+macro_rules! out {
+    ($($t:tt)*) => { emit(format_args!($($t)*), false) };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    () => { emit(format_args!(""), true) };
+    ($($t:tt)*) => { emit(format_args!($($t)*), true) };
+}
+
+fn emit(args: std::fmt::Arguments, newline: bool) {
+    use std::io::Write as _;
+    let mut o = std::io::stdout().lock();
+    let r = o
+        .write_fmt(args)
+        .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) });
+    if let Err(e) = r {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use meterd::{
@@ -276,7 +303,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Run(c) => run(&c.config).await,
         Command::Validate(c) => Ok(validate(&c.config)),
         Command::Configfile => {
-            print!("{}", config::TEMPLATE);
+            out!("{}", config::TEMPLATE);
             Ok(0)
         }
         Command::Profiles { name, dir } => profiles(name.as_deref(), dir.as_deref()),
@@ -297,7 +324,7 @@ fn validate(path: &Path) -> i32 {
     match config::load(path) {
         Ok(c) => {
             let meters: usize = c.buses.iter().map(|b| b.meters.len()).sum();
-            println!(
+            outln!(
                 "{}: ok ({} buses, {meters} meters, {} alert rules, {} alert notifiers)",
                 path.display(),
                 c.buses.len(),
@@ -308,7 +335,7 @@ fn validate(path: &Path) -> i32 {
         }
         Err(errors) => {
             for e in &errors.0 {
-                println!("{e}");
+                outln!("{e}");
             }
             EXIT_CONFIG
         }
@@ -386,12 +413,15 @@ fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<i32> {
     };
     match name {
         None => {
-            println!(
+            outln!(
                 "{:<22} {:<18} {:<28} {:>6}  origin",
-                "name", "manufacturer", "model", "points"
+                "name",
+                "manufacturer",
+                "model",
+                "points"
             );
             for p in set.profiles.values() {
-                println!(
+                outln!(
                     "{:<22} {:<18} {:<28} {:>6}  {}",
                     p.name,
                     p.manufacturer,
@@ -405,16 +435,16 @@ fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<i32> {
             let p = set
                 .get(n)
                 .ok_or_else(|| anyhow!("no profile {n:?}; `meterd profiles` lists them"))?;
-            println!("# {} {} — {}", p.manufacturer, p.model, p.document);
-            println!("# origin: {}", p.origin);
+            outln!("# {} {} — {}", p.manufacturer, p.model, p.document);
+            outln!("# origin: {}", p.origin);
             for g in &p.groups {
-                println!(
+                outln!(
                     "\n[{}] every {}",
                     g.name,
                     humantime::format_duration(g.interval)
                 );
                 for pt in &g.points {
-                    println!(
+                    outln!(
                         "  {:<32} {:<7} 0x{:04X} {:>4} {:?} scale {} {}",
                         pt.quantity,
                         format!("{:?}", pt.kind).to_lowercase(),
@@ -445,7 +475,7 @@ fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<i32> {
                         }
                         other => format!("{other:?}"),
                     };
-                    println!(
+                    outln!(
                         "  {:<32} DI {:0width$X}  {layout:<30} x {} {}",
                         d.quantity,
                         d.di,
@@ -455,7 +485,7 @@ fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<i32> {
                 }
                 if g.dis.is_empty() {
                     let blocks = g.plan(125, 16);
-                    println!(
+                    outln!(
                         "  ({} points in {} read requests)",
                         g.points.len(),
                         blocks.len()
@@ -570,27 +600,27 @@ async fn read_dis(a: &ReadArgs) -> anyhow::Result<i32> {
         }
     }
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"address": address.to_string(), "values": out})
         );
     } else {
-        println!("meter at address {address}");
+        outln!("meter at address {address}");
         for v in &out {
             match (v.get("name"), v.get("raw"), v.get("error")) {
-                (Some(name), _, _) => println!(
+                (Some(name), _, _) => outln!(
                     "  {} {:<46} {} {}",
                     v["di"].as_str().unwrap_or(""),
                     name.as_str().unwrap_or(""),
                     v["value"],
                     v["unit"].as_str().unwrap_or("")
                 ),
-                (_, Some(raw), _) => println!(
+                (_, Some(raw), _) => outln!(
                     "  {} (not in the catalogue) {}",
                     v["di"].as_str().unwrap_or(""),
                     raw.as_str().unwrap_or("")
                 ),
-                (_, _, Some(e)) => println!(
+                (_, _, Some(e)) => outln!(
                     "  {} error: {}",
                     v["di"].as_str().unwrap_or(""),
                     e.as_str().unwrap_or("")
@@ -722,20 +752,20 @@ async fn read(a: ReadArgs) -> anyhow::Result<i32> {
             .iter()
             .filter_map(|(q, v)| Some((q.to_string(), serde_json::Number::from_f64(*v)?.into())))
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"meter": meter_id, "unit": unit, "address": address.map(|a| a.to_string()), "profile": profile.name, "requests": requests, "values": v, "errors": errors})
         );
     } else {
-        println!(
+        outln!(
             "meter {meter_id} ({who}, {}), {requests} requests",
             profile.name
         );
         for (q, v) in &values {
-            println!("  {q:<32} {v:>14} {}", quantity::unit_of(q).unwrap_or(""));
+            outln!("  {q:<32} {v:>14} {}", quantity::unit_of(q).unwrap_or(""));
         }
         for e in &errors {
-            println!("  error: {e}");
+            outln!("  error: {e}");
         }
     }
     Ok(if values.is_empty() { 1 } else { 0 })
@@ -807,11 +837,11 @@ async fn scan_dlt645(
     if version == Version::V2007 {
         match link.read_address().await {
             Ok(addr) => {
-                println!("read-address (AA..AA): {addr} answered");
+                outln!("read-address (AA..AA): {addr} answered");
                 found.push(addr);
             }
-            Err(PollError::Timeout(_)) => println!("read-address (AA..AA): no answer (no meter, or several colliding)"),
-            Err(e) => println!("read-address (AA..AA): {e} (several meters answering at once collide: probe addresses with --addresses)"),
+            Err(PollError::Timeout(_)) => outln!("read-address (AA..AA): no answer (no meter, or several colliding)"),
+            Err(e) => outln!("read-address (AA..AA): {e} (several meters answering at once collide: probe addresses with --addresses)"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -837,14 +867,14 @@ async fn scan_dlt645(
                 if !found.contains(&addr) {
                     found.push(addr);
                 }
-                bar.suspend(|| println!("{line}"));
+                bar.suspend(|| outln!("{line}"));
             }
             bar.set_message(format!("{} found", found.len()));
             bar.inc(1);
         }
         bar.finish_and_clear();
     }
-    println!("{} meter(s) found", found.len());
+    outln!("{} meter(s) found", found.len());
     Ok(0)
 }
 
@@ -899,13 +929,13 @@ async fn scan(a: ScanArgs) -> anyhow::Result<i32> {
         };
         if let Some(line) = line {
             found += 1;
-            bar.suspend(|| println!("{line}"));
+            bar.suspend(|| outln!("{line}"));
         }
         bar.set_message(format!("{found} found"));
         bar.inc(1);
     }
     bar.finish_and_clear();
-    println!("{found} meter(s) answered");
+    outln!("{found} meter(s) answered");
     Ok(0)
 }
 
@@ -977,12 +1007,12 @@ async fn simulate(a: SimArgs) -> anyhow::Result<i32> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("bind {addr}"))?;
-        println!("modbus-tcp {} units {:?}", listener.local_addr()?, units);
+        outln!("modbus-tcp {} units {:?}", listener.local_addr()?, units);
         tasks.spawn(sim.clone().serve_tcp(listener));
     }
     if a.pty {
         let (master, other, path) = sim::pty_pair()?;
-        println!("modbus-rtu pty {path} units {units:?}");
+        outln!("modbus-rtu pty {path} units {units:?}");
         keep.push(other);
         tasks.spawn(sim.clone().serve_rtu(master));
     }
@@ -994,7 +1024,7 @@ async fn simulate(a: SimArgs) -> anyhow::Result<i32> {
             data_bits: 8,
             stop_bits: 1,
         })?;
-        println!("modbus-rtu serial {} units {units:?}", dev.display());
+        outln!("modbus-rtu serial {} units {units:?}", dev.display());
         tasks.spawn(sim.clone().serve_rtu(port));
     }
     serve_until_stopped(tasks, keep).await
@@ -1064,7 +1094,7 @@ async fn simulate_dlt645(a: SimArgs) -> anyhow::Result<i32> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("bind {addr}"))?;
-        println!(
+        outln!(
             "{} tcp {} addresses {addresses:?}",
             a.protocol,
             listener.local_addr()?
@@ -1078,7 +1108,7 @@ async fn simulate_dlt645(a: SimArgs) -> anyhow::Result<i32> {
     }
     if a.pty {
         let (master, other, path) = sim::pty_pair()?;
-        println!(
+        outln!(
             "{} pty {path} {baud} baud addresses {addresses:?}",
             a.protocol
         );
@@ -1093,7 +1123,7 @@ async fn simulate_dlt645(a: SimArgs) -> anyhow::Result<i32> {
             data_bits: 8,
             stop_bits: 1,
         })?;
-        println!(
+        outln!(
             "{} serial {} {baud} baud addresses {addresses:?}",
             a.protocol,
             dev.display()
@@ -1190,23 +1220,21 @@ async fn demo() -> anyhow::Result<i32> {
         rtu_meters = meters(&[("sdm120-1", 1, "eastron-sdm120"), ("ddsu666-2", 2, "chint-ddsu666")]),
     );
     let cfg = config::load_str(&text, "demo.toml").map_err(|e| anyhow!("demo config: {e}"))?;
-    println!("meterd demo");
-    println!("  simulated Modbus TCP meters on {tcp_addr} (units 1-4)");
-    println!("  simulated Modbus RTU meters on pty {pty} (units 1-2, 9600 8N1)");
-    println!(
+    outln!("meterd demo");
+    outln!("  simulated Modbus TCP meters on {tcp_addr} (units 1-4)");
+    outln!("  simulated Modbus RTU meters on pty {pty} (units 1-2, 9600 8N1)");
+    outln!(
         "  simulated DL/T 645-2007 meters on pty {dl_pty} (123456789012, 000000001111; 2400 8E1)"
     );
-    println!("  journal in {}", state_dir.display());
+    outln!("  journal in {}", state_dir.display());
     if broker_up {
-        println!(
-            "  publishing to mqtt://127.0.0.1:1883 — try: mosquitto_sub -v -t 'meterd/demo/#'"
-        );
+        outln!("  publishing to mqtt://127.0.0.1:1883 — try: mosquitto_sub -v -t 'meterd/demo/#'");
     } else {
-        println!("  no MQTT broker on 127.0.0.1:1883: readings are buffered and published when one appears");
+        outln!("  no MQTT broker on 127.0.0.1:1883: readings are buffered and published when one appears");
     }
-    println!("  status page and metrics on http://127.0.0.1:9645/ (if the port is free)");
-    println!("  alert rule: power factor below 0.95 for 4 s (some simulated meters have one)");
-    println!("  Ctrl-C stops\n");
+    outln!("  status page and metrics on http://127.0.0.1:9645/ (if the port is free)");
+    outln!("  alert rule: power factor below 0.95 for 4 s (some simulated meters have one)");
+    outln!("  Ctrl-C stops\n");
     let live = Arc::new(LiveState::default());
     let stop = stop_signal()?;
     let mut show_stop = stop.clone();
@@ -1238,7 +1266,7 @@ async fn timesync(b: &BusArgs, utc_offset: &str) -> anyhow::Result<i32> {
     link.broadcast_time(offset).await?;
     // Let the frame leave the adapter before the port closes.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    println!("broadcast the time (UTC{utc_offset}) to every meter on the line");
+    outln!("broadcast the time (UTC{utc_offset}) to every meter on the line");
     Ok(0)
 }
 
@@ -1253,24 +1281,24 @@ fn decode(protocol: &str, json: bool, frames: &[String]) -> anyhow::Result<i32> 
     for (i, text) in frames.iter().enumerate() {
         let result = from_hex(text).and_then(|bytes| describe(version, &bytes).map(|d| (bytes, d)));
         match (result, json) {
-            (Ok((_, d)), true) => println!(
+            (Ok((_, d)), true) => outln!(
                 "{}",
                 serde_json::json!({"frame": i + 1, "valid": true, "decoded": d})
             ),
             (Err(e), true) => {
                 invalid += 1;
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"frame": i + 1, "valid": false, "error": e.to_string(), "detail": format!("{e:?}")})
                 );
             }
             (Ok((bytes, d)), false) => {
-                println!("frame {}: {} bytes", i + 1, bytes.len());
+                outln!("frame {}: {} bytes", i + 1, bytes.len());
                 if d.preamble > 0 {
-                    println!("  preamble   {} x FE", d.preamble);
+                    outln!("  preamble   {} x FE", d.preamble);
                 }
-                println!("  address    {}", d.address);
-                println!(
+                outln!("  address    {}", d.address);
+                outln!(
                     "  control    {:02X}: {}, {}{}, function {:02X} {}",
                     d.control,
                     if d.reply {
@@ -1287,30 +1315,30 @@ fn decode(protocol: &str, json: bool, frames: &[String]) -> anyhow::Result<i32> 
                     d.control & 0x1F,
                     d.function
                 );
-                println!("  length     {}", d.length);
+                outln!("  length     {}", d.length);
                 if d.length > 0 {
-                    println!("  data       {}   (after -0x33)", d.data);
+                    outln!("  data       {}   (after -0x33)", d.data);
                 }
                 if let Some(di) = &d.di {
-                    println!("  DI         {di}");
+                    outln!("  DI         {di}");
                 }
                 for (name, value, unit) in &d.values {
-                    println!("  value      {name} = {value} {unit}");
+                    outln!("  value      {name} = {value} {unit}");
                 }
                 if let Some(seq) = d.seq {
-                    println!("  SEQ        {seq}");
+                    outln!("  SEQ        {seq}");
                 }
                 if let Some((err, bits)) = &d.error {
-                    println!("  error      {err:02X}: {}", bits.join(", "));
+                    outln!("  error      {err:02X}: {}", bits.join(", "));
                 }
                 for n in &d.notes {
-                    println!("  note       {n}");
+                    outln!("  note       {n}");
                 }
-                println!("  checksum   ok, end 16");
+                outln!("  checksum   ok, end 16");
             }
             (Err(e), false) => {
                 invalid += 1;
-                println!("frame {}: invalid: {e}", i + 1);
+                outln!("frame {}: invalid: {e}", i + 1);
             }
         }
     }
@@ -1322,9 +1350,15 @@ fn print_live(live: &LiveState) {
     if snap.is_empty() {
         return;
     }
-    println!(
+    outln!(
         "{:<12} {:<10} {:<8} {:>9} {:>9} {:>12} {:>14}",
-        "meter", "bus", "state", "V L1", "A L1", "W", "kWh import"
+        "meter",
+        "bus",
+        "state",
+        "V L1",
+        "A L1",
+        "W",
+        "kWh import"
     );
     for (id, s) in &snap {
         let get = |q: &str| {
@@ -1337,7 +1371,7 @@ fn print_live(live: &LiveState) {
             Some(false) => "OFFLINE",
             None => "…",
         };
-        println!(
+        outln!(
             "{:<12} {:<10} {:<8} {:>9} {:>9} {:>12} {:>14}",
             id,
             s.bus,
@@ -1349,12 +1383,12 @@ fn print_live(live: &LiveState) {
         );
     }
     for a in live.alerts() {
-        println!(
+        outln!(
             "ALERT {:<8} {:<16} {}",
             a.state.as_str(),
             a.name(),
             a.summary
         );
     }
-    println!();
+    outln!();
 }

@@ -50,6 +50,16 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
             );
         }
     }
+    out.push_str("# HELP meterd_meter_refusing Whether the meter answers but refused every request of its last poll (1): alive, yet no values.\n# TYPE meterd_meter_refusing gauge\n");
+    for (id, m) in &meters {
+        let _ = writeln!(
+            out,
+            "meterd_meter_refusing{{bus=\"{}\",meter=\"{}\"}} {}",
+            label(&m.bus),
+            label(id),
+            u8::from(m.refusing)
+        );
+    }
     out.push_str("# HELP meterd_meter_polls_total Polls of a meter's point groups.\n# TYPE meterd_meter_polls_total counter\n");
     for (id, m) in &meters {
         let _ = writeln!(
@@ -260,6 +270,7 @@ async fn api_meters(State(s): State<HttpState>) -> impl IntoResponse {
                 "meter": id,
                 "bus": m.bus,
                 "online": m.online,
+                "refusing": m.refusing,
                 "polls": m.polls,
                 "failures": {"timeout": m.timeouts, "link": m.link_errors, "refused": m.exceptions},
                 "last_error": m.last_error,

@@ -18,6 +18,10 @@ pub struct MeterState {
     pub timeouts: u64,
     pub link_errors: u64,
     pub exceptions: u64,
+    /// The meter answers, but its last poll was refused in every request (exception or
+    /// abnormal reply, no value): alive, yet it gives nothing (a wrong register map or
+    /// identifiers it does not have).
+    pub refusing: bool,
     pub last_error: Option<String>,
     pub last_reading: Option<Arc<Reading>>,
     /// The latest value of every quantity, across point groups.

@@ -1,7 +1,13 @@
 //! The I/O side of a Modbus bus: links through tokio-modbus, requests with timeouts and
 //! retries, and the task that owns the bus.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use meterd_protocols::{
     modbus::{ReadBlock, RegisterKind},
@@ -18,13 +24,16 @@ use tokio_serial::SerialPortBuilderExt;
 use super::{GroupResult, PollError};
 use crate::config::{raw::BusProtocol, raw::Parity, Link, SerialConfig};
 
-/// An RTU transport that discards unread input when a new request starts (the first write
-/// after a read). RTU frames carry no transaction id: without this, a reply that arrives after
-/// its request timed out would be taken as the answer to the next identical request.
+/// A transport that discards unread input when a new request starts (the first write after a
+/// read). RTU frames carry no transaction id: without this, a reply that arrives after its
+/// request timed out would be taken as the answer to the next identical request. It also
+/// notes when the peer closed the stream: tokio-modbus reports that end of stream as
+/// whatever the last OS error happened to be ("Operation now in progress").
 #[derive(Debug)]
 struct FreshInput<T> {
     inner: T,
     reading: bool,
+    closed: Arc<AtomicBool>,
 }
 
 pub(crate) trait DiscardInput {
@@ -52,7 +61,12 @@ impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FreshInput<T> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         self.reading = true;
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(()))) && buf.filled().len() == before {
+            self.closed.store(true, Ordering::Relaxed);
+        }
+        r
     }
 }
 
@@ -84,10 +98,12 @@ impl<T: tokio::io::AsyncWrite + DiscardInput + Unpin> tokio::io::AsyncWrite for 
     }
 }
 
-fn fresh<T>(inner: T) -> FreshInput<T> {
+fn fresh<T>(inner: T, closed: &Arc<AtomicBool>) -> FreshInput<T> {
+    closed.store(false, Ordering::Relaxed);
     FreshInput {
         inner,
         reading: false,
+        closed: closed.clone(),
     }
 }
 
@@ -98,6 +114,8 @@ pub struct ModbusLink {
     link: Link,
     timeout: Duration,
     ctx: Option<Context>,
+    /// The peer closed the stream of the current connection.
+    closed: Arc<AtomicBool>,
 }
 
 pub fn open_serial(s: &SerialConfig) -> std::io::Result<tokio_serial::SerialStream> {
@@ -138,6 +156,7 @@ impl ModbusLink {
             link,
             timeout,
             ctx: None,
+            closed: Arc::default(),
         }
     }
 
@@ -148,7 +167,7 @@ impl ModbusLink {
                     let port = open_serial(s).map_err(|e| {
                         PollError::Link(format!("cannot open {}: {e}", s.device.display()))
                     })?;
-                    rtu::attach_slave(fresh(port), Slave(0))
+                    rtu::attach_slave(fresh(port, &self.closed), Slave(0))
                 }
                 Link::Tcp(addr) => {
                     let stream = tokio::time::timeout(self.timeout, TcpStream::connect(addr))
@@ -157,9 +176,9 @@ impl ModbusLink {
                         .map_err(|e| PollError::Link(format!("connect to {addr}: {e}")))?;
                     let _ = stream.set_nodelay(true);
                     if self.protocol == BusProtocol::ModbusRtuOverTcp {
-                        rtu::attach_slave(fresh(stream), Slave(0))
+                        rtu::attach_slave(fresh(stream, &self.closed), Slave(0))
                     } else {
-                        tcp::attach_slave(stream, Slave(0))
+                        tcp::attach_slave(fresh(stream, &self.closed), Slave(0))
                     }
                 }
             };
@@ -190,6 +209,9 @@ impl ModbusLink {
         };
         let result = match tokio::time::timeout(timeout, ctx.call(request)).await {
             Err(_) => Err(PollError::Timeout(timeout)),
+            Ok(Err(_)) if self.closed.load(Ordering::Relaxed) => {
+                Err(PollError::Link("the peer closed the connection".into()))
+            }
             Ok(Err(e)) => Err(PollError::Link(e.to_string())),
             Ok(Ok(Err(exception))) => Err(PollError::Exception {
                 code: u8::from(exception),

@@ -226,6 +226,14 @@ fn record(
         if let Some(e) = &last_error {
             s.last_error = Some(e.clone());
         }
+        if !r.values.is_empty() || !r.dated.is_empty() {
+            s.refusing = false;
+        } else if !r.errors.is_empty() && r.errors.iter().all(PollError::is_answer) {
+            if !s.refusing {
+                warn!(meter = %m.id, at = %who(m), error = last_error.as_deref().unwrap_or(""), "meter answers but refuses every request of a poll: check its profile");
+            }
+            s.refusing = true;
+        }
         match transition {
             Some(Transition::Online) => s.online = Some(true),
             Some(Transition::Offline) => s.online = Some(false),

@@ -291,15 +291,28 @@ fn path_string(path: &[Seg]) -> String {
 struct Reporter<'a> {
     file: String,
     text: &'a str,
+    line_starts: std::cell::OnceCell<Vec<usize>>,
     doc: Option<toml_edit::ImDocument<&'a str>>,
     errors: Vec<ConfigError>,
 }
 
 impl<'a> Reporter<'a> {
+    /// Line and column (from 1) of a byte offset: a binary search in the line starts, found
+    /// once, so reporting many errors stays linear (it was a scan from the top per error).
     fn line_col(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let offset = offset.min(self.text.len());
+        let line = starts.partition_point(|&s| s <= offset).max(1);
+        let start = starts[line - 1];
+        let col = self
+            .text
+            .get(start..offset)
+            .map_or(0, |l| l.chars().count())
+            + 1;
         (line, col)
     }
 
@@ -409,6 +422,7 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     let mut r = Reporter {
         file: file.to_string(),
         text,
+        line_starts: Default::default(),
         doc: None,
         errors: Vec::new(),
     };

@@ -523,3 +523,59 @@ fn a_user_profile_with_a_built_in_name_replaces_the_built_in() {
         1
     );
 }
+
+#[test]
+fn output_into_a_pipe_that_closed_ends_quietly_instead_of_panicking() {
+    for args in [
+        &["profiles", "eastron-sdm630"][..],
+        &["profiles"],
+        &["configfile"],
+    ] {
+        let mut child = meterd()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before meterd writes a line, as `| head` does after its lines.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_peer_that_closes_the_connection_is_reported_as_such() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            let mut buf = [0u8; 64];
+            let _ = std::io::Read::read(&mut c, &mut buf);
+            // Closed without a reply, as a serial server does when its line is taken.
+        }
+    });
+    let out = meterd()
+        .args([
+            "read",
+            "--addr",
+            &addr,
+            "--unit",
+            "1",
+            "--profile",
+            "eastron-sdm120",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = v["errors"].to_string();
+    assert!(
+        errors.contains("the peer closed the connection"),
+        "{errors}"
+    );
+    assert!(!errors.contains("os error 115"), "{errors}");
+}

@@ -139,3 +139,67 @@ async fn exception_replies_are_counted_apart_from_link_failures_and_keep_the_met
     );
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meter_that_refuses_every_request_is_shown_as_refusing_not_as_a_healthy_meter() {
+    let (sim, addr) = tcp_sim(&[(1, "eastron-sdm120"), (2, "eastron-sdm120")], true).await;
+    sim.set_fault(2, Fault::Exception(2));
+    let port = crate::servers::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("meterd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"gw-refusing\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\n\
+             [[bus.meter]]\nid = \"good\"\nunit = 1\nprofile = \"eastron-sdm120\"\ninterval = \"200ms\"\n\
+             [[bus.meter]]\nid = \"wrong-map\"\nunit = 2\nprofile = \"eastron-sdm120\"\ninterval = \"200ms\"\n\
+             [alerts.builtin.meter_offline]\nintervals = 3\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let meterd = crate::harness::Meterd::run(&cfg);
+    meterd.ready().await;
+    let api = crate::harness::eventually("the refusing meter", Duration::from_secs(10), || async {
+        let v = crate::harness::http_json(port, "/api/meters").await?;
+        let m = v["meters"]
+            .as_array()?
+            .iter()
+            .find(|m| m["meter"] == "wrong-map")?
+            .clone();
+        (m["refusing"] == true).then_some(v)
+    })
+    .await;
+    let meter = |id: &str| {
+        api["meters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["meter"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(meter("wrong-map")["online"], true, "it does answer");
+    assert!(meter("wrong-map")["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("exception reply 2")));
+    assert_eq!(meter("good")["refusing"], false);
+    let (_, metrics) = crate::harness::http_get(port, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("meterd_meter_refusing{bus=\"b\",meter=\"wrong-map\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("meterd_meter_refusing{bus=\"b\",meter=\"good\"} 0"));
+    // It gives no readings, so the on-call engineer hears of it.
+    crate::harness::eventually("MeterOffline for it", Duration::from_secs(10), || async {
+        let (_, a) = crate::harness::http_get(port, "/api/alerts").await?;
+        (a.contains("MeterOffline") && a.contains("wrong-map")).then_some(())
+    })
+    .await;
+    let log = meterd.log_text();
+    assert_eq!(
+        log.matches("refuses every request").count(),
+        1,
+        "said once:\n{log}"
+    );
+}
