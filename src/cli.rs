@@ -858,7 +858,7 @@ async fn scan_dlt645(
             tokio::time::sleep(Duration::from_millis(20)).await;
             let line = match r {
                 Ok(_) => Some(format!("{addr}: answers")),
-                Err(PollError::Refused { err }) => Some(format!(
+                Err(PollError::Refused { err, .. }) => Some(format!(
                     "{addr}: answers (refused the probe, error {err:02X})"
                 )),
                 Err(_) => None,

@@ -653,9 +653,13 @@ impl Engine {
                         let hours =
                             r.ts.duration_since(pt).unwrap_or_default().as_secs_f64() / 3600.0;
                         let grew = v - pv;
-                        let (name, bad) = if grew < -tolerance {
+                        // The values are the registers' decimals; their difference in binary
+                        // carries a little noise (105901.3 - 105901.2 = 0.10000000000582):
+                        // a change of exactly the tolerance is within it.
+                        let noise = 8.0 * f64::EPSILON * v.abs().max(pv.abs());
+                        let (name, bad) = if grew < -(tolerance + noise) {
                             ("backwards", true)
-                        } else if grew > tolerance && grew / hours.max(1e-9) > max_rate_kw {
+                        } else if grew > tolerance + noise && grew / hours.max(1e-9) > max_rate_kw {
                             ("jump", true)
                         } else {
                             ("", false)

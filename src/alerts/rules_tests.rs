@@ -436,6 +436,22 @@ fn an_energy_counter_going_backwards_or_jumping_fires_once_and_resolves_after_th
             None,
         ),
         ("rounding noise", &[(0, 100.0), (10, 99.95)], None),
+        // A meter's counter read back by 0.009 kWh (its float register, every digit kept).
+        (
+            "a tiny step back",
+            &[(0, 105901.259), (10, 105901.25)],
+            None,
+        ),
+        (
+            "back by exactly the tolerance",
+            &[(0, 105901.3), (10, 105901.2)],
+            None,
+        ),
+        (
+            "back by just over the tolerance",
+            &[(0, 105901.3), (10, 105901.199)],
+            Some("backwards"),
+        ),
         ("backwards", &[(0, 100.0), (10, 90.0)], Some("backwards")),
         // 500 kWh in 10 s is 180 MW.
         ("a jump", &[(0, 100.0), (10, 600.0)], Some("jump")),

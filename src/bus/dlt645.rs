@@ -222,7 +222,12 @@ impl Dlt645Link {
                     buf.drain(..n);
                     match on_frame(&f) {
                         Step::Done(bytes) => return Ok(bytes),
-                        Step::Refused(err) => return Err(PollError::Refused { err }),
+                        Step::Refused(err) => {
+                            return Err(PollError::Refused {
+                                err,
+                                version: self.version,
+                            })
+                        }
                         Step::Failed(msg) => return Err(PollError::Protocol(msg)),
                         Step::Ignore => {}
                         Step::Send(next) => {
@@ -536,7 +541,9 @@ pub async fn poll_group(
                         }
                     }
                 }
-                Err(PollError::Refused { err }) if wanted.len() > 1 && err & NO_SUCH_DATA != 0 => {
+                Err(PollError::Refused { err, .. })
+                    if wanted.len() > 1 && err & NO_SUCH_DATA != 0 =>
+                {
                     // No block reads on this meter: remember, and read the members one by one.
                     no_blocks.store(true, Ordering::Relaxed);
                     tracing::info!(%address, block = format!("{di:08X}"), "meter refuses block reads; reading identifiers singly from now on");

@@ -27,9 +27,13 @@ pub enum PollError {
     /// The meter answered with a Modbus exception: it is alive but refused.
     #[error("exception reply {code} ({})", exception_name(*.code))]
     Exception { code: u8 },
-    /// A DL/T 645 meter answered with an abnormal reply (error byte, after −0x33).
-    #[error("meter refused: error {err:02X} ({})", meterd_protocols::dlt645::error_bits(meterd_protocols::dlt645::Version::V2007, *.err).join(", "))]
-    Refused { err: u8 },
+    /// A DL/T 645 meter answered with an abnormal reply (error byte, after −0x33), named by
+    /// its version's error table.
+    #[error("meter refused: error {err:02X} ({})", meterd_protocols::dlt645::error_bits(*.version, *.err).join(", "))]
+    Refused {
+        err: u8,
+        version: meterd_protocols::dlt645::Version,
+    },
     /// The meter answered, but a value is not what its format says (e.g. not BCD).
     #[error("bad value: {0}")]
     BadValue(String),
@@ -152,5 +156,28 @@ pub async fn poll(link: &mut BusLink, t: &PollTarget) -> GroupResult {
             (Some(a), Some(g)) => dlt645::poll_group(l, a, g, t).await,
             _ => GroupResult::default(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meterd_protocols::dlt645::Version;
+
+    #[test]
+    fn a_refusal_is_named_by_its_own_versions_error_table() {
+        for (version, err, shown) in [
+            (Version::V2007, 0x02, "error 02 (no requested data)"),
+            (Version::V1997, 0x02, "error 02 (data identifier error)"),
+            (Version::V1997, 0x01, "error 01 (illegal data)"),
+            (
+                Version::V2007,
+                0x04,
+                "error 04 (password error / unauthorized)",
+            ),
+        ] {
+            let e = PollError::Refused { err, version };
+            assert!(e.to_string().contains(shown), "{version:?}: {e}");
+        }
     }
 }

@@ -22,6 +22,7 @@
 use std::sync::Arc;
 
 use crc::{Crc, CRC_32_ISCSI};
+use meterd_protocols::modbus::shortest_f32;
 
 pub const FILE_HEADER: [u8; 8] = *b"MTRJ\x01\0\0\0";
 pub const MAGIC: [u8; 2] = 0x4A52u16.to_le_bytes();
@@ -137,14 +138,14 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// True when `v` survives a trip through f32 with its shortest decimal form intact.
+/// True when `v` survives a trip through f32 with its shortest decimal form intact (a float
+/// register's value always does).
 fn fits_f32(v: f64) -> bool {
-    let f = v as f32;
-    f.is_finite() && format!("{f}").parse::<f64>().ok() == Some(v)
+    shortest_f32(v as f32) == Some(v)
 }
 
 fn f32_to_f64(f: f32) -> f64 {
-    format!("{f}").parse().unwrap_or(f64::from(f))
+    shortest_f32(f).unwrap_or(f64::from(f))
 }
 
 impl Record {

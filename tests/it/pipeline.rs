@@ -422,3 +422,62 @@ async fn an_unusable_state_directory_is_a_loud_error_but_polling_and_delivery_go
         .terminate(Duration::from_secs(8))
         .is_some_and(|s| s.success()));
 }
+
+/// A billing-grade counter keeps every digit its float register holds, on MQTT and in
+/// InfluxDB: 1234567.9 kWh is not published as 1234568, nor 105901.26 as 105901.3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_float_register_reaches_mqtt_and_influxdb_with_every_digit() {
+    let broker = servers::mosquitto();
+    let influx = servers::influxdb1();
+    servers::influxql(&influx, "", "CREATE DATABASE meters").await;
+    let (sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    sim.set_value(1, "energy_import_kwh", Some(1234567.9));
+    sim.set_value(1, "energy_export_kwh", Some(105901.26));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = one_meter_config(
+        dir.path(),
+        "gw-digits",
+        &dir.path().join("state"),
+        &addr,
+        "300ms",
+        &format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"meters\"\nbatch_interval = \"200ms\"\n",
+            broker.port,
+            influx.url()
+        ),
+    );
+    let mqtt = Collector::start(broker.port, "meterd/gw-digits/meter/m1/reading").await;
+    let _meterd = Meterd::run(&cfg);
+    mqtt.wait_for("an energy reading", Duration::from_secs(15), |m| {
+        m.iter().any(|m| m.payload.contains("energy_import_kwh"))
+    })
+    .await;
+    let payload = mqtt
+        .all()
+        .into_iter()
+        .find(|m| m.payload.contains("energy_import_kwh"))
+        .unwrap()
+        .payload;
+    // The JSON text itself, as a consumer reads it.
+    assert!(
+        payload.contains("\"energy_import_kwh\":1234567.9"),
+        "{payload}"
+    );
+    assert!(
+        payload.contains("\"energy_export_kwh\":105901.26"),
+        "{payload}"
+    );
+    let stored = eventually("the counter in InfluxDB", Duration::from_secs(15), || async {
+        let a = servers::influxql(
+            &influx,
+            "meters",
+            "SELECT energy_import_kwh, energy_export_kwh FROM meter WHERE energy_import_kwh > 0 LIMIT 1",
+        )
+        .await;
+        let row = a["results"][0]["series"][0]["values"][0].clone();
+        row[1].as_f64().map(|_| row)
+    })
+    .await;
+    assert_eq!(stored[1].as_f64(), Some(1234567.9), "{stored}");
+    assert_eq!(stored[2].as_f64(), Some(105901.26), "{stored}");
+}

@@ -8,5 +8,5 @@ pub mod plan;
 pub mod slave;
 pub mod types;
 
-pub use plan::{plan_reads, Point, ReadBlock, RegisterKind, MAX_READ_REGISTERS};
+pub use plan::{plan_reads, shortest_f32, Point, ReadBlock, RegisterKind, MAX_READ_REGISTERS};
 pub use types::{ByteOrder, PointType, RawValue};

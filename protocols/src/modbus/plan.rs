@@ -53,17 +53,24 @@ impl Point {
     /// The engineering value for a raw value. Non-finite results (NaN/∞ floats, which many
     /// meters use as "not available") are `None`.
     ///
-    /// The result is rounded to the point's resolution, so a float register holding 230.1
-    /// reads as 230.1 rather than 230.10000610351562, and an integer in 0.01 units keeps two
-    /// decimals.
+    /// A float register keeps every digit it holds: its value is the shortest decimal that
+    /// reads back as the same float (a register holding 1234567.9 reads 1234567.9, not
+    /// 1234568 or 1234567.875), so the published number parsed as f32 is the register, bit
+    /// for bit. Scaled, it keeps 15 significant digits (f64's, without the binary noise of
+    /// the multiplication). An integer in 0.01 units keeps two decimals.
     pub fn scale_raw(&self, raw: RawValue) -> Option<f64> {
-        let v = raw.to_f64() * self.scale + self.offset;
+        let unscaled = self.scale == 1.0 && self.offset == 0.0;
+        let exact = match raw {
+            RawValue::F32(f) => shortest_f32(f)?,
+            other => other.to_f64(),
+        };
+        let v = exact * self.scale + self.offset;
         if !v.is_finite() {
             return None;
         }
         Some(match raw {
-            RawValue::F32(_) => round_significant(v, 7),
-            RawValue::F64(_) => round_significant(v, 15),
+            RawValue::F32(_) | RawValue::F64(_) if unscaled => v,
+            RawValue::F32(_) | RawValue::F64(_) => round_significant(v, 15),
             _ => {
                 let decimals = (-self.scale.abs().log10()).ceil().clamp(0.0, 9.0) as i32;
                 v.round_to(decimals)
@@ -76,6 +83,15 @@ impl Point {
         let scale = if self.scale == 0.0 { 1.0 } else { self.scale };
         RawValue::from_f64(self.ty, (value - self.offset) / scale)
     }
+}
+
+/// The f64 nearest the shortest decimal that reads back as `f` (`None` for NaN and ±∞,
+/// which meters use for "not available"). Its own shortest form is that same decimal.
+pub fn shortest_f32(f: f32) -> Option<f64> {
+    if !f.is_finite() {
+        return None;
+    }
+    ryu::Buffer::new().format_finite(f).parse().ok()
 }
 
 /// `v` rounded to `digits` significant decimal digits, as the nearest f64 to that decimal.
@@ -210,17 +226,52 @@ mod tests {
     }
 
     #[test]
-    fn float_registers_read_as_their_decimal_values() {
-        for (v, digits, want) in [
-            (230.100006103515625, 7, 230.1),
-            (49.99000167846679688, 7, 49.99),
-            (12345678.0, 7, 12345680.0),
-            (0.000123456789, 7, 0.0001234568),
-            (-1.5, 7, -1.5),
-            (0.0, 7, 0.0),
+    fn float_registers_keep_every_digit_they_hold() {
+        for (register, published) in [
+            (230.1f32, "230.1"),
+            (49.99, "49.99"),
+            (1234567.9, "1234567.9"),
+            (105901.26, "105901.26"),
+            (16777216.0, "16777216"),
+            (0.000123456789, "0.00012345679"),
+            (-1.5, "-1.5"),
+            (0.0, "0"),
         ] {
-            assert_eq!(round_significant(v, digits), want, "{v}");
+            let v = shortest_f32(register).unwrap();
+            assert_eq!(format!("{v}"), published, "{register}");
         }
+        assert_eq!(shortest_f32(f32::NAN), None);
+        assert_eq!(shortest_f32(f32::INFINITY), None);
+    }
+
+    proptest::proptest! {
+        /// Any f32 bit pattern: the published decimal, parsed back as f32, is the register.
+        #[test]
+        fn a_published_float_reads_back_as_the_register_bit_for_bit(bits in proptest::num::u32::ANY) {
+            let f = f32::from_bits(bits);
+            let p = Point {
+                quantity: "x_v".into(),
+                kind: RegisterKind::Holding,
+                address: 0,
+                ty: PointType::F32,
+                order: ByteOrder::ABCD,
+                scale: 1.0,
+                offset: 0.0,
+            };
+            match p.scale_raw(RawValue::F32(f)) {
+                None => proptest::prop_assert!(!f.is_finite()),
+                Some(v) => {
+                    let text = serde_json_like(v);
+                    let back: f32 = text.parse().unwrap();
+                    proptest::prop_assert_eq!(back.to_bits(), f.to_bits(), "{} -> {}", f, text);
+                }
+            }
+        }
+    }
+
+    /// How a value leaves meterd: Rust's shortest f64 form (serde_json and line protocol).
+    fn serde_json_like(v: f64) -> String {
+        format!("{v}")
     }
 
     fn point(kind: RegisterKind, address: u16, ty: PointType) -> Point {
