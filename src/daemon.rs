@@ -479,6 +479,7 @@ pub async fn run(
             state_file: alert_dir.map(|d| d.join("state.json")),
             outboxes,
             firing: firing_tx,
+            save_failing: Default::default(),
         },
         live.clone(),
         log.clone(),

@@ -15,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::rules::Alert;
 use crate::{journal::write_atomically, state::FailingSince};
@@ -37,6 +37,8 @@ pub struct Outbox {
     changed: Notify,
     /// Since when its notifier has failed to deliver, if it is failing.
     pub failing: FailingSince,
+    /// Writing its file fails (a full disk): logged when it starts and when it ends.
+    persist_failing: FailingSince,
 }
 
 impl Outbox {
@@ -66,6 +68,7 @@ impl Outbox {
             inner: Mutex::new(saved),
             changed: Notify::new(),
             failing: FailingSince::default(),
+            persist_failing: FailingSince::default(),
         }
     }
 
@@ -77,6 +80,7 @@ impl Outbox {
             inner: Mutex::new(Saved::default()),
             changed: Notify::new(),
             failing: FailingSince::default(),
+            persist_failing: FailingSince::default(),
         }
     }
 
@@ -89,8 +93,17 @@ impl Outbox {
         let write = serde_json::to_vec(s)
             .map_err(std::io::Error::other)
             .and_then(|b| write_atomically(path, &b));
-        if let Err(e) = write {
-            error!(file = %path.display(), error = %e, "cannot write the alert outbox; events are kept in memory");
+        match write {
+            Err(e) => {
+                if self.persist_failing.fail(e.to_string()) {
+                    error!(file = %path.display(), error = %e, "cannot write the alert outbox; events are kept in memory and written when it can be");
+                }
+            }
+            Ok(()) if self.persist_failing.since().is_some() => {
+                self.persist_failing.ok();
+                info!(file = %path.display(), "alert outbox written again");
+            }
+            Ok(()) => {}
         }
     }
 

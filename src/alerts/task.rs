@@ -51,6 +51,8 @@ pub struct AlertTask {
     pub outboxes: Vec<Arc<Outbox>>,
     /// The firing set, for notifiers that re-send it.
     pub firing: watch::Sender<Vec<Alert>>,
+    /// Saving the state fails (a full disk): logged when it starts and when it ends.
+    pub save_failing: crate::state::FailingSince,
 }
 
 impl AlertTask {
@@ -82,8 +84,17 @@ impl AlertTask {
         let write = serde_json::to_vec(&self.engine.save())
             .map_err(std::io::Error::other)
             .and_then(|b| crate::journal::write_atomically(path, &b));
-        if let Err(e) = write {
-            error!(file = %path.display(), error = %e, "cannot save the alert state");
+        match write {
+            Err(e) => {
+                if self.save_failing.fail(e.to_string()) {
+                    error!(file = %path.display(), error = %e, "cannot save the alert state; it is kept in memory and saved when it can be");
+                }
+            }
+            Ok(()) if self.save_failing.since().is_some() => {
+                self.save_failing.ok();
+                info!(file = %path.display(), "alert state saved again");
+            }
+            Ok(()) => {}
         }
     }
 

@@ -156,6 +156,28 @@ async fn a_full_disk_with_the_broker_down_keeps_meterd_working_and_loses_nothing
         1,
         "dropping is logged once:\n{log}"
     );
+    // Alert state and outboxes are small files written on events: one line each, not one
+    // per attempt.
+    assert!(
+        log_has("cannot save the alert state") <= 1,
+        "alert state failure logged once:\n{log}"
+    );
+    assert!(
+        log_has("cannot write the alert outbox") <= 2,
+        "one line per outbox:\n{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.contains(" ERROR ")
+            && ![
+                "journal cannot",
+                "alert state",
+                "alert outbox",
+                "journal sync failed"
+            ]
+            .iter()
+            .any(|known| l.contains(known))),
+        "no other errors:\n{log}"
+    );
 
     // What was left undelivered at the stop is in the journal: a drain run delivers it. Then
     // every seq either reached MQTT or was counted as dropped, nothing else.
