@@ -51,7 +51,7 @@ fn main() {
     let quantities: Vec<Arc<str>> = profile.groups[0]
         .points
         .iter()
-        .map(|p| p.quantity.as_str().into())
+        .map(|p| p.quantity.clone())
         .collect();
     // The backlog: what the meters would have delivered during the outage.
     let per_meter = minutes * 60 / interval;

@@ -1,9 +1,6 @@
 //! Journal append throughput and bytes per reading on disk.
 //! `cargo bench --bench journal`
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use meterd::{
@@ -22,7 +19,7 @@ fn sdm630_reading(i: u64) -> Reading {
         .enumerate()
         .map(|(k, p)| {
             (
-                Arc::<str>::from(p.quantity.as_str()),
+                p.quantity.clone(),
                 230.1 + k as f64 * 1.7 + (i % 50) as f64 / 10.0,
             )
         })

@@ -211,7 +211,7 @@ struct SimArgs {
     /// A meter as UNIT=PROFILE, or ADDRESS=PROFILE for DL/T 645 (repeatable; replaces --count).
     #[arg(long = "meter")]
     meters: Vec<String>,
-    /// A fault as UNIT=FAULT: silent, exception[:CODE], garbage, bad-crc, slow:DURATION.
+    /// A fault as UNIT=FAULT: silent, exception[:CODE], garbage, bad-crc, slow:DURATION, more-frames[:DURATION] (DL/T 645).
     #[arg(long = "fault")]
     faults: Vec<String>,
     /// Hold values fixed.

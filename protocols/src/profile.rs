@@ -73,7 +73,8 @@ impl ProfileProtocol {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiPoint {
     pub di: u32,
-    pub quantity: String,
+    /// Shared: every reading of the point carries this one name, not a copy.
+    pub quantity: std::sync::Arc<str>,
     /// Layout of the value bytes: the catalogue's, or the profile's for identifiers it adds.
     pub format: crate::dlt645::di::Format,
     /// value = decoded × factor (kW → W: 1000).
@@ -127,8 +128,8 @@ impl Profile {
         self.groups.iter().flat_map(|g| {
             g.points
                 .iter()
-                .map(|p| p.quantity.as_str())
-                .chain(g.dis.iter().map(|d| d.quantity.as_str()))
+                .map(|p| &*p.quantity)
+                .chain(g.dis.iter().map(|d| &*d.quantity))
                 .chain(g.clock.then_some("meter_clock_offset_s"))
         })
     }
@@ -302,7 +303,7 @@ impl Profile {
                     ));
                 }
                 points.push(Point {
-                    quantity: p.quantity,
+                    quantity: p.quantity.into(),
                     kind: p.register.unwrap_or(raw.register),
                     address: p.address,
                     ty,
@@ -328,7 +329,7 @@ impl Profile {
                 let Some(version) = version else { break };
                 match parse_di_point(version, d) {
                     Ok(p) => {
-                        if !seen.insert(p.quantity.clone()) {
+                        if !seen.insert(p.quantity.to_string()) {
                             problems.push(format!("quantity {:?} is mapped twice", p.quantity));
                         }
                         dis.push(p);
@@ -448,7 +449,7 @@ fn parse_di_point(version: crate::dlt645::Version, d: RawDi) -> Result<DiPoint, 
     }
     Ok(DiPoint {
         di,
-        quantity,
+        quantity: quantity.into(),
         format,
         factor,
     })
@@ -548,7 +549,7 @@ mod tests {
         let p = Profile::parse(&ok, "t.toml").unwrap();
         let dis = &p.groups[0].dis;
         assert_eq!(
-            (dis[0].quantity.as_str(), dis[0].factor),
+            (&*dis[0].quantity, dis[0].factor),
             ("power_w", 1000.0)
         );
         assert_eq!(dis[1].di, 0x0280_0008);

@@ -536,7 +536,7 @@ pub async fn poll_group(
                             continue;
                         }
                         match decode_point(p, &bytes[offset.min(bytes.len())..]) {
-                            Ok(v) => out.values.push((Arc::from(p.quantity.as_str()), v)),
+                            Ok(v) => out.values.push((p.quantity.clone(), v)),
                             Err(e) => out.errors.push(e),
                         }
                     }

@@ -273,7 +273,7 @@ pub async fn poll_group(
             Ok(words) => out.values.extend(
                 block
                     .decode(points, &words)
-                    .map(|(i, v)| (Arc::<str>::from(points[i].quantity.as_str()), v)),
+                    .map(|(i, v)| (points[i].quantity.clone(), v)),
             ),
             Err(e @ PollError::Exception { .. }) => out.errors.push(e),
             Err(e) => {

@@ -221,7 +221,7 @@ impl MeterModel {
             if p.end() <= u32::from(start) || u32::from(p.address) >= end {
                 continue;
             }
-            let v = values.get(p.quantity.as_str()).copied().unwrap_or(0.0);
+            let v = values.get(&*p.quantity).copied().unwrap_or(0.0);
             let raw: RawValue = p.raw_for(v);
             for (k, w) in raw.encode(p.order).into_iter().enumerate() {
                 let addr = u32::from(p.address) + k as u32;

@@ -29,7 +29,7 @@ fn resolution(profile: &str, quantity: &str) -> f64 {
         .groups
         .iter()
         .flat_map(|g| g.dis.iter())
-        .find(|d| d.quantity == quantity)
+        .find(|d| &*d.quantity == quantity)
         .expect("quantity");
     let Format::Number { decimals, .. } = d.format else {
         panic!("not a number")

@@ -283,7 +283,7 @@ pub fn tolerance(profile: &str, quantity: &str, expected: f64) -> f64 {
     let p = set.get(profile).expect("profile");
     let point = p
         .points()
-        .find(|pt| pt.quantity == quantity)
+        .find(|pt| &*pt.quantity == quantity)
         .expect("point");
     if point.ty.is_float() {
         expected.abs() * 1e-6 * point.scale.abs().max(1.0) + 1e-9

@@ -115,7 +115,7 @@ async fn readings_reach_mqtt_and_influxdb_1x_with_the_contracts_topics_schema_an
             .get(profile)
             .unwrap()
             .points()
-            .map(|p| p.quantity.clone())
+            .map(|p| p.quantity.to_string())
             .collect();
         assert_eq!(
             quantities, expected,

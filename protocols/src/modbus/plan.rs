@@ -34,7 +34,8 @@ impl RegisterKind {
 /// One value in a register map.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Point {
-    pub quantity: String,
+    /// Shared: every reading of the point carries this one name, not a copy.
+    pub quantity: std::sync::Arc<str>,
     pub kind: RegisterKind,
     /// Protocol address (0-based; register 30001 or 40001 in a manual is address 0).
     pub address: u16,
@@ -233,7 +234,7 @@ mod tests {
             (1234567.9, "1234567.9"),
             (105901.26, "105901.26"),
             (16777216.0, "16777216"),
-            (0.000123456789, "0.00012345679"),
+            (0.000_123_456_79, "0.00012345679"),
             (-1.5, "-1.5"),
             (0.0, "0"),
         ] {
@@ -276,7 +277,7 @@ mod tests {
 
     fn point(kind: RegisterKind, address: u16, ty: PointType) -> Point {
         Point {
-            quantity: format!("q{address}_v"),
+            quantity: format!("q{address}_v").into(),
             kind,
             address,
             ty,
