@@ -90,6 +90,20 @@ impl FailingSince {
         }
     }
 
+    /// Record an attempt's result; says whether it started a failure (or changed its reason)
+    /// or ended one, the two moments worth a log line.
+    pub fn record<E: std::fmt::Display>(&self, result: &Result<(), E>) -> Change {
+        match result {
+            Err(e) if self.fail(e.to_string()) => Change::Failing,
+            Err(_) => Change::Same,
+            Ok(()) if self.since().is_some() => {
+                self.ok();
+                Change::Recovered
+            }
+            Ok(()) => Change::Same,
+        }
+    }
+
     /// The last attempt worked.
     pub fn ok(&self) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -111,6 +125,14 @@ impl FailingSince {
             .as_ref()
             .map(|(_, r)| r.clone())
     }
+}
+
+/// What an attempt changed (see [`FailingSince::record`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Failing,
+    Recovered,
+    Same,
 }
 
 /// Fresh readings waiting for the alert engine, at most.

@@ -548,10 +548,7 @@ mod tests {
         );
         let p = Profile::parse(&ok, "t.toml").unwrap();
         let dis = &p.groups[0].dis;
-        assert_eq!(
-            (&*dis[0].quantity, dis[0].factor),
-            ("power_w", 1000.0)
-        );
+        assert_eq!((&*dis[0].quantity, dis[0].factor), ("power_w", 1000.0));
         assert_eq!(dis[1].di, 0x0280_0008);
         let bad = format!(
             "{head}[[group]]\nname = \"g\"\ninterval = \"30s\"\ndis = [\n\

@@ -18,7 +18,10 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use super::rules::Alert;
-use crate::{journal::write_atomically, state::FailingSince};
+use crate::{
+    journal::write_atomically,
+    state::{Change, FailingSince},
+};
 
 /// At most this many events wait; beyond it the oldest are dropped (and logged): a receiver
 /// gone for weeks must not grow the file without bound.
@@ -93,17 +96,12 @@ impl Outbox {
         let write = serde_json::to_vec(s)
             .map_err(std::io::Error::other)
             .and_then(|b| write_atomically(path, &b));
-        match write {
-            Err(e) => {
-                if self.persist_failing.fail(e.to_string()) {
-                    error!(file = %path.display(), error = %e, "cannot write the alert outbox; events are kept in memory and written when it can be");
-                }
+        match self.persist_failing.record(&write) {
+            Change::Failing => {
+                error!(file = %path.display(), error = %self.persist_failing.reason().unwrap_or_default(), "cannot write the alert outbox; events are kept in memory and written when it can be")
             }
-            Ok(()) if self.persist_failing.since().is_some() => {
-                self.persist_failing.ok();
-                info!(file = %path.display(), "alert outbox written again");
-            }
-            Ok(()) => {}
+            Change::Recovered => info!(file = %path.display(), "alert outbox written again"),
+            Change::Same => {}
         }
     }
 

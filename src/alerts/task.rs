@@ -14,7 +14,12 @@ use super::{
     outbox::Outbox,
     rules::{Alert, Engine, MeterInfo, Rule, Saved, State, Status},
 };
-use crate::{config::Config, daemon::SinkList, journal::Journal, state::LiveState};
+use crate::{
+    config::Config,
+    daemon::SinkList,
+    journal::Journal,
+    state::{Change, LiveState},
+};
 
 /// What the engine needs to know of the configured meters.
 pub fn meter_infos(c: &Config) -> Vec<MeterInfo> {
@@ -84,17 +89,12 @@ impl AlertTask {
         let write = serde_json::to_vec(&self.engine.save())
             .map_err(std::io::Error::other)
             .and_then(|b| crate::journal::write_atomically(path, &b));
-        match write {
-            Err(e) => {
-                if self.save_failing.fail(e.to_string()) {
-                    error!(file = %path.display(), error = %e, "cannot save the alert state; it is kept in memory and saved when it can be");
-                }
+        match self.save_failing.record(&write) {
+            Change::Failing => {
+                error!(file = %path.display(), error = %self.save_failing.reason().unwrap_or_default(), "cannot save the alert state; it is kept in memory and saved when it can be")
             }
-            Ok(()) if self.save_failing.since().is_some() => {
-                self.save_failing.ok();
-                info!(file = %path.display(), "alert state saved again");
-            }
-            Ok(()) => {}
+            Change::Recovered => info!(file = %path.display(), "alert state saved again"),
+            Change::Same => {}
         }
     }
 

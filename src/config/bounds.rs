@@ -76,6 +76,52 @@ fn show(d: Duration) -> String {
 /// Every duration in `table` outside its range: its path and the message.
 pub(super) fn check(table: &toml::Table) -> Vec<(Vec<Seg>, String)> {
     let mut out = Vec::new();
+    for (path, s) in strings(table) {
+        let Some(bound) = BOUNDS.iter().find(|b| matches(b.path, &path)) else {
+            continue;
+        };
+        // One that does not parse is reported by the typed parse.
+        let Ok(d) = humantime::parse_duration(s) else {
+            continue;
+        };
+        if d < bound.min || d > bound.max {
+            out.push((
+                path,
+                format!(
+                    "{s:?} is outside {} to {}: {}",
+                    show(bound.min),
+                    show(bound.max),
+                    bound.why
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// Every string in `table`, with its path.
+fn strings(table: &toml::Table) -> Vec<(Vec<Seg>, &str)> {
+    fn walk<'a>(v: &'a toml::Value, path: &mut Vec<Seg>, out: &mut Vec<(Vec<Seg>, &'a str)>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    path.push(Seg::Key(k.clone()));
+                    walk(v, path, out);
+                    path.pop();
+                }
+            }
+            toml::Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    path.push(Seg::Index(i));
+                    walk(v, path, out);
+                    path.pop();
+                }
+            }
+            toml::Value::String(s) => out.push((path.clone(), s)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
     let mut path = Vec::new();
     for (k, v) in table {
         path.push(Seg::Key(k.clone()));
@@ -85,46 +131,6 @@ pub(super) fn check(table: &toml::Table) -> Vec<(Vec<Seg>, String)> {
     out
 }
 
-fn walk(v: &toml::Value, path: &mut Vec<Seg>, out: &mut Vec<(Vec<Seg>, String)>) {
-    match v {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                path.push(Seg::Key(k.clone()));
-                walk(v, path, out);
-                path.pop();
-            }
-        }
-        toml::Value::Array(a) => {
-            for (i, v) in a.iter().enumerate() {
-                path.push(Seg::Index(i));
-                walk(v, path, out);
-                path.pop();
-            }
-        }
-        toml::Value::String(s) => {
-            let Some(bound) = BOUNDS.iter().find(|b| matches(b.path, path)) else {
-                return;
-            };
-            // One that does not parse is reported by the typed parse.
-            let Ok(d) = humantime::parse_duration(s) else {
-                return;
-            };
-            if d < bound.min || d > bound.max {
-                out.push((
-                    path.clone(),
-                    format!(
-                        "{s:?} is outside {} to {}: {}",
-                        show(bound.min),
-                        show(bound.max),
-                        bound.why
-                    ),
-                ));
-            }
-        }
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,43 +138,12 @@ mod tests {
     #[test]
     fn every_duration_key_of_the_example_config_has_a_bound() {
         let table: toml::Table = toml::from_str(super::super::TEMPLATE).unwrap();
-        let mut unbounded = Vec::new();
-        let mut path = Vec::new();
-        fn durations(v: &toml::Value, path: &mut Vec<Seg>, found: &mut Vec<Vec<Seg>>) {
-            match v {
-                toml::Value::Table(t) => {
-                    for (k, v) in t {
-                        path.push(Seg::Key(k.clone()));
-                        durations(v, path, found);
-                        path.pop();
-                    }
-                }
-                toml::Value::Array(a) => {
-                    for (i, v) in a.iter().enumerate() {
-                        path.push(Seg::Index(i));
-                        durations(v, path, found);
-                        path.pop();
-                    }
-                }
-                toml::Value::String(s)
-                    if humantime::parse_duration(s).is_ok() && s.parse::<f64>().is_err() =>
-                {
-                    found.push(path.clone())
-                }
-                _ => {}
-            }
-        }
-        for (k, v) in &table {
-            path.push(Seg::Key(k.clone()));
-            let mut found = Vec::new();
-            durations(v, &mut path, &mut found);
-            for p in found {
-                if !BOUNDS.iter().any(|b| matches(b.path, &p)) {
-                    unbounded.push(format!("{p:?}"));
-                }
-            }
-            path.pop();
-        }
+        let unbounded: Vec<String> = strings(&table)
+            .into_iter()
+            .filter(|(_, s)| humantime::parse_duration(s).is_ok() && s.parse::<f64>().is_err())
+            .filter(|(p, _)| !BOUNDS.iter().any(|b| matches(b.path, p)))
+            .map(|(p, _)| format!("{p:?}"))
+            .collect();
         assert!(unbounded.is_empty(), "no bound for {unbounded:?}");
     }
 
