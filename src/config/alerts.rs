@@ -2,7 +2,10 @@
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use super::{k, secret, Reporter, Seg};
+use super::{
+    report::{k, Reporter, Seg},
+    secret::secret,
+};
 use crate::{
     alerts::{
         rules::{glob, Kind, MeterInfo, Rule, Scope, Severity},

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::validate::Seg;
+use super::report::Seg;
 use meterd_protocols::profile::INTERVAL_RANGE as INTERVAL;
 
 const S: Duration = Duration::from_secs(1);

@@ -1,17 +1,29 @@
-//! Configuration in two stages: [`raw`] parses the TOML into strict structs, [`validate`] checks
-//! meaning and builds the runtime [`Config`]. Every problem is collected, with the file, line and
-//! key it belongs to, so `meterd validate` reports them all at once.
+//! Configuration in two stages: [`raw`] parses the TOML into strict structs, then [`load`]
+//! checks meaning section by section (`bus`, `mqtt`, `influx`, `alerts`, with `bounds` for
+//! every duration and `secret` for credentials) and builds the runtime [`model`]. Every problem
+//! is collected with the file, line and key it belongs to ([`report`]), so `meterd validate`
+//! reports them all at once.
 
+mod alerts;
 pub mod bounds;
+mod bus;
 pub mod files;
+mod influx;
+mod load;
+pub mod model;
+mod mqtt;
+mod profiles;
 pub mod raw;
-mod validate;
+mod report;
+mod secret;
 
-pub use validate::{
-    load, load_str, parse_utc_offset, BusConfig, Config, ConfigError, ConfigErrors, HttpConfig,
-    InfluxAuth, InfluxConfig, JournalConfig, Link, MeterConfig, MeterGroup, MqttConfig, ProfileSet,
-    SerialConfig,
+pub use load::{load, load_str, parse_utc_offset};
+pub use model::{
+    BusConfig, Config, HttpConfig, InfluxAuth, InfluxConfig, JournalConfig, Link, MeterConfig,
+    MeterGroup, MqttConfig, SerialConfig,
 };
+pub use profiles::ProfileSet;
+pub use report::{ConfigError, ConfigErrors};
 
 /// The commented example config printed by `meterd configfile`; a test checks it validates.
 pub const TEMPLATE: &str = include_str!("../../config/meterd.example.toml");

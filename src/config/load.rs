@@ -1,0 +1,285 @@
+//! Reading a config: the file, its sections, then meaning, with every problem collected.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use super::{
+    alerts,
+    influx::check_influx,
+    model::*,
+    mqtt::check_mqtt,
+    raw::*,
+    report::{k, ConfigError, ConfigErrors, Reporter, Seg},
+    ProfileSet,
+};
+
+/// Read and validate a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    match super::files::read_text(path, super::files::MAX_TEXT) {
+        Ok(text) => load_str(&text, &file),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file,
+            position: None,
+            key: String::new(),
+            message: format!("cannot read the config: {e}"),
+        }])),
+    }
+}
+
+/// Validate config text; `file` names it in errors. Relative paths in the config are taken
+/// relative to the config file's directory.
+pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let mut r = Reporter {
+        file: file.to_string(),
+        text,
+        line_starts: Default::default(),
+        doc: None,
+        errors: Vec::new(),
+    };
+    let doc = match toml_edit::ImDocument::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let position = e.span().map(|s| r.line_col(s.start));
+            let message = e.message().trim().replace('\n', ": ");
+            return Err(ConfigErrors(vec![ConfigError {
+                file: file.into(),
+                position,
+                key: String::new(),
+                message,
+            }]));
+        }
+    };
+    r.doc = Some(doc);
+    let value: toml::Table = match toml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            r.error(&[], e.message().to_string());
+            return Err(ConfigErrors(r.errors));
+        }
+    };
+    let base = Path::new(file)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    for (path, message) in super::bounds::check(&value) {
+        r.error(&path, message);
+    }
+    let raw = parse_sections(&mut r, value);
+    let config = raw.and_then(|raw| check(&mut r, raw, &base));
+    match config {
+        Some(c) if r.errors.is_empty() => Ok(c),
+        _ => Err(ConfigErrors(r.errors)),
+    }
+}
+
+struct RawAll {
+    gateway: Option<RawGateway>,
+    profiles_dir: Option<PathBuf>,
+    /// (index in the file, bus, file index of each meter that parsed)
+    buses: Vec<(usize, RawBus, Vec<usize>)>,
+    mqtt: Option<RawMqtt>,
+    influx: Option<RawInflux>,
+    journal: RawJournal,
+    http: RawHttp,
+    alerts: RawAlerts,
+}
+
+/// `journal.memory` when not set: about 25,000 readings of 8 values, or 5,000 of 60.
+pub const DEFAULT_JOURNAL_MEMORY: u64 = 8 << 20;
+
+const SECTIONS: &[&str] = &[
+    "gateway",
+    "profiles_dir",
+    "bus",
+    "mqtt",
+    "influxdb",
+    "journal",
+    "http",
+    "alerts",
+];
+
+/// Deserialize section by section, and each bus and meter on its own, so one bad meter does
+/// not hide the problems of the next.
+fn parse_sections(r: &mut Reporter, mut top: toml::Table) -> Option<RawAll> {
+    for key in top.keys() {
+        if !SECTIONS.contains(&key.as_str()) {
+            r.error(
+                &[k(key)],
+                format!(
+                    "unknown section `{key}`, expected one of {}",
+                    SECTIONS.join(", ")
+                ),
+            );
+        }
+    }
+    let mut take = |name: &str| top.remove(name);
+    let gateway = match take("gateway") {
+        Some(v) => r.parse(&[k("gateway")], v),
+        None => {
+            r.error(&[], "missing [gateway] section (id and state_dir)");
+            None
+        }
+    };
+    let profiles_dir = take("profiles_dir").and_then(|v| r.parse(&[k("profiles_dir")], v));
+    let mqtt = take("mqtt").and_then(|v| r.parse(&[k("mqtt")], v));
+    let influx = take("influxdb").and_then(|v| r.parse(&[k("influxdb")], v));
+    let journal = take("journal")
+        .and_then(|v| r.parse(&[k("journal")], v))
+        .unwrap_or_default();
+    let http = take("http")
+        .and_then(|v| r.parse(&[k("http")], v))
+        .unwrap_or_default();
+    let alerts = take("alerts")
+        .and_then(|v| r.parse(&[k("alerts")], v))
+        .unwrap_or_default();
+    let mut buses = Vec::new();
+    match take("bus") {
+        None => {}
+        Some(toml::Value::Array(items)) => {
+            for (i, item) in items.into_iter().enumerate() {
+                let path = [k("bus"), Seg::Index(i)];
+                let toml::Value::Table(mut t) = item else {
+                    r.error(&path, "a bus must be a table ([[bus]])");
+                    continue;
+                };
+                let meters = t.remove("meter");
+                let Some(mut bus) = r.parse::<RawBus>(&path, toml::Value::Table(t)) else {
+                    continue;
+                };
+                let mut indices = Vec::new();
+                match meters {
+                    None => {}
+                    Some(toml::Value::Array(ms)) => {
+                        for (j, m) in ms.into_iter().enumerate() {
+                            let mp = [k("bus"), Seg::Index(i), k("meter"), Seg::Index(j)];
+                            if let Some(m) = r.parse::<RawMeter>(&mp, m) {
+                                bus.meter.push(m);
+                                indices.push(j);
+                            }
+                        }
+                    }
+                    Some(_) => r.error(
+                        &[k("bus"), Seg::Index(i), k("meter")],
+                        "meters are [[bus.meter]] tables",
+                    ),
+                }
+                buses.push((i, bus, indices));
+            }
+        }
+        Some(_) => r.error(&[k("bus")], "buses are [[bus]] tables"),
+    }
+    Some(RawAll {
+        gateway,
+        profiles_dir,
+        buses,
+        mqtt,
+        influx,
+        journal,
+        http,
+        alerts,
+    })
+}
+
+/// "+08:00" → 28800.
+pub fn parse_utc_offset(s: &str) -> Option<i64> {
+    let (sign, rest) = match s.as_bytes().first()? {
+        b'+' => (1, &s[1..]),
+        b'-' => (-1, &s[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    ((0..=14).contains(&h) && (0..60).contains(&m)).then_some(sign * (h * 3600 + m * 60))
+}
+
+pub(super) fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+pub(super) const ID_RULE: &str =
+    "use 1 to 64 letters, digits, '-', '_' or '.' (it is an MQTT topic level and an InfluxDB tag)";
+
+pub(super) fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
+    let gateway = raw.gateway;
+    if let Some(g) = &gateway {
+        if !valid_id(&g.id) {
+            r.error(&[k("gateway"), k("id")], format!("{:?}: {ID_RULE}", g.id));
+        }
+        if g.state_dir.as_os_str().is_empty() {
+            r.error(&[k("gateway"), k("state_dir")], "must not be empty");
+        }
+    }
+    let profiles = match &raw.profiles_dir {
+        Some(dir) => {
+            let (set, problems) = ProfileSet::with_dir(&resolve(base, dir));
+            for p in problems {
+                r.error(&[k("profiles_dir")], p);
+            }
+            set
+        }
+        None => ProfileSet::builtin(),
+    };
+    let profiles = Arc::new(profiles);
+
+    let buses = super::bus::check_buses(r, raw.buses, &profiles);
+
+    let gateway_id = gateway.as_ref().map(|g| g.id.clone()).unwrap_or_default();
+    let mqtt = raw.mqtt.and_then(|m| check_mqtt(r, m, &gateway_id, base));
+    let influx = raw.influx.and_then(|i| check_influx(r, i, base));
+
+    let max_size = raw.journal.max_size.map_or(1 << 30, |s| s.as_u64());
+    if max_size < 1 << 20 {
+        r.error(&[k("journal"), k("max_size")], "must be at least 1MiB");
+    }
+    let memory = raw
+        .journal
+        .memory
+        .map_or(DEFAULT_JOURNAL_MEMORY, |s| s.as_u64());
+    if !(64 << 10..=1 << 30).contains(&memory) {
+        // Below 64 KiB not even one write buffer of readings fits; above 1 GiB it is no
+        // longer a small gateway's memory.
+        r.error(
+            &[k("journal"), k("memory")],
+            "must be between 64KiB and 1GiB",
+        );
+    }
+    let fsync = raw.journal.fsync.unwrap_or(Duration::from_secs(1));
+    let alerts = alerts::check_alerts(r, raw.alerts, &buses, base);
+    let gateway = gateway?;
+    Some(Config {
+        gateway_id: gateway.id,
+        state_dir: resolve(base, &gateway.state_dir),
+        buses,
+        mqtt,
+        influx,
+        journal: JournalConfig {
+            max_size,
+            memory,
+            fsync,
+        },
+        http: HttpConfig {
+            listen: raw
+                .http
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9645))),
+        },
+        profiles,
+        alerts,
+    })
+}

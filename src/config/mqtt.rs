@@ -1,0 +1,131 @@
+//! `[mqtt]`: broker URL, TLS files (loaded to check them), credentials, QoS.
+
+use std::{path::Path, time::Duration};
+
+use super::{
+    load::resolve,
+    model::MqttConfig,
+    raw::RawMqtt,
+    report::{k, Reporter},
+    secret::secret,
+};
+
+pub(super) fn check_mqtt(
+    r: &mut Reporter,
+    m: RawMqtt,
+    gateway: &str,
+    base: &Path,
+) -> Option<MqttConfig> {
+    let at = |key: &str| [k("mqtt"), k(key)];
+    let (tls, rest) = if let Some(rest) = m.url.strip_prefix("mqtts://") {
+        (true, rest)
+    } else if let Some(rest) = m.url.strip_prefix("mqtt://") {
+        (false, rest)
+    } else {
+        r.error(
+            &at("url"),
+            // Not the URL itself: it may carry a password, and reload errors are logged.
+            "use mqtt://HOST[:PORT] or mqtts://HOST[:PORT]",
+        );
+        return None;
+    };
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => match p.parse::<u16>() {
+            Ok(p) => (h.to_string(), p),
+            Err(_) => {
+                r.error(&at("url"), format!("{p:?} is not a port"));
+                return None;
+            }
+        },
+        None => (rest.to_string(), if tls { 8883 } else { 1883 }),
+    };
+    if host.is_empty() {
+        r.error(&at("url"), "no host");
+    }
+    if m.qos > 1 {
+        r.error(
+            &at("qos"),
+            "must be 0 or 1 (QoS 1: at least once, confirmed by PUBACK)",
+        );
+    }
+    if m.topic_prefix.is_empty() || m.topic_prefix.contains(['+', '#']) {
+        r.error(
+            &at("topic_prefix"),
+            "must be non-empty and contain no MQTT wildcards",
+        );
+    }
+    let password = secret(
+        r,
+        &[k("mqtt")],
+        "password",
+        m.password,
+        m.password_file,
+        m.password_env,
+        base,
+    );
+    if !tls && (m.ca_file.is_some() || m.client_cert_file.is_some()) {
+        r.error(&at("ca_file"), "TLS files need an mqtts:// url");
+    }
+    if m.client_cert_file.is_some() != m.client_key_file.is_some() {
+        r.error(
+            &at("client_cert_file"),
+            "client_cert_file and client_key_file go together",
+        );
+    }
+    // Load what the TLS handshake will need, so a wrong file is found now, not at connect.
+    for (key, file, what) in [
+        ("ca_file", &m.ca_file, Pem::Certificates),
+        ("client_cert_file", &m.client_cert_file, Pem::Certificates),
+        ("client_key_file", &m.client_key_file, Pem::PrivateKey),
+    ] {
+        if let Some(f) = file {
+            let path = resolve(base, f);
+            if let Err(e) = check_pem(&path, what) {
+                r.error(&at(key), format!("{}: {e}", path.display()));
+            }
+        }
+    }
+    Some(MqttConfig {
+        host,
+        port,
+        tls,
+        topic_prefix: m.topic_prefix.trim_end_matches('/').to_string(),
+        qos: m.qos.min(1),
+        client_id: m.client_id.unwrap_or_else(|| format!("meterd-{gateway}")),
+        username: m.username,
+        password,
+        ca_file: m.ca_file.map(|p| resolve(base, &p)),
+        client_cert_file: m.client_cert_file.map(|p| resolve(base, &p)),
+        client_key_file: m.client_key_file.map(|p| resolve(base, &p)),
+        keep_alive: m.keep_alive.unwrap_or(Duration::from_secs(30)),
+        inflight: m.inflight.unwrap_or(100).clamp(1, 1000),
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Pem {
+    Certificates,
+    PrivateKey,
+}
+
+/// A PEM file with at least one certificate, or with a private key.
+fn check_pem(path: &Path, what: Pem) -> Result<(), String> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let bytes = super::files::read_limited(path, super::files::MAX_SECRET)?;
+    match what {
+        Pem::Certificates => {
+            let certs = CertificateDer::pem_slice_iter(&bytes)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("not a PEM certificate file: {e}"))?;
+            if certs.is_empty() {
+                return Err("holds no certificate (PEM, -----BEGIN CERTIFICATE-----)".into());
+            }
+        }
+        Pem::PrivateKey => {
+            PrivateKeyDer::from_pem_slice(&bytes)
+                .map_err(|e| format!("holds no private key (PEM): {e}"))?;
+        }
+    }
+    Ok(())
+}
