@@ -5,12 +5,7 @@
 //! exactly what changed: an untouched bus keeps its task, its links and its schedule; a
 //! restarted sink resumes from its journal cursor, so nothing journaled is lost.
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::{
     sync::{mpsc, watch},
@@ -22,29 +17,15 @@ use crate::{
     alerts::{
         outbox::Outbox,
         rules::Engine,
-        task::{meter_infos, AlertTask, Reconfigure},
+        task::{AlertTask, Reconfigure},
         Notifier,
     },
     bus,
     config::{BusConfig, Config, ConfigErrors, InfluxConfig, MqttConfig},
-    journal::{self, CursorId, Journal},
+    journal::{self, Journal},
     sinks::{self, SinkCtx, SinkStats},
-    state::LiveState,
+    state::{LiveState, OutboxList, SinkInfo, SinkList},
 };
-
-/// A sink as `/metrics` sees it.
-#[derive(Clone)]
-pub struct SinkInfo {
-    pub name: String,
-    pub cursor: CursorId,
-    pub stats: Arc<SinkStats>,
-}
-
-/// The sinks currently running, shared with the HTTP endpoints.
-pub type SinkList = Arc<RwLock<Vec<SinkInfo>>>;
-
-/// Every alert outbox opened, by name, shared with the HTTP endpoints.
-pub type OutboxList = Arc<RwLock<BTreeMap<String, Arc<Outbox>>>>;
 
 /// A task with its own stop signal.
 struct Running<C> {
@@ -383,7 +364,7 @@ impl Daemon {
         let outboxes = self.alert_outboxes(&new);
         let _ = self.alert_ctl.send(Reconfigure {
             rules: new.alerts.rules.clone(),
-            meters: meter_infos(&new),
+            meters: new.meter_infos(),
             outboxes,
         });
         info!(
@@ -473,7 +454,7 @@ pub async fn run(
             engine: Engine::new(
                 &config.gateway_id,
                 config.alerts.rules.clone(),
-                meter_infos(&config),
+                config.meter_infos(),
                 std::time::SystemTime::now(),
             ),
             state_file: alert_dir.map(|d| d.join("state.json")),
@@ -523,33 +504,13 @@ pub async fn run(
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
     let mut watchdog_tick =
         tokio::time::interval(Duration::from_micros((watchdog_usec / 2).max(100_000)));
-    // Group commit in a task of its own, so a reload that waits for a sink to flush never
-    // stretches the power-loss window; the fsync itself runs on a blocking thread.
-    let (commit_stop_tx, mut commit_stop) = watch::channel(false);
-    let group_commit = {
-        let log = log.clone();
-        let every = config.journal.fsync.max(Duration::from_millis(10));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            let mut failing = false;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = commit_stop.changed() => break,
-                }
-                let log = log.clone();
-                let r = tokio::task::spawn_blocking(move || log.sync())
-                    .await
-                    .unwrap_or_else(|e| Err(journal::JournalError::Task(e.to_string())));
-                match (&r, failing) {
-                    (Err(e), false) => error!(error = %e, "journal sync failed"),
-                    (Ok(()), true) => info!("journal sync works again"),
-                    _ => {}
-                }
-                failing = r.is_err();
-            }
-        })
-    };
+    // Group commit in a task of its own (`journal::commit`).
+    let (commit_stop_tx, commit_stop) = watch::channel(false);
+    let group_commit = tokio::spawn(journal::commit::run(
+        log.clone(),
+        config.journal.fsync,
+        commit_stop,
+    ));
     loop {
         tokio::select! {
             _ = watchdog_tick.tick(), if watchdog => {

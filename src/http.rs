@@ -17,7 +17,10 @@ use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::ge
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::{daemon::SinkList, journal::Journal, state::LiveState};
+use crate::{
+    journal::Journal,
+    state::{LiveState, SinkList},
+};
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -26,7 +29,7 @@ pub struct HttpState {
     /// The running sinks, their journal cursors and counters.
     pub sinks: SinkList,
     /// Alert outboxes: events waiting for their receiver.
-    pub outboxes: crate::daemon::OutboxList,
+    pub outboxes: crate::state::OutboxList,
 }
 
 fn label(v: &str) -> String {
@@ -130,7 +133,7 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
         &'static str,
         &'static str,
         &'static str,
-        fn(&HttpState, &crate::daemon::SinkInfo, std::time::SystemTime) -> String,
+        fn(&HttpState, &crate::state::SinkInfo, std::time::SystemTime) -> String,
     );
     let per_sink: [SinkMetric; 6] = [
         (

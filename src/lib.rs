@@ -3,9 +3,12 @@
 //! confirmed. See ARCHITECTURE.md for the map.
 
 pub mod alerts;
+pub mod backoff;
 pub mod bus;
 pub mod config;
 pub mod daemon;
+pub mod failing;
+pub mod files;
 pub mod http;
 pub mod journal;
 pub mod reading;

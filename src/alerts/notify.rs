@@ -16,7 +16,7 @@ use super::{
     rules::{Alert, State},
     Notifier, NotifierKind,
 };
-use crate::sinks::Backoff;
+use crate::backoff::Backoff;
 
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()

@@ -19,8 +19,8 @@ use tracing::{error, info, warn};
 
 use super::rules::Alert;
 use crate::{
-    journal::write_atomically,
-    state::{Change, FailingSince},
+    failing::{Change, FailingSince},
+    files::write_atomically,
 };
 
 /// At most this many events wait; beyond it the oldest are dropped (and logged): a receiver

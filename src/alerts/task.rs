@@ -15,32 +15,10 @@ use super::{
     rules::{Alert, Engine, MeterInfo, Rule, Saved, State, Status},
 };
 use crate::{
-    config::Config,
-    daemon::SinkList,
+    failing::Change,
     journal::Journal,
-    state::{Change, LiveState},
+    state::{LiveState, SinkList},
 };
-
-/// What the engine needs to know of the configured meters.
-pub fn meter_infos(c: &Config) -> Vec<MeterInfo> {
-    c.buses
-        .iter()
-        .flat_map(|b| {
-            b.meters.iter().map(|m| MeterInfo {
-                id: m.id.clone(),
-                bus: b.name.clone(),
-                profile: m.profile.name.clone(),
-                labels: m.labels.clone(),
-                interval: m
-                    .groups
-                    .iter()
-                    .map(|g| g.interval)
-                    .min()
-                    .unwrap_or(Duration::from_secs(60)),
-            })
-        })
-        .collect()
-}
 
 /// A reload: new rules and meters, and the outboxes events now go to.
 pub struct Reconfigure {
@@ -57,7 +35,7 @@ pub struct AlertTask {
     /// The firing set, for notifiers that re-send it.
     pub firing: watch::Sender<Vec<Alert>>,
     /// Saving the state fails (a full disk): logged when it starts and when it ends.
-    pub save_failing: crate::state::FailingSince,
+    pub save_failing: crate::failing::FailingSince,
 }
 
 impl AlertTask {
@@ -88,7 +66,7 @@ impl AlertTask {
         let Some(path) = &self.state_file else { return };
         let write = serde_json::to_vec(&self.engine.save())
             .map_err(std::io::Error::other)
-            .and_then(|b| crate::journal::write_atomically(path, &b));
+            .and_then(|b| crate::files::write_atomically(path, &b));
         match self.save_failing.record(&write) {
             Change::Failing => {
                 error!(file = %path.display(), error = %self.save_failing.reason().unwrap_or_default(), "cannot save the alert state; it is kept in memory and saved when it can be")

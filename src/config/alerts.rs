@@ -8,7 +8,7 @@ use super::{
 };
 use crate::{
     alerts::{
-        rules::{glob, Kind, MeterInfo, Rule, Scope, Severity},
+        rules::{glob, Kind, Rule, Scope, Severity},
         AlertsConfig, Notifier, NotifierKind,
     },
     config::{
@@ -455,14 +455,7 @@ fn check_quantity(r: &mut Reporter, at: &[Seg], pattern: &str, scope: &Scope, bu
     let mut known = std::collections::BTreeSet::new();
     for b in buses {
         for m in &b.meters {
-            let info = MeterInfo {
-                id: m.id.clone(),
-                bus: b.name.clone(),
-                profile: m.profile.name.clone(),
-                labels: m.labels.clone(),
-                interval: Duration::ZERO,
-            };
-            if scope.matches(&info) {
+            if scope.matches(&m.info(b)) {
                 known.extend(m.profile.quantities().map(str::to_string));
             }
         }

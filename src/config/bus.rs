@@ -10,10 +10,10 @@ use std::{
 use meterd_protocols::{dlt645::Address, profile::ProfileProtocol};
 
 use super::{
-    load::{parse_utc_offset, valid_id, ID_RULE},
     model::*,
     raw::*,
     report::{k, Reporter, Seg},
+    values::{parse_utc_offset, valid_id, ID_RULE},
     ProfileSet,
 };
 

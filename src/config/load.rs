@@ -14,13 +14,14 @@ use super::{
     mqtt::check_mqtt,
     raw::*,
     report::{k, ConfigError, ConfigErrors, Reporter, Seg},
+    values::{resolve, valid_id, ID_RULE},
     ProfileSet,
 };
 
 /// Read and validate a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
-    match super::files::read_text(path, super::files::MAX_TEXT) {
+    match crate::files::read_text(path, crate::files::MAX_TEXT) {
         Ok(text) => load_str(&text, &file),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             file,
@@ -183,36 +184,6 @@ fn parse_sections(r: &mut Reporter, mut top: toml::Table) -> Option<RawAll> {
         http,
         alerts,
     })
-}
-
-/// "+08:00" → 28800.
-pub fn parse_utc_offset(s: &str) -> Option<i64> {
-    let (sign, rest) = match s.as_bytes().first()? {
-        b'+' => (1, &s[1..]),
-        b'-' => (-1, &s[1..]),
-        _ => return None,
-    };
-    let (h, m) = rest.split_once(':')?;
-    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
-    ((0..=14).contains(&h) && (0..60).contains(&m)).then_some(sign * (h * 3600 + m * 60))
-}
-
-pub(super) fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-pub(super) const ID_RULE: &str =
-    "use 1 to 64 letters, digits, '-', '_' or '.' (it is an MQTT topic level and an InfluxDB tag)";
-
-pub(super) fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
 }
 
 fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {

@@ -7,7 +7,6 @@
 mod alerts;
 pub mod bounds;
 mod bus;
-pub mod files;
 mod influx;
 mod load;
 pub mod model;
@@ -16,14 +15,16 @@ mod profiles;
 pub mod raw;
 mod report;
 mod secret;
+mod values;
 
-pub use load::{load, load_str, parse_utc_offset};
+pub use load::{load, load_str};
 pub use model::{
     BusConfig, Config, HttpConfig, InfluxAuth, InfluxConfig, JournalConfig, Link, MeterConfig,
     MeterGroup, MqttConfig, SerialConfig,
 };
 pub use profiles::ProfileSet;
 pub use report::{ConfigError, ConfigErrors};
+pub use values::parse_utc_offset;
 
 /// The commented example config printed by `meterd configfile`; a test checks it validates.
 pub const TEMPLATE: &str = include_str!("../../config/meterd.example.toml");

@@ -20,6 +20,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// What the alert engine needs to know of every configured meter.
+    pub fn meter_infos(&self) -> Vec<crate::alerts::rules::MeterInfo> {
+        self.buses
+            .iter()
+            .flat_map(|b| b.meters.iter().map(move |m| m.info(b)))
+            .collect()
+    }
+
     pub fn meter(&self, id: &str) -> Option<(&BusConfig, &MeterConfig)> {
         self.buses
             .iter()
@@ -95,6 +103,25 @@ pub struct MeterConfig {
     pub profile: Arc<Profile>,
     pub groups: Vec<MeterGroup>,
     pub labels: BTreeMap<String, String>,
+}
+
+impl MeterConfig {
+    /// The meter as the alert engine knows it (its shortest polling interval decides when it
+    /// counts as offline).
+    pub fn info(&self, bus: &BusConfig) -> crate::alerts::rules::MeterInfo {
+        crate::alerts::rules::MeterInfo {
+            id: self.id.clone(),
+            bus: bus.name.clone(),
+            profile: self.profile.name.clone(),
+            labels: self.labels.clone(),
+            interval: self
+                .groups
+                .iter()
+                .map(|g| g.interval)
+                .min()
+                .unwrap_or(Duration::from_secs(60)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -3,11 +3,11 @@
 use std::{path::Path, time::Duration};
 
 use super::{
-    load::resolve,
     model::MqttConfig,
     raw::RawMqtt,
     report::{k, Reporter},
     secret::secret,
+    values::resolve,
 };
 
 pub(super) fn check_mqtt(
@@ -112,7 +112,7 @@ enum Pem {
 /// A PEM file with at least one certificate, or with a private key.
 fn check_pem(path: &Path, what: Pem) -> Result<(), String> {
     use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-    let bytes = super::files::read_limited(path, super::files::MAX_SECRET)?;
+    let bytes = crate::files::read_limited(path, crate::files::MAX_SECRET)?;
     match what {
         Pem::Certificates => {
             let certs = CertificateDer::pem_slice_iter(&bytes)

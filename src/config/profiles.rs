@@ -48,7 +48,7 @@ impl ProfileSet {
         files.sort();
         for f in files {
             let origin = f.display().to_string();
-            match super::files::read_text(&f, super::files::MAX_TEXT) {
+            match crate::files::read_text(&f, crate::files::MAX_TEXT) {
                 Ok(text) => match Profile::parse(&text, &origin) {
                     Ok(p) => {
                         set.profiles.insert(p.name.clone(), Arc::new(p));

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    load::resolve,
     report::{k, Reporter, Seg},
+    values::resolve,
 };
 
 /// A secret from inline text, a file (systemd `LoadCredential=`) or an environment variable;
@@ -29,7 +29,7 @@ pub(super) fn secret(
     }
     if let Some(f) = file {
         let path = resolve(base, &f);
-        return match super::files::read_text(&path, super::files::MAX_SECRET) {
+        return match crate::files::read_text(&path, crate::files::MAX_SECRET) {
             Ok(s) => Some(s.trim_end_matches(['\r', '\n']).to_string()),
             Err(e) => {
                 r.error(

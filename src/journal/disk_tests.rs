@@ -9,6 +9,7 @@ use std::{
 use proptest::prelude::*;
 
 use super::*;
+use std::{fs::OpenOptions, io::Write};
 
 fn reading(meter: &str, i: u64) -> Reading {
     Reading {

@@ -33,12 +33,16 @@
 //! - A cursor file that is missing or unreadable starts the sink at the oldest reading (send
 //!   again rather than lose); one past the end is clamped to the end.
 
+pub mod commit;
+mod cursor;
 pub mod format;
+mod reader;
+mod recover;
+mod segment;
 
 use std::{
     collections::{HashMap, VecDeque},
-    fs::{self, File, OpenOptions},
-    io::Write,
+    fs,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant, SystemTime},
@@ -48,7 +52,9 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::reading::Reading;
-use format::{RawReading, Record, Shape};
+use cursor::{read_cursor, write_cursor};
+use reader::ReadState;
+use segment::Disk;
 
 /// A sink's handle on the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +72,7 @@ pub enum JournalError {
     Task(String),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
     move |source| JournalError::Io {
         path: path.to_path_buf(),
         source,
@@ -87,9 +93,6 @@ pub struct Options {
 
 /// The longest wait between attempts to write to a disk that refused.
 pub const RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// Encoded records are handed to the file once this many bytes wait.
-const WRITE_CHUNK: usize = 64 << 10;
 
 impl Options {
     pub fn new(max_size: u64, memory: usize) -> Options {
@@ -124,42 +127,6 @@ pub struct OpenReport {
 }
 
 #[derive(Debug)]
-struct Segment {
-    first: u64,
-    path: PathBuf,
-    /// Bytes in it, including records still in the writer's buffer.
-    bytes: u64,
-    /// The earliest sampling time in it (for the age of a backlog without reading the file).
-    oldest_ts: Option<SystemTime>,
-}
-
-/// The newest segment, being written.
-#[derive(Debug)]
-struct Writer {
-    /// Shared so `sync` can fsync it outside the lock without a second descriptor.
-    file: Arc<File>,
-    path: PathBuf,
-    /// Encoded records not yet handed to the file.
-    buf: Vec<u8>,
-    /// The position after the last record in `buf`.
-    buf_upto: u64,
-    shapes: HashMap<Shape, u32>,
-    /// Bytes the file accepted, and how many of them are the header.
-    len: u64,
-    head: u64,
-}
-
-/// The disk refused a write: readings are kept in memory until a retry succeeds.
-#[derive(Debug)]
-struct Failed {
-    reason: String,
-    retry_at: Instant,
-    wait: Duration,
-    /// Readings dropped from memory during this outage (for the recovery's log line).
-    dropped: u64,
-}
-
-#[derive(Debug)]
 struct CursorState {
     name: String,
     pos: u64,
@@ -167,19 +134,6 @@ struct CursorState {
     dropped: u64,
     /// A released cursor (its sink was removed by a reload) holds nothing back.
     active: bool,
-}
-
-#[derive(Debug)]
-struct Disk {
-    dir: PathBuf,
-    segments: VecDeque<Segment>,
-    /// None exactly while `failed` is set.
-    writer: Option<Writer>,
-    /// The first position not yet handed to a segment file (everything from here on is in
-    /// the writer's buffer or only in memory).
-    written_upto: u64,
-    opts: Options,
-    failed: Option<Failed>,
 }
 
 #[derive(Debug)]
@@ -202,15 +156,6 @@ struct Inner {
     unjournaled: u64,
 }
 
-/// Reading state kept between `read_from` calls so a sink draining a backlog reads each
-/// segment once, not once per batch.
-#[derive(Debug, Clone)]
-struct ReadState {
-    seg_first: u64,
-    offset: usize,
-    shapes: HashMap<u32, Shape>,
-}
-
 #[derive(Debug)]
 pub struct Journal {
     inner: Mutex<Inner>,
@@ -218,113 +163,8 @@ pub struct Journal {
     appended: Notify,
 }
 
-fn segment_path(dir: &Path, first: u64) -> PathBuf {
-    dir.join(format!("{first:020}.seg"))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn ts_ms(ts: SystemTime) -> u64 {
-    ts.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Decode records from `offset` (a file offset; `bytes` holds the file from offset `base`),
-/// calling `f` for each reading until it returns false. Damaged regions are skipped (logged);
-/// bytes that end inside a record end the scan. Returns the file offset after the last
-/// record decoded and the number of skipped regions.
-fn scan(
-    path: &Path,
-    bytes: &[u8],
-    base: usize,
-    mut offset: usize,
-    shapes: &mut HashMap<u32, Shape>,
-    seqs: &mut HashMap<Arc<str>, u64>,
-    mut f: impl FnMut(RawReading, &Shape, usize) -> bool,
-) -> (usize, usize, bool) {
-    let mut skipped = 0;
-    if offset < format::FILE_HEADER.len() {
-        offset = format::FILE_HEADER.len();
-    }
-    while offset < base + bytes.len() {
-        let Some(rest) = bytes.get(offset - base..) else {
-            break;
-        };
-        let frame = format::read_frame(rest).and_then(|(payload, len)| {
-            Record::decode_payload(payload, |id| shapes.get(&id).map(|s| s.quantities.len()))
-                .map(|r| (r, len))
-        });
-        match frame {
-            Ok((Record::Shape(id, s), len)) => {
-                shapes.insert(id, s);
-                offset += len;
-            }
-            Ok((Record::Seqs(list), len)) => {
-                for (m, seq) in list {
-                    let e = seqs.entry(m).or_insert(0);
-                    *e = (*e).max(seq);
-                }
-                offset += len;
-            }
-            Ok((Record::Reading(r), len)) => {
-                offset += len;
-                let Some(shape) = shapes.get(&r.shape) else {
-                    continue;
-                };
-                if !f(r, shape, offset) {
-                    return (offset, skipped, false);
-                }
-            }
-            Err(e) => match format::resync(rest) {
-                Some(skip) => {
-                    warn!(segment = %path.display(), offset, bytes = skip, error = %e, "damaged journal record skipped");
-                    skipped += 1;
-                    offset += skip;
-                }
-                None => return (offset, skipped, true),
-            },
-        }
-    }
-    (offset, skipped, true)
-}
-
-/// The sampling time of the first reading in a segment file, from its first 64 KiB.
-fn first_ts(path: &Path) -> Option<SystemTime> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    File::open(path)
-        .ok()?
-        .take(64 << 10)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    let mut found = None;
-    scan(
-        path,
-        &bytes,
-        0,
-        0,
-        &mut HashMap::new(),
-        &mut HashMap::new(),
-        |r, _, _| {
-            found = Some(SystemTime::UNIX_EPOCH + Duration::from_millis(r.ts_ms));
-            false
-        },
-    );
-    found
-}
-
-fn to_reading(r: RawReading, s: &Shape) -> Reading {
-    Reading {
-        meter: s.meter.clone(),
-        bus: s.bus.clone(),
-        profile: s.profile.clone(),
-        ts: SystemTime::UNIX_EPOCH + Duration::from_millis(r.ts_ms),
-        seq: r.seq,
-        values: s.quantities.iter().cloned().zip(r.values).collect(),
-    }
 }
 
 impl Journal {
@@ -365,93 +205,7 @@ impl Journal {
     /// directory that can be read but not written (a full disk) opens: readings are kept in
     /// memory until it can be written (see the module doc).
     pub fn open(dir: &Path, opts: Options) -> Result<(Journal, OpenReport), JournalError> {
-        fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut firsts: Vec<u64> = fs::read_dir(dir)
-            .map_err(io(dir))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".seg")?.parse::<u64>().ok()
-            })
-            .collect();
-        firsts.sort_unstable();
-        let mut report = OpenReport::default();
-        let mut segments = VecDeque::new();
-        let mut next = 0u64;
-        let mut seqs: HashMap<Arc<str>, u64> = HashMap::new();
-        let count = firsts.len();
-        for (i, first) in firsts.into_iter().enumerate() {
-            let path = segment_path(dir, first);
-            let newest = i + 1 == count;
-            let mut bytes_len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            next = next.max(first);
-            let mut oldest_ts: Option<SystemTime> = None;
-            if !newest {
-                oldest_ts = first_ts(&path);
-            }
-            if newest {
-                // The newest segment may end in a torn write: scan it, truncate the damage.
-                let bytes = fs::read(&path).map_err(io(&path))?;
-                let mut shapes = HashMap::new();
-                let mut snapshot = HashMap::new();
-                let header_ok = bytes.starts_with(&format::FILE_HEADER);
-                let mut readings = 0u64;
-                let (end, skipped, _) = if header_ok {
-                    scan(
-                        &path,
-                        &bytes,
-                        0,
-                        0,
-                        &mut shapes,
-                        &mut snapshot,
-                        |r, s, _| {
-                            next = next.max(r.pos + 1);
-                            readings += 1;
-                            let ts = SystemTime::UNIX_EPOCH + Duration::from_millis(r.ts_ms);
-                            oldest_ts = Some(oldest_ts.map_or(ts, |o: SystemTime| o.min(ts)));
-                            let e = seqs.entry(s.meter.clone()).or_insert(0);
-                            *e = (*e).max(r.seq);
-                            true
-                        },
-                    )
-                } else {
-                    (0, 0, true)
-                };
-                report.readings += readings;
-                report.skipped_regions += skipped;
-                for (m, seq) in snapshot {
-                    let e = seqs.entry(m).or_insert(0);
-                    *e = (*e).max(seq);
-                }
-                if readings == 0 {
-                    // Nothing in it: it will be replaced by this run's segment.
-                    let _ = fs::remove_file(&path);
-                    continue;
-                }
-                if (end as u64) < bytes.len() as u64 {
-                    let cut = bytes.len() as u64 - end as u64;
-                    warn!(segment = %path.display(), offset = end, bytes = cut, "journal tail damaged (torn write?): truncated");
-                    report.truncated_bytes += cut;
-                    // Truncating needs no space; should it fail, readers skip the damage.
-                    let cut_back = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .and_then(|f| f.set_len(end as u64).and_then(|()| f.sync_all()));
-                    match cut_back {
-                        Ok(()) => bytes_len = end as u64,
-                        Err(e) => {
-                            warn!(segment = %path.display(), error = %e, "cannot truncate the damaged tail; readers skip it")
-                        }
-                    }
-                }
-            }
-            segments.push_back(Segment {
-                first,
-                path,
-                bytes: bytes_len,
-                oldest_ts,
-            });
-        }
+        let (segments, next, seqs, mut report) = recover::recover(dir)?;
         report.segments = segments.len();
         let disk = Disk {
             dir: dir.to_path_buf(),
@@ -671,111 +425,6 @@ impl Journal {
         if out.is_empty() {
             // Nothing left on disk below the memory: a gap (dropped or damaged); go on above it.
             return self.read_from(cache_first, max);
-        }
-        Ok(out)
-    }
-
-    /// Read older readings from segment files, outside the lock.
-    fn read_disk(
-        &self,
-        pos: u64,
-        max: usize,
-        cache_first: u64,
-        segments: &[(u64, PathBuf)],
-    ) -> Result<Vec<(u64, Arc<Reading>)>, JournalError> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut out = Vec::new();
-        let mut want = pos;
-        let start_idx = segments
-            .iter()
-            .rposition(|(first, _)| *first <= want)
-            .unwrap_or(0);
-        for (idx, (first, path)) in segments.iter().enumerate().skip(start_idx) {
-            if out.len() >= max || want >= cache_first {
-                break;
-            }
-            let resume = lock(&self.readers)
-                .remove(&want)
-                .filter(|s| s.seg_first == *first);
-            let (mut offset, mut shapes) = match resume {
-                Some(s) => (s.offset, s.shapes),
-                None => (0, HashMap::new()),
-            };
-            // Read in chunks from where the last read stopped, not the whole file each time.
-            let mut file = match File::open(path) {
-                Ok(f) => f,
-                // Deleted under us (delivered by all, or dropped for size): go on with the next.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                // Anything else (no descriptors left, an I/O error) may pass: never skip
-                // readings because of it.
-                Err(e) if out.is_empty() => return Err(io(path)(e)),
-                Err(_) => break,
-            };
-            let len = file.metadata().map(|m| m.len() as usize).unwrap_or(0);
-            let mut chunk = (max.saturating_mul(256)).clamp(64 << 10, 4 << 20);
-            let mut done_here = false;
-            while out.len() < max && offset < len && !done_here {
-                let end = (offset.max(format::FILE_HEADER.len()) + chunk).min(len);
-                let start = offset.min(end);
-                let mut bytes = vec![0u8; end - start];
-                let read = file
-                    .seek(SeekFrom::Start(start as u64))
-                    .and_then(|_| file.read_exact(&mut bytes));
-                if let Err(e) = read {
-                    if out.is_empty() {
-                        return Err(io(path)(e));
-                    }
-                    return Ok(out);
-                }
-                let (after, _, _) = scan(
-                    path,
-                    &bytes,
-                    start,
-                    offset,
-                    &mut shapes,
-                    &mut HashMap::new(),
-                    |r, s, _| {
-                        if r.pos < want {
-                            return true;
-                        }
-                        if r.pos >= cache_first {
-                            done_here = true;
-                            return false;
-                        }
-                        want = r.pos + 1;
-                        out.push((r.pos, Arc::new(to_reading(r, s))));
-                        out.len() < max
-                    },
-                );
-                if after == offset.max(format::FILE_HEADER.len()) && end < len {
-                    // A record larger than the chunk: read more at once.
-                    chunk = chunk.saturating_mul(4);
-                    continue;
-                }
-                if after <= offset && end >= len {
-                    break;
-                }
-                offset = after;
-            }
-            let last_offset = offset;
-            if out.len() >= max {
-                let mut readers = lock(&self.readers);
-                if readers.len() > 16 {
-                    readers.clear();
-                }
-                readers.insert(
-                    want,
-                    ReadState {
-                        seg_first: *first,
-                        offset: last_offset,
-                        shapes,
-                    },
-                );
-                break;
-            }
-            if let Some((next_first, _)) = segments.get(idx + 1) {
-                want = want.max(*next_first);
-            }
         }
         Ok(out)
     }
@@ -1044,286 +693,6 @@ impl Inner {
             self.drop_before(first);
         }
     }
-}
-
-impl Disk {
-    fn total(&self) -> u64 {
-        self.segments.iter().map(|s| s.bytes).sum()
-    }
-
-    /// Enter (or stay in) the failed state. True when this starts an outage (log it then);
-    /// a failed retry only moves the next attempt further away.
-    fn fail(&mut self, now: Instant, reason: String) -> bool {
-        self.close_writer();
-        match self.failed.as_mut() {
-            Some(f) => {
-                f.wait = (f.wait * 2).min(RETRY_MAX);
-                f.retry_at = now + f.wait;
-                f.reason = reason;
-                false
-            }
-            None => {
-                let wait = self.opts.retry.min(RETRY_MAX);
-                self.failed = Some(Failed {
-                    reason,
-                    retry_at: now + wait,
-                    wait,
-                    dropped: 0,
-                });
-                true
-            }
-        }
-    }
-
-    /// Stop writing the current segment: cut it back to what the file accepted (a partial
-    /// record never stays), and forget it if it holds no reading.
-    fn close_writer(&mut self) {
-        let Some(w) = self.writer.take() else { return };
-        if let Some(s) = self.segments.back_mut().filter(|s| s.path == w.path) {
-            s.bytes = w.len;
-        }
-        if w.len <= w.head {
-            let _ = fs::remove_file(&w.path);
-            if self.segments.back().is_some_and(|s| s.path == w.path) {
-                self.segments.pop_back();
-            }
-        } else if let Err(e) = w.file.set_len(w.len) {
-            warn!(segment = %w.path.display(), error = %e, "cannot cut back a segment after a failed write; readers skip the damage");
-        }
-    }
-
-    /// Hand the buffer to the file. On an error the caller fails the disk.
-    fn flush(&mut self) -> Result<(), String> {
-        let Some(w) = self.writer.as_mut() else {
-            return Ok(());
-        };
-        if w.buf.is_empty() {
-            return Ok(());
-        }
-        match (&*w.file).write_all(&w.buf) {
-            Ok(()) => {
-                w.len += w.buf.len() as u64;
-                w.buf.clear();
-                self.written_upto = self.written_upto.max(w.buf_upto);
-                Ok(())
-            }
-            Err(e) => Err(format!("{}: {e}", w.path.display())),
-        }
-    }
-
-    fn start_segment(
-        &mut self,
-        first: u64,
-        seqs: &HashMap<Arc<str>, u64>,
-    ) -> Result<(), JournalError> {
-        let path = segment_path(&self.dir, first);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        let mut head = format::FILE_HEADER.to_vec();
-        head.extend(Record::Seqs(seqs.iter().map(|(m, s)| (m.clone(), *s)).collect()).encode());
-        if let Err(e) = (&file).write_all(&head) {
-            // No empty or half-written files left behind by a failed attempt.
-            drop(file);
-            let _ = fs::remove_file(&path);
-            return Err(io(&path)(e));
-        }
-        self.writer = Some(Writer {
-            file: Arc::new(file),
-            path: path.clone(),
-            buf: Vec::with_capacity(WRITE_CHUNK),
-            buf_upto: first,
-            shapes: HashMap::new(),
-            len: head.len() as u64,
-            head: head.len() as u64,
-        });
-        self.segments.push_back(Segment {
-            first,
-            path,
-            bytes: head.len() as u64,
-            oldest_ts: None,
-        });
-        Ok(())
-    }
-
-    /// Encode one reading into the newest segment (starting the next one when it is full).
-    /// A refusal puts the disk in the failed state (logged when it starts an outage).
-    fn encode(&mut self, pos: u64, r: &Reading, seqs: &HashMap<Arc<str>, u64>) {
-        if let Err(why) = self.try_encode(pos, r, seqs) {
-            if self.fail(Instant::now(), why.clone()) {
-                error!(error = %why, "journal cannot write: readings are kept in memory only until it can");
-            }
-        }
-    }
-
-    fn try_encode(
-        &mut self,
-        pos: u64,
-        r: &Reading,
-        seqs: &HashMap<Arc<str>, u64>,
-    ) -> Result<(), String> {
-        let full = self
-            .segments
-            .back()
-            .is_some_and(|s| s.bytes >= self.opts.segment_size);
-        if full || self.writer.is_none() {
-            self.flush()?;
-            if let Some(w) = self.writer.as_ref() {
-                // The finished segment is fsynced before the next one starts.
-                w.file
-                    .sync_data()
-                    .map_err(|e| format!("{}: fsync: {e}", w.path.display()))?;
-            }
-            self.writer = None;
-            self.start_segment(pos, seqs).map_err(|e| e.to_string())?;
-        }
-        let Some(w) = self.writer.as_mut() else {
-            return Err("no segment to write".into());
-        };
-        let shape = Shape {
-            meter: r.meter.clone(),
-            bus: r.bus.clone(),
-            profile: r.profile.clone(),
-            quantities: r.values.iter().map(|(q, _)| q.clone()).collect(),
-        };
-        let before = w.buf.len();
-        let id = match w.shapes.get(&shape) {
-            Some(id) => *id,
-            None => {
-                let id = w.shapes.len() as u32;
-                w.buf.extend(Record::Shape(id, shape.clone()).encode());
-                w.shapes.insert(shape, id);
-                id
-            }
-        };
-        w.buf.extend(
-            Record::Reading(RawReading {
-                pos,
-                shape: id,
-                ts_ms: ts_ms(r.ts),
-                seq: r.seq,
-                values: r.values.iter().map(|(_, v)| *v).collect(),
-            })
-            .encode(),
-        );
-        w.buf_upto = pos + 1;
-        let added = (w.buf.len() - before) as u64;
-        let flush_now = w.buf.len() >= WRITE_CHUNK;
-        if let Some(s) = self.segments.back_mut() {
-            s.bytes += added;
-            s.oldest_ts = Some(s.oldest_ts.map_or(r.ts, |o| o.min(r.ts)));
-        }
-        if flush_now {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Try the disk again: a new segment with every reading still held only in memory.
-    /// Logs the recovery once; a failure only moves the next attempt further away.
-    fn resume(
-        &mut self,
-        now: Instant,
-        cache: &VecDeque<Arc<Reading>>,
-        cache_first: u64,
-        next: u64,
-        seqs: &HashMap<Arc<str>, u64>,
-    ) {
-        let from = self.written_upto.max(cache_first).min(next);
-        self.written_upto = from;
-        if let Err(e) = self.start_segment(from, seqs) {
-            self.fail(now, e.to_string());
-            return;
-        }
-        let skip = (from - cache_first) as usize;
-        for (i, r) in cache.iter().enumerate().skip(skip) {
-            if let Err(why) = self.try_encode(cache_first + i as u64, r, seqs) {
-                self.fail(now, why);
-                return;
-            }
-        }
-        if let Err(why) = self.flush() {
-            self.fail(now, why);
-            return;
-        }
-        if let Some(f) = self.failed.take() {
-            info!(
-                written_from_memory = next - from,
-                dropped = f.dropped,
-                "journal writes again: the readings kept in memory are in it now"
-            );
-        }
-    }
-
-    /// Delete segments every cursor is past (never the one being written).
-    fn delete_delivered(&mut self, min_cursor: u64) {
-        while self.segments.len() > 1
-            && self
-                .segments
-                .get(1)
-                .is_some_and(|next| next.first <= min_cursor)
-        {
-            if let Some(old) = self.segments.pop_front() {
-                if let Err(e) = fs::remove_file(&old.path) {
-                    warn!(segment = %old.path.display(), error = %e, "cannot delete a delivered segment");
-                }
-            }
-        }
-    }
-}
-
-/// Cursor file: the position as decimal text, then a CRC-32C of that text.
-fn read_cursor(path: &Path) -> Result<Option<u64>, String> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let mut parts = text.split_whitespace();
-    let (Some(pos), Some(crc)) = (parts.next(), parts.next()) else {
-        return Err(format!("{}: malformed", path.display()));
-    };
-    let expected = format!(
-        "{:08x}",
-        crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(pos.as_bytes())
-    );
-    if crc != expected {
-        return Err(format!("{}: checksum mismatch", path.display()));
-    }
-    pos.parse()
-        .map(Some)
-        .map_err(|_| format!("{}: malformed", path.display()))
-}
-
-fn write_cursor(dir: &Path, name: &str, pos: u64) -> Result<(), JournalError> {
-    let path = dir.join(format!("{name}.cursor"));
-    let text = pos.to_string();
-    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(text.as_bytes());
-    write_atomically(&path, format!("{text} {crc:08x}\n").as_bytes()).map_err(io(&path))
-}
-
-/// Replace `path` so that a crash leaves the old or the new content, never a mix: write a
-/// temporary file, fsync it, rename it over, fsync the directory. A failed attempt (a full
-/// disk) removes its temporary file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let written = File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
-    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    if let Some(d) = path.parent().and_then(|d| File::open(d).ok()) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

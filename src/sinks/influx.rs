@@ -95,7 +95,7 @@ pub fn status_lines(gateway: &str, live: &LiveState, now: SystemTime, out: &mut 
 use tokio::sync::watch;
 use tracing::{error, info, info_span, warn, Instrument};
 
-use super::Backoff;
+use crate::backoff::Backoff;
 use crate::{
     alerts::rules::{Alert, State},
     config::{InfluxAuth, InfluxConfig},

@@ -18,7 +18,7 @@ use rumqttc::{
 use tokio::sync::watch;
 use tracing::{error, info, info_span, warn, Instrument};
 
-use super::Backoff;
+use crate::backoff::Backoff;
 use crate::{
     config::MqttConfig,
     journal::{CursorId, Journal},
@@ -74,7 +74,7 @@ fn options(cfg: &MqttConfig, topics: &Topics) -> std::io::Result<MqttOptions> {
     }
     if cfg.tls {
         let read = |f: &std::path::Path| {
-            crate::config::files::read_limited(f, crate::config::files::MAX_SECRET)
+            crate::files::read_limited(f, crate::files::MAX_SECRET)
                 .map_err(|e| std::io::Error::other(format!("{}: {e}", f.display())))
         };
         let ca = match &cfg.ca_file {

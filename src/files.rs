@@ -1,8 +1,13 @@
-//! Reading the files a config names (the config itself, secrets, certificates, profiles):
-//! only regular files, and only up to a size, so a FIFO, `/dev/zero` or `/dev/urandom` given
-//! by mistake is an error instead of a hang or gigabytes of memory.
+//! Small-file primitives. Reading the files a config names (the config itself, secrets,
+//! certificates, profiles): only regular files, and only up to a size, so a FIFO, `/dev/zero`
+//! or `/dev/urandom` given by mistake is an error instead of a hang or gigabytes of memory.
+//! Replacing a state file (cursors, alert state, outboxes) atomically.
 
-use std::{io::Read, path::Path};
+use std::{
+    fs::{self, File},
+    io::{Read, Write},
+    path::{Path, PathBuf},
+};
 
 /// The config file, a profile: far below this.
 pub const MAX_TEXT: u64 = 4 << 20;
@@ -33,6 +38,27 @@ pub fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>, String> {
 /// [`read_limited`] as UTF-8 text.
 pub fn read_text(path: &Path, max: u64) -> Result<String, String> {
     String::from_utf8(read_limited(path, max)?).map_err(|_| "not UTF-8 text".to_string())
+}
+
+/// Replace `path` so that a crash leaves the old or the new content, never a mix: write a
+/// temporary file, fsync it, rename it over, fsync the directory. A failed attempt (a full
+/// disk) removes its temporary file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Some(d) = path.parent().and_then(|d| File::open(d).ok()) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,310 @@
+//! Writing segments: the newest segment's buffer and file, rotation, the failed state with its
+//! retry schedule and recovery from memory, and deleting what every sink has confirmed.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fs::{self, File, OpenOptions},
+    io::Write,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use tracing::{error, info, warn};
+
+use super::{
+    format::{self, RawReading, Record, Shape},
+    io, JournalError, Options, RETRY_MAX,
+};
+use crate::reading::Reading;
+
+/// Encoded records are handed to the file once this many bytes wait.
+pub(super) const WRITE_CHUNK: usize = 64 << 10;
+
+#[derive(Debug)]
+pub(super) struct Segment {
+    pub(super) first: u64,
+    pub(super) path: PathBuf,
+    /// Bytes in it, including records still in the writer's buffer.
+    pub(super) bytes: u64,
+    /// The earliest sampling time in it (for the age of a backlog without reading the file).
+    pub(super) oldest_ts: Option<SystemTime>,
+}
+
+/// The newest segment, being written.
+#[derive(Debug)]
+pub(super) struct Writer {
+    /// Shared so `sync` can fsync it outside the lock without a second descriptor.
+    pub(super) file: Arc<File>,
+    pub(super) path: PathBuf,
+    /// Encoded records not yet handed to the file.
+    pub(super) buf: Vec<u8>,
+    /// The position after the last record in `buf`.
+    pub(super) buf_upto: u64,
+    pub(super) shapes: HashMap<Shape, u32>,
+    /// Bytes the file accepted, and how many of them are the header.
+    pub(super) len: u64,
+    pub(super) head: u64,
+}
+
+/// The disk refused a write: readings are kept in memory until a retry succeeds.
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub(super) reason: String,
+    pub(super) retry_at: Instant,
+    pub(super) wait: Duration,
+    /// Readings dropped from memory during this outage (for the recovery's log line).
+    pub(super) dropped: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct Disk {
+    pub(super) dir: PathBuf,
+    pub(super) segments: VecDeque<Segment>,
+    /// None exactly while `failed` is set.
+    pub(super) writer: Option<Writer>,
+    /// The first position not yet handed to a segment file (everything from here on is in
+    /// the writer's buffer or only in memory).
+    pub(super) written_upto: u64,
+    pub(super) opts: Options,
+    pub(super) failed: Option<Failed>,
+}
+
+pub(super) fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.seg"))
+}
+
+pub(super) fn ts_ms(ts: SystemTime) -> u64 {
+    ts.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Disk {
+    pub(super) fn total(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Enter (or stay in) the failed state. True when this starts an outage (log it then);
+    /// a failed retry only moves the next attempt further away.
+    pub(super) fn fail(&mut self, now: Instant, reason: String) -> bool {
+        self.close_writer();
+        match self.failed.as_mut() {
+            Some(f) => {
+                f.wait = (f.wait * 2).min(RETRY_MAX);
+                f.retry_at = now + f.wait;
+                f.reason = reason;
+                false
+            }
+            None => {
+                let wait = self.opts.retry.min(RETRY_MAX);
+                self.failed = Some(Failed {
+                    reason,
+                    retry_at: now + wait,
+                    wait,
+                    dropped: 0,
+                });
+                true
+            }
+        }
+    }
+
+    /// Stop writing the current segment: cut it back to what the file accepted (a partial
+    /// record never stays), and forget it if it holds no reading.
+    pub(super) fn close_writer(&mut self) {
+        let Some(w) = self.writer.take() else { return };
+        if let Some(s) = self.segments.back_mut().filter(|s| s.path == w.path) {
+            s.bytes = w.len;
+        }
+        if w.len <= w.head {
+            let _ = fs::remove_file(&w.path);
+            if self.segments.back().is_some_and(|s| s.path == w.path) {
+                self.segments.pop_back();
+            }
+        } else if let Err(e) = w.file.set_len(w.len) {
+            warn!(segment = %w.path.display(), error = %e, "cannot cut back a segment after a failed write; readers skip the damage");
+        }
+    }
+
+    /// Hand the buffer to the file. On an error the caller fails the disk.
+    pub(super) fn flush(&mut self) -> Result<(), String> {
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        if w.buf.is_empty() {
+            return Ok(());
+        }
+        match (&*w.file).write_all(&w.buf) {
+            Ok(()) => {
+                w.len += w.buf.len() as u64;
+                w.buf.clear();
+                self.written_upto = self.written_upto.max(w.buf_upto);
+                Ok(())
+            }
+            Err(e) => Err(format!("{}: {e}", w.path.display())),
+        }
+    }
+
+    pub(super) fn start_segment(
+        &mut self,
+        first: u64,
+        seqs: &HashMap<Arc<str>, u64>,
+    ) -> Result<(), JournalError> {
+        let path = segment_path(&self.dir, first);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let mut head = format::FILE_HEADER.to_vec();
+        head.extend(Record::Seqs(seqs.iter().map(|(m, s)| (m.clone(), *s)).collect()).encode());
+        if let Err(e) = (&file).write_all(&head) {
+            // No empty or half-written files left behind by a failed attempt.
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(io(&path)(e));
+        }
+        self.writer = Some(Writer {
+            file: Arc::new(file),
+            path: path.clone(),
+            buf: Vec::with_capacity(WRITE_CHUNK),
+            buf_upto: first,
+            shapes: HashMap::new(),
+            len: head.len() as u64,
+            head: head.len() as u64,
+        });
+        self.segments.push_back(Segment {
+            first,
+            path,
+            bytes: head.len() as u64,
+            oldest_ts: None,
+        });
+        Ok(())
+    }
+
+    /// Encode one reading into the newest segment (starting the next one when it is full).
+    /// A refusal puts the disk in the failed state (logged when it starts an outage).
+    pub(super) fn encode(&mut self, pos: u64, r: &Reading, seqs: &HashMap<Arc<str>, u64>) {
+        if let Err(why) = self.try_encode(pos, r, seqs) {
+            if self.fail(Instant::now(), why.clone()) {
+                error!(error = %why, "journal cannot write: readings are kept in memory only until it can");
+            }
+        }
+    }
+
+    pub(super) fn try_encode(
+        &mut self,
+        pos: u64,
+        r: &Reading,
+        seqs: &HashMap<Arc<str>, u64>,
+    ) -> Result<(), String> {
+        let full = self
+            .segments
+            .back()
+            .is_some_and(|s| s.bytes >= self.opts.segment_size);
+        if full || self.writer.is_none() {
+            self.flush()?;
+            if let Some(w) = self.writer.as_ref() {
+                // The finished segment is fsynced before the next one starts.
+                w.file
+                    .sync_data()
+                    .map_err(|e| format!("{}: fsync: {e}", w.path.display()))?;
+            }
+            self.writer = None;
+            self.start_segment(pos, seqs).map_err(|e| e.to_string())?;
+        }
+        let Some(w) = self.writer.as_mut() else {
+            return Err("no segment to write".into());
+        };
+        let shape = Shape {
+            meter: r.meter.clone(),
+            bus: r.bus.clone(),
+            profile: r.profile.clone(),
+            quantities: r.values.iter().map(|(q, _)| q.clone()).collect(),
+        };
+        let before = w.buf.len();
+        let id = match w.shapes.get(&shape) {
+            Some(id) => *id,
+            None => {
+                let id = w.shapes.len() as u32;
+                w.buf.extend(Record::Shape(id, shape.clone()).encode());
+                w.shapes.insert(shape, id);
+                id
+            }
+        };
+        w.buf.extend(
+            Record::Reading(RawReading {
+                pos,
+                shape: id,
+                ts_ms: ts_ms(r.ts),
+                seq: r.seq,
+                values: r.values.iter().map(|(_, v)| *v).collect(),
+            })
+            .encode(),
+        );
+        w.buf_upto = pos + 1;
+        let added = (w.buf.len() - before) as u64;
+        let flush_now = w.buf.len() >= WRITE_CHUNK;
+        if let Some(s) = self.segments.back_mut() {
+            s.bytes += added;
+            s.oldest_ts = Some(s.oldest_ts.map_or(r.ts, |o| o.min(r.ts)));
+        }
+        if flush_now {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Try the disk again: a new segment with every reading still held only in memory.
+    /// Logs the recovery once; a failure only moves the next attempt further away.
+    pub(super) fn resume(
+        &mut self,
+        now: Instant,
+        cache: &VecDeque<Arc<Reading>>,
+        cache_first: u64,
+        next: u64,
+        seqs: &HashMap<Arc<str>, u64>,
+    ) {
+        let from = self.written_upto.max(cache_first).min(next);
+        self.written_upto = from;
+        if let Err(e) = self.start_segment(from, seqs) {
+            self.fail(now, e.to_string());
+            return;
+        }
+        let skip = (from - cache_first) as usize;
+        for (i, r) in cache.iter().enumerate().skip(skip) {
+            if let Err(why) = self.try_encode(cache_first + i as u64, r, seqs) {
+                self.fail(now, why);
+                return;
+            }
+        }
+        if let Err(why) = self.flush() {
+            self.fail(now, why);
+            return;
+        }
+        if let Some(f) = self.failed.take() {
+            info!(
+                written_from_memory = next - from,
+                dropped = f.dropped,
+                "journal writes again: the readings kept in memory are in it now"
+            );
+        }
+    }
+
+    /// Delete segments every cursor is past (never the one being written).
+    pub(super) fn delete_delivered(&mut self, min_cursor: u64) {
+        while self.segments.len() > 1
+            && self
+                .segments
+                .get(1)
+                .is_some_and(|next| next.first <= min_cursor)
+        {
+            if let Some(old) = self.segments.pop_front() {
+                if let Err(e) = fs::remove_file(&old.path) {
+                    warn!(segment = %old.path.display(), error = %e, "cannot delete a delivered segment");
+                }
+            }
+        }
+    }
+}
