@@ -228,6 +228,14 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
         "# HELP meterd_journal_unjournaled_total Readings appended while the journal could not be written (held in memory, written when it can be again).\n# TYPE meterd_journal_unjournaled_total counter\nmeterd_journal_unjournaled_total {}",
         s.journal.unjournaled()
     );
+    out.push_str("# HELP meterd_task_restarts_total Times a long-lived task ended unexpectedly and was started again.\n# TYPE meterd_task_restarts_total counter\n");
+    for (task, n) in s.live.tasks.restarts() {
+        let _ = writeln!(
+            out,
+            "meterd_task_restarts_total{{task=\"{}\"}} {n}",
+            label(&task)
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP meterd_journal_memory_bytes Readings held in memory (bounded by journal.memory).\n# TYPE meterd_journal_memory_bytes gauge\nmeterd_journal_memory_bytes {}",
@@ -293,7 +301,7 @@ async fn api_alerts(State(s): State<HttpState>) -> impl IntoResponse {
         .live
         .alerts()
         .iter()
-        .map(crate::alerts::notify::event_json)
+        .map(crate::contract::event_json)
         .collect();
     Json(serde_json::json!({ "alerts": alerts }))
 }

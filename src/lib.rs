@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod backoff;
 pub mod bus;
 pub mod config;
+pub mod contract;
 pub mod daemon;
 pub mod failing;
 pub mod files;

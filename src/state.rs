@@ -5,7 +5,10 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use tokio::sync::{mpsc, watch};
+use tokio::{
+    sync::{mpsc, watch},
+    task::AbortHandle,
+};
 
 use crate::{alerts::rules::Alert, reading::Reading};
 
@@ -66,6 +69,68 @@ impl Histogram {
     }
 }
 
+// The long-lived tasks (see `daemon::supervise`), by name: restarts, and the running instance.
+
+#[derive(Debug, Default)]
+struct Entry {
+    restarts: u64,
+    running: Option<AbortHandle>,
+}
+
+/// The supervised tasks by name.
+#[derive(Debug, Default)]
+pub struct Tasks(Mutex<BTreeMap<String, Entry>>);
+
+impl Tasks {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Restarts of each task since meterd started.
+    pub fn restarts(&self) -> BTreeMap<String, u64> {
+        self.lock()
+            .iter()
+            .map(|(k, e)| (k.clone(), e.restarts))
+            .collect()
+    }
+
+    /// Names of the tasks running now.
+    pub fn running(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| e.running.is_some())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    pub(crate) fn started(&self, name: &str, running: AbortHandle) {
+        self.lock().entry(name.to_string()).or_default().running = Some(running);
+    }
+
+    pub(crate) fn ended(&self, name: &str) {
+        if let Some(e) = self.lock().get_mut(name) {
+            e.running = None;
+        }
+    }
+
+    pub(crate) fn restarted(&self, name: &str) {
+        if let Some(e) = self.lock().get_mut(name) {
+            e.restarts += 1;
+        }
+    }
+
+    /// Abort the running instance of `name` (as a crash would end it); false if none runs.
+    pub fn abort(&self, name: &str) -> bool {
+        match self.lock().get(name).and_then(|e| e.running.as_ref()) {
+            Some(h) => {
+                h.abort();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 // The sink registry: what is running, for the HTTP endpoints and the alert engine.
 
 /// What a sink did, for `/metrics`.
@@ -120,6 +185,8 @@ pub struct LiveState {
     readings_skipped: std::sync::atomic::AtomicU64,
     /// Alerts pending and firing, as the alert engine last saw them.
     alerts: Mutex<Vec<Alert>>,
+    /// The long-lived tasks and their restarts.
+    pub tasks: Arc<Tasks>,
 }
 
 impl Default for LiveState {
@@ -130,6 +197,7 @@ impl Default for LiveState {
             version: watch::channel(0).0,
             readings: Mutex::new(None),
             readings_skipped: Default::default(),
+            tasks: Default::default(),
             alerts: Mutex::new(Vec::new()),
         }
     }

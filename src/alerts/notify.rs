@@ -11,59 +11,11 @@ use sha2::Sha256;
 use tokio::sync::watch;
 use tracing::{error, info, info_span, warn, Instrument};
 
-use super::{
-    outbox::Outbox,
-    rules::{Alert, State},
-    Notifier, NotifierKind,
+use super::{outbox::Outbox, rules::Alert, Notifier, NotifierKind};
+use crate::{
+    backoff::Backoff,
+    contract::{alertmanager_json, event_json},
 };
-use crate::backoff::Backoff;
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// The JSON of an alert event, for the MQTT alert topic and the webhook: the contract's
-/// name, state, meter, value, threshold, since, plus severity, bus, summary and all labels.
-pub fn event_json(a: &Alert) -> serde_json::Value {
-    serde_json::json!({
-        "name": a.name(),
-        "state": a.state.as_str(),
-        "severity": a.labels.get("severity"),
-        "gateway": a.labels.get("gateway"),
-        "meter": a.labels.get("meter"),
-        "bus": a.labels.get("bus"),
-        "value": a.value,
-        "threshold": a.threshold,
-        "since": rfc3339(a.since),
-        "at": a.at.map(rfc3339),
-        "summary": a.summary,
-        "labels": a.labels,
-    })
-}
-
-/// One alert in Alertmanager's v2 format. A firing alert gets `endsAt` a few re-send periods
-/// ahead (as Prometheus does), so Alertmanager resolves it by itself if meterd goes silent;
-/// a resolved one gets its resolve time.
-pub fn alertmanager_json(a: &Alert, resend: Duration, now: SystemTime) -> serde_json::Value {
-    let ends = match a.state {
-        State::Resolved => a.at.unwrap_or(now),
-        // Saturating: a resend of years must not overflow the clock arithmetic.
-        _ => resend
-            .checked_mul(4)
-            .and_then(|d| now.checked_add(d))
-            .unwrap_or(now + Duration::from_secs(86400 * 365)),
-    };
-    serde_json::json!({
-        "labels": a.labels,
-        "annotations": {
-            "summary": a.summary,
-            "value": a.value.to_string(),
-            "threshold": a.threshold.to_string(),
-        },
-        "startsAt": rfc3339(a.since),
-        "endsAt": rfc3339(ends),
-    })
-}
 
 /// HMAC-SHA256 of the body, hex: the `X-Meterd-Signature: sha256=…` header.
 pub fn signature(secret: &str, body: &[u8]) -> String {
@@ -236,6 +188,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::rfc3339;
 
     #[test]
     fn alertmanager_gets_ends_at_four_resends_ahead_while_firing_and_the_resolve_time_after() {

@@ -223,10 +223,7 @@ pub struct Engine {
     dropped_seen: u64,
 }
 
-fn ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::contract::unix_ms as ms;
 
 /// `*` matches any run of characters.
 pub fn glob(pattern: &str, s: &str) -> bool {

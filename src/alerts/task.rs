@@ -33,7 +33,7 @@ pub struct AlertTask {
     pub state_file: Option<PathBuf>,
     pub outboxes: Vec<Arc<Outbox>>,
     /// The firing set, for notifiers that re-send it.
-    pub firing: watch::Sender<Vec<Alert>>,
+    pub firing: Arc<watch::Sender<Vec<Alert>>>,
     /// Saving the state fails (a full disk): logged when it starts and when it ends.
     pub save_failing: crate::failing::FailingSince,
 }

@@ -74,11 +74,7 @@ pub(super) fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}.seg"))
 }
 
-pub(super) fn ts_ms(ts: SystemTime) -> u64 {
-    ts.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(super) use crate::contract::unix_ms as ts_ms;
 
 impl Disk {
     pub(super) fn total(&self) -> u64 {

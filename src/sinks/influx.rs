@@ -8,99 +8,17 @@
 //! good ones of the batch and names the bad one; it is logged, counted and skipped.
 
 use std::{
-    fmt::Write as _,
     sync::atomic::Ordering,
     time::{Duration, SystemTime},
 };
-
-fn unix_ms(t: SystemTime) -> u128 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
-}
-
-/// An alert event as measurement `alert`: its labels as tags, `firing` 1/0, value,
-/// threshold and summary as fields, at the time of the event.
-pub fn alert_line(gateway: &str, a: &Alert, out: &mut String) {
-    out.push_str("alert,gateway=");
-    escape_tag(gateway, out);
-    for (k, v) in &a.labels {
-        if k == "gateway" || v.is_empty() {
-            continue;
-        }
-        out.push(',');
-        escape_tag(k, out);
-        out.push('=');
-        escape_tag(v, out);
-    }
-    let summary = a.summary.replace('\\', "\\\\").replace('"', "\\\"");
-    let firing = if a.state == State::Firing { 1.0 } else { 0.0 };
-    let _ = writeln!(
-        out,
-        " firing={firing:?},value={:?},threshold={:?},summary=\"{summary}\" {}",
-        a.value,
-        a.threshold,
-        unix_ms(a.at.unwrap_or(a.since))
-    );
-}
-
-/// Status points: `meter_status` (online, polls, failures per meter), `bus_status`
-/// (utilisation, meters, meters online) and `gateway_status` (alerts firing and pending).
-/// All fields are floats, so a later change of value can never conflict with a field type.
-pub fn status_lines(gateway: &str, live: &LiveState, now: SystemTime, out: &mut String) {
-    let ts = unix_ms(now);
-    let meters = live.snapshot();
-    let mut per_bus: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
-    for (id, m) in &meters {
-        let online = m.online.unwrap_or(false);
-        let e = per_bus.entry(m.bus.as_str()).or_default();
-        e.0 += 1.0;
-        e.1 += f64::from(u8::from(online));
-        out.push_str("meter_status,gateway=");
-        escape_tag(gateway, out);
-        out.push_str(",bus=");
-        escape_tag(&m.bus, out);
-        out.push_str(",meter=");
-        escape_tag(id, out);
-        let _ = writeln!(
-            out,
-            " online={:?},polls={:?},failures={:?} {ts}",
-            f64::from(u8::from(online)),
-            m.polls as f64,
-            (m.timeouts + m.link_errors + m.exceptions) as f64
-        );
-    }
-    let buses = live.buses();
-    for (bus, (n, up)) in per_bus {
-        out.push_str("bus_status,gateway=");
-        escape_tag(gateway, out);
-        out.push_str(",bus=");
-        escape_tag(bus, out);
-        let u = buses.get(bus).map_or(0.0, |b| b.utilisation);
-        let _ = writeln!(
-            out,
-            " utilisation={u:?},meters={n:?},meters_online={up:?} {ts}"
-        );
-    }
-    let alerts = live.alerts();
-    let firing = alerts.iter().filter(|a| a.state == State::Firing).count() as f64;
-    let pending = alerts.len() as f64 - firing;
-    out.push_str("gateway_status,gateway=");
-    escape_tag(gateway, out);
-    let _ = writeln!(
-        out,
-        " alerts_firing={firing:?},alerts_pending={pending:?} {ts}"
-    );
-}
 
 use tokio::sync::watch;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::backoff::Backoff;
 use crate::{
-    alerts::rules::{Alert, State},
     config::{InfluxAuth, InfluxConfig},
-    reading::escape_tag,
-    state::LiveState,
+    contract::{alert_line, status_lines},
 };
 
 #[derive(Debug, PartialEq)]
@@ -382,36 +300,6 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_alert_event_is_one_line_with_labels_as_tags_and_an_escaped_summary() {
-        let a = Alert {
-            labels: [
-                ("gateway", "gw 1"),
-                ("alertname", "Overvoltage"),
-                ("severity", "critical"),
-                ("meter", "m1"),
-                ("bus", "rs485-1"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-            state: State::Resolved,
-            value: 230.5,
-            threshold: 235.0,
-            since: SystemTime::UNIX_EPOCH,
-            at: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1500)),
-            summary: "m1 says \"hi\" \\ back".into(),
-            until: None,
-        };
-        let mut out = String::new();
-        alert_line("gw 1", &a, &mut out);
-        assert_eq!(
-            out,
-            "alert,gateway=gw\\ 1,alertname=Overvoltage,bus=rs485-1,meter=m1,severity=critical \
-             firing=0.0,value=230.5,threshold=235.0,summary=\"m1 says \\\"hi\\\" \\\\ back\" 1500\n"
-        );
-    }
 
     #[test]
     fn a_bad_point_is_rejected_but_an_outage_or_a_wrong_token_is_retried() {

@@ -21,32 +21,9 @@ use tracing::{error, info, info_span, warn, Instrument};
 use crate::backoff::Backoff;
 use crate::{
     config::MqttConfig,
+    contract::Topics,
     journal::{CursorId, Journal},
 };
-
-pub struct Topics {
-    prefix: String,
-}
-
-impl Topics {
-    pub fn new(prefix: &str, gateway: &str) -> Topics {
-        Topics {
-            prefix: format!("{prefix}/{gateway}"),
-        }
-    }
-    pub fn status(&self) -> String {
-        format!("{}/status", self.prefix)
-    }
-    pub fn reading(&self, meter: &str) -> String {
-        format!("{}/meter/{meter}/reading", self.prefix)
-    }
-    pub fn alert(&self) -> String {
-        format!("{}/alert", self.prefix)
-    }
-    pub fn availability(&self, meter: &str) -> String {
-        format!("{}/meter/{meter}/availability", self.prefix)
-    }
-}
 
 /// What a publish was for, in the order they were handed to rumqttc.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -155,7 +132,7 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                     if s.alerts_inflight.contains(&id) {
                         continue;
                     }
-                    let payload = crate::alerts::notify::event_json(&a).to_string();
+                    let payload = crate::contract::event_json(&a).to_string();
                     if client.try_publish(topics.alert(), QoS::AtLeastOnce, false, payload).is_err() {
                         break;
                     }

@@ -240,10 +240,18 @@ async fn an_alert_raised_while_the_receiver_is_down_survives_a_crash_and_a_resta
         || async { meterd.log_text().contains("alert firing").then_some(()) },
     )
     .await;
-    // It is in the API and the metrics while it cannot be delivered.
-    let api = http_json(port, "/api/alerts").await.unwrap();
+    // It is in the API and the metrics while it cannot be delivered (the API follows the log
+    // line by the time the event is in the outboxes).
+    let api = crate::harness::eventually(
+        "the alert firing in the API",
+        Duration::from_secs(5),
+        || async {
+            let api = http_json(port, "/api/alerts").await?;
+            (api["alerts"][0]["state"] == "firing").then_some(api)
+        },
+    )
+    .await;
     assert_eq!(api["alerts"][0]["name"], "Overvoltage", "{api}");
-    assert_eq!(api["alerts"][0]["state"], "firing", "{api}");
     let (_, metrics) = http_get(port, "/metrics").await.unwrap();
     assert!(metrics.contains("meterd_alerts_firing 1"), "{metrics}");
     assert!(

@@ -23,4 +23,5 @@ mod secrets;
 mod serial;
 mod servers;
 mod silent;
+mod supervision;
 mod systemd;

@@ -1,0 +1,292 @@
+//! meterd's external formats, in one place: MQTT topics, the reading and alert JSON, InfluxDB
+//! line protocol (readings, alert events, status points) and its escaping, Alertmanager's
+//! alert JSON, and time stamps. What `../shared/design/contract.md` and the README promise is
+//! written here and nowhere else.
+
+use std::{
+    fmt::Write as _,
+    time::{Duration, SystemTime},
+};
+
+use crate::{
+    alerts::rules::{Alert, State},
+    reading::Reading,
+    state::LiveState,
+};
+
+/// Milliseconds since the Unix epoch (0 before it): InfluxDB time stamps.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `2026-11-27T08:30:05.123Z`: times in JSON.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, gateway: &str) -> Topics {
+        Topics {
+            prefix: format!("{prefix}/{gateway}"),
+        }
+    }
+    pub fn status(&self) -> String {
+        format!("{}/status", self.prefix)
+    }
+    pub fn reading(&self, meter: &str) -> String {
+        format!("{}/meter/{meter}/reading", self.prefix)
+    }
+    pub fn alert(&self) -> String {
+        format!("{}/alert", self.prefix)
+    }
+    pub fn availability(&self, meter: &str) -> String {
+        format!("{}/meter/{meter}/availability", self.prefix)
+    }
+}
+
+impl Reading {
+    /// The MQTT payload of the contract:
+    /// `{"ts":"…Z","meter":"…","bus":"…","seq":1,"values":{"voltage_l1_v":230.1}}`.
+    pub fn to_json(&self) -> String {
+        let values: serde_json::Map<String, serde_json::Value> = self
+            .values
+            .iter()
+            .filter_map(|(q, v)| Some((q.to_string(), serde_json::Number::from_f64(*v)?.into())))
+            .collect();
+        serde_json::json!({
+            "ts": rfc3339(self.ts),
+            "meter": &*self.meter,
+            "bus": &*self.bus,
+            "seq": self.seq,
+            "values": values,
+        })
+        .to_string()
+    }
+
+    /// One InfluxDB line (measurement `meter`, tags gateway/bus/meter/profile, a float field per
+    /// quantity, millisecond timestamp), appended to `out` with a trailing newline. A reading
+    /// without values writes nothing.
+    pub fn write_line(&self, gateway: &str, out: &mut String) {
+        if self.values.is_empty() {
+            return;
+        }
+        out.push_str("meter,gateway=");
+        escape_tag(gateway, out);
+        out.push_str(",bus=");
+        escape_tag(&self.bus, out);
+        out.push_str(",meter=");
+        escape_tag(&self.meter, out);
+        out.push_str(",profile=");
+        escape_tag(&self.profile, out);
+        for (i, (q, v)) in self.values.iter().enumerate() {
+            out.push(if i == 0 { ' ' } else { ',' });
+            escape_tag(q, out);
+            let _ = write!(out, "={v}");
+        }
+        let _ = writeln!(out, " {}", unix_ms(self.ts));
+    }
+}
+
+/// Line-protocol escaping for tag keys, tag values and field keys.
+pub fn escape_tag(s: &str, out: &mut String) {
+    for c in s.chars() {
+        if matches!(c, ',' | '=' | ' ' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// The JSON of an alert event, for the MQTT alert topic and the webhook: the contract's
+/// name, state, meter, value, threshold, since, plus severity, bus, summary and all labels.
+pub fn event_json(a: &Alert) -> serde_json::Value {
+    serde_json::json!({
+        "name": a.name(),
+        "state": a.state.as_str(),
+        "severity": a.labels.get("severity"),
+        "gateway": a.labels.get("gateway"),
+        "meter": a.labels.get("meter"),
+        "bus": a.labels.get("bus"),
+        "value": a.value,
+        "threshold": a.threshold,
+        "since": rfc3339(a.since),
+        "at": a.at.map(rfc3339),
+        "summary": a.summary,
+        "labels": a.labels,
+    })
+}
+
+/// One alert in Alertmanager's v2 format. A firing alert gets `endsAt` a few re-send periods
+/// ahead (as Prometheus does), so Alertmanager resolves it by itself if meterd goes silent;
+/// a resolved one gets its resolve time.
+pub fn alertmanager_json(a: &Alert, resend: Duration, now: SystemTime) -> serde_json::Value {
+    let ends = match a.state {
+        State::Resolved => a.at.unwrap_or(now),
+        // Saturating: a resend of years must not overflow the clock arithmetic.
+        _ => resend
+            .checked_mul(4)
+            .and_then(|d| now.checked_add(d))
+            .unwrap_or(now + Duration::from_secs(86400 * 365)),
+    };
+    serde_json::json!({
+        "labels": a.labels,
+        "annotations": {
+            "summary": a.summary,
+            "value": a.value.to_string(),
+            "threshold": a.threshold.to_string(),
+        },
+        "startsAt": rfc3339(a.since),
+        "endsAt": rfc3339(ends),
+    })
+}
+
+/// An alert event as measurement `alert`: its labels as tags, `firing` 1/0, value,
+/// threshold and summary as fields, at the time of the event.
+pub fn alert_line(gateway: &str, a: &Alert, out: &mut String) {
+    out.push_str("alert,gateway=");
+    escape_tag(gateway, out);
+    for (k, v) in &a.labels {
+        if k == "gateway" || v.is_empty() {
+            continue;
+        }
+        out.push(',');
+        escape_tag(k, out);
+        out.push('=');
+        escape_tag(v, out);
+    }
+    let summary = a.summary.replace('\\', "\\\\").replace('"', "\\\"");
+    let firing = if a.state == State::Firing { 1.0 } else { 0.0 };
+    let _ = writeln!(
+        out,
+        " firing={firing:?},value={:?},threshold={:?},summary=\"{summary}\" {}",
+        a.value,
+        a.threshold,
+        unix_ms(a.at.unwrap_or(a.since))
+    );
+}
+
+/// Status points: `meter_status` (online, polls, failures per meter), `bus_status`
+/// (utilisation, meters, meters online) and `gateway_status` (alerts firing and pending).
+/// All fields are floats, so a later change of value can never conflict with a field type.
+pub fn status_lines(gateway: &str, live: &LiveState, now: SystemTime, out: &mut String) {
+    let ts = unix_ms(now);
+    let meters = live.snapshot();
+    let mut per_bus: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
+    for (id, m) in &meters {
+        let online = m.online.unwrap_or(false);
+        let e = per_bus.entry(m.bus.as_str()).or_default();
+        e.0 += 1.0;
+        e.1 += f64::from(u8::from(online));
+        out.push_str("meter_status,gateway=");
+        escape_tag(gateway, out);
+        out.push_str(",bus=");
+        escape_tag(&m.bus, out);
+        out.push_str(",meter=");
+        escape_tag(id, out);
+        let _ = writeln!(
+            out,
+            " online={:?},polls={:?},failures={:?} {ts}",
+            f64::from(u8::from(online)),
+            m.polls as f64,
+            (m.timeouts + m.link_errors + m.exceptions) as f64
+        );
+    }
+    let buses = live.buses();
+    for (bus, (n, up)) in per_bus {
+        out.push_str("bus_status,gateway=");
+        escape_tag(gateway, out);
+        out.push_str(",bus=");
+        escape_tag(bus, out);
+        let u = buses.get(bus).map_or(0.0, |b| b.utilisation);
+        let _ = writeln!(
+            out,
+            " utilisation={u:?},meters={n:?},meters_online={up:?} {ts}"
+        );
+    }
+    let alerts = live.alerts();
+    let firing = alerts.iter().filter(|a| a.state == State::Firing).count() as f64;
+    let pending = alerts.len() as f64 - firing;
+    out.push_str("gateway_status,gateway=");
+    escape_tag(gateway, out);
+    let _ = writeln!(
+        out,
+        " alerts_firing={firing:?},alerts_pending={pending:?} {ts}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn reading() -> Reading {
+        Reading {
+            meter: "m-0001".into(),
+            bus: "rs485 1".into(),
+            profile: "eastron-sdm630".into(),
+            ts: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_768_205_123),
+            seq: 1234,
+            values: vec![
+                ("voltage_l1_v".into(), 230.1),
+                ("energy_import_kwh".into(), 12345.67),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_mqtt_payload_is_the_contracts_json() {
+        let v: serde_json::Value = serde_json::from_str(&reading().to_json()).unwrap();
+        assert_eq!(v["ts"], "2026-11-27T08:30:05.123Z");
+        assert_eq!(v["meter"], "m-0001");
+        assert_eq!(v["bus"], "rs485 1");
+        assert_eq!(v["seq"], 1234);
+        assert_eq!(v["values"]["voltage_l1_v"], 230.1);
+        assert_eq!(v["values"]["energy_import_kwh"], 12345.67);
+    }
+
+    #[test]
+    fn the_influx_line_has_the_contracts_measurement_tags_and_fields() {
+        let mut out = String::new();
+        reading().write_line("gw-1", &mut out);
+        assert_eq!(
+            out,
+            "meter,gateway=gw-1,bus=rs485\\ 1,meter=m-0001,profile=eastron-sdm630 \
+             voltage_l1_v=230.1,energy_import_kwh=12345.67 1795768205123\n"
+        );
+    }
+
+    #[test]
+    fn an_alert_event_is_one_line_with_labels_as_tags_and_an_escaped_summary() {
+        let a = Alert {
+            labels: [
+                ("gateway", "gw 1"),
+                ("alertname", "Overvoltage"),
+                ("severity", "critical"),
+                ("meter", "m1"),
+                ("bus", "rs485-1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            state: State::Resolved,
+            value: 230.5,
+            threshold: 235.0,
+            since: SystemTime::UNIX_EPOCH,
+            at: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1500)),
+            summary: "m1 says \"hi\" \\ back".into(),
+            until: None,
+        };
+        let mut out = String::new();
+        alert_line("gw 1", &a, &mut out);
+        assert_eq!(
+            out,
+            "alert,gateway=gw\\ 1,alertname=Overvoltage,bus=rs485-1,meter=m1,severity=critical \
+             firing=0.0,value=230.5,threshold=235.0,summary=\"m1 says \\\"hi\\\" \\\\ back\" 1500\n"
+        );
+    }
+}
