@@ -8,7 +8,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::{atomic::Ordering, Arc},
+    sync::atomic::Ordering,
     time::Duration,
 };
 
@@ -19,11 +19,7 @@ use tokio::sync::watch;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::backoff::Backoff;
-use crate::{
-    config::MqttConfig,
-    contract::Topics,
-    journal::{CursorId, Journal},
-};
+use crate::{config::MqttConfig, contract::Topics};
 
 /// What a publish was for, in the order they were handed to rumqttc.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -98,7 +94,21 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
         let capacity = window_max + 4096;
         let (client, mut el) = AsyncClient::new(opts, capacity);
         let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-        let mut s = Session::new(log.clone(), cursor, stats.clone());
+        let mut s = Session::new(log.position(cursor));
+        // What a confirmation means for the journal and the alert outbox.
+        let apply = |c: Confirmed| {
+            if let Some(upto) = c.upto {
+                let before = log.position(cursor);
+                log.ack(cursor, upto);
+                let after = log.position(cursor);
+                stats
+                    .delivered
+                    .fetch_add(after.saturating_sub(before), Ordering::Relaxed);
+            }
+            if let (Some(outbox), false) = (&alerts, c.alerts.is_empty()) {
+                outbox.ack(&c.alerts);
+            }
+        };
         let mut avail_rx = live.subscribe();
         let mut published_avail: HashMap<String, bool> = HashMap::new();
         let mut backoff = Backoff::default();
@@ -200,7 +210,7 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                         backoff.reset();
                         stats.failing.ok();
-                        s.reconnected();
+                        s.reconnected(log.position(cursor));
                         info!(from = s.next, "connected to broker");
                         published_avail.clear();
                         avail_dirty = true;
@@ -208,14 +218,8 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                             s.fifo.push_back(Sent::Control);
                         }
                     }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => s.on_outgoing(pkid, qos),
-                    Ok(Event::Incoming(Incoming::PubAck(ack))) => {
-                        s.on_puback(ack.pkid);
-                        if let Some(outbox) = &alerts {
-                            let done: Vec<u64> = s.alerts_acked.drain(..).collect();
-                            outbox.ack(&done);
-                        }
-                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => apply(s.on_outgoing(pkid, qos)),
+                    Ok(Event::Incoming(Incoming::PubAck(ack))) => apply(s.on_puback(ack.pkid)),
                     Ok(_) => {}
                     Err(e) => {
                         stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -230,7 +234,7 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                         } else {
                             tracing::debug!(error = %reason, "broker unreachable");
                         }
-                        s.disconnected();
+                        s.disconnected(log.position(cursor));
                         if stopping {
                             break;
                         }
@@ -268,11 +272,17 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
     .await
 }
 
-/// Bookkeeping of one connection: which publish got which packet id, and which are confirmed.
+/// What a confirmation (PUBACK, or QoS 0 handed to the socket) settled: the journal may
+/// advance to `upto`, and these alert events left their outbox.
+#[derive(Debug, Default, PartialEq)]
+struct Confirmed {
+    upto: Option<u64>,
+    alerts: Vec<u64>,
+}
+
+/// Bookkeeping of one connection, pure: which publish got which packet id, and which are
+/// confirmed. It never touches the journal: it says how far the cursor may move.
 struct Session {
-    log: Arc<Journal>,
-    stats: Arc<super::SinkStats>,
-    cursor: CursorId,
     connected: bool,
     /// Publishes handed to rumqttc, not yet given a packet id.
     fifo: VecDeque<Sent>,
@@ -282,25 +292,20 @@ struct Session {
     window: VecDeque<(u64, bool)>,
     /// The next log position to publish.
     next: u64,
-    /// Alert events published, awaiting PUBACK, and those confirmed since last asked.
+    /// Alert events published, awaiting PUBACK.
     alerts_inflight: std::collections::HashSet<u64>,
-    alerts_acked: Vec<u64>,
 }
 
 impl Session {
-    fn new(log: Arc<Journal>, cursor: CursorId, stats: Arc<super::SinkStats>) -> Session {
-        let next = log.position(cursor);
+    /// A session that publishes from `next` (the sink's journal cursor).
+    fn new(next: u64) -> Session {
         Session {
-            log,
-            stats,
-            cursor,
             connected: false,
             fifo: VecDeque::new(),
             pending: BTreeMap::new(),
             window: VecDeque::new(),
             next,
             alerts_inflight: Default::default(),
-            alerts_acked: Vec::new(),
         }
     }
 
@@ -308,131 +313,147 @@ impl Session {
         self.fifo.is_empty() && self.pending.is_empty() && self.window.is_empty()
     }
 
-    fn reconnected(&mut self) {
-        self.disconnected();
+    fn reconnected(&mut self, cursor: u64) {
+        self.disconnected(cursor);
         self.connected = true;
     }
 
     /// Forget the connection's bookkeeping and rewind to the last confirmed reading.
-    fn disconnected(&mut self) {
+    fn disconnected(&mut self, cursor: u64) {
         self.connected = false;
         self.fifo.clear();
         self.pending.clear();
         self.window.clear();
         self.alerts_inflight.clear();
-        self.next = self.log.position(self.cursor);
+        self.next = cursor;
     }
 
-    fn on_outgoing(&mut self, pkid: u16, qos: QoS) {
+    fn on_outgoing(&mut self, pkid: u16, qos: QoS) -> Confirmed {
         let Some(sent) = self.fifo.pop_front() else {
-            return;
+            return Confirmed::default();
         };
         if qos == QoS::AtMostOnce && pkid == 0 {
             // QoS 0 has no acknowledgement: handed to the socket is all we will ever know.
-            self.confirm(sent);
+            self.confirm(sent)
         } else {
             self.pending.insert(pkid, sent);
+            Confirmed::default()
         }
     }
 
-    fn on_puback(&mut self, pkid: u16) {
-        if let Some(sent) = self.pending.remove(&pkid) {
-            self.confirm(sent);
+    fn on_puback(&mut self, pkid: u16) -> Confirmed {
+        match self.pending.remove(&pkid) {
+            Some(sent) => self.confirm(sent),
+            None => Confirmed::default(),
         }
     }
 
-    fn confirm(&mut self, sent: Sent) {
-        if let Sent::Alert(id) = sent {
-            self.alerts_inflight.remove(&id);
-            self.alerts_acked.push(id);
+    fn confirm(&mut self, sent: Sent) -> Confirmed {
+        let mut out = Confirmed::default();
+        match sent {
+            Sent::Alert(id) => {
+                self.alerts_inflight.remove(&id);
+                out.alerts.push(id);
+            }
+            Sent::Control => {}
+            Sent::Reading(pos) => {
+                // Positions increase but may skip a gap in the journal (readings dropped or
+                // damaged).
+                if let Ok(i) = self.window.binary_search_by_key(&pos, |(p, _)| *p) {
+                    self.window[i].1 = true;
+                }
+                while let Some(&(p, true)) = self.window.front() {
+                    self.window.pop_front();
+                    out.upto = Some(p + 1);
+                }
+            }
         }
-        let Sent::Reading(pos) = sent else { return };
-        // Positions increase but may skip a gap in the journal (readings dropped or damaged).
-        if let Ok(i) = self.window.binary_search_by_key(&pos, |(p, _)| *p) {
-            self.window[i].1 = true;
-        }
-        let mut upto = None;
-        while let Some(&(p, true)) = self.window.front() {
-            self.window.pop_front();
-            upto = Some(p + 1);
-        }
-        if let Some(u) = upto {
-            let before = self.log.position(self.cursor);
-            self.log.ack(self.cursor, u);
-            let after = self.log.position(self.cursor);
-            self.stats
-                .delivered
-                .fetch_add(after.saturating_sub(before), Ordering::Relaxed);
-        }
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reading::Reading;
-    use std::time::SystemTime;
 
-    fn session_with(n: usize) -> (Arc<Journal>, Session) {
-        let log = Arc::new(Journal::memory(1 << 20));
-        let c = log.cursor("mqtt");
-        for _ in 0..n {
-            log.append(Reading {
-                meter: "m".into(),
-                bus: "b".into(),
-                profile: "p".into(),
-                ts: SystemTime::now(),
-                seq: 0,
-                values: vec![],
-            });
-        }
-        let mut s = Session::new(log.clone(), c, Default::default());
+    /// A connected session with readings at positions `0..n` handed to rumqttc.
+    fn session_with(n: u64) -> Session {
+        let mut s = Session::new(0);
         s.connected = true;
-        for pos in 0..n as u64 {
+        for pos in 0..n {
             s.fifo.push_back(Sent::Reading(pos));
             s.window.push_back((pos, false));
             s.next = pos + 1;
         }
-        (log, s)
+        s
+    }
+
+    fn upto(c: Confirmed) -> Option<u64> {
+        c.upto
     }
 
     #[test]
-    fn the_cursor_advances_only_over_the_confirmed_prefix() {
-        let (log, mut s) = session_with(3);
-        s.on_outgoing(1, QoS::AtLeastOnce);
-        s.on_outgoing(2, QoS::AtLeastOnce);
-        s.on_outgoing(3, QoS::AtLeastOnce);
-        s.on_puback(2);
-        assert_eq!(log.position(s.cursor), 0);
-        s.on_puback(1);
-        assert_eq!(log.position(s.cursor), 2);
-        s.on_puback(3);
-        assert_eq!(log.position(s.cursor), 3);
+    fn the_cursor_may_advance_only_over_the_confirmed_prefix() {
+        let mut s = session_with(3);
+        for pkid in 1..=3 {
+            assert_eq!(s.on_outgoing(pkid, QoS::AtLeastOnce), Confirmed::default());
+        }
+        assert_eq!(upto(s.on_puback(2)), None);
+        assert_eq!(upto(s.on_puback(1)), Some(2));
+        assert_eq!(upto(s.on_puback(3)), Some(3));
     }
 
     #[test]
     fn a_lost_connection_rewinds_to_the_last_confirmed_reading() {
-        let (log, mut s) = session_with(3);
+        let mut s = session_with(3);
         s.on_outgoing(7, QoS::AtLeastOnce);
         s.on_outgoing(8, QoS::AtLeastOnce);
-        s.on_puback(7);
-        s.disconnected();
+        assert_eq!(upto(s.on_puback(7)), Some(1));
+        s.disconnected(1);
         assert_eq!(s.next, 1);
-        assert_eq!(log.position(s.cursor), 1);
         // A late PUBACK from the old connection confirms nothing.
-        s.on_puback(8);
-        assert_eq!(log.position(s.cursor), 1);
+        assert_eq!(s.on_puback(8), Confirmed::default());
     }
 
     #[test]
     fn a_puback_for_a_control_message_does_not_move_the_cursor() {
-        let (log, mut s) = session_with(1);
+        let mut s = session_with(1);
         s.fifo.push_front(Sent::Control);
         s.on_outgoing(5, QoS::AtLeastOnce);
         s.on_outgoing(6, QoS::AtLeastOnce);
-        s.on_puback(5);
-        assert_eq!(log.position(s.cursor), 0);
-        s.on_puback(6);
-        assert_eq!(log.position(s.cursor), 1);
+        assert_eq!(s.on_puback(5), Confirmed::default());
+        assert_eq!(upto(s.on_puback(6)), Some(1));
+    }
+
+    #[test]
+    fn positions_after_a_gap_in_the_journal_are_confirmed_in_order() {
+        let mut s = Session::new(0);
+        s.connected = true;
+        for pos in [4, 5, 9] {
+            s.fifo.push_back(Sent::Reading(pos));
+            s.window.push_back((pos, false));
+        }
+        for pkid in 1..=3 {
+            s.on_outgoing(pkid, QoS::AtLeastOnce);
+        }
+        assert_eq!(upto(s.on_puback(3)), None, "9 waits for 4 and 5");
+        assert_eq!(upto(s.on_puback(1)), Some(5));
+        assert_eq!(upto(s.on_puback(2)), Some(10), "the gap is stepped over");
+    }
+
+    #[test]
+    fn an_alert_event_is_confirmed_by_its_own_puback() {
+        let mut s = session_with(0);
+        s.fifo.push_back(Sent::Alert(42));
+        s.alerts_inflight.insert(42);
+        s.on_outgoing(9, QoS::AtLeastOnce);
+        assert_eq!(
+            s.on_puback(9),
+            Confirmed {
+                upto: None,
+                alerts: vec![42]
+            }
+        );
+        assert!(s.alerts_inflight.is_empty());
     }
 }
