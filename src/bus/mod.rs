@@ -99,11 +99,11 @@ impl BusLink {
     }
 
     pub fn for_protocol(
-        protocol: crate::config::raw::BusProtocol,
+        protocol: crate::config::BusProtocol,
         link: crate::config::Link,
         timeout: Duration,
     ) -> BusLink {
-        use crate::config::raw::BusProtocol;
+        use crate::config::BusProtocol;
         use meterd_protocols::dlt645::Version;
         match protocol {
             BusProtocol::Dlt645_2007 => {

@@ -22,7 +22,7 @@ use tokio_modbus::{
 use tokio_serial::SerialPortBuilderExt;
 
 use super::{GroupResult, PollError};
-use crate::config::{raw::BusProtocol, raw::Parity, Link, SerialConfig};
+use crate::config::{BusProtocol, Link, Parity, SerialConfig};
 
 /// A transport that discards unread input when a new request starts (the first write after a
 /// read). RTU frames carry no transaction id: without this, a reply that arrives after its

@@ -47,11 +47,8 @@ pub(super) fn check_buses(
         );
         // DL/T 645 runs on a serial line or through a transparent serial server (TCP).
         let serial_bus = b.protocol == BusProtocol::ModbusRtu || (dlt645 && b.serial.is_some());
-        let (default_baud, default_parity) = match b.protocol {
-            BusProtocol::Dlt645_2007 => (2400, Parity::Even),
-            BusProtocol::Dlt645_1997 => (1200, Parity::Even),
-            _ => (9600, Parity::None),
-        };
+        let (default_baud, default_parity) =
+            (b.protocol.default_baud(), b.protocol.default_parity());
         let link = match (&b.serial, &b.tcp, serial_bus) {
             (Some(s), None, true) => {
                 let s = SerialConfig {
@@ -121,10 +118,7 @@ pub(super) fn check_buses(
                 None
             }
         };
-        // DL/T 645 meters may take 500 ms to start replying, plus the transfer at 1200-2400 baud.
-        let timeout = b
-            .timeout
-            .unwrap_or(Duration::from_millis(if dlt645 { 1000 } else { 500 }));
+        let timeout = b.timeout.unwrap_or(b.protocol.default_timeout());
         // Its range is checked with every other duration (bounds.rs).
         let concurrency = b.concurrency.unwrap_or(1);
         if concurrency == 0 || concurrency > 64 {
@@ -135,7 +129,7 @@ pub(super) fn check_buses(
                 "only modbus-tcp buses poll meters concurrently: a serial line carries one transaction at a time",
             );
         }
-        let max_registers = b.max_registers.unwrap_or(125);
+        let max_registers = b.max_registers.unwrap_or(DEFAULT_MAX_REGISTERS);
         if !(1..=125).contains(&max_registers) {
             r.error(&bp(&["max_registers"]), "must be 1 to 125");
         }
@@ -148,15 +142,13 @@ pub(super) fn check_buses(
             .backoff_max
             .unwrap_or(Duration::from_secs(300))
             .max(backoff);
-        let frame_gap = b.frame_gap.unwrap_or(match &link {
-            _ if dlt645 => Duration::from_millis(20),
-            Some(Link::Serial(s)) => s.rtu_frame_gap(),
-            _ if b.protocol == BusProtocol::ModbusRtuOverTcp => Duration::from_millis(5),
-            _ => Duration::ZERO,
+        let frame_gap = b.frame_gap.unwrap_or_else(|| match &link {
+            Some(l) => b.protocol.default_frame_gap(l),
+            None => Duration::ZERO,
         });
 
         let utc_offset_s = match b.utc_offset.as_deref() {
-            None => 8 * 3600,
+            None => DEFAULT_UTC_OFFSET_S,
             Some(text) => match parse_utc_offset(text) {
                 Some(v) => v,
                 None => {
@@ -306,7 +298,7 @@ pub(super) fn check_buses(
                 retries: b.retries.unwrap_or(1),
                 concurrency: concurrency.max(1),
                 frame_gap,
-                max_gap: b.max_gap.unwrap_or(16),
+                max_gap: b.max_gap.unwrap_or(DEFAULT_MAX_GAP),
                 max_registers,
                 offline_after: offline_after.max(1),
                 backoff,

@@ -19,8 +19,9 @@ mod values;
 
 pub use load::{load, load_str};
 pub use model::{
-    BusConfig, Config, HttpConfig, InfluxAuth, InfluxConfig, JournalConfig, Link, MeterConfig,
-    MeterGroup, MqttConfig, SerialConfig,
+    BusConfig, BusProtocol, Config, HttpConfig, InfluxAuth, InfluxConfig, JournalConfig, Link,
+    MeterConfig, MeterGroup, MqttConfig, Parity, SerialConfig, DEFAULT_MAX_GAP,
+    DEFAULT_MAX_REGISTERS, DEFAULT_UTC_OFFSET_S,
 };
 pub use profiles::ProfileSet;
 pub use report::{ConfigError, ConfigErrors};

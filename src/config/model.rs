@@ -4,7 +4,9 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time
 
 use meterd_protocols::{dlt645::Address, profile::Profile};
 
-use super::{raw::*, ProfileSet};
+use serde::Deserialize;
+
+use super::ProfileSet;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -34,6 +36,100 @@ impl Config {
             .find_map(|b| b.meters.iter().find(|m| m.id == id).map(|m| (b, m)))
     }
 }
+
+/// A bus's protocol (`bus.protocol`; `--protocol` on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BusProtocol {
+    ModbusRtu,
+    ModbusTcp,
+    ModbusRtuOverTcp,
+    #[serde(rename = "dlt645-2007")]
+    #[value(name = "dlt645-2007")]
+    Dlt645_2007,
+    #[serde(rename = "dlt645-1997")]
+    #[value(name = "dlt645-1997")]
+    Dlt645_1997,
+}
+
+impl BusProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BusProtocol::ModbusRtu => "modbus-rtu",
+            BusProtocol::ModbusTcp => "modbus-tcp",
+            BusProtocol::ModbusRtuOverTcp => "modbus-rtu-over-tcp",
+            BusProtocol::Dlt645_2007 => "dlt645-2007",
+            BusProtocol::Dlt645_1997 => "dlt645-1997",
+        }
+    }
+
+    pub fn is_dlt645(self) -> bool {
+        self.dlt645_version().is_some()
+    }
+
+    /// The DL/T 645 edition the protocol speaks, if it is DL/T 645.
+    pub fn dlt645_version(self) -> Option<meterd_protocols::dlt645::Version> {
+        use meterd_protocols::dlt645::Version;
+        match self {
+            BusProtocol::Dlt645_2007 => Some(Version::V2007),
+            BusProtocol::Dlt645_1997 => Some(Version::V1997),
+            _ => None,
+        }
+    }
+
+    // The one home of each protocol's defaults, for configs and the command line alike.
+
+    /// 9600 for Modbus; DL/T 645-2007 meters ship at 2400, -1997 meters at 1200.
+    pub fn default_baud(self) -> u32 {
+        match self {
+            BusProtocol::Dlt645_2007 => 2400,
+            BusProtocol::Dlt645_1997 => 1200,
+            _ => 9600,
+        }
+    }
+
+    /// DL/T 645 lines run 8E1; Modbus 8N1.
+    pub fn default_parity(self) -> Parity {
+        if self.is_dlt645() {
+            Parity::Even
+        } else {
+            Parity::None
+        }
+    }
+
+    /// DL/T 645 meters may take 500 ms to start replying, plus the transfer at 1200-2400 baud.
+    pub fn default_timeout(self) -> Duration {
+        Duration::from_millis(if self.is_dlt645() { 1000 } else { 500 })
+    }
+
+    /// Silence before a request: DL/T 645 asks for 20 ms; RTU 3.5 characters on a serial line
+    /// and 5 ms through a serial server; none on Modbus TCP.
+    pub fn default_frame_gap(self, link: &Link) -> Duration {
+        match link {
+            _ if self.is_dlt645() => Duration::from_millis(20),
+            Link::Serial(s) => s.rtu_frame_gap(),
+            _ if self == BusProtocol::ModbusRtuOverTcp => Duration::from_millis(5),
+            Link::Tcp(_) => Duration::ZERO,
+        }
+    }
+}
+
+/// Serial parity (`serial.parity`; `--parity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+/// Request coalescing: the most registers one Modbus read may ask for (the protocol's limit)
+/// and the widest gap of unwanted registers read to save a request.
+pub const DEFAULT_MAX_REGISTERS: u16 = 125;
+pub const DEFAULT_MAX_GAP: u16 = 16;
+/// DL/T 645 meters keep local time; Chinese meters China Standard Time.
+pub const DEFAULT_UTC_OFFSET_S: i64 = 8 * 3600;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SerialConfig {

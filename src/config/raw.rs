@@ -6,44 +6,13 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 use bytesize::ByteSize;
 use serde::Deserialize;
 
+pub use super::model::{BusProtocol, Parity};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawGateway {
     pub id: String,
     pub state_dir: PathBuf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BusProtocol {
-    ModbusRtu,
-    ModbusTcp,
-    ModbusRtuOverTcp,
-    #[serde(rename = "dlt645-2007")]
-    Dlt645_2007,
-    #[serde(rename = "dlt645-1997")]
-    Dlt645_1997,
-}
-
-impl BusProtocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BusProtocol::ModbusRtu => "modbus-rtu",
-            BusProtocol::ModbusTcp => "modbus-tcp",
-            BusProtocol::ModbusRtuOverTcp => "modbus-rtu-over-tcp",
-            BusProtocol::Dlt645_2007 => "dlt645-2007",
-            BusProtocol::Dlt645_1997 => "dlt645-1997",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Parity {
-    #[default]
-    None,
-    Even,
-    Odd,
 }
 
 #[derive(Debug, Clone, Deserialize)]

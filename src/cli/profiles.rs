@@ -1,0 +1,100 @@
+//! `meterd profiles`: list the profiles, or print one with its read requests.
+
+use super::*;
+
+pub(super) fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<i32> {
+    let set = match dir {
+        Some(d) => {
+            let (set, problems) = ProfileSet::with_dir(d);
+            for p in problems {
+                eprintln!("{p}");
+            }
+            set
+        }
+        None => ProfileSet::builtin(),
+    };
+    match name {
+        None => {
+            outln!(
+                "{:<22} {:<18} {:<28} {:>6}  origin",
+                "name",
+                "manufacturer",
+                "model",
+                "points"
+            );
+            for p in set.profiles.values() {
+                outln!(
+                    "{:<22} {:<18} {:<28} {:>6}  {}",
+                    p.name,
+                    p.manufacturer,
+                    p.model,
+                    p.points().count(),
+                    p.origin
+                );
+            }
+        }
+        Some(n) => {
+            let p = set
+                .get(n)
+                .ok_or_else(|| anyhow!("no profile {n:?}; `meterd profiles` lists them"))?;
+            outln!("# {} {} — {}", p.manufacturer, p.model, p.document);
+            outln!("# origin: {}", p.origin);
+            for g in &p.groups {
+                outln!(
+                    "\n[{}] every {}",
+                    g.name,
+                    humantime::format_duration(g.interval)
+                );
+                for pt in &g.points {
+                    outln!(
+                        "  {:<32} {:<7} 0x{:04X} {:>4} {:?} scale {} {}",
+                        pt.quantity,
+                        format!("{:?}", pt.kind).to_lowercase(),
+                        pt.address,
+                        format!("{:?}", pt.ty).to_lowercase(),
+                        pt.order,
+                        pt.scale,
+                        quantity::unit_of(&pt.quantity).unwrap_or("")
+                    );
+                }
+                for d in &g.dis {
+                    let width =
+                        if p.protocol == meterd::protocols::profile::ProfileProtocol::Dlt645_1997 {
+                            4
+                        } else {
+                            8
+                        };
+                    let layout = match d.format {
+                        meterd::protocols::dlt645::di::Format::Number {
+                            bytes,
+                            decimals,
+                            signed,
+                        } => {
+                            format!(
+                                "BCD {bytes} bytes, {decimals} decimals{}",
+                                if signed { ", signed" } else { "" }
+                            )
+                        }
+                        other => format!("{other:?}"),
+                    };
+                    outln!(
+                        "  {:<32} DI {:0width$X}  {layout:<30} x {} {}",
+                        d.quantity,
+                        d.di,
+                        d.factor,
+                        quantity::unit_of(&d.quantity).unwrap_or("")
+                    );
+                }
+                if g.dis.is_empty() {
+                    let blocks = g.plan(config::DEFAULT_MAX_REGISTERS, config::DEFAULT_MAX_GAP);
+                    outln!(
+                        "  ({} points in {} read requests)",
+                        g.points.len(),
+                        blocks.len()
+                    );
+                }
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,168 @@
+//! `meterd simulate`: simulated meters on TCP, a pty or a serial device, with faults.
+
+use super::*;
+
+pub(super) fn build_sim(a: &SimArgs) -> anyhow::Result<Arc<Simulator>> {
+    let set = ProfileSet::builtin();
+    let sim = Simulator::new();
+    let profile = |n: &str| builtin_profile(&set, n);
+    if a.meters.is_empty() {
+        let p = profile(a.profile.as_deref().unwrap_or("eastron-sdm630"))?;
+        for k in 0..a.count {
+            let unit = u8::try_from(u16::from(a.first_unit) + k)
+                .map_err(|_| anyhow!("unit ids run past 255"))?;
+            sim.add_meter(unit, p.clone(), a.frozen);
+        }
+    } else {
+        let unit = |k: &str| k.parse::<u8>().map_err(anyhow::Error::from);
+        for (u, p) in pairs(&a.meters, "--meter", "UNIT=PROFILE", unit)? {
+            sim.add_meter(u, profile(p)?, a.frozen);
+        }
+    }
+    let unit = |k: &str| k.parse::<u8>().map_err(anyhow::Error::from);
+    for (u, fault) in pairs(&a.faults, "--fault", "UNIT=FAULT", unit)? {
+        sim.set_fault(u, fault.parse().map_err(|e: String| anyhow!(e))?);
+    }
+    Ok(sim)
+}
+
+pub(super) async fn simulate(a: SimArgs) -> anyhow::Result<i32> {
+    if a.protocol != SimProtocol::Modbus {
+        return simulate_dlt645(a).await;
+    }
+    let sim = build_sim(&a)?;
+    let units = sim.units();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut keep = Vec::new();
+    if let Some(addr) = &a.tcp {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind {addr}"))?;
+        outln!("modbus-tcp {} units {:?}", listener.local_addr()?, units);
+        tasks.spawn(sim.clone().serve_tcp(listener));
+    }
+    if a.pty {
+        let (master, other, path) = sim::pty_pair()?;
+        outln!("modbus-rtu pty {path} units {units:?}");
+        keep.push(other);
+        tasks.spawn(sim.clone().serve_rtu(master));
+    }
+    if let Some(dev) = &a.serial {
+        let port = open_serial(&SerialConfig {
+            device: dev.clone(),
+            baud: a.baud.unwrap_or(9600),
+            parity: Parity::None,
+            data_bits: 8,
+            stop_bits: 1,
+        })?;
+        outln!("modbus-rtu serial {} units {units:?}", dev.display());
+        tasks.spawn(sim.clone().serve_rtu(port));
+    }
+    serve_until_stopped(tasks, keep).await
+}
+
+/// Run the simulator's servers until Ctrl-C/SIGTERM or one of them ends. `keep` holds the far
+/// ends of ptys open meanwhile.
+pub(super) async fn serve_until_stopped(
+    mut tasks: tokio::task::JoinSet<()>,
+    keep: Vec<std::fs::File>,
+) -> anyhow::Result<i32> {
+    if tasks.is_empty() {
+        bail!("give --tcp ADDR, --pty or --serial DEVICE");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let mut stop = stop_signal()?;
+    tokio::select! {
+        _ = stop.changed() => {}
+        _ = tasks.join_next() => {}
+    }
+    drop(keep);
+    Ok(0)
+}
+
+pub(super) async fn simulate_dlt645(a: SimArgs) -> anyhow::Result<i32> {
+    use meterd::{
+        protocols::dlt645::{Address, Version},
+        sim::dlt645::Dlt645Sim,
+    };
+    let bus = match a.protocol {
+        SimProtocol::Dlt645_1997 => BusProtocol::Dlt645_1997,
+        _ => BusProtocol::Dlt645_2007,
+    };
+    let (version, default_profile) = match bus {
+        BusProtocol::Dlt645_1997 => (Version::V1997, "dlt645-1997-three-phase"),
+        _ => (Version::V2007, "dlt645-2007-three-phase"),
+    };
+    let baud = a.baud.unwrap_or(bus.default_baud());
+    let sim = Dlt645Sim::new(version, Some(baud));
+    let set = ProfileSet::builtin();
+    let profile = |n: &str| builtin_profile(&set, n);
+    if a.meters.is_empty() {
+        let p = profile(a.profile.as_deref().unwrap_or(default_profile))?;
+        for k in 0..a.count {
+            let address: Address = format!("{}", u64::from(a.first_unit) + u64::from(k))
+                .parse()
+                .map_err(|e| anyhow!("{e}"))?;
+            sim.add_meter(address, p.clone(), a.frozen);
+        }
+    } else {
+        let address = |k: &str| k.parse::<Address>().map_err(|e| anyhow!("{e}"));
+        for (addr, p) in pairs(&a.meters, "--meter", "ADDRESS=PROFILE", address)? {
+            sim.add_meter(addr, profile(p)?, a.frozen);
+        }
+    }
+    let address = |k: &str| k.parse::<Address>().map_err(|e| anyhow!("{e}"));
+    for (addr, fault) in pairs(&a.faults, "--fault", "ADDRESS=FAULT", address)? {
+        sim.set_fault(addr, fault.parse().map_err(|e: String| anyhow!(e))?);
+    }
+    if let Some(n) = a.max_frame_values {
+        for addr in sim.addresses() {
+            sim.set_max_value_bytes(addr, n);
+        }
+    }
+    let addresses: Vec<String> = sim.addresses().iter().map(ToString::to_string).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut keep = Vec::new();
+    if let Some(addr) = &a.tcp {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind {addr}"))?;
+        outln!(
+            "{} tcp {} addresses {addresses:?}",
+            a.protocol,
+            listener.local_addr()?
+        );
+        let sim = sim.clone();
+        tasks.spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(sim.clone().serve(sock));
+            }
+        });
+    }
+    if a.pty {
+        let (master, other, path) = sim::pty_pair()?;
+        outln!(
+            "{} pty {path} {baud} baud addresses {addresses:?}",
+            a.protocol
+        );
+        keep.push(other);
+        tasks.spawn(sim.clone().serve(master));
+    }
+    if let Some(dev) = &a.serial {
+        let port = open_serial(&SerialConfig {
+            device: dev.clone(),
+            baud,
+            parity: bus.default_parity(),
+            data_bits: 8,
+            stop_bits: 1,
+        })?;
+        outln!(
+            "{} serial {} {baud} baud addresses {addresses:?}",
+            a.protocol,
+            dev.display()
+        );
+        tasks.spawn(sim.clone().serve(port));
+    }
+    serve_until_stopped(tasks, keep).await
+}
