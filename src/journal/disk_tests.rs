@@ -9,7 +9,10 @@ use std::{
 use proptest::prelude::*;
 
 use super::*;
-use std::{fs::OpenOptions, io::Write};
+use std::{
+    fs::{self, OpenOptions},
+    io::Write,
+};
 
 fn reading(meter: &str, i: u64) -> Reading {
     Reading {

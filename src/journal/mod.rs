@@ -36,13 +36,13 @@
 pub mod commit;
 mod cursor;
 pub mod format;
+mod memory;
 mod reader;
 mod recover;
 mod segment;
 
 use std::{
     collections::{HashMap, VecDeque},
-    fs,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant, SystemTime},
@@ -53,6 +53,7 @@ use tracing::{error, info, warn};
 
 use crate::reading::Reading;
 use cursor::{read_cursor, write_cursor};
+use memory::{CursorState, Inner};
 use reader::ReadState;
 use segment::Disk;
 
@@ -124,36 +125,6 @@ pub struct OpenReport {
     pub readings: u64,
     pub truncated_bytes: u64,
     pub skipped_regions: usize,
-}
-
-#[derive(Debug)]
-struct CursorState {
-    name: String,
-    pos: u64,
-    persisted: Option<u64>,
-    dropped: u64,
-    /// A released cursor (its sink was removed by a reload) holds nothing back.
-    active: bool,
-}
-
-#[derive(Debug)]
-struct Inner {
-    next: u64,
-    /// Readings `cache_first..next`, consecutive.
-    cache: VecDeque<Arc<Reading>>,
-    cache_first: u64,
-    /// Their [`footprint`], bounded by `memory_max` (but the newest is always kept).
-    cache_bytes: usize,
-    memory_max: usize,
-    cursors: Vec<CursorState>,
-    seqs: HashMap<Arc<str>, u64>,
-    disk: Option<Disk>,
-    /// Positions that will never be read: dropped while only in memory. Kept so that a
-    /// segment deleted later does not count them again.
-    holes: Vec<(u64, u64)>,
-    /// Set when the journal could not be opened at all (memory only for this run).
-    open_failure: Option<String>,
-    unjournaled: u64,
 }
 
 #[derive(Debug)]
@@ -545,152 +516,6 @@ impl Journal {
                 return;
             }
             notified.await;
-        }
-    }
-}
-
-impl Inner {
-    /// The oldest position still held (on disk or in memory).
-    fn oldest(&self) -> u64 {
-        match &self.disk {
-            Some(d) => d
-                .segments
-                .front()
-                .map_or(self.cache_first, |s| s.first.min(self.cache_first)),
-            None => self.cache_first,
-        }
-    }
-
-    /// How many positions in `from..to` are gaps.
-    fn holes_within(&self, from: u64, to: u64) -> u64 {
-        self.holes
-            .iter()
-            .map(|&(a, b)| b.min(to).saturating_sub(a.max(from)))
-            .sum()
-    }
-
-    /// Delete what every active sink has confirmed, on disk and in memory.
-    fn release_delivered(&mut self) {
-        let min = self
-            .cursors
-            .iter()
-            .filter(|c| c.active)
-            .map(|c| c.pos)
-            .min()
-            .unwrap_or(self.next);
-        if let Some(d) = self.disk.as_mut() {
-            d.delete_delivered(min);
-        }
-        // Readings every sink has confirmed need no memory.
-        while self.cache_first < min {
-            let Some(r) = self.cache.pop_front() else {
-                break;
-            };
-            self.cache_bytes -= footprint(&r);
-            self.cache_first += 1;
-        }
-        let oldest = self.oldest();
-        self.holes.retain(|&(_, b)| b > oldest);
-    }
-
-    /// Keep the memory within its bound. A reading already in a segment file just leaves
-    /// memory; one that is not (the disk refuses writes, or there is no disk) is dropped and
-    /// counted for every sink that had not delivered it.
-    fn trim_memory(&mut self) {
-        while self.cache_bytes > self.memory_max && self.cache.len() > 1 {
-            let p = self.cache_first;
-            let on_disk = match self.disk.as_mut() {
-                Some(d) => {
-                    if p >= d.written_upto && d.failed.is_none() {
-                        // Still in the write buffer: hand it to the file first.
-                        if let Err(why) = d.flush() {
-                            if d.fail(Instant::now(), why.clone()) {
-                                error!(error = %why, "journal cannot write: readings are kept in memory only until it can");
-                            }
-                        }
-                    }
-                    p < d.written_upto
-                }
-                None => false,
-            };
-            let Some(r) = self.cache.pop_front() else {
-                break;
-            };
-            self.cache_bytes -= footprint(&r);
-            self.cache_first += 1;
-            if !on_disk {
-                self.lose(p, p + 1);
-            }
-        }
-    }
-
-    /// Positions `from..to`, held nowhere, are lost: count them for every active sink that
-    /// had not delivered them, move cursors out of the gap, remember the gap.
-    fn lose(&mut self, from: u64, to: u64) {
-        let mut needed = false;
-        for c in self.cursors.iter_mut().filter(|c| c.active && c.pos < to) {
-            needed = true;
-            c.dropped += to - c.pos.max(from);
-            if c.pos >= from {
-                c.pos = to;
-            }
-        }
-        match self.holes.last_mut() {
-            Some(last) if last.1 == from => last.1 = to,
-            _ => self.holes.push((from, to)),
-        }
-        let mut first_drop = false;
-        if let Some(d) = self.disk.as_mut() {
-            d.written_upto = d.written_upto.max(to);
-            if let Some(f) = d.failed.as_mut() {
-                first_drop = needed && f.dropped == 0;
-                if needed {
-                    f.dropped += to - from;
-                }
-            }
-        } else if needed && self.holes.len() == 1 && self.holes[0] == (from, to) {
-            first_drop = true;
-        }
-        if first_drop {
-            error!(
-                memory_bytes = self.memory_max,
-                "journal cannot be written and its memory is full: the oldest readings held only in memory are dropped (counted per sink in meterd_sink_dropped_total)"
-            );
-        }
-    }
-
-    /// Everything before `first` is gone from disk: move cursors up, count what they lose
-    /// (gaps already counted are not counted again).
-    fn drop_before(&mut self, first: u64) {
-        let lost: Vec<(usize, u64)> = self
-            .cursors
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.pos < first)
-            .map(|(i, c)| (i, first - c.pos - self.holes_within(c.pos, first)))
-            .collect();
-        for (i, lost) in lost {
-            let c = &mut self.cursors[i];
-            c.dropped += lost;
-            if lost > 0 {
-                error!(sink = %c.name, lost, dropped_total = c.dropped, "journal full: oldest undelivered readings dropped");
-            }
-            c.pos = first;
-        }
-    }
-
-    fn enforce_size(&mut self) {
-        let Some(d) = self.disk.as_mut() else { return };
-        let mut dropped_to = None;
-        while d.total() > d.opts.max_size && d.segments.len() > 1 {
-            let Some(old) = d.segments.pop_front() else {
-                break;
-            };
-            let _ = fs::remove_file(&old.path);
-            dropped_to = d.segments.front().map(|s| s.first);
-        }
-        if let Some(first) = dropped_to {
-            self.drop_before(first);
         }
     }
 }

@@ -1,0 +1,191 @@
+//! The journal's state under its lock: recent readings in memory (bounded in bytes), the
+//! cursors, and what happens to readings that leave memory or disk: released once delivered,
+//! dropped and counted when memory or the disk bound runs out, gaps remembered.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fs,
+    sync::Arc,
+    time::Instant,
+};
+
+use tracing::error;
+
+use super::{footprint, segment::Disk};
+use crate::reading::Reading;
+
+#[derive(Debug)]
+pub(super) struct CursorState {
+    pub(super) name: String,
+    pub(super) pos: u64,
+    pub(super) persisted: Option<u64>,
+    pub(super) dropped: u64,
+    /// A released cursor (its sink was removed by a reload) holds nothing back.
+    pub(super) active: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Inner {
+    pub(super) next: u64,
+    /// Readings `cache_first..next`, consecutive.
+    pub(super) cache: VecDeque<Arc<Reading>>,
+    pub(super) cache_first: u64,
+    /// Their [`footprint`], bounded by `memory_max` (but the newest is always kept).
+    pub(super) cache_bytes: usize,
+    pub(super) memory_max: usize,
+    pub(super) cursors: Vec<CursorState>,
+    pub(super) seqs: HashMap<Arc<str>, u64>,
+    pub(super) disk: Option<Disk>,
+    /// Positions that will never be read: dropped while only in memory. Kept so that a
+    /// segment deleted later does not count them again.
+    pub(super) holes: Vec<(u64, u64)>,
+    /// Set when the journal could not be opened at all (memory only for this run).
+    pub(super) open_failure: Option<String>,
+    pub(super) unjournaled: u64,
+}
+
+impl Inner {
+    /// The oldest position still held (on disk or in memory).
+    pub(super) fn oldest(&self) -> u64 {
+        match &self.disk {
+            Some(d) => d
+                .segments
+                .front()
+                .map_or(self.cache_first, |s| s.first.min(self.cache_first)),
+            None => self.cache_first,
+        }
+    }
+
+    /// How many positions in `from..to` are gaps.
+    pub(super) fn holes_within(&self, from: u64, to: u64) -> u64 {
+        self.holes
+            .iter()
+            .map(|&(a, b)| b.min(to).saturating_sub(a.max(from)))
+            .sum()
+    }
+
+    /// Delete what every active sink has confirmed, on disk and in memory.
+    pub(super) fn release_delivered(&mut self) {
+        let min = self
+            .cursors
+            .iter()
+            .filter(|c| c.active)
+            .map(|c| c.pos)
+            .min()
+            .unwrap_or(self.next);
+        if let Some(d) = self.disk.as_mut() {
+            d.delete_delivered(min);
+        }
+        // Readings every sink has confirmed need no memory.
+        while self.cache_first < min {
+            let Some(r) = self.cache.pop_front() else {
+                break;
+            };
+            self.cache_bytes -= footprint(&r);
+            self.cache_first += 1;
+        }
+        let oldest = self.oldest();
+        self.holes.retain(|&(_, b)| b > oldest);
+    }
+
+    /// Keep the memory within its bound. A reading already in a segment file just leaves
+    /// memory; one that is not (the disk refuses writes, or there is no disk) is dropped and
+    /// counted for every sink that had not delivered it.
+    pub(super) fn trim_memory(&mut self) {
+        while self.cache_bytes > self.memory_max && self.cache.len() > 1 {
+            let p = self.cache_first;
+            let on_disk = match self.disk.as_mut() {
+                Some(d) => {
+                    if p >= d.written_upto && d.failed.is_none() {
+                        // Still in the write buffer: hand it to the file first.
+                        if let Err(why) = d.flush() {
+                            if d.fail(Instant::now(), why.clone()) {
+                                error!(error = %why, "journal cannot write: readings are kept in memory only until it can");
+                            }
+                        }
+                    }
+                    p < d.written_upto
+                }
+                None => false,
+            };
+            let Some(r) = self.cache.pop_front() else {
+                break;
+            };
+            self.cache_bytes -= footprint(&r);
+            self.cache_first += 1;
+            if !on_disk {
+                self.lose(p, p + 1);
+            }
+        }
+    }
+
+    /// Positions `from..to`, held nowhere, are lost: count them for every active sink that
+    /// had not delivered them, move cursors out of the gap, remember the gap.
+    pub(super) fn lose(&mut self, from: u64, to: u64) {
+        let mut needed = false;
+        for c in self.cursors.iter_mut().filter(|c| c.active && c.pos < to) {
+            needed = true;
+            c.dropped += to - c.pos.max(from);
+            if c.pos >= from {
+                c.pos = to;
+            }
+        }
+        match self.holes.last_mut() {
+            Some(last) if last.1 == from => last.1 = to,
+            _ => self.holes.push((from, to)),
+        }
+        let mut first_drop = false;
+        if let Some(d) = self.disk.as_mut() {
+            d.written_upto = d.written_upto.max(to);
+            if let Some(f) = d.failed.as_mut() {
+                first_drop = needed && f.dropped == 0;
+                if needed {
+                    f.dropped += to - from;
+                }
+            }
+        } else if needed && self.holes.len() == 1 && self.holes[0] == (from, to) {
+            first_drop = true;
+        }
+        if first_drop {
+            error!(
+                memory_bytes = self.memory_max,
+                "journal cannot be written and its memory is full: the oldest readings held only in memory are dropped (counted per sink in meterd_sink_dropped_total)"
+            );
+        }
+    }
+
+    /// Everything before `first` is gone from disk: move cursors up, count what they lose
+    /// (gaps already counted are not counted again).
+    pub(super) fn drop_before(&mut self, first: u64) {
+        let lost: Vec<(usize, u64)> = self
+            .cursors
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.pos < first)
+            .map(|(i, c)| (i, first - c.pos - self.holes_within(c.pos, first)))
+            .collect();
+        for (i, lost) in lost {
+            let c = &mut self.cursors[i];
+            c.dropped += lost;
+            if lost > 0 {
+                error!(sink = %c.name, lost, dropped_total = c.dropped, "journal full: oldest undelivered readings dropped");
+            }
+            c.pos = first;
+        }
+    }
+
+    pub(super) fn enforce_size(&mut self) {
+        let Some(d) = self.disk.as_mut() else { return };
+        let mut dropped_to = None;
+        while d.total() > d.opts.max_size && d.segments.len() > 1 {
+            let Some(old) = d.segments.pop_front() else {
+                break;
+            };
+            let _ = fs::remove_file(&old.path);
+            dropped_to = d.segments.front().map(|s| s.first);
+        }
+        if let Some(first) = dropped_to {
+            self.drop_before(first);
+        }
+    }
+}
