@@ -16,6 +16,7 @@ mod grafana;
 mod harness;
 mod http;
 mod influx;
+mod layout;
 mod pipeline;
 mod receiver;
 mod reload;
