@@ -7,34 +7,26 @@
 //! requested data" is remembered and read identifier by identifier from then on.
 
 use std::{
-    collections::BTreeMap,
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
 use meterd_protocols::{
     dlt645::{
-        bcd, clock,
-        di::{self, Format},
         frame::{self, Scan},
-        request,
+        plan, request,
         session::{Capacity, ReadSession, Step},
         Address, Version,
     },
-    profile::{DiPoint, Group},
+    profile::Group,
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{modbus::open_serial, modbus::DiscardInput, GroupResult, PollError, PollTarget};
+use super::{
+    link::{self, DiscardInput, Stream},
+    GroupResult, PollError, PollTarget,
+};
 use crate::config::Link;
-
-enum Stream {
-    Serial(tokio_serial::SerialStream),
-    Tcp(TcpStream),
-}
 
 pub struct Dlt645Link {
     version: Version,
@@ -88,9 +80,6 @@ impl TimeSync {
     }
 }
 
-/// The "no requested data" bit of an abnormal reply: the meter does not have this identifier.
-const NO_SUCH_DATA: u8 = 0x02;
-
 impl Dlt645Link {
     pub fn new(version: Version, link: Link, timeout: Duration) -> Dlt645Link {
         Dlt645Link {
@@ -103,19 +92,7 @@ impl Dlt645Link {
 
     async fn stream(&mut self) -> Result<&mut Stream, PollError> {
         if self.stream.is_none() {
-            self.stream = Some(match &self.link {
-                Link::Serial(s) => Stream::Serial(open_serial(s).map_err(|e| {
-                    PollError::Link(format!("cannot open {}: {e}", s.device.display()))
-                })?),
-                Link::Tcp(addr) => {
-                    let s = tokio::time::timeout(self.timeout, TcpStream::connect(addr))
-                        .await
-                        .map_err(|_| PollError::Link(format!("connect to {addr} timed out")))?
-                        .map_err(|e| PollError::Link(format!("connect to {addr}: {e}")))?;
-                    let _ = s.set_nodelay(true);
-                    Stream::Tcp(s)
-                }
-            });
+            self.stream = Some(link::open(&self.link, self.timeout).await?);
         }
         self.stream
             .as_mut()
@@ -163,11 +140,7 @@ impl Dlt645Link {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let f = frame::Frame::new(
-            Address::BROADCAST,
-            0x08,
-            clock::sync_data(now + utc_offset_s).to_vec(),
-        );
+        let f = request::broadcast_time(now + utc_offset_s);
         let stream = self.stream().await?;
         let r = send(stream, &f).await;
         if r.is_err() {
@@ -208,10 +181,7 @@ impl Dlt645Link {
         let whole = tokio::time::Instant::now() + budget;
         let stream = self.stream().await?;
         // Late bytes from an earlier transaction must not be taken for this one's reply.
-        match stream {
-            Stream::Serial(s) => s.discard_input(),
-            Stream::Tcp(s) => s.discard_input(),
-        }
+        stream.discard_input();
         send(stream, &request).await?;
         let mut buf: Vec<u8> = Vec::with_capacity(256);
         let mut chunk = [0u8; 256];
@@ -245,10 +215,7 @@ impl Dlt645Link {
                     buf.drain(..skip.min(buf.len()));
                 }
             }
-            let read = match stream {
-                Stream::Serial(s) => tokio::time::timeout_at(deadline, s.read(&mut chunk)).await,
-                Stream::Tcp(s) => tokio::time::timeout_at(deadline, s.read(&mut chunk)).await,
-            };
+            let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await;
             match read {
                 Err(_) if tokio::time::Instant::now() >= whole && frames > 1 => {
                     return Err(PollError::Link(format!(
@@ -266,11 +233,10 @@ impl Dlt645Link {
 
 async fn send(stream: &mut Stream, f: &frame::Frame) -> Result<(), PollError> {
     let bytes = f.encode(4).map_err(|e| PollError::Link(e.to_string()))?;
-    let r = match stream {
-        Stream::Serial(s) => s.write_all(&bytes).await,
-        Stream::Tcp(s) => s.write_all(&bytes).await,
-    };
-    r.map_err(|e| PollError::Link(e.to_string()))
+    stream
+        .write_all(&bytes)
+        .await
+        .map_err(|e| PollError::Link(e.to_string()))
 }
 
 /// One read with up to `retries` more attempts after a timeout or a broken link, keeping
@@ -304,9 +270,6 @@ async fn read_retrying(
     }
 }
 
-/// Most daily freezes a 2007 meter keeps (050600nn, nn = 01..3E).
-const MAX_FREEZES: u32 = 62;
-
 /// Publish daily freezes the gateway has not published yet, oldest first, each with its own
 /// freeze time. After a gap (the meter unreachable for days) the missed days are read back
 /// from the meter's freeze history; right after a start only the newest is taken.
@@ -318,19 +281,18 @@ async fn read_daily_freezes(
 ) -> Result<(), PollError> {
     let seen = *t.last_freeze.lock().unwrap_or_else(|e| e.into_inner());
     let mut new = Vec::new();
-    for n in 1..=MAX_FREEZES {
+    for n in 1..=plan::MAX_FREEZES {
         let time = read_retrying(
             link,
             address,
-            0x0506_0000 | n,
+            plan::freeze_time_di(n),
             t.retries,
             t.frame_gap,
             &mut out.requests,
             None,
         )
         .await?;
-        let local = clock::from_minutes(&time)
-            .ok_or_else(|| PollError::BadValue(format!("freeze time {time:02X?}")))?;
+        let local = plan::freeze_time(n, &time).map_err(|e| PollError::BadValue(e.to_string()))?;
         if seen.is_some_and(|s| local <= s) {
             break;
         }
@@ -343,24 +305,15 @@ async fn read_daily_freezes(
         let bytes = read_retrying(
             link,
             address,
-            0x0506_0100 | n,
+            plan::freeze_energy_di(n),
             t.retries,
             t.frame_gap,
             &mut out.requests,
             None,
         )
         .await?;
-        let mut values = Vec::new();
-        for (k, chunk) in bytes.chunks_exact(4).enumerate().take(5) {
-            let q = if k == 0 {
-                "energy_import_kwh".to_string()
-            } else {
-                format!("energy_import_t{k}_kwh")
-            };
-            let v = bcd::decode(chunk, 2, false)
-                .map_err(|e| PollError::BadValue(format!("freeze {n}: {e}")))?;
-            values.push((Arc::<str>::from(q), v));
-        }
+        let values =
+            plan::freeze_energy(n, &bytes).map_err(|e| PollError::BadValue(e.to_string()))?;
         let utc = u64::try_from(local - t.utc_offset_s).unwrap_or(0);
         out.dated
             .push((std::time::UNIX_EPOCH + Duration::from_secs(utc), values));
@@ -378,10 +331,7 @@ async fn read_clock(
     utc_offset_s: i64,
     requests: &mut u32,
 ) -> Result<f64, PollError> {
-    let (date_di, time_di) = match link.version {
-        Version::V2007 => (0x0400_0101, 0x0400_0102),
-        Version::V1997 => (0xC010, 0xC011),
-    };
+    let (date_di, time_di) = plan::clock_dis(link.version);
     let date = read_retrying(link, address, date_di, retries, frame_gap, requests, None).await?;
     *requests += 1;
     let time = link.read(address, time_di).await;
@@ -394,40 +344,8 @@ async fn read_clock(
         tokio::time::sleep(frame_gap).await;
     }
     let time = time?;
-    let local = clock::from_date_time(&date, &time).ok_or_else(|| {
-        PollError::BadValue(format!(
-            "meter clock {date:02X?} {time:02X?} is not a date and time"
-        ))
-    })?;
-    Ok(((local - utc_offset_s) as f64 - now).round())
-}
-
-/// The block a DI belongs to, if reading it as a block makes sense.
-fn block_of(version: Version, di: u32) -> u32 {
-    match version {
-        Version::V2007 => di | 0x0000_FF00,
-        Version::V1997 => di | 0x000F,
-    }
-}
-
-fn decode_point(p: &DiPoint, bytes: &[u8]) -> Result<f64, PollError> {
-    let Format::Number {
-        bytes: n,
-        decimals,
-        signed,
-    } = p.format
-    else {
-        return Err(PollError::BadValue(format!("{:08X} is not a number", p.di)));
-    };
-    let b = bytes.get(..n).ok_or_else(|| {
-        PollError::BadValue(format!("{:08X}: {} of {n} bytes", p.di, bytes.len()))
-    })?;
-    let v = bcd::decode(b, decimals, signed)
-        .map_err(|e| PollError::BadValue(format!("{:08X}: {e}", p.di)))?;
-    // Keep the resolution the meter has: 2.2718 kvar is 2271.8 var, not 2271.7999999999997.
-    let places = (decimals as i32 - p.factor.abs().log10().round() as i32).clamp(0, 9);
-    let scale = 10f64.powi(places);
-    Ok((v * p.factor * scale).round() / scale)
+    plan::clock_offset_s(&date, &time, utc_offset_s, now)
+        .map_err(|e| PollError::BadValue(e.to_string()))
 }
 
 /// Poll one group: block reads where they cover several identifiers (unless the meter refused
@@ -486,80 +404,54 @@ pub async fn poll_group(
             }
         }
     }
-    // Plan: block → its wanted members with their member index.
-    let mut blocks: BTreeMap<u32, Vec<(u32, &DiPoint)>> = BTreeMap::new();
-    for p in &group.dis {
-        let b = block_of(version, p.di);
-        let k = (0..64).find(|k| di::block_member(version, b, *k) == Some(p.di));
-        match k {
-            Some(k) => blocks.entry(b).or_default().push((k, p)),
-            None => blocks.entry(p.di).or_default().push((0, p)),
-        }
-    }
-    'plan: for (block, members) in blocks {
-        let use_block = members.len() > 1 && !no_blocks.load(Ordering::Relaxed);
-        let reads: Vec<(u32, Vec<(u32, &DiPoint)>)> = if use_block {
-            vec![(block, members)]
-        } else {
-            members
-                .into_iter()
-                .map(|(_, p)| (p.di, vec![(0, p)]))
-                .collect()
-        };
-        let mut queue: std::collections::VecDeque<_> = reads.into();
-        while let Some((di, wanted)) = queue.pop_front() {
-            // A profile's own identifier (not in the catalogue) carries what the profile says.
-            let capacity =
-                (wanted.len() == 1 && di == wanted[0].1.di && di::lookup(version, di).is_none())
-                    .then(|| Capacity {
-                        bytes: wanted[0].1.format.byte_len(),
-                    });
-            let result = read_retrying(
-                link,
-                address,
-                di,
-                retries,
-                frame_gap,
-                &mut out.requests,
-                capacity,
-            )
-            .await;
-            match result {
-                Ok(bytes) => {
-                    let block = di != wanted[0].1.di;
-                    for (k, p) in &wanted {
-                        let n = p.format.byte_len();
-                        let offset = if block { *k as usize * n } else { 0 };
-                        if block && bytes.len() < offset + n {
-                            // A block holds the members the meter has (e.g. its tariffs): the
-                            // reply's length says how many. Absent members are not errors.
-                            continue;
-                        }
-                        match decode_point(p, &bytes[offset.min(bytes.len())..]) {
-                            Ok(v) => out.values.push((p.quantity.clone(), v)),
-                            Err(e) => out.errors.push(e),
-                        }
+    // The plan (protocols' `dlt645::plan`): block reads where several identifiers share a
+    // block, unless this meter refused them before.
+    let blocks = !no_blocks.load(Ordering::Relaxed);
+    let mut queue: std::collections::VecDeque<plan::Read> =
+        plan::plan_reads(version, &group.dis, blocks).into();
+    while let Some(read) = queue.pop_front() {
+        let result = read_retrying(
+            link,
+            address,
+            read.di,
+            retries,
+            frame_gap,
+            &mut out.requests,
+            Some(read.capacity),
+        )
+        .await;
+        match result {
+            Ok(bytes) => {
+                for (i, v) in plan::decode_read(&read, &group.dis, &bytes) {
+                    match v {
+                        Ok(v) => out.values.push((group.dis[i].quantity.clone(), v)),
+                        Err(e) => out.errors.push(PollError::BadValue(e.to_string())),
                     }
                 }
-                Err(PollError::Refused { err, .. })
-                    if wanted.len() > 1 && err & NO_SUCH_DATA != 0 =>
-                {
-                    // No block reads on this meter: remember, and read the members one by one.
-                    no_blocks.store(true, Ordering::Relaxed);
-                    tracing::info!(%address, block = format!("{di:08X}"), "meter refuses block reads; reading identifiers singly from now on");
-                    for (_, p) in wanted {
-                        queue.push_back((p.di, vec![(0, p)]));
+            }
+            Err(PollError::Refused { err, .. })
+                if plan::is_block(&read, &group.dis) && err & plan::NO_SUCH_DATA != 0 =>
+            {
+                // No block reads on this meter: remember, and read the members one by one.
+                no_blocks.store(true, Ordering::Relaxed);
+                tracing::info!(%address, block = format!("{:08X}", read.di), "meter refuses block reads; reading identifiers singly from now on");
+                let rest: Vec<plan::Read> = std::iter::once(read).chain(queue.drain(..)).collect();
+                for r in rest {
+                    if plan::is_block(&r, &group.dis) {
+                        queue.extend(plan::singles(version, &group.dis, &r));
+                    } else {
+                        queue.push_back(r);
                     }
                 }
-                Err(
-                    e @ (PollError::Refused { .. }
-                    | PollError::BadValue(_)
-                    | PollError::Exception { .. }),
-                ) => out.errors.push(e),
-                Err(e) => {
-                    out.errors.push(e);
-                    break 'plan;
-                }
+            }
+            Err(
+                e @ (PollError::Refused { .. }
+                | PollError::BadValue(_)
+                | PollError::Exception { .. }),
+            ) => out.errors.push(e),
+            Err(e) => {
+                out.errors.push(e);
+                break;
             }
         }
     }

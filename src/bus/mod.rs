@@ -2,6 +2,7 @@
 //! side of a poll is in [`modbus`] and [`dlt645`].
 
 pub mod dlt645;
+pub mod link;
 pub mod modbus;
 pub mod scheduler;
 pub mod task;

@@ -57,7 +57,7 @@ use timesync::*;
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use meterd::{
-    bus::modbus::{open_serial, ModbusLink},
+    bus::{link::open_serial, modbus::ModbusLink},
     config::{self, BusProtocol, Link, Parity, ProfileSet, SerialConfig},
     protocols::{modbus::RegisterKind, profile::Profile, quantity},
     sim::{self, Simulator},

@@ -90,7 +90,7 @@ async fn meterd_reads_rtu_meters_through_a_socat_pty_pair() {
     let set = ProfileSet::builtin();
     let sim = Simulator::new();
     sim.add_meter(7, set.get("eastron-sdm120").cloned().unwrap(), true);
-    let port = meterd::bus::modbus::open_serial(&SerialConfig {
+    let port = meterd::bus::link::open_serial(&SerialConfig {
         device: a.clone(),
         baud: 9600,
         parity: Parity::None,

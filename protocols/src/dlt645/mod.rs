@@ -7,6 +7,7 @@ pub mod describe;
 pub mod di;
 pub mod error;
 pub mod frame;
+pub mod plan;
 pub mod request;
 pub mod session;
 
