@@ -13,12 +13,7 @@ use meterd::{
     sim::{self, dlt645::Dlt645Sim},
 };
 
-#[path = "../tests/it/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-#[path = "../tests/it/servers.rs"]
-#[allow(dead_code)]
-mod servers;
+use meterd_testkit::harness;
 
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {

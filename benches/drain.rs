@@ -16,12 +16,8 @@ use meterd::{
     sim::Simulator,
 };
 
-#[path = "../tests/it/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-#[path = "../tests/it/servers.rs"]
-#[allow(dead_code)]
-mod servers;
+use meterd_testkit::harness;
+use meterd_testkit::servers;
 
 fn cursor(path: &std::path::Path) -> u64 {
     std::fs::read_to_string(path)

@@ -7,12 +7,7 @@ use std::{process::Command, time::Duration};
 
 use meterd::{config::ProfileSet, sim::Simulator};
 
-#[path = "../tests/it/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-#[path = "../tests/it/servers.rs"]
-#[allow(dead_code)]
-mod servers;
+use meterd_testkit::harness;
 
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -13,16 +13,16 @@ mod faults;
 mod flood;
 mod full_disk;
 mod grafana;
-mod harness;
 mod http;
 mod influx;
 mod layout;
 mod pipeline;
-mod receiver;
 mod reload;
 mod secrets;
 mod serial;
-mod servers;
 mod silent;
 mod supervision;
 mod systemd;
+
+// Test support lives in the `meterd-testkit` crate, shared with the benches.
+use meterd_testkit::{harness, receiver, servers};

@@ -26,7 +26,6 @@ impl Meterd {
     }
 
     /// Run with at most `n` open files (soft and hard limit), as a shell's `ulimit -n` sets.
-    #[allow(dead_code)]
     pub fn run_with_nofile(config: &Path, n: u32) -> Meterd {
         Meterd::start(config, &[], &format!("ulimit -n {n}; "))
     }
@@ -45,7 +44,7 @@ impl Meterd {
             .arg("-c")
             .arg(format!("{shell_prefix}WATCHDOG_PID=$$ exec \"$@\""))
             .arg("sh")
-            .arg(env!("CARGO_BIN_EXE_meterd"))
+            .arg(crate::meterd_bin())
             .arg("run")
             .arg("-c")
             .arg(config)
@@ -58,14 +57,11 @@ impl Meterd {
             .expect("start meterd");
         Meterd { child, log }
     }
-
-    #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Resident memory in KiB (`VmRSS`), while it runs.
-    #[allow(dead_code)]
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status
@@ -154,7 +150,7 @@ impl Collector {
     /// while the collector is away (a broker restart included, with persistence on).
     pub async fn start_with(port: u16, filter: &str, session: Option<&str>) -> Collector {
         let id = session.map_or_else(
-            || format!("test-{}", super::servers::free_port()),
+            || format!("test-{}", crate::servers::free_port()),
             String::from,
         );
         let mut o = MqttOptions::new(id, "127.0.0.1", port);
@@ -244,7 +240,6 @@ pub async fn tcp_sim(meters: &[(u8, &str)], frozen: bool) -> (Arc<Simulator>, St
 }
 
 /// GET `path` from meterd's HTTP endpoints on `port`: status and body, None when unreachable.
-#[allow(dead_code)]
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let r = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
         .await
@@ -253,7 +248,6 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// GET a JSON document from meterd's HTTP endpoints.
-#[allow(dead_code)]
 pub async fn http_json(port: u16, path: &str) -> Option<serde_json::Value> {
     serde_json::from_str(&http_get(port, path).await?.1).ok()
 }
@@ -349,12 +343,11 @@ pub fn one_meter_config_with(
 /// For the benches: write `config` to `dir/bench.toml` and start `meterd run` on it with its
 /// default log level (no debug lines to skew the measurement), stderr to `dir/meterd.log`.
 /// Returns the process and the log's path.
-#[allow(dead_code)]
 pub fn start_for_bench(dir: &Path, config: &str) -> (Child, std::path::PathBuf) {
     let path = dir.join("bench.toml");
     std::fs::write(&path, config).expect("config");
     let log = dir.join("meterd.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_meterd"))
+    let child = Command::new(crate::meterd_bin())
         .args(["run", "-c"])
         .arg(&path)
         .stderr(std::fs::File::create(&log).expect("log"))
@@ -365,7 +358,6 @@ pub fn start_for_bench(dir: &Path, config: &str) -> (Child, std::path::PathBuf) 
 
 /// A number from the environment (bench settings), or `default`. Used by the benches, which
 /// include this file.
-#[allow(dead_code)]
 pub fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

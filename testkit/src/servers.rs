@@ -172,7 +172,6 @@ pub fn influxdb1() -> Server {
 
 /// InfluxDB 1.x with authentication on and one admin, `user` with `password`, who owns a
 /// database `meters`.
-#[allow(dead_code)]
 pub async fn influxdb1_auth(user: &str, password: &str) -> Server {
     let server = influxdb1_with("  auth-enabled = true\n");
     // With no user yet, InfluxDB takes the first admin without credentials.

@@ -1,0 +1,25 @@
+//! Test support shared by meterd's integration tests (`tests/it`) and its end-to-end benches:
+//! real servers started on free loopback ports and stopped on drop ([`servers`]), the meterd
+//! process and MQTT collectors ([`harness`]), an HTTP receiver for webhooks ([`receiver`]).
+//! Dev-only: nothing here ships.
+
+pub mod harness;
+pub mod receiver;
+pub mod servers;
+
+/// The `meterd` binary that Cargo built beside the running test or bench
+/// (`target/<profile>/meterd`; tests and benches run from `target/<profile>/deps/`).
+pub fn meterd_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the running test's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let bin = dir.join("meterd");
+    assert!(
+        bin.is_file(),
+        "{} not built: run through `cargo test` or `cargo bench`",
+        bin.display()
+    );
+    bin
+}
