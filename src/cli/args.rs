@@ -123,6 +123,17 @@ pub(super) enum SimProtocol {
     Dlt645_1997,
 }
 
+impl SimProtocol {
+    /// The bus protocol whose line settings the simulator takes (Modbus: RTU's).
+    pub(super) fn bus(self) -> BusProtocol {
+        match self {
+            SimProtocol::Modbus => BusProtocol::ModbusRtu,
+            SimProtocol::Dlt645_2007 => BusProtocol::Dlt645_2007,
+            SimProtocol::Dlt645_1997 => BusProtocol::Dlt645_1997,
+        }
+    }
+}
+
 impl std::fmt::Display for SimProtocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -31,32 +31,63 @@ pub(super) async fn simulate(a: SimArgs) -> anyhow::Result<i32> {
         return simulate_dlt645(a).await;
     }
     let sim = build_sim(&a)?;
-    let units = sim.units();
+    let units = format!("units {:?}", sim.units());
+    let (tcp_sim, port_sim) = (sim.clone(), sim);
+    serve_on(
+        &a,
+        a.protocol.bus(),
+        ("modbus-tcp", "modbus-rtu"),
+        &units,
+        move |listener| tcp_sim.serve_tcp(listener),
+        move |port| port_sim.clone().serve_rtu(port),
+    )
+    .await
+}
+
+/// Serve where the flags say: `--tcp` (a listener for `tcp`), `--pty` and `--serial` (a port
+/// for `port`, with the line settings of `bus`); one line each says where, as
+/// `{tcp_label} ADDR {what}` or `{port_label} pty PATH BAUD baud {what}`. Then run until
+/// Ctrl-C/SIGTERM.
+async fn serve_on<T, TF, P, PF>(
+    a: &SimArgs,
+    bus: BusProtocol,
+    (tcp_label, port_label): (&str, &str),
+    what: &str,
+    tcp: T,
+    port: P,
+) -> anyhow::Result<i32>
+where
+    T: FnOnce(tokio::net::TcpListener) -> TF,
+    TF: std::future::Future<Output = ()> + Send + 'static,
+    P: Fn(tokio_serial::SerialStream) -> PF,
+    PF: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut tasks = tokio::task::JoinSet::new();
     let mut keep = Vec::new();
+    let baud = a.baud.unwrap_or(bus.default_baud());
     if let Some(addr) = &a.tcp {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("bind {addr}"))?;
-        outln!("modbus-tcp {} units {:?}", listener.local_addr()?, units);
-        tasks.spawn(sim.clone().serve_tcp(listener));
+        outln!("{tcp_label} {} {what}", listener.local_addr()?);
+        tasks.spawn(tcp(listener));
     }
     if a.pty {
         let (master, other, path) = sim::pty_pair()?;
-        outln!("modbus-rtu pty {path} units {units:?}");
+        outln!("{port_label} pty {path} {baud} baud {what}");
         keep.push(other);
-        tasks.spawn(sim.clone().serve_rtu(master));
+        tasks.spawn(port(master));
     }
     if let Some(dev) = &a.serial {
-        let port = open_serial(&SerialConfig {
+        let serial = open_serial(&SerialConfig {
             device: dev.clone(),
-            baud: a.baud.unwrap_or(9600),
-            parity: Parity::None,
+            baud,
+            parity: bus.default_parity(),
             data_bits: 8,
             stop_bits: 1,
         })?;
-        outln!("modbus-rtu serial {} units {units:?}", dev.display());
-        tasks.spawn(sim.clone().serve_rtu(port));
+        outln!("{port_label} serial {} {baud} baud {what}", dev.display());
+        tasks.spawn(port(serial));
     }
     serve_until_stopped(tasks, keep).await
 }
@@ -86,10 +117,7 @@ pub(super) async fn simulate_dlt645(a: SimArgs) -> anyhow::Result<i32> {
         protocols::dlt645::{Address, Version},
         sim::dlt645::Dlt645Sim,
     };
-    let bus = match a.protocol {
-        SimProtocol::Dlt645_1997 => BusProtocol::Dlt645_1997,
-        _ => BusProtocol::Dlt645_2007,
-    };
+    let bus = a.protocol.bus();
     let (version, default_profile) = match bus {
         BusProtocol::Dlt645_1997 => (Version::V1997, "dlt645-1997-three-phase"),
         _ => (Version::V2007, "dlt645-2007-three-phase"),
@@ -122,47 +150,20 @@ pub(super) async fn simulate_dlt645(a: SimArgs) -> anyhow::Result<i32> {
         }
     }
     let addresses: Vec<String> = sim.addresses().iter().map(ToString::to_string).collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut keep = Vec::new();
-    if let Some(addr) = &a.tcp {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("bind {addr}"))?;
-        outln!(
-            "{} tcp {} addresses {addresses:?}",
-            a.protocol,
-            listener.local_addr()?
-        );
-        let sim = sim.clone();
-        tasks.spawn(async move {
+    let (tcp_sim, port_sim) = (sim.clone(), sim);
+    let tcp_label = format!("{} tcp", a.protocol);
+    let port_label = a.protocol.to_string();
+    serve_on(
+        &a,
+        bus,
+        (&tcp_label, &port_label),
+        &format!("addresses {addresses:?}"),
+        move |listener| async move {
             while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(sim.clone().serve(sock));
+                tokio::spawn(tcp_sim.clone().serve(sock));
             }
-        });
-    }
-    if a.pty {
-        let (master, other, path) = sim::pty_pair()?;
-        outln!(
-            "{} pty {path} {baud} baud addresses {addresses:?}",
-            a.protocol
-        );
-        keep.push(other);
-        tasks.spawn(sim.clone().serve(master));
-    }
-    if let Some(dev) = &a.serial {
-        let port = open_serial(&SerialConfig {
-            device: dev.clone(),
-            baud,
-            parity: bus.default_parity(),
-            data_bits: 8,
-            stop_bits: 1,
-        })?;
-        outln!(
-            "{} serial {} {baud} baud addresses {addresses:?}",
-            a.protocol,
-            dev.display()
-        );
-        tasks.spawn(sim.clone().serve(port));
-    }
-    serve_until_stopped(tasks, keep).await
+        },
+        move |port| port_sim.clone().serve(port),
+    )
+    .await
 }
