@@ -15,6 +15,7 @@ pub(super) async fn read_dis(a: &ReadArgs) -> anyhow::Result<i32> {
         .ok_or_else(|| anyhow!("a DL/T 645 read needs --address (12 digits)"))?
         .parse()
         .map_err(|e| anyhow!("--address: {e}"))?;
+    let gap = protocol.default_frame_gap(&l);
     let mut link = Dlt645Link::new(version, l, timeout);
     let mut failed = 0;
     let mut out = Vec::new();
@@ -22,7 +23,7 @@ pub(super) async fn read_dis(a: &ReadArgs) -> anyhow::Result<i32> {
         let id = u32::from_str_radix(text, 16)
             .map_err(|_| anyhow!("--di {text:?}: hex digits as the standard prints them"))?;
         let r = link.read(address, id).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(gap).await;
         match r {
             Ok(bytes) => match di::decode_values(version, id, &bytes) {
                 Ok(values) if !values.is_empty() => {

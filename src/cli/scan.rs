@@ -11,6 +11,7 @@ pub(super) async fn scan_dlt645(
     use meterd::bus::{dlt645::Dlt645Link, PollError};
     use meterd::protocols::dlt645::Version;
     let version = dlt645_version(protocol, "a DL/T 645 scan")?;
+    let gap = protocol.default_frame_gap(&l);
     let mut link = Dlt645Link::new(version, l, timeout);
     let mut found = Vec::new();
     if version == Version::V2007 {
@@ -22,7 +23,7 @@ pub(super) async fn scan_dlt645(
             Err(PollError::Timeout(_)) => outln!("read-address (AA..AA): no answer (no meter, or several colliding)"),
             Err(e) => outln!("read-address (AA..AA): {e} (several meters answering at once collide: probe addresses with --addresses)"),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(gap).await;
     }
     if let Some(list) = &a.addresses {
         let addresses = parse_addresses(list)?;
@@ -34,7 +35,7 @@ pub(super) async fn scan_dlt645(
         };
         for addr in addresses {
             let r = link.read(addr, probe).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(gap).await;
             let line = match r {
                 Ok(_) => Some(format!("{addr}: answers")),
                 Err(PollError::Refused { err, .. }) => Some(format!(
