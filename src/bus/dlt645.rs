@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
     link::{self, DiscardInput, Stream},
-    GroupResult, PollError, PollTarget,
+    GroupResult, PollError,
 };
 use crate::config::Link;
 
@@ -33,6 +33,21 @@ pub struct Dlt645Link {
     link: Link,
     timeout: Duration,
     stream: Option<Stream>,
+}
+
+/// A DL/T 645 meter as its polls see it: its address, its clock's time zone, what it taught
+/// us (it refuses block reads; the newest daily freeze already published) and the bus's
+/// time-sync policy.
+pub struct Dlt645Meter {
+    pub address: Address,
+    /// How far the meter's local clock is ahead of UTC, in seconds.
+    pub utc_offset_s: i64,
+    /// The meter refused a block read once: read single identifiers from then on.
+    pub no_blocks: Arc<std::sync::atomic::AtomicBool>,
+    /// The newest daily freeze already published (meter local seconds).
+    pub last_freeze: Arc<std::sync::Mutex<Option<i64>>>,
+    /// Broadcast the gateway's time when a clock read finds an offset.
+    pub time_sync: Option<TimeSync>,
 }
 
 /// When to broadcast the gateway's time (shared by the meters of one bus).
@@ -275,10 +290,12 @@ async fn read_retrying(
 /// from the meter's freeze history; right after a start only the newest is taken.
 async fn read_daily_freezes(
     link: &mut Dlt645Link,
-    address: Address,
-    t: &PollTarget,
+    t: &Dlt645Meter,
+    retries: u32,
+    frame_gap: Duration,
     out: &mut GroupResult,
 ) -> Result<(), PollError> {
+    let address = t.address;
     let seen = *t.last_freeze.lock().unwrap_or_else(|e| e.into_inner());
     let mut new = Vec::new();
     for n in 1..=plan::MAX_FREEZES {
@@ -286,8 +303,8 @@ async fn read_daily_freezes(
             link,
             address,
             plan::freeze_time_di(n),
-            t.retries,
-            t.frame_gap,
+            retries,
+            frame_gap,
             &mut out.requests,
             None,
         )
@@ -306,8 +323,8 @@ async fn read_daily_freezes(
             link,
             address,
             plan::freeze_energy_di(n),
-            t.retries,
-            t.frame_gap,
+            retries,
+            frame_gap,
             &mut out.requests,
             None,
         )
@@ -352,15 +369,16 @@ async fn read_clock(
 /// blocks before), single reads otherwise. Stops at the first read the meter does not answer.
 pub async fn poll_group(
     link: &mut Dlt645Link,
-    address: Address,
+    t: &Dlt645Meter,
     group: &Group,
-    t: &PollTarget,
+    retries: u32,
+    frame_gap: Duration,
 ) -> GroupResult {
-    let (no_blocks, retries, frame_gap) = (&t.no_blocks, t.retries, t.frame_gap);
+    let (address, no_blocks) = (t.address, &t.no_blocks);
     let version = link.version;
     let mut out = GroupResult::default();
     if group.daily_freeze {
-        if let Err(e) = read_daily_freezes(link, address, t, &mut out).await {
+        if let Err(e) = read_daily_freezes(link, t, retries, frame_gap, &mut out).await {
             let fatal = !e.is_answer();
             out.errors.push(e);
             if fatal {

@@ -118,45 +118,86 @@ impl BusLink {
     }
 }
 
-/// Everything one poll of one meter's group needs, whatever the protocol.
-#[derive(Clone)]
+/// One meter's point group as a bus polls it: built once when the bus starts (or by the CLI
+/// for a one-shot read) and shared by every poll of it.
 pub struct PollTarget {
-    pub unit: u8,
-    pub address: Option<meterd_protocols::dlt645::Address>,
     pub profile: Arc<meterd_protocols::profile::Profile>,
     pub group: usize,
-    pub blocks: Vec<meterd_protocols::modbus::ReadBlock>,
-    /// DL/T 645: the meter refused a block read once; read single identifiers from then on.
-    pub no_blocks: Arc<std::sync::atomic::AtomicBool>,
-    pub retries: u32,
+    /// Silence kept after each request.
     pub frame_gap: Duration,
-    /// DL/T 645: how far the meters' local clocks are ahead of UTC, in seconds.
-    pub utc_offset_s: i64,
-    /// DL/T 645: broadcast time sync when a clock read finds an offset.
-    pub time_sync: Option<dlt645::TimeSync>,
-    /// DL/T 645: the newest daily freeze already published (meter local seconds).
-    pub last_freeze: Arc<std::sync::Mutex<Option<i64>>>,
+    pub meter: MeterTarget,
 }
 
-/// Poll one group of one meter over `link`.
-pub async fn poll(link: &mut BusLink, t: &PollTarget) -> GroupResult {
-    match link {
-        BusLink::Modbus(l) => {
-            modbus::poll_group(
-                l,
-                t.unit,
-                &t.profile,
-                t.group,
-                &t.blocks,
-                t.retries,
-                t.frame_gap,
-            )
-            .await
+/// How a meter sits on its bus, for [`PollTarget::for_meter`].
+pub struct MeterOnBus<'a> {
+    pub profile: &'a Arc<meterd_protocols::profile::Profile>,
+    /// Its Modbus unit id, or its DL/T 645 address.
+    pub unit: u8,
+    pub address: Option<meterd_protocols::dlt645::Address>,
+    pub frame_gap: Duration,
+    /// Modbus request coalescing.
+    pub max_registers: u16,
+    pub max_gap: u16,
+    /// DL/T 645: the meters' clocks, and the bus's time-sync policy.
+    pub utc_offset_s: i64,
+    pub time_sync: Option<dlt645::TimeSync>,
+}
+
+impl PollTarget {
+    /// The targets of every group of one meter; what the meter teaches a poll (it refuses
+    /// block reads, its newest daily freeze) is shared by its groups.
+    pub fn for_meter(m: MeterOnBus<'_>) -> Vec<Arc<PollTarget>> {
+        let no_blocks = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let last_freeze = Arc::new(std::sync::Mutex::new(None));
+        (0..m.profile.groups.len())
+            .map(|g| {
+                let meter = match m.address {
+                    Some(address) => MeterTarget::Dlt645(dlt645::Dlt645Meter {
+                        address,
+                        utc_offset_s: m.utc_offset_s,
+                        no_blocks: no_blocks.clone(),
+                        last_freeze: last_freeze.clone(),
+                        time_sync: m.time_sync.clone(),
+                    }),
+                    None => MeterTarget::Modbus {
+                        unit: m.unit,
+                        blocks: m.profile.groups[g].plan(m.max_registers, m.max_gap),
+                    },
+                };
+                Arc::new(PollTarget {
+                    profile: m.profile.clone(),
+                    group: g,
+                    frame_gap: m.frame_gap,
+                    meter,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What a poll needs of a meter, by protocol.
+pub enum MeterTarget {
+    Modbus {
+        unit: u8,
+        /// The group's read requests (`protocols::modbus::plan`).
+        blocks: Vec<meterd_protocols::modbus::ReadBlock>,
+    },
+    Dlt645(dlt645::Dlt645Meter),
+}
+
+/// Poll one group of one meter over `link`, with up to `retries` extra attempts per request
+/// (0 for an offline meter's probe).
+pub async fn poll(link: &mut BusLink, t: &PollTarget, retries: u32) -> GroupResult {
+    match (link, &t.meter) {
+        (BusLink::Modbus(l), MeterTarget::Modbus { unit, blocks }) => {
+            modbus::poll_group(l, *unit, &t.profile, t.group, blocks, retries, t.frame_gap).await
         }
-        BusLink::Dlt645(l) => match (t.address, t.profile.groups.get(t.group)) {
-            (Some(a), Some(g)) => dlt645::poll_group(l, a, g, t).await,
-            _ => GroupResult::default(),
+        (BusLink::Dlt645(l), MeterTarget::Dlt645(m)) => match t.profile.groups.get(t.group) {
+            Some(g) => dlt645::poll_group(l, m, g, retries, t.frame_gap).await,
+            None => GroupResult::default(),
         },
+        // A bus's links and its meters' targets come from the same protocol.
+        _ => GroupResult::default(),
     }
 }
 

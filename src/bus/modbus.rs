@@ -104,13 +104,6 @@ impl ModbusLink {
     }
 }
 
-/// What one meter's point group needs to be polled.
-#[derive(Debug, Clone)]
-pub struct GroupPlan {
-    pub name: String,
-    pub blocks: Vec<ReadBlock>,
-}
-
 /// Poll one group: every block, each with up to `retries` extra attempts after a timeout or
 /// link failure. Stops at the first block the meter does not answer at all (it is not there;
 /// the next block would cost another timeout). `frame_gap` is kept between requests.

@@ -2,7 +2,7 @@
 //! bus's protocol, records availability and appends readings to the journal.
 
 use std::{
-    sync::{atomic::AtomicBool, Arc},
+    sync::Arc,
     time::{Instant, SystemTime},
 };
 
@@ -12,10 +12,9 @@ use tokio::sync::watch;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::{
-    modbus::GroupPlan,
     poll,
     scheduler::{Policy, Scheduler, Transition},
-    BusLink, GroupResult, PollError, PollTarget,
+    BusLink, GroupResult, MeterOnBus, PollError, PollTarget,
 };
 use crate::{config::BusConfig, journal::Journal, reading::Reading, state::LiveState};
 
@@ -25,9 +24,28 @@ struct MeterRt {
     address: Option<Address>,
     profile: Arc<Profile>,
     profile_name: Arc<str>,
-    plans: Vec<GroupPlan>,
-    no_blocks: Arc<AtomicBool>,
-    last_freeze: Arc<std::sync::Mutex<Option<i64>>>,
+}
+
+/// Every meter's every group as polls see it, built once (see [`PollTarget`]).
+fn targets(bus: &BusConfig) -> Vec<Vec<Arc<PollTarget>>> {
+    let time_sync = bus
+        .time_sync
+        .map(|every| super::dlt645::TimeSync::new(every, bus.time_sync_max));
+    bus.meters
+        .iter()
+        .map(|m| {
+            PollTarget::for_meter(MeterOnBus {
+                profile: &m.profile,
+                unit: m.unit,
+                address: m.address,
+                frame_gap: bus.frame_gap,
+                max_registers: bus.max_registers,
+                max_gap: bus.max_gap,
+                utc_offset_s: bus.utc_offset_s,
+                time_sync: time_sync.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The task that owns one bus. Runs until `shutdown` turns true.
@@ -47,21 +65,11 @@ pub async fn run_bus(
                 id: m.id.as_str().into(),
                 unit: m.unit,
                 address: m.address,
-                no_blocks: Arc::new(AtomicBool::new(false)),
-                last_freeze: Default::default(),
                 profile: m.profile.clone(),
                 profile_name: m.profile.name.as_str().into(),
-                plans: m
-                    .profile
-                    .groups
-                    .iter()
-                    .map(|g| GroupPlan {
-                        name: g.name.clone(),
-                        blocks: g.plan(bus.max_registers, bus.max_gap),
-                    })
-                    .collect(),
             })
             .collect();
+        let targets = targets(&bus);
         for m in &meters {
             live.update(&m.id, |s| s.bus = bus.name.clone());
         }
@@ -76,7 +84,6 @@ pub async fn run_bus(
             backoff_max: bus.backoff_max,
         };
         let mut sched = Scheduler::new(intervals, policy, Instant::now());
-        let time_sync = bus.time_sync.map(|every| super::dlt645::TimeSync::new(every, bus.time_sync_max));
         let mut idle: Vec<BusLink> = (0..bus.concurrency).map(|_| BusLink::new(&bus)).collect();
         let mut inflight = FuturesUnordered::new();
         // Bus utilisation: busy link time over each 10 s window.
@@ -95,24 +102,12 @@ pub async fn run_bus(
             while !idle.is_empty() {
                 let Some(job) = sched.pop_due(now) else { break };
                 let Some(mut link) = idle.pop() else { break };
-                let m = &meters[job.meter];
-                let target = PollTarget {
-                    unit: m.unit,
-                    address: m.address,
-                    profile: m.profile.clone(),
-                    group: job.group,
-                    blocks: m.plans[job.group].blocks.clone(),
-                    no_blocks: m.no_blocks.clone(),
-                    retries: if job.probe { 0 } else { bus.retries },
-                    frame_gap: bus.frame_gap,
-                    utc_offset_s: bus.utc_offset_s,
-                    time_sync: time_sync.clone(),
-                    last_freeze: m.last_freeze.clone(),
-                };
+                let target = targets[job.meter][job.group].clone();
+                let retries = if job.probe { 0 } else { bus.retries };
                 inflight.push(async move {
                     let ts = SystemTime::now();
                     let started = Instant::now();
-                    let r = poll(&mut link, &target).await;
+                    let r = poll(&mut link, &target, retries).await;
                     (job, link, ts, started.elapsed(), r)
                 });
             }
@@ -126,7 +121,7 @@ pub async fn run_bus(
                     live.update_bus(&bus.name, |b| b.busy_seconds += busy);
                     let outcome = result.outcome();
                     let transition = sched.complete(job, outcome, Instant::now());
-                    record(&live, m, &result, transition, &m.plans[job.group].name, took);
+                    record(&live, m, &result, transition, &m.profile.groups[job.group].name, took);
                     for (when, values) in &result.dated {
                         log.append(Reading {
                             meter: m.id.clone(),

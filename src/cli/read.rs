@@ -81,7 +81,7 @@ pub(super) async fn read_dis(a: &ReadArgs) -> anyhow::Result<i32> {
 }
 
 pub(super) async fn read(a: ReadArgs) -> anyhow::Result<i32> {
-    use meterd::bus::{poll, BusLink, PollTarget};
+    use meterd::bus::{poll, BusLink, MeterOnBus, PollTarget};
     if !a.dis.is_empty() {
         return read_dis(&a).await;
     }
@@ -156,22 +156,18 @@ pub(super) async fn read(a: ReadArgs) -> anyhow::Result<i32> {
     let mut values = Vec::new();
     let mut errors = Vec::new();
     let mut requests = 0;
-    let no_blocks = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for (gi, g) in profile.groups.iter().enumerate() {
-        let target = PollTarget {
-            unit,
-            address,
-            profile: profile.clone(),
-            group: gi,
-            blocks: g.plan(max_regs, max_gap),
-            no_blocks: no_blocks.clone(),
-            retries,
-            frame_gap: gap,
-            utc_offset_s,
-            time_sync: None,
-            last_freeze: Default::default(),
-        };
-        let r = poll(&mut link, &target).await;
+    let targets = PollTarget::for_meter(MeterOnBus {
+        profile: &profile,
+        unit,
+        address,
+        frame_gap: gap,
+        max_registers: max_regs,
+        max_gap,
+        utc_offset_s,
+        time_sync: None,
+    });
+    for (g, target) in profile.groups.iter().zip(&targets) {
+        let r = poll(&mut link, target, retries).await;
         requests += r.requests;
         values.extend(r.values);
         for (when, v) in r.dated {

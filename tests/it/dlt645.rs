@@ -195,7 +195,7 @@ fn expected_power(mqtt: &Collector) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_gap_the_missed_daily_freezes_are_read_back_oldest_first() {
-    use meterd::bus::{dlt645::Dlt645Link, poll, BusLink, PollTarget};
+    use meterd::bus::{dlt645::Dlt645Link, poll, BusLink, MeterOnBus, MeterTarget, PollTarget};
     use meterd::config::{raw::Parity, Link, SerialConfig};
     let set = ProfileSet::builtin();
     let profile = set.get("dlt645-2007-single-phase").cloned().unwrap();
@@ -223,20 +223,22 @@ async fn after_a_gap_the_missed_daily_freezes_are_read_back_oldest_first() {
         .as_secs() as i64;
     let drift = sim.clock_drift(address).unwrap();
     let newest = (now + 8 * 3600 + drift).div_euclid(86_400) * 86_400;
-    let target = PollTarget {
+    let targets = PollTarget::for_meter(MeterOnBus {
+        profile: &profile,
         unit: 0,
         address: Some(address),
-        profile: profile.clone(),
-        group: profile.groups.iter().position(|g| g.daily_freeze).unwrap(),
-        blocks: Vec::new(),
-        no_blocks: Default::default(),
-        retries: 0,
         frame_gap: Duration::from_millis(20),
+        max_registers: 125,
+        max_gap: 16,
         utc_offset_s: 8 * 3600,
         time_sync: None,
-        last_freeze: std::sync::Arc::new(std::sync::Mutex::new(Some(newest - 3 * 86_400))),
+    });
+    let target = &targets[profile.groups.iter().position(|g| g.daily_freeze).unwrap()];
+    let MeterTarget::Dlt645(meter) = &target.meter else {
+        panic!("a DL/T 645 target")
     };
-    let r = poll(&mut link, &target).await;
+    *meter.last_freeze.lock().unwrap() = Some(newest - 3 * 86_400);
+    let r = poll(&mut link, target, 0).await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     let stamps: Vec<i64> = r
         .dated
@@ -254,7 +256,7 @@ async fn after_a_gap_the_missed_daily_freezes_are_read_back_oldest_first() {
         "energy grows day by day: {totals:?}"
     );
     // Polled again: nothing new.
-    assert!(poll(&mut link, &target).await.dated.is_empty());
+    assert!(poll(&mut link, target, 0).await.dated.is_empty());
 }
 
 /// A meter that answers every read with "more frames follow", just inside the timeout (0.7 s
