@@ -354,7 +354,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// close, then cut after a few seconds.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(60);
 
-/// Serve until `stop`. A port that cannot be bound is logged, not fatal: polling goes on.
+/// Serve until `stop`. A port that cannot be bound is logged and tried again, not fatal:
+/// polling goes on.
 ///
 /// The accept loop is ours rather than `axum::serve`: it caps concurrent connections, and
 /// hyper's HTTP/1 builder gives the header read timeout (axum's serve sets neither).
@@ -367,11 +368,28 @@ pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiv
         .route("/api/alerts", get(api_alerts))
         .route("/api/sinks", get(api_sinks))
         .with_state(state);
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            error!(%listen, error = %e, "cannot serve HTTP; polling and delivery go on");
-            return;
+    // A port that cannot be bound is retried with back-off, said once when it fails and once
+    // when it works (the task does not end: that would be a restart per attempt).
+    let mut backoff = crate::backoff::Backoff::default();
+    let mut failed = false;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => {
+                if failed {
+                    info!(%listen, "HTTP port bound at last");
+                }
+                break l;
+            }
+            Err(e) => {
+                if !failed {
+                    error!(%listen, error = %e, "cannot serve HTTP; polling and delivery go on; trying again");
+                    failed = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    r = stop.wait_for(|s| *s) => { let _ = r; return; }
+                }
+            }
         }
     };
     info!(%listen, "HTTP endpoints: / (status page) /metrics /healthz /api/meters /api/alerts /api/sinks");

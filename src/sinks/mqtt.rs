@@ -81,13 +81,27 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
     let span = info_span!("mqtt", broker = %format!("{}:{}", cfg.host, cfg.port));
     async move {
         let topics = Topics::new(&cfg.topic_prefix, &gateway);
-        let opts = match options(&cfg, &topics) {
-            Ok(o) => o,
-            Err(e) => {
-                error!(error = %e, "cannot read TLS files; MQTT sink not started, readings stay buffered");
-                return;
+        // TLS files that cannot be read (validate checked them; they may have changed since)
+        // are tried again with back-off, said once; readings stay in the journal meanwhile.
+        let mut backoff = Backoff::default();
+        let mut failed = false;
+        let opts = loop {
+            match options(&cfg, &topics) {
+                Ok(o) => break o,
+                Err(e) => {
+                    if !failed {
+                        error!(error = %e, "cannot read TLS files; MQTT sink waits, readings stay in the journal");
+                        stats.failing.fail(e.to_string());
+                        failed = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        r = shutdown.wait_for(|s| *s) => { let _ = r; return; }
+                    }
+                }
             }
         };
+        backoff.reset();
         let window_max = usize::from(cfg.inflight);
         // Room for a full window of readings plus availability of many meters; a publish that
         // does not fit is retried, never dropped.
@@ -111,7 +125,6 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
         };
         let mut avail_rx = live.subscribe();
         let mut published_avail: HashMap<String, bool> = HashMap::new();
-        let mut backoff = Backoff::default();
         let mut avail_dirty = true;
         let mut stopping = false;
         let mut stop_deadline = tokio::time::Instant::now();

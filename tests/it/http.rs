@@ -130,3 +130,40 @@ async fn health_fails_when_every_bus_is_down() {
     .await;
     assert_eq!(body, "every bus is down: no meter answers\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_http_port_is_said_once_and_taken_when_it_frees() {
+    let (_sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = one_meter_config(
+        dir.path(),
+        "gw-busy",
+        &dir.path().join("state"),
+        &addr,
+        "300ms",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let meterd = Meterd::run(&cfg);
+    meterd.ready().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(taken);
+    let (status, _) = eventually(
+        "/healthz once the port is free",
+        Duration::from_secs(40),
+        || get(port, "/healthz"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let log = meterd.log_text();
+    assert_eq!(
+        log.matches("cannot serve HTTP").count(),
+        1,
+        "said once, not per attempt:\n{log}"
+    );
+    assert!(
+        !log.contains("task ended unexpectedly"),
+        "a busy port is not a crash:\n{log}"
+    );
+}
