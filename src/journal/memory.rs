@@ -99,9 +99,7 @@ impl Inner {
                     if p >= d.written_upto && d.failed.is_none() {
                         // Still in the write buffer: hand it to the file first.
                         if let Err(why) = d.flush() {
-                            if d.fail(Instant::now(), why.clone()) {
-                                error!(error = %why, "journal cannot write: readings are kept in memory only until it can");
-                            }
+                            d.refused(Instant::now(), why);
                         }
                     }
                     p < d.written_upto

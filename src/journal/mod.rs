@@ -193,8 +193,7 @@ impl Journal {
             let inner = &mut *g;
             if let Some(d) = inner.disk.as_mut() {
                 if let Err(e) = d.start_segment(next, &inner.seqs) {
-                    d.fail(Instant::now(), e.to_string());
-                    error!(error = %e, "journal cannot write: readings are kept in memory only until it can");
+                    d.refused(Instant::now(), e.to_string());
                 }
             }
         }
@@ -471,9 +470,7 @@ impl Journal {
             let file = match d.flush() {
                 Ok(()) => d.writer.as_ref().map(|w| (w.file.clone(), w.path.clone())),
                 Err(why) => {
-                    if d.fail(now, why.clone()) {
-                        error!(error = %why, "journal cannot write: readings are kept in memory only until it can");
-                    }
+                    d.refused(now, why);
                     None
                 }
             };
@@ -489,7 +486,6 @@ impl Journal {
                 if let Some(d) = g.disk.as_mut() {
                     if d.writer.as_ref().is_some_and(|w| Arc::ptr_eq(&w.file, &f)) {
                         let why = format!("{}: fsync: {e}", path.display());
-                        d.close_writer();
                         if d.fail(now, why.clone()) {
                             error!(error = %why, "journal cannot sync: readings since the last sync would not survive a power failure; kept in memory until the disk takes them");
                         }

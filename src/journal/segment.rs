@@ -105,6 +105,13 @@ impl Disk {
         }
     }
 
+    /// The disk refused a write: enter the failed state, and say so when it starts an outage.
+    pub(super) fn refused(&mut self, now: Instant, why: String) {
+        if self.fail(now, why.clone()) {
+            error!(error = %why, "journal cannot write: readings are kept in memory only until it can");
+        }
+    }
+
     /// Stop writing the current segment: cut it back to what the file accepted (a partial
     /// record never stays), and forget it if it holds no reading.
     pub(super) fn close_writer(&mut self) {
@@ -183,9 +190,7 @@ impl Disk {
     /// A refusal puts the disk in the failed state (logged when it starts an outage).
     pub(super) fn encode(&mut self, pos: u64, r: &Reading, seqs: &HashMap<Arc<str>, u64>) {
         if let Err(why) = self.try_encode(pos, r, seqs) {
-            if self.fail(Instant::now(), why.clone()) {
-                error!(error = %why, "journal cannot write: readings are kept in memory only until it can");
-            }
+            self.refused(Instant::now(), why);
         }
     }
 
