@@ -583,6 +583,13 @@ fn when_memory_fills_during_an_outage_the_oldest_unwritten_readings_are_dropped_
         "readers step over the gap"
     );
 
+    let from = j.position(influx);
+    assert_eq!(
+        j.ack(influx, 400),
+        kept.iter().filter(|&&p| p >= from).count() as u64,
+        "a confirmation over the gap counts only the readings"
+    );
+
     disk.free();
     j.sync_at(Instant::now() + Duration::from_secs(60)).unwrap();
     assert_eq!(j.failure(), None);

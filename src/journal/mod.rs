@@ -400,12 +400,16 @@ impl Journal {
     }
 
     /// The sink's far end confirmed everything before `upto`.
-    pub fn ack(&self, c: CursorId, upto: u64) {
+    /// Returns how many readings that newly confirms (gaps stepped over are not readings).
+    pub fn ack(&self, c: CursorId, upto: u64) -> u64 {
         let mut g = self.lock();
         let (oldest, end) = (g.oldest(), g.next);
-        let cur = &mut g.cursors[c.0];
-        cur.pos = cur.pos.max(upto.max(oldest)).min(end);
+        let before = g.cursors[c.0].pos;
+        let after = before.max(upto.max(oldest)).min(end);
+        g.cursors[c.0].pos = after;
+        let confirmed = after - before - g.holes_within(before, after);
         g.release_delivered();
+        confirmed
     }
 
     /// The sink of `c` is gone (removed by a reload): its cursor no longer holds readings

@@ -112,12 +112,8 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
         // What a confirmation means for the journal and the alert outbox.
         let apply = |c: Confirmed| {
             if let Some(upto) = c.upto {
-                let before = log.position(cursor);
-                log.ack(cursor, upto);
-                let after = log.position(cursor);
-                stats
-                    .delivered
-                    .fetch_add(after.saturating_sub(before), Ordering::Relaxed);
+                let confirmed = log.ack(cursor, upto);
+                stats.delivered.fetch_add(confirmed, Ordering::Relaxed);
             }
             if let (Some(outbox), false) = (&alerts, c.alerts.is_empty()) {
                 outbox.ack(&c.alerts);
