@@ -7,6 +7,8 @@ pub mod outbox;
 pub mod rules;
 #[cfg(test)]
 mod rules_tests;
+#[cfg(test)]
+mod status_rules_tests;
 pub mod task;
 
 use std::time::Duration;

@@ -1,5 +1,10 @@
 //! Secrets: each given inline, in a file (systemd `LoadCredential=`) or in an environment
 //! variable, exactly one of the three.
+//!
+//! The three keys (`x`, `x_file`, `x_env`) are spelt out in each raw section (`raw.rs`) rather
+//! than flattened from one shared struct: serde's `flatten` cannot be combined with
+//! `deny_unknown_fields`, and that is what names a misspelt key with its file and line. This
+//! function is the one implementation behind every such triple.
 
 use std::path::{Path, PathBuf};
 

@@ -594,3 +594,5 @@ mod tests {
 
 #[cfg(test)]
 mod disk_tests;
+#[cfg(test)]
+mod full_disk_tests;
