@@ -25,6 +25,16 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// `fmt::Write` into a byte buffer.
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
 pub struct Topics {
     prefix: String,
 }
@@ -52,20 +62,44 @@ impl Topics {
 impl Reading {
     /// The MQTT payload of the contract:
     /// `{"ts":"…Z","meter":"…","bus":"…","seq":1,"values":{"voltage_l1_v":230.1}}`.
-    pub fn to_json(&self) -> String {
-        let values: serde_json::Map<String, serde_json::Value> = self
-            .values
-            .iter()
-            .filter_map(|(q, v)| Some((q.to_string(), serde_json::Number::from_f64(*v)?.into())))
-            .collect();
-        serde_json::json!({
-            "ts": rfc3339(self.ts),
-            "meter": &*self.meter,
-            "bus": &*self.bus,
-            "seq": self.seq,
-            "values": values,
-        })
-        .to_string()
+    ///
+    /// Written straight into one buffer, keys in that order and values in the reading's order;
+    /// a value that is not a finite number is left out (JSON has none). Strings are escaped and
+    /// numbers formatted by serde_json. (Building a `serde_json::Value` first cost a map, a key
+    /// string and a node per value: a large share of a reading's CPU.)
+    pub fn to_json(&self) -> Vec<u8> {
+        use serde_json::ser::Formatter as _;
+        let mut out = Vec::with_capacity(96 + self.values.len() * 32);
+        let mut f = serde_json::ser::CompactFormatter;
+        // Writing into a Vec cannot fail, nor can serialising a str.
+        let string = |out: &mut Vec<u8>, s: &str| {
+            let _ = serde_json::to_writer(&mut *out, s);
+        };
+        out.extend_from_slice(b"{\"ts\":\"");
+        let _ = write!(
+            VecWriter(&mut out),
+            "{}",
+            humantime::format_rfc3339_millis(self.ts)
+        );
+        out.extend_from_slice(b"\",\"meter\":");
+        string(&mut out, &self.meter);
+        out.extend_from_slice(b",\"bus\":");
+        string(&mut out, &self.bus);
+        out.extend_from_slice(b",\"seq\":");
+        let _ = f.write_u64(&mut out, self.seq);
+        out.extend_from_slice(b",\"values\":{");
+        let mut first = true;
+        for (q, v) in self.values.iter().filter(|(_, v)| v.is_finite()) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            string(&mut out, q);
+            out.push(b':');
+            let _ = f.write_f64(&mut out, *v);
+        }
+        out.extend_from_slice(b"}}");
+        out
     }
 
     /// One InfluxDB line (measurement `meter`, tags gateway/bus/meter/profile, a float field per
@@ -240,13 +274,25 @@ mod tests {
 
     #[test]
     fn the_mqtt_payload_is_the_contracts_json() {
-        let v: serde_json::Value = serde_json::from_str(&reading().to_json()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&reading().to_json()).unwrap();
         assert_eq!(v["ts"], "2026-11-27T08:30:05.123Z");
         assert_eq!(v["meter"], "m-0001");
         assert_eq!(v["bus"], "rs485 1");
         assert_eq!(v["seq"], 1234);
         assert_eq!(v["values"]["voltage_l1_v"], 230.1);
         assert_eq!(v["values"]["energy_import_kwh"], 12345.67);
+    }
+
+    #[test]
+    fn the_mqtt_payload_keeps_the_contracts_key_order_escapes_strings_and_leaves_out_non_numbers() {
+        let mut r = reading();
+        r.meter = "m \"7\"".into();
+        r.values.push(("power_w".into(), f64::NAN));
+        r.values.push(("frequency_hz".into(), 50.0));
+        assert_eq!(
+            String::from_utf8(r.to_json()).unwrap(),
+            r#"{"ts":"2026-11-27T08:30:05.123Z","meter":"m \"7\"","bus":"rs485 1","seq":1234,"values":{"voltage_l1_v":230.1,"energy_import_kwh":12345.67,"frequency_hz":50.0}}"#
+        );
     }
 
     #[test]

@@ -91,21 +91,11 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     out.push_str("# HELP meterd_poll_duration_seconds How long a poll of a point group held the bus, retries included.\n# TYPE meterd_poll_duration_seconds histogram\n");
     for (id, m) in &meters {
         let labels = format!("bus=\"{}\",meter=\"{}\"", label(&m.bus), label(id));
-        for (le, n) in m.latency.cumulative() {
-            let _ = writeln!(
-                out,
-                "meterd_poll_duration_seconds_bucket{{{labels},le=\"{le}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "meterd_poll_duration_seconds_sum{{{labels}}} {}",
-            m.latency.sum
-        );
-        let _ = writeln!(
-            out,
-            "meterd_poll_duration_seconds_count{{{labels}}} {}",
-            m.latency.count
+        histogram(
+            &mut out,
+            "meterd_poll_duration_seconds",
+            &labels,
+            &m.latency,
         );
     }
     let buses = s.live.buses();
@@ -189,6 +179,17 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
                 value(&s, k, now)
             );
         }
+    }
+    out.push_str("# HELP meterd_sink_delivery_lag_seconds From a reading's sampling time to its confirmation by the sink's far end (PUBACK, HTTP 2xx).\n# TYPE meterd_sink_delivery_lag_seconds histogram\n");
+    for k in &sinks {
+        let lag = k
+            .stats
+            .lag
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let labels = format!("sink=\"{}\"", label(&k.name));
+        histogram(&mut out, "meterd_sink_delivery_lag_seconds", &labels, &lag);
     }
     let alerts = s.live.alerts();
     out.push_str("# HELP meterd_alert An active alert (1), labelled as notifiers see it, with its state (pending or firing).\n# TYPE meterd_alert gauge\n");
@@ -289,7 +290,7 @@ async fn api_meters(State(s): State<HttpState>) -> impl IntoResponse {
                     "ts": humantime::format_rfc3339_millis(r.ts).to_string(),
                     "seq": r.seq,
                 })),
-                "values": m.last_values,
+                "values": m.last_values(),
             })
         })
         .collect();
@@ -470,4 +471,13 @@ pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiv
     })
     .await;
     connections.abort_all();
+}
+
+/// One Prometheus histogram's lines: cumulative buckets, the sum and the count.
+fn histogram(out: &mut String, name: &str, labels: &str, h: &crate::state::Histogram) {
+    for (le, n) in h.cumulative() {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
 }

@@ -27,10 +27,33 @@ pub struct MeterState {
     pub refusing: bool,
     pub last_error: Option<String>,
     pub last_reading: Option<Arc<Reading>>,
-    /// The latest value of every quantity, across point groups.
-    pub last_values: BTreeMap<Arc<str>, f64>,
+    /// The latest reading of each point group (by the group's index in the profile); see
+    /// [`MeterState::last_values`]. Keeping the readings costs a pointer per poll, where a map
+    /// of values cost an insert per value.
+    pub last_by_group: Vec<Option<Arc<Reading>>>,
     /// How long polls of this meter held the bus (request to last reply, retries included).
     pub latency: Histogram,
+}
+
+impl MeterState {
+    /// The latest value of every quantity, across point groups (a newer reading wins).
+    pub fn last_values(&self) -> BTreeMap<Arc<str>, f64> {
+        let mut latest: Vec<&Arc<Reading>> = self.last_by_group.iter().flatten().collect();
+        latest.sort_by_key(|r| r.ts);
+        latest
+            .iter()
+            .flat_map(|r| r.values.iter().cloned())
+            .collect()
+    }
+
+    /// Keep `r` as the latest reading of `group`.
+    pub fn keep_reading(&mut self, group: usize, r: Arc<Reading>) {
+        if self.last_by_group.len() <= group {
+            self.last_by_group.resize(group + 1, None);
+        }
+        self.last_by_group[group] = Some(r.clone());
+        self.last_reading = Some(r);
+    }
 }
 
 /// Upper bounds of the poll latency buckets, in seconds (Prometheus `le`).
@@ -144,6 +167,24 @@ pub struct SinkStats {
     pub retries: std::sync::atomic::AtomicU64,
     /// Since when delivery has been failing, if it is.
     pub failing: crate::failing::FailingSince,
+    /// From sampling time to confirmation, per reading.
+    pub lag: Mutex<Histogram>,
+}
+
+impl SinkStats {
+    /// The far end confirmed readings sampled at `sampled`, now: count them and their lag.
+    pub fn confirmed(&self, sampled: impl IntoIterator<Item = std::time::SystemTime>) {
+        let now = std::time::SystemTime::now();
+        let mut lag = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = 0;
+        for ts in sampled {
+            lag.observe(now.duration_since(ts).map_or(0.0, |d| d.as_secs_f64()));
+            n += 1;
+        }
+        drop(lag);
+        self.delivered
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A sink as `/metrics` sees it.

@@ -113,7 +113,7 @@ pub async fn run_bus(
             }
             let wake = sched.next_wakeup();
             tokio::select! {
-                Some((job, link, ts, took, result)) = inflight.next() => {
+                Some((job, link, ts, took, mut result)) = inflight.next() => {
                     idle.push(link);
                     let m = &meters[job.meter];
                     let busy = took.as_secs_f64() / bus.concurrency as f64;
@@ -121,7 +121,6 @@ pub async fn run_bus(
                     live.update_bus(&bus.name, |b| b.busy_seconds += busy);
                     let outcome = result.outcome();
                     let transition = sched.complete(job, outcome, Instant::now());
-                    record(&live, m, &result, transition, &m.profile.groups[job.group].name, took);
                     for (when, values) in &result.dated {
                         log.append(Reading {
                             meter: m.id.clone(),
@@ -132,19 +131,19 @@ pub async fn run_bus(
                             values: values.clone(),
                         });
                     }
-                    if !result.values.is_empty() {
-                        let stored = log.append(Reading {
+                    let stored = (!result.values.is_empty()).then(|| {
+                        log.append(Reading {
                             meter: m.id.clone(),
                             bus: bus_name.clone(),
                             profile: m.profile_name.clone(),
                             ts,
                             seq: 0,
-                            values: result.values,
-                        });
-                        live.update(&m.id, |s| {
-                            s.last_values.extend(stored.values.iter().map(|(q, v)| (q.clone(), *v)));
-                            s.last_reading = Some(stored.clone());
-                        });
+                            values: std::mem::take(&mut result.values),
+                        })
+                    });
+                    let group = &m.profile.groups[job.group].name;
+                    record(&live, m, &result, transition, (job.group, group), took, stored.clone());
+                    if let Some(stored) = stored {
                         live.publish_reading(stored);
                     }
                 }
@@ -184,14 +183,19 @@ fn who(m: &MeterRt) -> String {
     }
 }
 
+/// One poll's outcome into the live state (one update per poll), and availability changes
+/// into the log. `stored` is the reading the poll made, if any (its values are no longer in
+/// `r`).
 fn record(
     live: &LiveState,
     m: &MeterRt,
     r: &GroupResult,
     transition: Option<Transition>,
-    group: &str,
+    (group_index, group): (usize, &str),
     took: std::time::Duration,
+    stored: Option<Arc<Reading>>,
 ) {
+    let answered = stored.is_some() || !r.dated.is_empty();
     let last_error = r.errors.last().map(|e| e.to_string());
     match transition {
         Some(Transition::Online) => info!(meter = %m.id, at = %who(m), "meter online"),
@@ -221,7 +225,10 @@ fn record(
         if let Some(e) = &last_error {
             s.last_error = Some(e.clone());
         }
-        if !r.values.is_empty() || !r.dated.is_empty() {
+        if let Some(stored) = stored {
+            s.keep_reading(group_index, stored);
+        }
+        if answered {
             s.refusing = false;
         } else if !r.errors.is_empty() && r.errors.iter().all(PollError::is_answer) {
             if !s.refusing {

@@ -94,6 +94,9 @@ pub(super) struct SimArgs {
     /// three-phase profile of the protocol).
     #[arg(long)]
     pub(super) profile: Option<String>,
+    /// Also take profiles from this directory (as the config's `profiles_dir`).
+    #[arg(long)]
+    pub(super) profiles_dir: Option<PathBuf>,
     /// Number of meters, at unit ids from --first-unit on.
     #[arg(long, default_value_t = 1)]
     pub(super) count: u16,

@@ -137,8 +137,9 @@ pub(super) fn print_live(live: &LiveState) {
         "kWh import"
     );
     for (id, s) in &snap {
+        let values = s.last_values();
         let get = |q: &str| {
-            s.last_values
+            values
                 .get(q)
                 .map_or_else(|| "-".into(), |v| format!("{v:.2}"))
         };

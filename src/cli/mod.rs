@@ -132,11 +132,18 @@ struct ConfigArg {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // The daemon runs on one thread: its work is many small steps (a request, a reading, a
+    // publish), and handing them between worker threads cost more than the work (futex
+    // wake-ups, cache misses; BENCHMARKS.md, "Lean at scale"). What blocks (fsync, backlog
+    // reads) goes to the blocking pool. The other commands keep two workers.
+    let mut builder = if matches!(cli.command, Command::Run(_)) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("meterd: cannot start the runtime: {e}");

@@ -2,8 +2,10 @@
 
 use super::*;
 
-pub(super) fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<i32> {
-    let set = match dir {
+/// The built-in profiles, plus the user's in `dir`; a problem with a user file is printed
+/// (naming the file) and that file skipped.
+pub(super) fn profile_set(dir: Option<&Path>) -> ProfileSet {
+    match dir {
         Some(d) => {
             let (set, problems) = ProfileSet::with_dir(d);
             for p in problems {
@@ -12,7 +14,11 @@ pub(super) fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result
             set
         }
         None => ProfileSet::builtin(),
-    };
+    }
+}
+
+pub(super) fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result<i32> {
+    let set = profile_set(dir);
     match name {
         None => {
             outln!(

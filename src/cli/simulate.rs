@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) fn build_sim(a: &SimArgs) -> anyhow::Result<Arc<Simulator>> {
-    let set = ProfileSet::builtin();
+    let set = super::profiles::profile_set(a.profiles_dir.as_deref());
     let sim = Simulator::new();
     let profile = |n: &str| builtin_profile(&set, n);
     if a.meters.is_empty() {
@@ -124,7 +124,7 @@ pub(super) async fn simulate_dlt645(a: SimArgs) -> anyhow::Result<i32> {
     };
     let baud = a.baud.unwrap_or(bus.default_baud());
     let sim = Dlt645Sim::new(version, Some(baud));
-    let set = ProfileSet::builtin();
+    let set = super::profiles::profile_set(a.profiles_dir.as_deref());
     let profile = |n: &str| builtin_profile(&set, n);
     if a.meters.is_empty() {
         let p = profile(a.profile.as_deref().unwrap_or(default_profile))?;

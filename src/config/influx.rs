@@ -75,7 +75,7 @@ pub(super) fn check_influx(r: &mut Reporter, i: RawInflux, base: &Path) -> Optio
         url: i.url.trim_end_matches('/').to_string(),
         auth,
         batch_size: batch_size.max(1),
-        batch_interval: i.batch_interval.unwrap_or(Duration::from_secs(1)),
+        batch_interval: i.batch_interval.unwrap_or(Duration::from_millis(500)),
         status_interval: i
             .status_interval
             .unwrap_or(Duration::from_secs(30))

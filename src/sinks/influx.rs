@@ -260,8 +260,8 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                     }
                     backoff.reset();
                     stats.failing.ok();
-                    stats.delivered.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     log.ack(cursor, upto);
+                    stats.confirmed(batch.iter().map(|(_, r)| r.ts));
                 }
                 Err(WriteError::Rejected(msg)) => {
                     stats.rejected.fetch_add(1, Ordering::Relaxed);

@@ -9,11 +9,12 @@
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     sync::atomic::Ordering,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use rumqttc::{
-    AsyncClient, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport,
+    AsyncClient, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, Publish, QoS,
+    Request, TlsConfiguration, Transport,
 };
 use tokio::sync::watch;
 use tracing::{error, info, info_span, warn, Instrument};
@@ -112,8 +113,8 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
         // What a confirmation means for the journal and the alert outbox.
         let apply = |c: Confirmed| {
             if let Some(upto) = c.upto {
-                let confirmed = log.ack(cursor, upto);
-                stats.delivered.fetch_add(confirmed, Ordering::Relaxed);
+                log.ack(cursor, upto);
+                stats.confirmed(c.sampled);
             }
             if let (Some(outbox), false) = (&alerts, c.alerts.is_empty()) {
                 outbox.ack(&c.alerts);
@@ -126,6 +127,7 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
         let mut stop_deadline = tokio::time::Instant::now();
         let mut read_retry: Option<tokio::time::Instant> = None;
         let mut read_failing = false;
+        let mut broken: Option<String> = None;
         loop {
             if s.connected && !stopping && avail_dirty {
                 // Availability first: it is small, retained and what a dashboard shows.
@@ -187,15 +189,39 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                         }
                         break;
                     }
+                    // Readings go straight into the connection's buffer and out in one
+                    // write per batch (see `feed`).
                     let mut full = false;
+                    let mut fed = false;
                     for (pos, r) in batch {
-                        if client.try_publish(topics.reading(&r.meter), qos, false, r.to_json()).is_err() {
+                        if !can_feed(&el) {
                             full = true;
                             break;
                         }
-                        s.fifo.push_back(Sent::Reading(pos));
-                        s.window.push_back((pos, false));
-                        s.next = pos + 1;
+                        let publish = Publish::new(topics.reading(&r.meter), qos, r.to_json());
+                        if let Err(e) = feed(&mut el, publish).await {
+                            broken = Some(e);
+                            break;
+                        }
+                        fed = true;
+                        s.published(pos, r.ts);
+                    }
+                    if fed && broken.is_none() {
+                        if let Err(e) = flush(&mut el).await {
+                            broken = Some(e);
+                        }
+                    }
+                    if let Some(reason) = broken.take() {
+                        // The connection broke under our write: forget it as rumqttc would,
+                        // and publish again from the cursor on the next connection.
+                        let _ = el.state.clean();
+                        el.pending.clear();
+                        el.network = None;
+                        stats.retries.fetch_add(1, Ordering::Relaxed);
+                        stats.failing.fail(reason.clone());
+                        warn!(error = %reason, "lost the broker; unconfirmed readings will be published again");
+                        s.disconnected(log.position(cursor));
+                        break;
                     }
                     if full {
                         break;
@@ -281,11 +307,52 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
     .await
 }
 
+// rumqttc's own request path (`AsyncClient::publish` → its event loop) writes and flushes
+// every publish on its own: a system call per reading, and at a few thousand readings a second
+// the sink could not keep up. Readings are therefore handed to the event loop's public state and
+// connection directly, the way its request path does it (packet id, inflight bookkeeping, the
+// `Outgoing::Publish` event that the session pairs), and flushed once per batch. Control
+// messages and alert events still take the request path.
+
+/// Whether a reading may be fed now: connected, no packet-id collision waiting, and room in
+/// rumqttc's inflight window.
+fn can_feed(el: &EventLoop) -> bool {
+    el.network.is_some()
+        && el.state.collision.is_none()
+        && el.state.inflight() < el.mqtt_options.inflight()
+}
+
+/// Put a publish into the connection's write buffer (written when it fills, or by [`flush`]).
+async fn feed(el: &mut EventLoop, publish: Publish) -> Result<(), String> {
+    let packet = el
+        .state
+        .handle_outgoing_packet(Request::Publish(publish))
+        .map_err(|e| e.to_string())?;
+    let (Some(packet), Some(network)) = (packet, el.network.as_mut()) else {
+        // A packet-id collision: rumqttc keeps it and sends it when the id is acknowledged.
+        return Ok(());
+    };
+    network.write(packet).await.map_err(|e| e.to_string())
+}
+
+async fn flush(el: &mut EventLoop) -> Result<(), String> {
+    let timeout = Duration::from_secs(el.network_options.connection_timeout());
+    let Some(network) = el.network.as_mut() else {
+        return Err("not connected".into());
+    };
+    match tokio::time::timeout(timeout, network.flush()).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("timed out writing to the broker".into()),
+    }
+}
+
 /// What a confirmation (PUBACK, or QoS 0 handed to the socket) settled: the journal may
 /// advance to `upto`, and these alert events left their outbox.
 #[derive(Debug, Default, PartialEq)]
 struct Confirmed {
     upto: Option<u64>,
+    /// The sampling times of the readings confirmed.
+    sampled: Vec<SystemTime>,
     alerts: Vec<u64>,
 }
 
@@ -297,8 +364,8 @@ struct Session {
     fifo: VecDeque<Sent>,
     /// Packet id → publish, awaiting PUBACK.
     pending: BTreeMap<u16, Sent>,
-    /// Reading positions published in order, and whether confirmed.
-    window: VecDeque<(u64, bool)>,
+    /// Reading positions published in order, their sampling times, and whether confirmed.
+    window: VecDeque<(u64, SystemTime, bool)>,
     /// The next log position to publish.
     next: u64,
     /// Alert events published, awaiting PUBACK.
@@ -316,6 +383,13 @@ impl Session {
             next,
             alerts_inflight: Default::default(),
         }
+    }
+
+    /// A reading handed to rumqttc.
+    fn published(&mut self, pos: u64, sampled: SystemTime) {
+        self.fifo.push_back(Sent::Reading(pos));
+        self.window.push_back((pos, sampled, false));
+        self.next = pos + 1;
     }
 
     fn all_confirmed(&self) -> bool {
@@ -368,12 +442,13 @@ impl Session {
             Sent::Reading(pos) => {
                 // Positions increase but may skip a gap in the journal (readings dropped or
                 // damaged).
-                if let Ok(i) = self.window.binary_search_by_key(&pos, |(p, _)| *p) {
-                    self.window[i].1 = true;
+                if let Ok(i) = self.window.binary_search_by_key(&pos, |(p, _, _)| *p) {
+                    self.window[i].2 = true;
                 }
-                while let Some(&(p, true)) = self.window.front() {
+                while let Some(&(p, sampled, true)) = self.window.front() {
                     self.window.pop_front();
                     out.upto = Some(p + 1);
+                    out.sampled.push(sampled);
                 }
             }
         }
@@ -390,11 +465,13 @@ mod tests {
         let mut s = Session::new(0);
         s.connected = true;
         for pos in 0..n {
-            s.fifo.push_back(Sent::Reading(pos));
-            s.window.push_back((pos, false));
-            s.next = pos + 1;
+            s.published(pos, sampled(pos));
         }
         s
+    }
+
+    fn sampled(pos: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + pos)
     }
 
     fn upto(c: Confirmed) -> Option<u64> {
@@ -439,15 +516,20 @@ mod tests {
         let mut s = Session::new(0);
         s.connected = true;
         for pos in [4, 5, 9] {
-            s.fifo.push_back(Sent::Reading(pos));
-            s.window.push_back((pos, false));
+            s.published(pos, sampled(pos));
         }
         for pkid in 1..=3 {
             s.on_outgoing(pkid, QoS::AtLeastOnce);
         }
         assert_eq!(upto(s.on_puback(3)), None, "9 waits for 4 and 5");
         assert_eq!(upto(s.on_puback(1)), Some(5));
-        assert_eq!(upto(s.on_puback(2)), Some(10), "the gap is stepped over");
+        let c = s.on_puback(2);
+        assert_eq!(c.upto, Some(10), "the gap is stepped over");
+        assert_eq!(
+            c.sampled,
+            vec![sampled(5), sampled(9)],
+            "the confirmed readings' sampling times, for the lag"
+        );
     }
 
     #[test]
@@ -460,6 +542,7 @@ mod tests {
             s.on_puback(9),
             Confirmed {
                 upto: None,
+                sampled: vec![],
                 alerts: vec![42]
             }
         );

@@ -5,11 +5,23 @@
 
 pub mod harness;
 pub mod receiver;
+pub mod scale;
 pub mod servers;
 
 /// The `meterd` binary that Cargo built beside the running test or bench
 /// (`target/<profile>/meterd`; tests and benches run from `target/<profile>/deps/`).
+///
+/// `METERD_BIN` names another build instead (a build with symbols for `perf`, a cross build).
 pub fn meterd_bin() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("METERD_BIN") {
+        return bin.into();
+    }
+    built_bin()
+}
+
+/// The `meterd` binary Cargo built beside the running test or bench, whatever `METERD_BIN`
+/// says (simulators are test equipment, not the build under test).
+pub fn built_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the running test's path");
     let dir = exe
         .parent()

@@ -1,0 +1,94 @@
+//! meterd at scale, with real Mosquitto and InfluxDB, simulators in processes of their own
+//! (see `meterd_testkit::scale`). Prints one Markdown table; BENCHMARKS.md holds it.
+//!
+//! `cargo bench --bench scale` runs, in order:
+//! 1. the workload of issue 12: 100 meters of 8 float32 values (one FC4 read) every second,
+//!    journal + MQTT QoS 1 + InfluxDB 1.x;
+//! 2. and 3. SDM630 meters (32 values, both groups every second) at 10, 100, 1,000 and 2,000
+//!    meters, journal + MQTT QoS 1 + VictoriaMetrics (InfluxDB v2 write API);
+//! 4. idle: 1,000 SDM630 meters at 15 minutes, measured between polls.
+//!
+//! Environment: `TARGETS=1,2,4` (which to run), `METERS=10,100,1000,2000` (target 2's
+//! sizes), `SECS=30` (window), `WARMUP=10`, `IDLE_SECS=60`.
+use std::time::Duration;
+
+use meterd_testkit::{
+    harness::env_or,
+    scale::{self, Influx, Model, Scenario},
+};
+
+fn list(name: &str, default: &str) -> Vec<u64> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    let targets = list("TARGETS", "1,2,4");
+    let window = Duration::from_secs(env_or("SECS", 30));
+    let warmup = Duration::from_secs(env_or("WARMUP", 10));
+    let base = Scenario {
+        meters: 100,
+        model: Model::Eight,
+        interval: Duration::from_secs(1),
+        warmup,
+        window,
+        mqtt: true,
+        influx: Influx::V1,
+        per_sim: 200,
+        concurrency: 8,
+    };
+    let mut runs = Vec::new();
+    if targets.contains(&1) {
+        runs.push(("1: issue workload, MQTT + InfluxDB 1.x", base.clone()));
+    }
+    if targets.contains(&2) || targets.contains(&3) {
+        for n in list("METERS", "10,100,1000,2000") {
+            runs.push((
+                "2/3: SDM630, MQTT + VictoriaMetrics",
+                Scenario {
+                    meters: n as usize,
+                    model: Model::Sdm630,
+                    influx: Influx::V2,
+                    ..base.clone()
+                },
+            ));
+        }
+    }
+    if targets.contains(&4) {
+        runs.push((
+            "4: idle, 1,000 SDM630 at 15 min",
+            Scenario {
+                meters: 1000,
+                model: Model::Sdm630,
+                influx: Influx::V2,
+                interval: Duration::from_secs(900),
+                // Past the first poll of every meter (all are first due at start).
+                warmup: warmup.max(Duration::from_secs(20)),
+                window: Duration::from_secs(env_or("IDLE_SECS", 60)),
+                ..base.clone()
+            },
+        ));
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut rows = Vec::new();
+    for (what, s) in &runs {
+        eprintln!("running {what}: {} meters ...", s.meters);
+        let r = rt.block_on(scale::run(s));
+        let row = format!("| {what} {}", scale::row(s, &r));
+        eprintln!("{row}");
+        rows.push(row);
+    }
+    let (names, rule) = scale::HEADER
+        .split_once('\n')
+        .unwrap_or((scale::HEADER, ""));
+    println!("| target {names}\n|---{rule}");
+    for r in rows {
+        println!("{r}");
+    }
+}
