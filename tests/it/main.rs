@@ -18,6 +18,7 @@ mod influx;
 mod layout;
 mod pipeline;
 mod reload;
+mod scale;
 mod secrets;
 mod serial;
 mod silent;
