@@ -223,6 +223,8 @@ pub struct Engine {
     counters: BTreeMap<String, BTreeMap<Arc<str>, (f64, SystemTime)>>,
     started: SystemTime,
     dropped_seen: u64,
+    /// Reused for alert keys (see `observe`).
+    key_buf: String,
 }
 
 use crate::contract::unix_ms as ms;
@@ -287,6 +289,7 @@ impl Engine {
             counters: BTreeMap::new(),
             started: now,
             dropped_seen: 0,
+            key_buf: String::new(),
         }
     }
 
@@ -401,8 +404,23 @@ impl Engine {
         cond: Cond,
         now: SystemTime,
         out: &mut Vec<Alert>,
-    ) -> String {
-        let mut key = self.rules[rule].name.clone();
+    ) {
+        if self.active.is_empty() && !matches!(cond, Cond::Bad { .. }) {
+            // Nothing pending or firing, and nothing starts: the usual case, decided without
+            // building a key.
+            return;
+        }
+        // The key is built in a buffer kept for the purpose: no allocation per value judged.
+        let mut key = std::mem::take(&mut self.key_buf);
+        self.key_into(rule, target, &mut key);
+        self.observe_keyed(rule, target, &key, cond, now, out);
+        self.key_buf = key;
+    }
+
+    /// The key of an alert: its rule's name and its target's labels.
+    fn key_into(&self, rule: usize, target: &[(&str, &str)], key: &mut String) {
+        key.clear();
+        key.push_str(&self.rules[rule].name);
         key.push('|');
         for (i, (k, v)) in target.iter().enumerate() {
             if i > 0 {
@@ -412,8 +430,19 @@ impl Engine {
             key.push('=');
             key.push_str(v);
         }
+    }
+
+    fn observe_keyed(
+        &mut self,
+        rule: usize,
+        target: &[(&str, &str)],
+        key: &str,
+        cond: Cond,
+        now: SystemTime,
+        out: &mut Vec<Alert>,
+    ) {
         let for_ = self.rules[rule].for_;
-        match (cond, self.active.get_mut(&key)) {
+        match (cond, self.active.get_mut(key)) {
             (Cond::Bad { value, threshold }, None) => {
                 let mut a = Alert {
                     labels: self.labels(&self.rules[rule], target),
@@ -433,7 +462,7 @@ impl Engine {
                 if a.state == State::Firing {
                     out.push(a.clone());
                 }
-                self.active.insert(key.clone(), (rule, a));
+                self.active.insert(key.to_string(), (rule, a));
             }
             (Cond::Bad { value, threshold }, Some((_, a))) => {
                 a.value = value;
@@ -447,7 +476,7 @@ impl Engine {
                 // The summary follows the value (the API and re-sends show the current one).
                 let a2 = a.clone();
                 let summary = self.summary(rule, &a2);
-                if let Some((_, a)) = self.active.get_mut(&key) {
+                if let Some((_, a)) = self.active.get_mut(key) {
                     a.summary = summary;
                     if fires {
                         out.push(a.clone());
@@ -456,15 +485,14 @@ impl Engine {
             }
             (Cond::Good, Some((_, a))) if a.state == State::Firing => {
                 let a = a.clone();
-                self.active.remove(&key);
+                self.active.remove(key);
                 out.push(resolved(a, now));
             }
             (Cond::Good | Cond::Hold, Some((_, a))) if a.state == State::Pending => {
-                self.active.remove(&key);
+                self.active.remove(key);
             }
             _ => {}
         }
-        key
     }
 
     /// An event: fires at once (or stays firing, its hold renewed).
@@ -478,7 +506,9 @@ impl Engine {
         out: &mut Vec<Alert>,
     ) {
         let before = out.len();
-        let key = self.observe(rule, target, Cond::Bad { value, threshold }, now, out);
+        self.observe(rule, target, Cond::Bad { value, threshold }, now, out);
+        let mut key = String::new();
+        self.key_into(rule, target, &mut key);
         if let Some((_, a)) = self.active.get_mut(&key) {
             a.until = Some(
                 now.checked_add(hold)

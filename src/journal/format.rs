@@ -45,6 +45,57 @@ pub struct Shape {
     pub quantities: Vec<Arc<str>>,
 }
 
+impl Shape {
+    /// Whether `r` has this shape; names that are the same `Arc` compare without reading them.
+    pub fn describes(&self, r: &crate::reading::Reading) -> bool {
+        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
+        same(&self.meter, &r.meter)
+            && same(&self.bus, &r.bus)
+            && same(&self.profile, &r.profile)
+            && self.quantities.len() == r.values.len()
+            && self
+                .quantities
+                .iter()
+                .zip(&r.values)
+                .all(|(q, (n, _))| same(q, n))
+    }
+}
+
+/// A reading record, framed, appended to `out` as [`Record::encode`] would write it, without
+/// building the record or its payload first (this is the journal's per-reading path).
+pub fn encode_reading(
+    out: &mut Vec<u8>,
+    pos: u64,
+    shape: u32,
+    ts_ms: u64,
+    seq: u64,
+    values: impl ExactSizeIterator<Item = f64>,
+) {
+    let start = out.len();
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&[0; 8]); // length and checksum, filled in below
+    let payload = out.len();
+    out.push(KIND_READING);
+    put_var(out, pos);
+    put_var(out, u64::from(shape));
+    put_var(out, ts_ms);
+    put_var(out, seq);
+    let kinds = out.len();
+    out.resize(kinds + values.len().div_ceil(8), 0);
+    for (i, v) in values.enumerate() {
+        if fits_f32(v) {
+            out[kinds + i / 8] |= 1 << (i % 8);
+            out.extend_from_slice(&(v as f32).to_le_bytes());
+        } else {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let len = (out.len() - payload) as u32;
+    let crc = CRC32C.checksum(&out[payload..]);
+    out[start + MAGIC.len()..start + MAGIC.len() + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + MAGIC.len() + 4..payload].copy_from_slice(&crc.to_le_bytes());
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawReading {
     pub pos: u64,
@@ -352,6 +403,39 @@ mod tests {
         assert_eq!(roundtrip(&r, 3), r);
         let q = Record::Seqs(vec![("m-1".into(), 7), ("m-2".into(), 1 << 50)]);
         assert_eq!(roundtrip(&q, 0), q);
+    }
+
+    #[test]
+    fn a_reading_encoded_in_place_is_the_record_encoded() {
+        for n in [0usize, 1, 8, 9, 32] {
+            let values: Vec<f64> = (0..n)
+                .map(|i| {
+                    if i % 3 == 0 {
+                        0.1 * i as f64
+                    } else {
+                        230.1 + i as f64
+                    }
+                })
+                .collect();
+            let record = Record::Reading(RawReading {
+                pos: 1 << 33,
+                shape: 7,
+                ts_ms: 1_795_768_205_123,
+                seq: 42,
+                values: values.clone(),
+            });
+            let mut out = vec![1, 2, 3];
+            encode_reading(
+                &mut out,
+                1 << 33,
+                7,
+                1_795_768_205_123,
+                42,
+                values.into_iter(),
+            );
+            assert_eq!(out[..3], [1, 2, 3]);
+            assert_eq!(out[3..], record.encode(), "{n} values");
+        }
     }
 
     #[test]

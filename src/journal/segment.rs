@@ -13,7 +13,7 @@ use std::{
 use tracing::{error, info, warn};
 
 use super::{
-    format::{self, RawReading, Record, Shape},
+    format::{self, Record, Shape},
     io, JournalError, Options, RETRY_MAX,
 };
 use crate::reading::Reading;
@@ -41,7 +41,11 @@ pub(super) struct Writer {
     pub(super) buf: Vec<u8>,
     /// The position after the last record in `buf`.
     pub(super) buf_upto: u64,
-    pub(super) shapes: HashMap<Shape, u32>,
+    /// The shapes written to this segment, by meter: `(id, shape)`. Looked up by the reading's
+    /// meter, then compared (`Arc` pointers first: a reading's names are the profile's), so a
+    /// known shape costs no allocation and no hashing of every quantity name.
+    pub(super) shapes: HashMap<Arc<str>, Vec<(u32, Shape)>>,
+    pub(super) shape_count: u32,
     /// Bytes the file accepted, and how many of them are the header.
     pub(super) len: u64,
     pub(super) head: u64,
@@ -174,6 +178,7 @@ impl Disk {
             buf: Vec::with_capacity(WRITE_CHUNK),
             buf_upto: first,
             shapes: HashMap::new(),
+            shape_count: 0,
             len: head.len() as u64,
             head: head.len() as u64,
         });
@@ -218,31 +223,39 @@ impl Disk {
         let Some(w) = self.writer.as_mut() else {
             return Err("no segment to write".into());
         };
-        let shape = Shape {
-            meter: r.meter.clone(),
-            bus: r.bus.clone(),
-            profile: r.profile.clone(),
-            quantities: r.values.iter().map(|(q, _)| q.clone()).collect(),
-        };
         let before = w.buf.len();
-        let id = match w.shapes.get(&shape) {
-            Some(id) => *id,
+        let known = w.shapes.get(&r.meter).and_then(|known| {
+            known
+                .iter()
+                .find(|(_, s)| s.describes(r))
+                .map(|(id, _)| *id)
+        });
+        let id = match known {
+            Some(id) => id,
             None => {
-                let id = w.shapes.len() as u32;
+                let id = w.shape_count;
+                w.shape_count += 1;
+                let shape = Shape {
+                    meter: r.meter.clone(),
+                    bus: r.bus.clone(),
+                    profile: r.profile.clone(),
+                    quantities: r.values.iter().map(|(q, _)| q.clone()).collect(),
+                };
                 w.buf.extend(Record::Shape(id, shape.clone()).encode());
-                w.shapes.insert(shape, id);
+                w.shapes
+                    .entry(r.meter.clone())
+                    .or_default()
+                    .push((id, shape));
                 id
             }
         };
-        w.buf.extend(
-            Record::Reading(RawReading {
-                pos,
-                shape: id,
-                ts_ms: ts_ms(r.ts),
-                seq: r.seq,
-                values: r.values.iter().map(|(_, v)| *v).collect(),
-            })
-            .encode(),
+        format::encode_reading(
+            &mut w.buf,
+            pos,
+            id,
+            ts_ms(r.ts),
+            r.seq,
+            r.values.iter().map(|(_, v)| *v),
         );
         w.buf_upto = pos + 1;
         let added = (w.buf.len() - before) as u64;
