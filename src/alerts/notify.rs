@@ -86,6 +86,8 @@ pub async fn run(
         let mut failing = false;
         let mut next_resend = tokio::time::Instant::now();
         loop {
+            // Give way on the daemon's single thread, whatever the branches below do.
+            tokio::task::consume_budget().await;
             let pending = outbox.pending();
             let now = SystemTime::now();
             let resend_due = tokio::time::Instant::now() >= next_resend;

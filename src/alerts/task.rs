@@ -136,6 +136,8 @@ pub async fn run(
         let mut save = tokio::time::interval(Duration::from_secs(60));
         let mut skipped_seen = 0;
         loop {
+            // Give way on the daemon's single thread, whatever the branches below do.
+            tokio::task::consume_budget().await;
             let events = tokio::select! {
                 Some(r) = readings.recv() => t.engine.on_reading(&r, SystemTime::now()),
                 _ = tick.tick() => {

@@ -98,6 +98,8 @@ pub async fn run_bus(
             "bus started"
         );
         loop {
+            // Give way on the daemon's single thread, whatever the branches below do.
+            tokio::task::consume_budget().await;
             let now = Instant::now();
             while !idle.is_empty() {
                 let Some(job) = sched.pop_due(now) else { break };

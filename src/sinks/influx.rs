@@ -169,6 +169,8 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
         let mut status_tick = tokio::time::interval(cfg.status_interval);
         let mut status_due = false;
         loop {
+            // Give way on the daemon's single thread, whatever the branches below do.
+            tokio::task::consume_budget().await;
             let pos = log.position(cursor);
             if !stopping {
                 // Wait for a first reading, then up to batch_interval for the batch to fill.

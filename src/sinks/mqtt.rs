@@ -129,6 +129,9 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
         let mut read_failing = false;
         let mut broken: Option<String> = None;
         loop {
+            // On the daemon's single thread a task that never waits would stall every other:
+            // give way now and then, whatever the branches below do.
+            tokio::task::consume_budget().await;
             if s.connected && !stopping && avail_dirty {
                 // Availability first: it is small, retained and what a dashboard shows.
                 avail_dirty = false;
@@ -236,10 +239,13 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                 let _ = tokio::time::timeout(Duration::from_millis(500), el.poll()).await;
                 break;
             }
+            // New readings wake the task only when it could publish them: with rumqttc's
+            // window full it waits for PUBACKs instead (never a busy loop).
             let can_publish = s.connected
                 && !stopping
                 && read_retry.is_none()
-                && s.window.len() <= window_max / 2;
+                && s.window.len() <= window_max / 2
+                && can_feed(&el);
             tokio::select! {
                 ev = el.poll() => match ev {
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {

@@ -481,3 +481,61 @@ async fn a_float_register_reaches_mqtt_and_influxdb_with_every_digit() {
     assert_eq!(stored[1].as_f64(), Some(1234567.9), "{stored}");
     assert_eq!(stored[2].as_f64(), Some(105901.26), "{stored}");
 }
+
+/// With rumqttc's window full (availability of many meters, `inflight = 4`) the MQTT sink waits
+/// for PUBACKs; it must never spin on readings it cannot send yet: on the daemon's single
+/// thread that would starve every poll and the HTTP API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mqtt_window_stalls_neither_the_daemon_nor_delivery() {
+    // The broker comes up once every meter is online: the connection starts with 200
+    // availability messages and a backlog of readings.
+    let port = servers::free_port();
+    let units: Vec<(u8, &str)> = (1..=200).map(|u| (u, "eastron-sdm120")).collect();
+    let (_sim, addr) = tcp_sim(&units, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = servers::free_port();
+    let mut cfg = format!(
+        "[gateway]\nid = \"gw-window\"\nstate_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\ninflight = 4\n\
+         [[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\nconcurrency = 4\n",
+        dir.path().join("state").display(),
+    );
+    for (u, p) in &units {
+        cfg += &format!(
+            "[[bus.meter]]\nid = \"m{u}\"\nunit = {u}\nprofile = \"{p}\"\ninterval = \"1s\"\n"
+        );
+    }
+    let path = dir.path().join("meterd.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let meterd = Meterd::run(&path);
+    meterd.ready().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let broker = servers::mosquitto_on(port);
+    let mqtt = Collector::start(broker.port, "meterd/gw-window/meter/+/reading").await;
+    let (t0, cpu0) = (
+        std::time::Instant::now(),
+        meterd_testkit::scale::cpu_ticks(meterd.pid()),
+    );
+    for _ in 0..10 {
+        let answered = tokio::time::timeout(
+            Duration::from_secs(2),
+            crate::harness::http_get(http, "/healthz"),
+        )
+        .await;
+        assert!(
+            matches!(answered, Ok(Some((200, _)))),
+            "the HTTP API stalled: {answered:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A busy loop shows as a whole core; 200 polls a second take a small part of one.
+    let cpu = (meterd_testkit::scale::cpu_ticks(meterd.pid()) - cpu0) as f64 / 100.0;
+    let share = cpu / t0.elapsed().as_secs_f64();
+    assert!(share < 0.6, "meterd used {:.0} % of a core", share * 100.0);
+    mqtt.wait_for("readings of every meter", Duration::from_secs(20), |msgs| {
+        let meters: std::collections::HashSet<&str> =
+            msgs.iter().map(|m| m.topic.as_str()).collect();
+        meters.len() == units.len()
+    })
+    .await;
+}
