@@ -36,6 +36,9 @@ pub struct AlertTask {
     pub firing: Arc<watch::Sender<Vec<Alert>>>,
     /// Saving the state fails (a full disk): logged when it starts and when it ends.
     pub save_failing: crate::failing::FailingSince,
+    /// What the state file holds (as last written): an unchanged state is not written again
+    /// (an idle gateway, flash that need not be rewritten every minute).
+    pub saved: Vec<u8>,
 }
 
 impl AlertTask {
@@ -62,11 +65,18 @@ impl AlertTask {
         self.firing.send_replace(self.engine.firing());
     }
 
-    fn save(&self) {
+    fn save(&mut self) {
         let Some(path) = &self.state_file else { return };
-        let write = serde_json::to_vec(&self.engine.save())
-            .map_err(std::io::Error::other)
-            .and_then(|b| crate::files::write_atomically(path, &b));
+        let bytes = match serde_json::to_vec(&self.engine.save()) {
+            Ok(b) if b == self.saved => return,
+            Ok(b) => Ok(b),
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        let write = bytes.and_then(|b| {
+            crate::files::write_atomically(path, &b)?;
+            self.saved = b;
+            Ok(())
+        });
         match self.save_failing.record(&write) {
             Change::Failing => {
                 error!(file = %path.display(), error = %self.save_failing.reason().unwrap_or_default(), "cannot save the alert state; it is kept in memory and saved when it can be")

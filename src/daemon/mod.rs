@@ -93,6 +93,7 @@ impl AlertEngine {
             outboxes: s.outboxes.clone(),
             firing: self.firing.clone(),
             save_failing: Default::default(),
+            saved: Vec::new(),
         };
         crate::alerts::task::run(
             task,

@@ -472,7 +472,11 @@ impl Journal {
                 );
             }
             let file = match d.flush() {
-                Ok(()) => d.writer.as_ref().map(|w| (w.file.clone(), w.path.clone())),
+                Ok(()) => d
+                    .writer
+                    .as_ref()
+                    .filter(|w| w.len != w.synced)
+                    .map(|w| (w.file.clone(), w.path.clone(), w.len)),
                 Err(why) => {
                     d.refused(now, why);
                     None
@@ -482,7 +486,7 @@ impl Journal {
             inner.trim_memory();
             (file, dir, cursors)
         };
-        if let Some((f, path)) = file {
+        if let Some((f, path, len)) = file {
             if let Err(e) = f.sync_data() {
                 // What the file accepted since the last fsync may not be on the medium: the
                 // power-loss window. The segment is closed; the next write starts a new one.
@@ -496,6 +500,12 @@ impl Journal {
                     }
                 }
                 return Err(io(&path)(e));
+            }
+            let mut g = self.lock();
+            if let Some(w) = g.disk.as_mut().and_then(|d| d.writer.as_mut()) {
+                if Arc::ptr_eq(&w.file, &f) {
+                    w.synced = w.synced.max(len);
+                }
             }
         }
         for (name, pos) in cursors {

@@ -49,6 +49,9 @@ pub(super) struct Writer {
     /// Bytes the file accepted, and how many of them are the header.
     pub(super) len: u64,
     pub(super) head: u64,
+    /// Bytes known to be on the medium (fsynced): the group commit skips an fsync that would
+    /// have nothing to do (an idle gateway, flash that need not be flushed every second).
+    pub(super) synced: u64,
 }
 
 /// The disk refused a write: readings are kept in memory until a retry succeeds.
@@ -181,6 +184,7 @@ impl Disk {
             shape_count: 0,
             len: head.len() as u64,
             head: head.len() as u64,
+            synced: 0,
         });
         self.segments.push_back(Segment {
             first,

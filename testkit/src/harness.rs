@@ -364,3 +364,21 @@ pub fn env_or(name: &str, default: u64) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// `meterd simulate ARGS` in the background (the binary Cargo built, whatever `METERD_BIN`
+/// says: simulators are test equipment) and the first line it prints (where it serves).
+pub fn simulate(args: &[&str]) -> (Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(crate::built_bin())
+        .arg("simulate")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("meterd simulate");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the simulator's first line");
+    (child, line)
+}

@@ -7,9 +7,8 @@
 //! delivery lag (meterd's `meterd_sink_delivery_lag_seconds`), and the simulators' CPU.
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
@@ -186,25 +185,16 @@ impl Drop for Procs {
 
 /// `meterd simulate` serving `count` meters on a free port; returns the process and address.
 fn simulator(model: Model, count: usize, profiles: &Path) -> (Child, String) {
-    let mut child = Command::new(crate::built_bin())
-        .args([
-            "simulate",
-            "--tcp",
-            "127.0.0.1:0",
-            "--profile",
-            model.profile(),
-        ])
-        .arg("--profiles-dir")
-        .arg(profiles)
-        .args(["--count", &count.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("meterd simulate");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the simulator's first line");
+    let (child, line) = harness::simulate(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--profile",
+        model.profile(),
+        "--profiles-dir",
+        &profiles.display().to_string(),
+        "--count",
+        &count.to_string(),
+    ]);
     // "modbus-tcp 127.0.0.1:PORT units [...]"
     let addr = line
         .split_whitespace()

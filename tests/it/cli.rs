@@ -10,21 +10,7 @@ fn meterd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_meterd"))
 }
 
-/// `meterd simulate` in the background and the first line it prints.
-fn simulate(args: &[&str]) -> (Child, String) {
-    let mut child = meterd()
-        .arg("simulate")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("meterd simulate");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("first line");
-    (child, line)
-}
+use crate::harness::simulate;
 
 /// `meterd simulate` serving DL/T 645 on a pty: the process and the pty's path.
 fn dlt645_sim(args: &[&str]) -> (Child, String) {
