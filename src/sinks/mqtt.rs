@@ -218,6 +218,9 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                         // The connection broke under our write: forget it as rumqttc would,
                         // and publish again from the cursor on the next connection.
                         let _ = el.state.clean();
+                        // The `Outgoing` events of this batch must not be paired with the
+                        // next connection's publishes.
+                        el.state.events.clear();
                         el.pending.clear();
                         el.network = None;
                         stats.retries.fetch_add(1, Ordering::Relaxed);
