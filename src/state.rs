@@ -216,7 +216,8 @@ pub struct BusState {
 /// Shared state; `changed()` wakes whoever watches availability.
 #[derive(Debug)]
 pub struct LiveState {
-    meters: Mutex<BTreeMap<String, MeterState>>,
+    /// By meter id (`Arc<str>`: the alert engine's status sample copies every key each second).
+    meters: Mutex<BTreeMap<Arc<str>, MeterState>>,
     buses: Mutex<BTreeMap<String, BusState>>,
     version: watch::Sender<u64>,
     /// Fresh readings, for the alert engine. A bounded queue, not a broadcast ring: a ring
@@ -245,7 +246,7 @@ impl Default for LiveState {
 }
 
 impl LiveState {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, MeterState>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<Arc<str>, MeterState>> {
         self.meters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -254,7 +255,7 @@ impl LiveState {
             let mut g = self.lock();
             // Look up before inserting: no key allocated on the hot path.
             if !g.contains_key(meter) {
-                g.insert(meter.to_string(), MeterState::default());
+                g.insert(meter.into(), MeterState::default());
             }
             let Some(s) = g.get_mut(meter) else { return };
             let before = s.online;
@@ -326,12 +327,15 @@ impl LiveState {
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, MeterState> {
-        self.lock().clone()
+        self.lock()
+            .iter()
+            .map(|(m, s)| (m.to_string(), s.clone()))
+            .collect()
     }
 
     /// Per meter: when its last reading was taken and whether it answers (for the alert
     /// engine's status sample, without copying every meter's values).
-    pub fn last_seen(&self) -> BTreeMap<String, (Option<std::time::SystemTime>, Option<bool>)> {
+    pub fn last_seen(&self) -> BTreeMap<Arc<str>, (Option<std::time::SystemTime>, Option<bool>)> {
         self.lock()
             .iter()
             .map(|(m, s)| (m.clone(), (s.last_reading.as_ref().map(|r| r.ts), s.online)))
@@ -342,7 +346,7 @@ impl LiveState {
     pub fn availability(&self) -> BTreeMap<String, bool> {
         self.lock()
             .iter()
-            .filter_map(|(m, s)| Some((m.clone(), s.online?)))
+            .filter_map(|(m, s)| Some((m.to_string(), s.online?)))
             .collect()
     }
 

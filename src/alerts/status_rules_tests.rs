@@ -8,10 +8,12 @@ use super::rules_tests::{drive, engine, meter, overvoltage, rule, t};
 
 fn status(meters: &[(&str, Option<u64>, Option<bool>)]) -> Status {
     Status {
-        meters: meters
-            .iter()
-            .map(|(m, last, online)| (m.to_string(), (last.map(t), *online)))
-            .collect(),
+        meters: Some(
+            meters
+                .iter()
+                .map(|(m, last, online)| (std::sync::Arc::from(*m), (last.map(t), *online)))
+                .collect(),
+        ),
         ..Default::default()
     }
 }
@@ -39,6 +41,54 @@ fn a_meter_is_offline_after_n_intervals_without_a_reading_and_back_with_the_next
     );
     let back = e.tick(&status(&[("m1", Some(61), Some(true))]), t(62));
     assert_eq!(back[0].state, State::Resolved);
+}
+
+#[test]
+fn a_tick_without_a_meter_sample_leaves_meter_and_bus_alerts_as_they_are() {
+    let mut e = Engine::new(
+        "gw",
+        vec![
+            rule("MeterOffline", Kind::MeterOffline { intervals: 3 }, 0),
+            rule("BusDown", Kind::BusDown, 0),
+        ],
+        vec![meter("m1", "b1")],
+        t(0),
+    );
+    let fired = e.tick(&status(&[("m1", Some(0), Some(false))]), t(31));
+    assert_eq!(fired.len(), 2, "{fired:?}");
+    // Journal and sink rules still run every second; meter and bus rules keep their state.
+    assert!(e.tick(&Status::default(), t(32)).is_empty());
+    assert_eq!(e.active().len(), 2);
+    let back = e.tick(&status(&[("m1", Some(32), Some(true))]), t(33));
+    assert_eq!(back.len(), 2, "both resolve with the next sample");
+}
+
+#[test]
+fn meters_are_sampled_every_polling_interval_but_at_most_every_second_and_at_least_every_ten() {
+    let engine_with = |every: &[u64]| {
+        let meters = every
+            .iter()
+            .enumerate()
+            .map(|(i, s)| MeterInfo {
+                interval: Duration::from_secs(*s),
+                ..meter(&format!("m{i}"), "b1")
+            })
+            .collect();
+        Engine::new("gw", vec![], meters, t(0))
+    };
+    for (intervals, every) in [
+        (vec![900, 900], 10),
+        (vec![900, 5], 5),
+        (vec![1], 1),
+        (vec![0], 1),
+        (vec![], 10),
+    ] {
+        assert_eq!(
+            engine_with(&intervals).meter_check_every(),
+            Duration::from_secs(every),
+            "{intervals:?}"
+        );
+    }
 }
 
 #[test]

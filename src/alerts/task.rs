@@ -4,7 +4,7 @@
 use std::{
     path::PathBuf,
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use tokio::sync::{mpsc, watch};
@@ -109,7 +109,14 @@ impl AlertTask {
     }
 }
 
-fn status(live: &LiveState, log: &Journal, sinks: &SinkList, outboxes: &[Arc<Outbox>]) -> Status {
+/// The status sample; every meter's last reading and availability only if `meters`.
+fn status(
+    live: &LiveState,
+    log: &Journal,
+    sinks: &SinkList,
+    outboxes: &[Arc<Outbox>],
+    meters: bool,
+) -> Status {
     let mut sinks: std::collections::BTreeMap<String, Option<SystemTime>> = sinks
         .read()
         .unwrap_or_else(|e| e.into_inner())
@@ -123,7 +130,7 @@ fn status(live: &LiveState, log: &Journal, sinks: &SinkList, outboxes: &[Arc<Out
             .or_insert_with(|| o.failing.since());
     }
     Status {
-        meters: live.last_seen(),
+        meters: meters.then(|| live.last_seen()),
         journal_used: log.used_fraction(),
         journal_dropped: log.dropped_total(),
         journal_failure: log.failure(),
@@ -145,6 +152,7 @@ pub async fn run(
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut save = tokio::time::interval(Duration::from_secs(60));
         let mut skipped_seen = 0;
+        let mut meters_checked: Option<Instant> = None;
         loop {
             // Give way on the daemon's single thread, whatever the branches below do.
             tokio::task::consume_budget().await;
@@ -156,7 +164,12 @@ pub async fn run(
                         warn!(skipped = skipped - skipped_seen, "alert engine fell behind the readings; some were not judged");
                         skipped_seen = skipped;
                     }
-                    let ev = t.engine.tick(&status(&live, &log, &sinks, &t.outboxes), SystemTime::now());
+                    let sample = meters_checked
+                        .is_none_or(|at: Instant| at.elapsed() >= t.engine.meter_check_every());
+                    if sample {
+                        meters_checked = Some(Instant::now());
+                    }
+                    let ev = t.engine.tick(&status(&live, &log, &sinks, &t.outboxes, sample), SystemTime::now());
                     live.set_alerts(t.engine.active());
                     ev
                 }

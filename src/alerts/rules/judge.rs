@@ -170,9 +170,10 @@ impl Engine {
         for i in 0..self.rules.len() {
             match self.rules[i].kind.clone() {
                 Kind::MeterOffline { intervals } => {
+                    let Some(seen) = &s.meters else { continue };
                     for m in self.meters_in(i) {
                         let limit = m.interval.checked_mul(intervals).unwrap_or(Duration::MAX);
-                        let (last, _) = s.meters.get(&m.id).copied().unwrap_or_default();
+                        let (last, _) = seen.get(m.id.as_str()).copied().unwrap_or_default();
                         let silent = now
                             .duration_since(last.unwrap_or(self.started))
                             .unwrap_or_default();
@@ -191,23 +192,30 @@ impl Engine {
                     }
                 }
                 Kind::BusDown => {
-                    let mut buses: BTreeMap<String, Vec<Option<bool>>> = BTreeMap::new();
-                    for m in self.meters_in(i) {
-                        let online = s.meters.get(&m.id).and_then(|(_, o)| *o);
-                        buses.entry(m.bus.clone()).or_default().push(online);
+                    let Some(seen) = &s.meters else { continue };
+                    // Per bus: meters, meters offline, whether any is online (counted, without
+                    // a copy of any name: this runs every second over every meter).
+                    let meters = self.meters_in(i);
+                    let mut buses: BTreeMap<&str, (usize, usize, bool)> = BTreeMap::new();
+                    for m in &meters {
+                        let online = seen.get(m.id.as_str()).and_then(|(_, o)| *o);
+                        let b = buses.entry(m.bus.as_str()).or_default();
+                        b.0 += 1;
+                        b.1 += usize::from(online == Some(false));
+                        b.2 |= online == Some(true);
                     }
-                    for (bus, online) in buses {
-                        let cond = if online.iter().all(|o| *o == Some(false)) {
+                    for (bus, (n, offline, any_online)) in buses {
+                        let cond = if offline == n {
                             Cond::Bad {
-                                value: online.len() as f64,
-                                threshold: online.len() as f64,
+                                value: n as f64,
+                                threshold: n as f64,
                             }
-                        } else if online.contains(&Some(true)) {
+                        } else if any_online {
                             Cond::Good
                         } else {
                             Cond::Hold
                         };
-                        self.observe(i, &[("bus", &bus)], cond, now, &mut out);
+                        self.observe(i, &[("bus", bus)], cond, now, &mut out);
                     }
                 }
                 Kind::JournalFilling {
