@@ -335,7 +335,7 @@ impl LiveState {
 
     /// Per meter: when its last reading was taken and whether it answers (for the alert
     /// engine's status sample, without copying every meter's values).
-    pub fn last_seen(&self) -> BTreeMap<Arc<str>, (Option<std::time::SystemTime>, Option<bool>)> {
+    pub fn last_seen(&self) -> crate::alerts::rules::MeterSample {
         self.lock()
             .iter()
             .map(|(m, s)| (m.clone(), (s.last_reading.as_ref().map(|r| r.ts), s.online)))

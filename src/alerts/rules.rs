@@ -131,13 +131,16 @@ pub struct Rule {
     pub summary: Option<String>,
 }
 
+/// Per meter: when its last reading was taken, and whether it answers (None: not yet known).
+pub type MeterSample = BTreeMap<Arc<str>, (Option<SystemTime>, Option<bool>)>;
+
 /// The state of the world that readings do not carry, sampled every tick.
 #[derive(Debug, Clone, Default)]
 pub struct Status {
     /// Per meter: when its last reading was taken, and whether it answers (None: not yet known).
     /// `None` for the whole map: not sampled this time ([`Engine::meter_check_every`]); the
     /// meter and bus rules are left as they are.
-    pub meters: Option<BTreeMap<Arc<str>, (Option<SystemTime>, Option<bool>)>>,
+    pub meters: Option<MeterSample>,
     /// Share of `journal.max_size` in use, 0 to 1.
     pub journal_used: f64,
     /// Readings dropped by the journal since the start, over all sinks.
