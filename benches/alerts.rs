@@ -61,9 +61,11 @@ fn alerts(c: &mut Criterion) {
     );
     let now = SystemTime::now();
     let status = Status {
-        meters: (0..1000)
-            .map(|i| (format!("m-{i:04}"), (Some(now), Some(true))))
-            .collect(),
+        meters: Some(
+            (0..1000)
+                .map(|i| (format!("m-{i:04}").into(), (Some(now), Some(true))))
+                .collect(),
+        ),
         journal_used: 0.1,
         ..Default::default()
     };
