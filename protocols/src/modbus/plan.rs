@@ -88,68 +88,11 @@ impl Point {
 
 /// The f64 nearest the shortest decimal that reads back as `f` (`None` for NaN and ±∞,
 /// which meters use for "not available"). Its own shortest form is that same decimal.
-///
-/// Arithmetic first: the closest decimal of 1, 2, … 9 significant digits (an integer times or
-/// divided by an exact power of ten, so correctly rounded) is taken as soon as it lies well
-/// inside the interval of reals that read back as `f`; that is the one `ryu` would pick. Where
-/// that cannot be told for sure (the decimal near the interval's edge, the scaled value near a
-/// rounding tie, powers of ten beyond 10^22), `ryu` formats and the text is parsed, which was
-/// the whole cost before (a tenth of a poll's CPU).
 pub fn shortest_f32(f: f32) -> Option<f64> {
     if !f.is_finite() {
         return None;
     }
-    shortest_f32_by_arithmetic(f).or_else(|| shortest_f32_by_formatting(f))
-}
-
-fn shortest_f32_by_formatting(f: f32) -> Option<f64> {
     ryu::Buffer::new().format_finite(f).parse().ok()
-}
-
-/// `None` where the arithmetic cannot be sure; see [`shortest_f32`].
-fn shortest_f32_by_arithmetic(f: f32) -> Option<f64> {
-    if f == 0.0 {
-        return Some(f64::from(f));
-    }
-    let v = f64::from(f);
-    let bits = f.to_bits();
-    // The gaps to the neighbouring floats (the one below is half as wide at a power of two).
-    let up = f64::from(f32::from_bits(bits + 1)) - v;
-    let down = v - f64::from(f32::from_bits(bits - 1));
-    let (near, far) = (up.abs().min(down.abs()), up.abs().max(down.abs()));
-    if !near.is_finite() || !far.is_finite() || near == 0.0 {
-        return None;
-    }
-    let exponent = v.abs().log10().floor() as i32;
-    for digits in 1..=9 {
-        let decimals = digits - 1 - exponent;
-        if !(-22..=22).contains(&decimals) {
-            return None;
-        }
-        let p = 10f64.powi(decimals.abs());
-        let scaled = if decimals >= 0 { v * p } else { v / p };
-        // The product is exact to about 2^-23 (it is below 10^9): near a tie its rounding
-        // could differ from the exact value's.
-        if (scaled - scaled.floor() - 0.5).abs() < 1e-6 {
-            // Both decimals either side are about half a step away: too far to read back
-            // as `f` (try more digits), or too close to tell.
-            let half_step = if decimals >= 0 { 0.5 / p } else { 0.5 * p };
-            if half_step * 0.99 > 0.51 * far {
-                continue;
-            }
-            return None;
-        }
-        let n = scaled.round();
-        let candidate = if decimals >= 0 { n / p } else { n * p };
-        let off = (candidate - v).abs();
-        if off < 0.49 * near {
-            return Some(candidate);
-        }
-        if off <= 0.51 * far {
-            return None;
-        }
-    }
-    None
 }
 
 /// `v` rounded to `digits` significant decimal digits, as the nearest f64 to that decimal.
@@ -300,31 +243,6 @@ mod tests {
         }
         assert_eq!(shortest_f32(f32::NAN), None);
         assert_eq!(shortest_f32(f32::INFINITY), None);
-    }
-
-    proptest::proptest! {
-        /// The arithmetic picks the same decimal as formatting with ryu, or leaves it to ryu.
-        #[test]
-        fn the_arithmetic_shortest_decimal_is_ryus(bits in proptest::num::u32::ANY) {
-            let f = f32::from_bits(bits);
-            if let Some(fast) = shortest_f32_by_arithmetic(f) {
-                proptest::prop_assert_eq!(Some(fast), shortest_f32_by_formatting(f), "{:e}", f);
-            }
-        }
-    }
-
-    #[test]
-    fn the_arithmetic_handles_the_common_values_itself() {
-        for f in [
-            230.1f32, 49.99, 0.98, 1234567.9, 105901.26, 16777216.0, -1.5, 6.089396,
-        ] {
-            assert_eq!(
-                shortest_f32_by_arithmetic(f),
-                shortest_f32_by_formatting(f),
-                "{f}"
-            );
-            assert!(shortest_f32_by_arithmetic(f).is_some(), "{f} left to ryu");
-        }
     }
 
     proptest::proptest! {
