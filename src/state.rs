@@ -216,7 +216,7 @@ pub struct BusState {
 /// Shared state; `changed()` wakes whoever watches availability.
 #[derive(Debug)]
 pub struct LiveState {
-    /// By meter id (`Arc<str>`: the alert engine's status sample copies every key each second).
+    /// By meter id (`Arc<str>`: the alert engine's status sample copies every key).
     meters: Mutex<BTreeMap<Arc<str>, MeterState>>,
     buses: Mutex<BTreeMap<String, BusState>>,
     version: watch::Sender<u64>,
@@ -359,6 +359,32 @@ impl LiveState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latest_values_span_point_groups_and_a_newer_reading_wins() {
+        let reading = |secs: u64, values: &[(&str, f64)]| {
+            Arc::new(Reading {
+                meter: "m1".into(),
+                bus: "b".into(),
+                profile: "p".into(),
+                ts: std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+                seq: 0,
+                values: values.iter().map(|(q, v)| (Arc::from(*q), *v)).collect(),
+            })
+        };
+        let mut m = MeterState::default();
+        m.keep_reading(0, reading(1, &[("voltage_l1_v", 1.0)]));
+        m.keep_reading(
+            1,
+            reading(2, &[("voltage_l1_v", 2.0), ("energy_import_kwh", 5.0)]),
+        );
+        assert_eq!(m.last_values()["voltage_l1_v"], 2.0);
+        m.keep_reading(0, reading(3, &[("voltage_l1_v", 3.0)]));
+        let v = m.last_values();
+        assert_eq!(v["voltage_l1_v"], 3.0);
+        assert_eq!(v["energy_import_kwh"], 5.0);
+        assert_eq!(m.last_reading.as_ref().map(|r| r.values[0].1), Some(3.0));
+    }
 
     #[test]
     fn the_latency_histogram_counts_cumulatively_with_an_infinite_bucket() {
