@@ -201,3 +201,32 @@ pub async fn run(
     .instrument(info_span!("alerts"))
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn an_unchanged_alert_state_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut t = AlertTask {
+            engine: Engine::new("gw", vec![], vec![], SystemTime::now()),
+            state_file: Some(path.clone()),
+            outboxes: vec![],
+            firing: Arc::new(watch::channel(Vec::new()).0),
+            save_failing: Default::default(),
+            saved: Vec::new(),
+        };
+        t.save();
+        // Each write replaces the file (write, then rename): a new inode.
+        let first = std::fs::metadata(&path).unwrap().ino();
+        t.save();
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), first);
+        std::fs::remove_file(&path).unwrap();
+        t.saved.clear();
+        t.save();
+        assert!(path.exists(), "a changed state is written");
+    }
+}

@@ -68,6 +68,16 @@ use tokio::sync::watch;
 /// Exit code for a bad config (sysexits EX_CONFIG); systemd's RestartPreventExitStatus.
 const EXIT_CONFIG: i32 = 78;
 
+/// The config at `path`, or every problem printed to stderr and the exit code for a bad config.
+fn load_config(path: &Path) -> Result<config::Config, i32> {
+    config::load(path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        EXIT_CONFIG
+    })
+}
+
 #[derive(Parser)]
 #[command(
     name = "meterd",

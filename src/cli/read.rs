@@ -90,14 +90,9 @@ pub(super) async fn read(a: ReadArgs) -> anyhow::Result<i32> {
     let (mut link, unit, address, profile, retries, gap, max_regs, max_gap, meter_id, utc_offset_s) =
         match (&a.config, &a.meter) {
             (Some(path), Some(id)) => {
-                let cfg = match config::load(path) {
+                let cfg = match load_config(path) {
                     Ok(c) => c,
-                    Err(errors) => {
-                        for e in &errors.0 {
-                            eprintln!("{e}");
-                        }
-                        return Ok(EXIT_CONFIG);
-                    }
+                    Err(code) => return Ok(code),
                 };
                 let (bus, m) = cfg
                     .meter(id)

@@ -47,14 +47,9 @@ pub(super) async fn run(path: &Path) -> anyhow::Result<i32> {
     // default action would end the process) a reload.
     let stop = stop_signal()?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let config = match config::load(path) {
+    let config = match load_config(path) {
         Ok(c) => c,
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            return Ok(EXIT_CONFIG);
-        }
+        Err(code) => return Ok(code),
     };
     // `systemctl reload` sends SIGHUP: re-read and validate the file, hand the result over.
     let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();

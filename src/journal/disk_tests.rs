@@ -442,3 +442,28 @@ fn a_sink_that_was_down_gets_its_backlog_after_a_restart() {
     assert_eq!(j.position(mqtt), 60);
     assert_eq!(positions(&j, 60), (60..78).collect::<Vec<_>>());
 }
+
+#[test]
+fn the_group_commit_fsyncs_only_what_was_written_since_the_last_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = open(dir.path());
+    let state = |j: &Journal| {
+        let g = j.lock();
+        let w = g
+            .disk
+            .as_ref()
+            .and_then(|d| d.writer.as_ref())
+            .expect("writer");
+        (w.len, w.synced)
+    };
+    fill(&j, 3);
+    let (len, synced) = state(&j);
+    assert_eq!(synced, len, "everything written is on the medium");
+    j.sync().unwrap();
+    assert_eq!(state(&j), (len, len), "nothing new: nothing to fsync");
+    j.append(reading("a", 9));
+    j.sync().unwrap();
+    let (len2, synced2) = state(&j);
+    assert!(len2 > len);
+    assert_eq!(synced2, len2);
+}

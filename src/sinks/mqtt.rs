@@ -217,16 +217,8 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                     if let Some(reason) = broken.take() {
                         // The connection broke under our write: forget it as rumqttc would,
                         // and publish again from the cursor on the next connection.
-                        let _ = el.state.clean();
-                        // The `Outgoing` events of this batch must not be paired with the
-                        // next connection's publishes.
-                        el.state.events.clear();
-                        el.pending.clear();
-                        el.network = None;
-                        stats.retries.fetch_add(1, Ordering::Relaxed);
-                        stats.failing.fail(reason.clone());
-                        warn!(error = %reason, "lost the broker; unconfirmed readings will be published again");
-                        s.disconnected(log.position(cursor));
+                        drop_connection(&mut el);
+                        broker_failed(&stats, &mut s, log.position(cursor), reason);
                         break;
                     }
                     if full {
@@ -266,19 +258,7 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                     Ok(Event::Incoming(Incoming::PubAck(ack))) => apply(s.on_puback(ack.pkid)),
                     Ok(_) => {}
                     Err(e) => {
-                        stats.retries.fetch_add(1, Ordering::Relaxed);
-                        // The broker's own words where it gave them (NotAuthorized,
-                        // UnknownIssuer, ...): at WARN the first time and whenever they change.
-                        let reason = e.to_string();
-                        let new_reason = stats.failing.fail(reason.clone());
-                        if s.connected {
-                            warn!(error = %reason, "lost the broker; unconfirmed readings will be published again");
-                        } else if new_reason {
-                            warn!(error = %reason, "cannot connect to the broker; retrying with back-off, readings stay in the journal");
-                        } else {
-                            tracing::debug!(error = %reason, "broker unreachable");
-                        }
-                        s.disconnected(log.position(cursor));
+                        broker_failed(&stats, &mut s, log.position(cursor), e.to_string());
                         if stopping {
                             break;
                         }
@@ -342,6 +322,31 @@ async fn feed(el: &mut EventLoop, publish: Publish) -> Result<(), String> {
         return Ok(());
     };
     network.write(packet).await.map_err(|e| e.to_string())
+}
+
+/// The connection broke under our own write: forget it as rumqttc does after a failed poll
+/// (the next poll connects again). The `Outgoing` events of the batch must not be paired with
+/// the next connection's publishes.
+fn drop_connection(el: &mut EventLoop) {
+    let _ = el.state.clean();
+    el.state.events.clear();
+    el.pending.clear();
+    el.network = None;
+}
+
+/// The broker is gone or refuses us: count it, say so (the broker's own words, at WARN the
+/// first time and whenever they change), and rewind the session to the cursor.
+fn broker_failed(stats: &crate::state::SinkStats, s: &mut Session, cursor: u64, reason: String) {
+    stats.retries.fetch_add(1, Ordering::Relaxed);
+    let new_reason = stats.failing.fail(reason.clone());
+    if s.connected {
+        warn!(error = %reason, "lost the broker; unconfirmed readings will be published again");
+    } else if new_reason {
+        warn!(error = %reason, "cannot connect to the broker; retrying with back-off, readings stay in the journal");
+    } else {
+        tracing::debug!(error = %reason, "broker unreachable");
+    }
+    s.disconnected(cursor);
 }
 
 async fn flush(el: &mut EventLoop) -> Result<(), String> {
