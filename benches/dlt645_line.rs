@@ -13,7 +13,7 @@ use meterd::{
     sim::{self, dlt645::Dlt645Sim},
 };
 
-use meterd_testkit::harness;
+use meterd_testkit::{harness, line};
 
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -38,43 +38,15 @@ fn main() {
         cfg += &format!("[[bus.meter]]\nid = \"m{m}\"\naddress = \"{address}\"\nprofile = \"dlt645-2007-three-phase\"\ninterval = \"100ms\"\n");
     }
     rt.spawn(sim.clone().serve(master));
-    let (mut child, log) = harness::start_for_bench(dir.path(), &cfg);
-    // Measure a window after start-up.
-    std::thread::sleep(Duration::from_secs(2));
-    let (r0, b0) = (
-        sim.requests.load(Ordering::Relaxed),
-        sim.busy_ns.load(Ordering::Relaxed),
-    );
-    let t0 = std::time::Instant::now();
-    std::thread::sleep(Duration::from_secs(secs));
-    let wall = t0.elapsed().as_secs_f64();
-    let (r1, b1) = (
-        sim.requests.load(Ordering::Relaxed),
-        sim.busy_ns.load(Ordering::Relaxed),
-    );
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
-    let readings =
-        harness::readings_at_stop(&std::fs::read_to_string(&log).unwrap_or_default()).unwrap_or(0);
-    let (requests, busy) = ((r1 - r0) as f64, (b1 - b0) as f64 / 1e9);
-    let gap = 0.020 * requests;
-    let share = busy / wall;
-    let allowed = busy / (busy + gap);
-    println!("dlt645 line: {meters} meters, 2400 baud 8E1, 30 ms reply delay, 20 ms gap, {secs} s window");
-    println!(
-        "  transactions: {requests} ({:.1}/s), readings journaled overall: {readings}",
-        requests / wall
-    );
-    println!(
-        "  line busy: {:.1} % of wall time; the most the gap allows: {:.1} %",
-        share * 100.0,
-        allowed * 100.0
-    );
-    println!(
-        "  achieved: {:.1} % of the possible",
-        share / allowed * 100.0
+    let (child, log) = harness::start_for_bench(dir.path(), &cfg);
+    let window = line::measure(child, &log, Duration::from_secs(2), secs, || {
+        (
+            sim.requests.load(Ordering::Relaxed),
+            sim.busy_ns.load(Ordering::Relaxed),
+        )
+    });
+    window.print(
+        &format!("dlt645 line: {meters} meters, 2400 baud 8E1, 30 ms reply delay, 20 ms gap, {secs} s window"),
+        Duration::from_millis(20),
     );
 }

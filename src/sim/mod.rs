@@ -102,6 +102,29 @@ pub struct Simulator {
     faults: Mutex<HashMap<u8, Fault>>,
     /// Requests received (any unit).
     pub requests: AtomicU64,
+    /// RTU only: a real line's timing, for line-utilisation benches.
+    pacing: Option<Pacing>,
+    /// With pacing: nanoseconds the line was busy (requests and replies on the wire, the
+    /// meters' reply delays).
+    pub busy_ns: AtomicU64,
+}
+
+/// The timing of a real RS-485 line: a pty delivers every frame at once, a line at its baud
+/// rate, and a meter starts to answer only after its turnaround delay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pacing {
+    pub baud: u32,
+    /// Start, data, parity and stop bits.
+    pub bits_per_char: u32,
+    pub reply_delay: Duration,
+}
+
+impl Pacing {
+    pub fn wire_time(&self, bytes: usize) -> Duration {
+        Duration::from_secs_f64(
+            bytes as f64 * f64::from(self.bits_per_char) / f64::from(self.baud.max(1)),
+        )
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -111,6 +134,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Simulator {
     pub fn new() -> Arc<Simulator> {
         Arc::new(Simulator::default())
+    }
+
+    /// A simulator whose RTU line keeps a real line's timing (half duplex: one frame on the
+    /// wire at a time, each meter answering after its delay), and counts the busy time.
+    pub fn paced(pacing: Pacing) -> Arc<Simulator> {
+        Arc::new(Simulator {
+            pacing: Some(pacing),
+            ..Simulator::default()
+        })
     }
 
     /// Add a meter at `unit`. Frozen meters keep fixed values, for exact comparisons.
@@ -284,7 +316,18 @@ impl Simulator {
                             f
                         }
                     };
-                    if delay.is_zero() {
+                    if let Some(p) = self.pacing {
+                        // Half duplex, in order: the request's wire time (the pty delivered
+                        // it at once), the meter's turnaround, the reply's wire time.
+                        let request = p.wire_time(len);
+                        let reply = p.reply_delay + delay + p.wire_time(bytes.len());
+                        tokio::time::sleep(request + reply).await;
+                        let _ = out_tx.send(bytes);
+                        self.busy_ns.fetch_add(
+                            u64::try_from((request + reply).as_nanos()).unwrap_or(u64::MAX),
+                            Ordering::Relaxed,
+                        );
+                    } else if delay.is_zero() {
                         let _ = out_tx.send(bytes);
                     } else {
                         let out = out_tx.clone();

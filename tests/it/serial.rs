@@ -4,7 +4,7 @@ use std::{path::Path, process::Command, time::Duration};
 
 use meterd::{
     config::{raw::Parity, ProfileSet, SerialConfig},
-    sim::{self, Simulator},
+    sim::{self, Pacing, Simulator},
 };
 
 use crate::{harness::tolerance, servers};
@@ -69,6 +69,48 @@ async fn meterd_reads_rtu_meters_on_the_simulators_own_pty() {
     .unwrap();
     check(&sim, 1, "eastron-sdm120", &got.0);
     check(&sim, 2, "chint-ddsu666", &got.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_simulator_answers_at_line_speed_and_counts_the_line_busy() {
+    // 9600 baud 8N1 with a 30 ms turnaround: a request is 8 bytes and a reply at least 5, so
+    // each transaction keeps the line busy for at least 30 ms + 13 × 10 / 9600 s.
+    let pacing = Pacing {
+        baud: 9600,
+        bits_per_char: 10,
+        reply_delay: Duration::from_millis(30),
+    };
+    assert_eq!(pacing.wire_time(960), Duration::from_secs(1));
+    let sim = Simulator::paced(pacing);
+    sim.add_meter(
+        1,
+        ProfileSet::builtin()
+            .get("eastron-sdm120")
+            .cloned()
+            .unwrap(),
+        true,
+    );
+    let (master, _keep, path) = sim::pty_pair().expect("pty");
+    tokio::spawn(sim.clone().serve_rtu(master));
+    let path = std::path::PathBuf::from(path);
+    let started = std::time::Instant::now();
+    let got = tokio::task::spawn_blocking(move || read_json(&path, 1, "eastron-sdm120"))
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    check(&sim, 1, "eastron-sdm120", &got);
+    let requests = sim.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let busy = Duration::from_nanos(sim.busy_ns.load(std::sync::atomic::Ordering::Relaxed));
+    let least = (pacing.reply_delay + pacing.wire_time(8 + 5)) * u32::try_from(requests).unwrap();
+    assert!(requests >= 1);
+    assert!(
+        busy >= least,
+        "{requests} transactions busy for only {busy:?}"
+    );
+    assert!(
+        elapsed >= busy,
+        "the reads took {elapsed:?}, less than the line time {busy:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
