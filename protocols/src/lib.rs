@@ -9,6 +9,7 @@
 //! - [`quantity`]: the canonical quantity names of the external contract and their units.
 
 pub mod dlt645;
+pub mod dlt698;
 pub mod modbus;
 pub mod profile;
 pub mod quantity;
