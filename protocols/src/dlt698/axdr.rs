@@ -72,6 +72,19 @@ impl<'a> Reader<'a> {
     /// An A-XDR length; non-minimal and over-long forms are refused. A count larger than
     /// the bytes left is refused here, so no caller allocates for a forged count.
     pub fn len(&mut self, what: &'static str) -> Result<usize, Dlt698Error> {
+        let n = self.count(what)?;
+        if n > self.remaining() {
+            return Err(Dlt698Error::ShortApdu {
+                what,
+                offset: self.pos,
+                need: n - self.remaining(),
+            });
+        }
+        Ok(n)
+    }
+    /// An A-XDR length that does not count bytes (a bit-string's bits), unchecked against
+    /// what is left.
+    pub fn count(&mut self, what: &'static str) -> Result<usize, Dlt698Error> {
         let at = self.pos;
         let first = self.u8(what)?;
         let n = match first {
@@ -103,13 +116,6 @@ impl<'a> Reader<'a> {
                 })
             }
         };
-        if n > self.remaining() {
-            return Err(Dlt698Error::ShortApdu {
-                what,
-                offset: self.pos,
-                need: n - self.remaining(),
-            });
-        }
         Ok(n)
     }
     /// `n` bytes after a length.

@@ -803,10 +803,7 @@ pub(crate) fn read_data(r: &mut Reader) -> R<Data> {
             Data::Bool(v == 1)
         }
         4 => {
-            let bits_at = r.pos();
-            let first = r.peek();
-            let bits = r.len("bit-string")?;
-            let _ = (bits_at, first);
+            let bits = r.count("bit-string")?;
             let bytes = r.bytes(bits.div_ceil(8), "bit-string")?.to_vec();
             Data::BitString { bits, bytes }
         }
