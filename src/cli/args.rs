@@ -156,13 +156,15 @@ pub(super) enum Dlt645Protocol {
     Dlt645_1997,
 }
 
-impl Dlt645Protocol {
-    pub(super) fn version(self) -> meterd::protocols::dlt645::Version {
-        match self {
-            Dlt645Protocol::Dlt645_2007 => meterd::protocols::dlt645::Version::V2007,
-            Dlt645Protocol::Dlt645_1997 => meterd::protocols::dlt645::Version::V1997,
-        }
-    }
+/// What `decode` reads: the DL/T 645 editions and DL/T 698.45.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum DecodeProtocol {
+    #[value(name = "dlt645-2007")]
+    Dlt645_2007,
+    #[value(name = "dlt645-1997")]
+    Dlt645_1997,
+    #[value(name = "dlt698")]
+    Dlt698,
 }
 
 /// The bus the flags describe: its protocol (Modbus RTU on a serial device, Modbus TCP on an

@@ -47,6 +47,7 @@ mod timesync;
 use args::*;
 use decode::*;
 use demo::*;
+use meterd::protocols::dlt645::Version as Dlt645Version;
 use profiles::*;
 use read::*;
 use run::*;
@@ -120,10 +121,11 @@ enum Command {
         #[arg(long)]
         utc_offset: Option<String>,
     },
-    /// Decode captured DL/T 645 frames: every field, values with units, what is wrong.
+    /// Decode captured DL/T 645 or DL/T 698.45 frames: every field, values with units, what
+    /// is wrong. Exit 1 if any frame is invalid.
     Decode {
         #[arg(long, value_enum)]
-        protocol: Dlt645Protocol,
+        protocol: DecodeProtocol,
         /// One JSON object per frame.
         #[arg(long)]
         json: bool,
@@ -239,7 +241,11 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
             protocol,
             json,
             frames,
-        } => decode(protocol.version(), json, &frames),
+        } => match protocol {
+            DecodeProtocol::Dlt645_2007 => decode(Dlt645Version::V2007, json, &frames),
+            DecodeProtocol::Dlt645_1997 => decode(Dlt645Version::V1997, json, &frames),
+            DecodeProtocol::Dlt698 => decode_698(json, &frames),
+        },
         Command::Timesync { bus, utc_offset } => timesync(&bus, utc_offset.as_deref()).await,
     }
 }

@@ -279,6 +279,61 @@ fn decode_explains_every_field_and_fails_on_a_bad_frame() {
 }
 
 #[test]
+fn decode_reads_dlt698_captures_with_scaled_values_and_names_what_is_wrong() {
+    // G04: voltages and currents; G65 with an FE preamble: the address; a bad HCS.
+    let voltages = "68 3B 00 C3 05 07 09 19 05 16 20 00 B7 A4 85 02 02 02 20 00 02 00 01 01 03 12 09 6D 12 09 6D 12 09 6D 20 01 02 00 01 01 03 05 00 00 03 E8 05 00 00 03 E8 05 00 00 03 E8 00 00 10 86 16";
+    let address = "FE FE FE FE 68 21 00 C3 05 22 03 00 00 00 00 00 58 83 85 01 01 40 01 02 00 01 09 06 00 00 00 00 03 22 00 00 04 3A 16";
+    let bad_hcs = "68 17 00 43 05 07 09 19 05 16 20 00 14 60 05 01 01 40 01 02 00 00 C6 07 16";
+    let out = meterd()
+        .args(["decode", "--protocol", "dlt698", voltages, address])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for field in [
+        "address    201605190907 (single, logical 0), client 00",
+        "service    GET-Response-NormalList PIID 02",
+        "20000200 voltage = [241.3, 241.3, 241.3] V",
+        "voltage_l1_v = 241.3",
+        "current_l3_a = 1",
+        "preamble   4 x FE",
+        "40010200 communication address = 000000000322",
+        "checksums  HCS A4B7 FCS 8610 ok",
+    ] {
+        assert!(text.contains(field), "{field} missing:\n{text}");
+    }
+    let out = meterd()
+        .args([
+            "decode",
+            "--protocol",
+            "dlt698",
+            "--json",
+            voltages,
+            bad_hcs,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "any invalid frame: exit 1");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let d = &lines[0]["decoded"];
+    assert_eq!(d["address"], "201605190907");
+    assert_eq!(d["apdu"]["items"][0]["oad"], "20000200");
+    assert_eq!(
+        d["apdu"]["items"][0]["value"],
+        serde_json::json!([241.3, 241.3, 241.3])
+    );
+    assert_eq!(d["apdu"]["items"][1]["quantities"]["current_l2_a"], 1.0);
+    assert_eq!(lines[1]["valid"], false);
+    assert_eq!(
+        lines[1]["error"],
+        "bad HCS: frame says 6014, header computes to 6015"
+    );
+}
+
+#[test]
 fn a_dlt645_1997_meter_is_read_through_the_simulator_process() {
     let (sim, line) = simulate(&[
         "--protocol",

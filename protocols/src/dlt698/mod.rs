@@ -5,8 +5,10 @@
 
 pub mod apdu;
 pub mod axdr;
+pub mod catalogue;
 pub mod dar;
 pub mod data;
+pub mod describe;
 pub mod error;
 pub mod frame;
 
