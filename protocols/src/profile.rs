@@ -49,6 +49,7 @@ pub enum ProfileProtocol {
     Dlt645_2007,
     #[serde(rename = "dlt645-1997")]
     Dlt645_1997,
+    Dlt698,
 }
 
 impl ProfileProtocol {
@@ -57,12 +58,13 @@ impl ProfileProtocol {
             ProfileProtocol::Modbus => "Modbus",
             ProfileProtocol::Dlt645_2007 => "DL/T 645-2007",
             ProfileProtocol::Dlt645_1997 => "DL/T 645-1997",
+            ProfileProtocol::Dlt698 => "DL/T 698.45",
         }
     }
 
     pub fn dlt645_version(self) -> Option<crate::dlt645::Version> {
         match self {
-            ProfileProtocol::Modbus => None,
+            ProfileProtocol::Modbus | ProfileProtocol::Dlt698 => None,
             ProfileProtocol::Dlt645_2007 => Some(crate::dlt645::Version::V2007),
             ProfileProtocol::Dlt645_1997 => Some(crate::dlt645::Version::V1997),
         }
@@ -81,6 +83,19 @@ pub struct DiPoint {
     pub factor: f64,
 }
 
+/// A DL/T 698.45 attribute (or one element of it) read into quantities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OadPoint {
+    pub oad: crate::dlt698::Oad,
+    /// value = raw × 10^exp in the contract's unit (the scaler, plus 3 for kW → W).
+    pub exp: i32,
+    /// Maximum demand: each element is {value, time}; the value is taken.
+    pub demand: bool,
+    /// Quantity names by element (index 1 first) for a whole array; one name for a single
+    /// value or one element. Unmapped elements are `None`.
+    pub names: Vec<Option<std::sync::Arc<str>>>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
     pub name: String,
@@ -89,9 +104,11 @@ pub struct Group {
     pub points: Vec<Point>,
     /// Data identifiers (DL/T 645 profiles).
     pub dis: Vec<DiPoint>,
-    /// DL/T 645: read the meter's date and time and report `meter_clock_offset_s`.
+    /// Object attributes (DL/T 698.45 profiles).
+    pub oads: Vec<OadPoint>,
+    /// DL/T 645 and 698.45: read the meter's date and time and report `meter_clock_offset_s`.
     pub clock: bool,
-    /// DL/T 645: read the last daily freeze (05060001/05060101) when the meter has a new one.
+    /// DL/T 645-2007 and 698.45: read the last daily freeze when the meter has a new one.
     pub daily_freeze: bool,
 }
 
@@ -130,6 +147,11 @@ impl Profile {
                 .iter()
                 .map(|p| &*p.quantity)
                 .chain(g.dis.iter().map(|d| &*d.quantity))
+                .chain(
+                    g.oads
+                        .iter()
+                        .flat_map(|o| o.names.iter().flatten().map(|n| &**n)),
+                )
                 .chain(g.clock.then_some("meter_clock_offset_s"))
         })
     }
@@ -188,6 +210,8 @@ struct RawGroup {
     #[serde(default)]
     dis: Vec<RawDi>,
     #[serde(default)]
+    oads: Vec<RawOad>,
+    #[serde(default)]
     clock: bool,
     #[serde(default)]
     daily_freeze: bool,
@@ -204,6 +228,19 @@ struct RawDi {
     decimals: Option<u32>,
     signed: Option<bool>,
     factor: Option<f64>,
+}
+
+/// `{ oad = "20000200" }` takes names, scaler and unit from the catalogue; an OAD the
+/// catalogue does not know needs `quantity` (one value) or `quantities` (an array's elements,
+/// "" for one not wanted), and `scaler` if it has one; `factor_exp = 3` turns kW into W.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOad {
+    oad: String,
+    quantity: Option<String>,
+    quantities: Option<Vec<String>>,
+    scaler: Option<i8>,
+    factor_exp: Option<i8>,
 }
 
 #[derive(Deserialize)]
@@ -325,6 +362,36 @@ impl Profile {
                 )),
                 _ => {}
             }
+            let dlt698 = raw.protocol == ProfileProtocol::Dlt698;
+            if dlt698 && !points.is_empty() {
+                problems.push(format!(
+                    "group {:?}: points are Modbus registers; DL/T 698.45 profiles have oads",
+                    g.name
+                ));
+            }
+            if !dlt698 && !g.oads.is_empty() {
+                problems.push(format!(
+                    "group {:?}: oads are for DL/T 698.45 profiles",
+                    g.name
+                ));
+            }
+            let mut oads = Vec::new();
+            for o in g.oads {
+                if !dlt698 {
+                    break;
+                }
+                match parse_oad_point(o) {
+                    Ok(p) => {
+                        for n in p.names.iter().flatten() {
+                            if !seen.insert(n.to_string()) {
+                                problems.push(format!("quantity {n:?} is mapped twice"));
+                            }
+                        }
+                        oads.push(p);
+                    }
+                    Err(e) => problems.push(format!("group {:?}: {e}", g.name)),
+                }
+            }
             for d in g.dis {
                 let Some(version) = version else { break };
                 match parse_di_point(version, d) {
@@ -337,20 +404,21 @@ impl Profile {
                     Err(e) => problems.push(format!("group {:?}: {e}", g.name)),
                 }
             }
-            if g.clock && version.is_none() {
+            if g.clock && version.is_none() && !dlt698 {
                 problems.push(format!(
-                    "group {:?}: clock = true is for DL/T 645 profiles",
+                    "group {:?}: clock = true is for DL/T 645 and 698.45 profiles",
                     g.name
                 ));
             }
-            if g.daily_freeze && version != Some(crate::dlt645::Version::V2007) {
+            if g.daily_freeze && version != Some(crate::dlt645::Version::V2007) && !dlt698 {
                 problems.push(format!(
-                    "group {:?}: daily_freeze = true is for DL/T 645-2007 profiles",
+                    "group {:?}: daily_freeze = true is for DL/T 645-2007 and 698.45 profiles",
                     g.name
                 ));
             }
             if points.is_empty()
                 && dis.is_empty()
+                && oads.is_empty()
                 && !g.clock
                 && !g.daily_freeze
                 && problems.is_empty()
@@ -362,6 +430,7 @@ impl Profile {
                 interval,
                 points,
                 dis,
+                oads,
                 clock: g.clock,
                 daily_freeze: g.daily_freeze,
             });
@@ -452,6 +521,64 @@ fn parse_di_point(version: crate::dlt645::Version, d: RawDi) -> Result<DiPoint, 
         quantity: quantity.into(),
         format,
         factor,
+    })
+}
+
+fn parse_oad_point(o: RawOad) -> Result<OadPoint, String> {
+    use crate::dlt698::catalogue::{self, Shape};
+    let oad: crate::dlt698::Oad = o.oad.parse().map_err(|_| {
+        format!(
+            "oad {:?}: use 8 hex digits such as 20000200 (OI, attribute, index)",
+            o.oad
+        )
+    })?;
+    let known = catalogue::lookup(oad);
+    let exp = match (o.scaler, known) {
+        (Some(s), _) => i32::from(s) + i32::from(o.factor_exp.unwrap_or(0)),
+        (None, Some(k)) => i32::from(k.scaler) + i32::from(o.factor_exp.unwrap_or(k.shift)),
+        (None, None) => i32::from(o.factor_exp.unwrap_or(0)),
+    };
+    let given: Option<Vec<String>> = match (o.quantity, o.quantities) {
+        (Some(_), Some(_)) => {
+            return Err(format!("oad {oad}: give quantity or quantities, not both"))
+        }
+        (Some(q), None) => Some(vec![q]),
+        (None, qs) => qs,
+    };
+    let names: Vec<String> = match (given, known) {
+        (Some(v), _) => v,
+        (None, Some(k)) if k.shape == Shape::Single || oad.index == 0 => {
+            k.elements.iter().map(|s| s.to_string()).collect()
+        }
+        (None, Some(k)) => vec![k
+            .elements
+            .get(usize::from(oad.index) - 1)
+            .map(|s| s.to_string())
+            .unwrap_or_default()],
+        (None, None) => {
+            return Err(format!(
+                "oad {oad}: not in the catalogue; give quantity (or quantities) and scaler"
+            ))
+        }
+    };
+    if names.iter().all(String::is_empty) {
+        return Err(format!("oad {oad}: no quantity name to read it into"));
+    }
+    for n in names.iter().filter(|n| !n.is_empty()) {
+        if quantity::unit_of(n).is_none() {
+            return Err(format!(
+                "oad {oad}: quantity {n:?} is not a quantity name with a unit suffix"
+            ));
+        }
+    }
+    Ok(OadPoint {
+        oad,
+        exp,
+        demand: known.is_some_and(|k| k.shape == Shape::Demand),
+        names: names
+            .into_iter()
+            .map(|n| (!n.is_empty()).then(|| n.into()))
+            .collect(),
     })
 }
 

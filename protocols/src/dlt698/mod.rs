@@ -11,6 +11,7 @@ pub mod data;
 pub mod describe;
 pub mod error;
 pub mod frame;
+pub mod plan;
 
 pub use apdu::Apdu;
 pub use dar::Dar;
