@@ -50,13 +50,16 @@ pub struct Dlt645Meter {
     pub time_sync: Option<TimeSync>,
 }
 
-/// When to broadcast the gateway's time (shared by the meters of one bus).
+/// When to correct meter clocks (shared by the meters of one bus): DL/T 645 broadcasts the
+/// gateway's time at most once per interval for the whole bus; DL/T 698.45 sets each meter's
+/// clock, at most once per interval per meter.
 #[derive(Clone, Debug)]
 pub struct TimeSync {
     every: Duration,
     max: Duration,
     last: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
-    warned: Arc<std::sync::Mutex<std::collections::HashSet<Address>>>,
+    last_by_meter: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+    warned: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl TimeSync {
@@ -65,13 +68,14 @@ impl TimeSync {
             every,
             max,
             last: Default::default(),
+            last_by_meter: Default::default(),
             warned: Default::default(),
         }
     }
 
-    /// Whether a meter found `offset_s` off should get a broadcast now. Offsets beyond the
-    /// maximum correction are reported once and left alone: an operator must look.
-    fn wanted(&self, address: Address, offset_s: f64) -> bool {
+    /// Whether an offset of `offset_s` is one to correct. Offsets beyond the maximum
+    /// correction are reported once per meter and left alone: an operator must look.
+    fn correctable(&self, meter: &str, offset_s: f64) -> bool {
         if offset_s.abs() < 1.0 {
             return false;
         }
@@ -80,16 +84,38 @@ impl TimeSync {
                 .warned
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(address)
+                .insert(meter.to_string())
             {
-                tracing::warn!(%address, offset_s, max_s = self.max.as_secs(), "meter clock is off by more than the maximum correction: not corrected, set it by hand");
+                tracing::warn!(address = meter, offset_s, max_s = self.max.as_secs(), "meter clock is off by more than the maximum correction: not corrected, set it by hand");
             }
+            return false;
+        }
+        true
+    }
+
+    /// Whether a meter found `offset_s` off should get a broadcast now (once per interval
+    /// for the whole bus).
+    pub fn wanted(&self, meter: &str, offset_s: f64) -> bool {
+        if !self.correctable(meter, offset_s) {
             return false;
         }
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let due = last.is_none_or(|t| t.elapsed() >= self.every);
         if due {
             *last = Some(std::time::Instant::now());
+        }
+        due
+    }
+
+    /// Whether this meter's clock should be set now (once per interval per meter).
+    pub fn wanted_for_meter(&self, meter: &str, offset_s: f64) -> bool {
+        if !self.correctable(meter, offset_s) {
+            return false;
+        }
+        let mut last = self.last_by_meter.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.get(meter).is_none_or(|t| t.elapsed() >= self.every);
+        if due {
+            last.insert(meter.to_string(), std::time::Instant::now());
         }
         due
     }
@@ -400,7 +426,7 @@ pub async fn poll_group(
             Ok(offset) => {
                 out.values.push((Arc::from("meter_clock_offset_s"), offset));
                 if let Some(sync) = &t.time_sync {
-                    if sync.wanted(address, offset) {
+                    if sync.wanted(&address.to_string(), offset) {
                         match link.broadcast_time(t.utc_offset_s).await {
                             Ok(()) => {
                                 tracing::info!(%address, offset_s = offset, "meter clock off: broadcast the gateway's time")
@@ -480,8 +506,8 @@ pub async fn poll_group(
 mod tests {
     use super::*;
 
-    fn a(s: &str) -> Address {
-        s.parse().unwrap()
+    fn a(s: &str) -> &str {
+        s
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! side of a poll is in [`modbus`] and [`dlt645`].
 
 pub mod dlt645;
+pub mod dlt698;
 pub mod link;
 pub mod modbus;
 pub mod scheduler;
@@ -38,6 +39,9 @@ pub enum PollError {
     /// The meter answered, but a value is not what its format says (e.g. not BCD).
     #[error("bad value: {0}")]
     BadValue(String),
+    /// A DL/T 698.45 meter refused an object or a service with a DAR.
+    #[error("meter refused {what}: {dar}")]
+    Denied { what: String, dar: String },
 }
 
 impl PollError {
@@ -45,7 +49,10 @@ impl PollError {
     pub fn is_answer(&self) -> bool {
         matches!(
             self,
-            PollError::Exception { .. } | PollError::Refused { .. } | PollError::BadValue(_)
+            PollError::Exception { .. }
+                | PollError::Refused { .. }
+                | PollError::BadValue(_)
+                | PollError::Denied { .. }
         )
     }
 }
@@ -92,6 +99,7 @@ pub type Values = Vec<(Arc<str>, f64)>;
 pub enum BusLink {
     Modbus(ModbusLink),
     Dlt645(dlt645::Dlt645Link),
+    Dlt698(dlt698::Dlt698Link),
 }
 
 impl BusLink {
@@ -113,6 +121,7 @@ impl BusLink {
             BusProtocol::Dlt645_1997 => {
                 BusLink::Dlt645(dlt645::Dlt645Link::new(Version::V1997, link, timeout))
             }
+            BusProtocol::Dlt698 => BusLink::Dlt698(dlt698::Dlt698Link::new(link, timeout)),
             p => BusLink::Modbus(ModbusLink::new(p, link, timeout)),
         }
     }
@@ -134,6 +143,8 @@ pub struct MeterOnBus<'a> {
     /// Its Modbus unit id, or its DL/T 645 address.
     pub unit: u8,
     pub address: Option<meterd_protocols::dlt645::Address>,
+    /// Its DL/T 698.45 address.
+    pub server_address: Option<meterd_protocols::dlt698::ServerAddress>,
     pub frame_gap: Duration,
     /// Modbus request coalescing.
     pub max_registers: u16,
@@ -149,17 +160,25 @@ impl PollTarget {
     pub fn for_meter(m: MeterOnBus<'_>) -> Vec<Arc<PollTarget>> {
         let no_blocks = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let last_freeze = Arc::new(std::sync::Mutex::new(None));
+        let dlt698 = m.server_address.as_ref().map(|a| {
+            Arc::new(dlt698::Dlt698Meter::new(
+                a.clone(),
+                m.utc_offset_s,
+                m.time_sync.clone(),
+            ))
+        });
         (0..m.profile.groups.len())
             .map(|g| {
-                let meter = match m.address {
-                    Some(address) => MeterTarget::Dlt645(dlt645::Dlt645Meter {
+                let meter = match (m.address, &dlt698) {
+                    (_, Some(t)) => MeterTarget::Dlt698(t.clone()),
+                    (Some(address), None) => MeterTarget::Dlt645(dlt645::Dlt645Meter {
                         address,
                         utc_offset_s: m.utc_offset_s,
                         no_blocks: no_blocks.clone(),
                         last_freeze: last_freeze.clone(),
                         time_sync: m.time_sync.clone(),
                     }),
-                    None => MeterTarget::Modbus {
+                    (None, None) => MeterTarget::Modbus {
                         unit: m.unit,
                         blocks: m.profile.groups[g].plan(m.max_registers, m.max_gap),
                     },
@@ -183,6 +202,9 @@ pub enum MeterTarget {
         blocks: Vec<meterd_protocols::modbus::ReadBlock>,
     },
     Dlt645(dlt645::Dlt645Meter),
+    /// Shared by the meter's groups: what one poll learns (lists refused, security wanted,
+    /// the newest freeze) holds for the others.
+    Dlt698(Arc<dlt698::Dlt698Meter>),
 }
 
 /// Poll one group of one meter over `link`, with up to `retries` extra attempts per request
@@ -194,6 +216,10 @@ pub async fn poll(link: &mut BusLink, t: &PollTarget, retries: u32) -> GroupResu
         }
         (BusLink::Dlt645(l), MeterTarget::Dlt645(m)) => match t.profile.groups.get(t.group) {
             Some(g) => dlt645::poll_group(l, m, g, retries, t.frame_gap).await,
+            None => GroupResult::default(),
+        },
+        (BusLink::Dlt698(l), MeterTarget::Dlt698(m)) => match t.profile.groups.get(t.group) {
+            Some(g) => dlt698::poll_group(l, m, g, retries, t.frame_gap).await,
             None => GroupResult::default(),
         },
         // A bus's links and its meters' targets come from the same protocol.

@@ -22,6 +22,7 @@ struct MeterRt {
     id: Arc<str>,
     unit: u8,
     address: Option<Address>,
+    server_address: Option<meterd_protocols::dlt698::ServerAddress>,
     profile: Arc<Profile>,
     profile_name: Arc<str>,
 }
@@ -38,6 +39,7 @@ fn targets(bus: &BusConfig) -> Vec<Vec<Arc<PollTarget>>> {
                 profile: &m.profile,
                 unit: m.unit,
                 address: m.address,
+                server_address: m.server_address.clone(),
                 frame_gap: bus.frame_gap,
                 max_registers: bus.max_registers,
                 max_gap: bus.max_gap,
@@ -65,6 +67,7 @@ pub async fn run_bus(
                 id: m.id.as_str().into(),
                 unit: m.unit,
                 address: m.address,
+                server_address: m.server_address.clone(),
                 profile: m.profile.clone(),
                 profile_name: m.profile.name.as_str().into(),
             })
@@ -179,9 +182,10 @@ async fn sleep_until(t: Option<Instant>) {
 
 /// Where a meter sits on its bus: its DL/T 645 address or Modbus unit id.
 fn who(m: &MeterRt) -> String {
-    match m.address {
-        Some(a) => format!("address {a}"),
-        None => format!("unit {}", m.unit),
+    match (m.address, &m.server_address) {
+        (Some(a), _) => format!("address {a}"),
+        (None, Some(a)) => format!("address {a}"),
+        (None, None) => format!("unit {}", m.unit),
     }
 }
 
@@ -221,6 +225,7 @@ fn record(
                 PollError::Link(_) | PollError::Protocol(_) => s.link_errors += 1,
                 PollError::Exception { .. }
                 | PollError::Refused { .. }
+                | PollError::Denied { .. }
                 | PollError::BadValue(_) => s.exceptions += 1,
             }
         }

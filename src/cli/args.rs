@@ -13,10 +13,10 @@ pub(super) struct BusArgs {
     /// Serial device of an RS-485 adapter.
     #[arg(long)]
     pub(super) serial: Option<PathBuf>,
-    /// Default: 9600 for Modbus, 2400 for DL/T 645-2007, 1200 for DL/T 645-1997.
+    /// Default: 9600 for Modbus and DL/T 698.45, 2400 for DL/T 645-2007, 1200 for DL/T 645-1997.
     #[arg(long)]
     pub(super) baud: Option<u32>,
-    /// Default: none for Modbus, even for DL/T 645.
+    /// Default: none for Modbus, even for DL/T 645 and 698.45.
     #[arg(long, value_enum)]
     pub(super) parity: Option<Parity>,
     #[arg(long, default_value_t = 8)]
@@ -39,9 +39,13 @@ pub(super) struct ReadArgs {
     /// Modbus unit id.
     #[arg(long)]
     pub(super) unit: Option<u8>,
-    /// DL/T 645 meter address (12 digits as on the nameplate).
+    /// DL/T 645 or 698.45 meter address (the digits on the nameplate).
     #[arg(long)]
     pub(super) address: Option<String>,
+    /// DL/T 698.45: read these object attributes (8 hex digits such as 00100200) instead of
+    /// a profile's; repeatable. Values print scaled, with their quantity names.
+    #[arg(long = "oad")]
+    pub(super) oads: Vec<String>,
     /// DL/T 645: read these identifiers (hex, as the standard prints them) instead of a
     /// profile's; repeatable. Blocks (FF) print every member.
     #[arg(long = "di")]
@@ -102,7 +106,8 @@ pub(super) struct SimArgs {
     pub(super) count: u16,
     #[arg(long, default_value_t = 1)]
     pub(super) first_unit: u8,
-    /// A meter as UNIT=PROFILE, or ADDRESS=PROFILE for DL/T 645 (repeatable; replaces --count).
+    /// A meter as UNIT=PROFILE, or ADDRESS=PROFILE for DL/T 645 and 698.45 (repeatable;
+    /// replaces --count).
     #[arg(long = "meter")]
     pub(super) meters: Vec<String>,
     /// A fault as UNIT=FAULT: silent, exception[:CODE], garbage, bad-crc, slow:DURATION, more-frames[:DURATION] (DL/T 645).
@@ -114,6 +119,11 @@ pub(super) struct SimArgs {
     /// DL/T 645: value bytes per reply frame; longer values are sent in follow-up frames.
     #[arg(long)]
     pub(super) max_frame_values: Option<usize>,
+    /// DL/T 698.45 meter behaviour as ADDRESS=QUIRK (repeatable): no-lists (refuses
+    /// GET-Request-NormalList), secure (answers only SECURITY-wrapped reads), fragments:N
+    /// (splits replies into link fragments of N bytes), drift:SECONDS (its clock's offset).
+    #[arg(long = "quirk")]
+    pub(super) quirks: Vec<String>,
 }
 
 /// What `meterd simulate` serves.
@@ -124,6 +134,8 @@ pub(super) enum SimProtocol {
     Dlt645_2007,
     #[value(name = "dlt645-1997")]
     Dlt645_1997,
+    #[value(name = "dlt698")]
+    Dlt698,
 }
 
 impl SimProtocol {
@@ -133,6 +145,7 @@ impl SimProtocol {
             SimProtocol::Modbus => BusProtocol::ModbusRtu,
             SimProtocol::Dlt645_2007 => BusProtocol::Dlt645_2007,
             SimProtocol::Dlt645_1997 => BusProtocol::Dlt645_1997,
+            SimProtocol::Dlt698 => BusProtocol::Dlt698,
         }
     }
 }
@@ -143,6 +156,7 @@ impl std::fmt::Display for SimProtocol {
             SimProtocol::Modbus => "modbus",
             SimProtocol::Dlt645_2007 => "dlt645-2007",
             SimProtocol::Dlt645_1997 => "dlt645-1997",
+            SimProtocol::Dlt698 => "dlt698",
         })
     }
 }

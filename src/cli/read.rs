@@ -80,11 +80,86 @@ pub(super) async fn read_dis(a: &ReadArgs) -> anyhow::Result<i32> {
     Ok(if failed == a.dis.len() { 1 } else { 0 })
 }
 
+/// The DL/T 698.45 address from `--address`.
+fn server_address(a: &ReadArgs) -> anyhow::Result<meterd::protocols::dlt698::ServerAddress> {
+    let digits = a.address.as_deref().ok_or_else(|| {
+        anyhow!("a DL/T 698.45 read needs --address (the digits on the nameplate)")
+    })?;
+    // Shorter numbers are padded to the usual 12 digits, as for DL/T 645.
+    meterd::protocols::dlt698::ServerAddress::single(&format!("{digits:0>12}"))
+        .map_err(|e| anyhow!("--address: {e}"))
+}
+
+/// `meterd read --protocol dlt698 --address A --oad OAD…`: one GET-Request-NormalList, each
+/// result scaled and named through the catalogue, others as text, refusals by their DAR.
+pub(super) async fn read_oads(a: &ReadArgs) -> anyhow::Result<i32> {
+    use meterd::bus::dlt698::{read_oads, Dlt698Link, Dlt698Meter};
+    use meterd::protocols::dlt698::{apdu::ResultNormal, describe, Oad};
+    let (protocol, l, timeout) = link_from(&a.bus)?;
+    if protocol != BusProtocol::Dlt698 {
+        bail!("--oad is for --protocol dlt698");
+    }
+    let address = server_address(a)?;
+    let oads = a
+        .oads
+        .iter()
+        .map(|t| t.parse::<Oad>().map_err(|e| anyhow!("--oad: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let gap = protocol.default_frame_gap(&l);
+    let mut link = Dlt698Link::new(l, timeout);
+    let meter = Dlt698Meter::new(address.clone(), config::DEFAULT_UTC_OFFSET_S, None);
+    let results: Vec<ResultNormal> = match read_oads(&mut link, &meter, &oads, 1, gap).await {
+        Ok(r) => r,
+        Err(e) => {
+            outln!("meter at address {address}: {e}");
+            return Ok(1);
+        }
+    };
+    let apdu = describe::describe_apdu(&meterd::protocols::dlt698::Apdu::Server {
+        piid: 0,
+        service: meterd::protocols::dlt698::apdu::ServerService::Get(
+            meterd::protocols::dlt698::apdu::GetResponse::NormalList(results.clone()),
+        ),
+        follow: None,
+        time_tag: None,
+    });
+    if a.json {
+        outln!(
+            "{}",
+            serde_json::json!({"address": address.to_string(), "results": apdu.items})
+        );
+    } else {
+        outln!("meter at address {address}");
+        for it in &apdu.items {
+            let mut line = format!("  {}", it.oad.as_deref().unwrap_or(""));
+            if let Some(n) = it.name {
+                line += &format!(" {n}");
+            }
+            if let Some(v) = &it.value {
+                line += &format!(" = {}", describe::show(v));
+                if let Some(u) = it.unit.filter(|u| !u.is_empty()) {
+                    line += &format!(" {u}");
+                }
+            }
+            if let Some(d) = &it.dar {
+                line += &format!(" -> {d}");
+            }
+            outln!("{line}");
+        }
+    }
+    let refused = apdu.items.iter().filter(|i| i.dar.is_some()).count();
+    Ok(if refused == apdu.items.len() { 1 } else { 0 })
+}
+
 pub(super) async fn read(a: ReadArgs) -> anyhow::Result<i32> {
     use meterd::bus::{poll, BusLink, MeterOnBus, PollTarget};
     if !a.dis.is_empty() {
         return read_dis(&a).await;
     }
+    if !a.oads.is_empty() {
+        return read_oads(&a).await;
+    }
+    let mut server: Option<meterd::protocols::dlt698::ServerAddress> = None;
     use meterd::protocols::dlt645::Address;
     // What to read and how: from the config, or from the flags.
     let (mut link, unit, address, profile, retries, gap, max_regs, max_gap, meter_id, utc_offset_s) =
@@ -97,6 +172,7 @@ pub(super) async fn read(a: ReadArgs) -> anyhow::Result<i32> {
                 let (bus, m) = cfg
                     .meter(id)
                     .ok_or_else(|| anyhow!("no meter {id:?} in {}", path.display()))?;
+                server = m.server_address.clone();
                 (
                     BusLink::new(bus),
                     m.unit,
@@ -121,15 +197,19 @@ pub(super) async fn read(a: ReadArgs) -> anyhow::Result<i32> {
                     .cloned()
                     .ok_or_else(|| anyhow!("no profile {name:?}"))?;
                 let dlt645 = protocol.is_dlt645();
+                if protocol == BusProtocol::Dlt698 {
+                    server = Some(server_address(&a)?);
+                }
                 let address: Option<Address> = match (&a.address, dlt645) {
                     (Some(s), true) => Some(s.parse().map_err(|e| anyhow!("--address: {e}"))?),
                     (None, true) => bail!("a DL/T 645 read needs --address (12 digits)"),
                     (_, false) => None,
                 };
                 let gap = protocol.default_frame_gap(&l);
-                let id = match address {
-                    Some(a) => format!("addr-{a}"),
-                    None => format!("unit-{}", a.unit.unwrap_or(1)),
+                let id = match (address, &server) {
+                    (Some(a), _) => format!("addr-{a}"),
+                    (None, Some(s)) => format!("addr-{s}"),
+                    (None, None) => format!("unit-{}", a.unit.unwrap_or(1)),
                 };
                 (
                     BusLink::for_protocol(protocol, l, timeout),
@@ -155,6 +235,7 @@ pub(super) async fn read(a: ReadArgs) -> anyhow::Result<i32> {
         profile: &profile,
         unit,
         address,
+        server_address: server.clone(),
         frame_gap: gap,
         max_registers: max_regs,
         max_gap,
@@ -174,7 +255,10 @@ pub(super) async fn read(a: ReadArgs) -> anyhow::Result<i32> {
         }
         errors.extend(r.errors.into_iter().map(|e| format!("{}: {e}", g.name)));
     }
-    let who = match address {
+    let shown_address = address
+        .map(|a| a.to_string())
+        .or_else(|| server.as_ref().map(ToString::to_string));
+    let who = match &shown_address {
         Some(a) => format!("address {a}"),
         None => format!("unit {unit}"),
     };
@@ -185,7 +269,7 @@ pub(super) async fn read(a: ReadArgs) -> anyhow::Result<i32> {
             .collect();
         outln!(
             "{}",
-            serde_json::json!({"meter": meter_id, "unit": unit, "address": address.map(|a| a.to_string()), "profile": profile.name, "requests": requests, "values": v, "errors": errors})
+            serde_json::json!({"meter": meter_id, "unit": unit, "address": shown_address, "profile": profile.name, "requests": requests, "values": v, "errors": errors})
         );
     } else {
         outln!(

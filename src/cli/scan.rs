@@ -58,10 +58,57 @@ pub(super) async fn scan_dlt645(
     Ok(0)
 }
 
+/// DL/T 698.45: a GET of 4001 (communication address) to the wildcard address, then, with
+/// `--addresses`, the same GET to each address (several meters on one line collide on the
+/// wildcard).
+pub(super) async fn scan_dlt698(a: &ScanArgs, l: Link, timeout: Duration) -> anyhow::Result<i32> {
+    use meterd::bus::{
+        dlt698::{read_oads, Dlt698Link, Dlt698Meter},
+        PollError,
+    };
+    use meterd::protocols::dlt698::{plan, ServerAddress};
+    let gap = BusProtocol::Dlt698.default_frame_gap(&l);
+    let mut link = Dlt698Link::new(l, timeout);
+    let mut found: Vec<String> = Vec::new();
+    match link.read_address().await {
+        Ok(addr) => {
+            outln!("wildcard read of 4001 (AA..AA): {addr} answered");
+            found.push(addr.to_string());
+        }
+        Err(PollError::Timeout(_)) => {
+            outln!("wildcard read of 4001 (AA..AA): no answer (no meter, or several colliding)")
+        }
+        Err(e) => outln!("wildcard read of 4001 (AA..AA): {e} (several meters answering at once collide: probe addresses with --addresses)"),
+    }
+    tokio::time::sleep(gap).await;
+    if let Some(list) = &a.addresses {
+        let addresses = parse_addresses(list)?;
+        let bar = progress(addresses.len() as u64, "addresses");
+        for addr in addresses {
+            let printed = addr.to_string();
+            let server = ServerAddress::single(&printed).map_err(|e| anyhow!("{e}"))?;
+            let meter = Dlt698Meter::new(server, config::DEFAULT_UTC_OFFSET_S, None);
+            let r = read_oads(&mut link, &meter, &[plan::ADDRESS], 0, gap).await;
+            if r.is_ok() && !found.contains(&printed) {
+                found.push(printed.clone());
+                bar.suspend(|| outln!("{printed}: answers"));
+            }
+            bar.set_message(format!("{} found", found.len()));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+    }
+    outln!("{} meter(s) found", found.len());
+    Ok(0)
+}
+
 pub(super) async fn scan(a: ScanArgs) -> anyhow::Result<i32> {
     let (protocol, l, timeout) = link_from(&a.bus)?;
     if protocol.is_dlt645() {
         return scan_dlt645(&a, protocol, l, timeout).await;
+    }
+    if protocol == BusProtocol::Dlt698 {
+        return scan_dlt698(&a, l, timeout).await;
     }
     let gap = protocol.default_frame_gap(&l);
     let mut link = ModbusLink::new(protocol, l, timeout);

@@ -27,8 +27,10 @@ pub(super) fn build_sim(a: &SimArgs) -> anyhow::Result<Arc<Simulator>> {
 }
 
 pub(super) async fn simulate(a: SimArgs) -> anyhow::Result<i32> {
-    if a.protocol != SimProtocol::Modbus {
-        return simulate_dlt645(a).await;
+    match a.protocol {
+        SimProtocol::Modbus => {}
+        SimProtocol::Dlt698 => return simulate_dlt698(a).await,
+        _ => return simulate_dlt645(a).await,
     }
     let sim = build_sim(&a)?;
     let units = format!("units {:?}", sim.units());
@@ -157,6 +159,76 @@ pub(super) async fn simulate_dlt645(a: SimArgs) -> anyhow::Result<i32> {
         &a,
         bus,
         (&tcp_label, &port_label),
+        &format!("addresses {addresses:?}"),
+        move |listener| async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(tcp_sim.clone().serve(sock));
+            }
+        },
+        move |port| port_sim.clone().serve(port),
+    )
+    .await
+}
+
+/// One `--quirk ADDRESS=QUIRK` of a DL/T 698.45 meter.
+enum Quirk698 {
+    Quirk(meterd::sim::dlt698::Quirk),
+    Drift(i64),
+}
+
+fn parse_quirk(text: &str) -> anyhow::Result<Quirk698> {
+    use meterd::sim::dlt698::Quirk;
+    Ok(match text.split_once(':') {
+        None if text == "no-lists" => Quirk698::Quirk(Quirk::NoLists),
+        None if text == "secure" => Quirk698::Quirk(Quirk::Secure),
+        Some(("fragments", n)) => Quirk698::Quirk(Quirk::Fragments(
+            n.parse()
+                .map_err(|_| anyhow!("fragments:{n}: a byte count"))?,
+        )),
+        Some(("drift", s)) => {
+            Quirk698::Drift(s.parse().map_err(|_| anyhow!("drift:{s}: whole seconds"))?)
+        }
+        _ => bail!("unknown quirk {text:?}: use no-lists, secure, fragments:N or drift:SECONDS"),
+    })
+}
+
+pub(super) async fn simulate_dlt698(a: SimArgs) -> anyhow::Result<i32> {
+    use meterd::{protocols::dlt698::ServerAddress, sim::dlt698::Dlt698Sim};
+    let bus = a.protocol.bus();
+    let baud = a.baud.unwrap_or(bus.default_baud());
+    let sim = Dlt698Sim::new(Some(baud));
+    let set = super::profiles::profile_set(a.profiles_dir.as_deref());
+    let profile = |n: &str| builtin_profile(&set, n);
+    let address = |k: &str| ServerAddress::single(&format!("{k:0>12}")).map_err(|e| anyhow!("{e}"));
+    if a.meters.is_empty() {
+        let p = profile(a.profile.as_deref().unwrap_or("dlt698-three-phase"))?;
+        for k in 0..a.count {
+            sim.add_meter(
+                address(&(u64::from(a.first_unit) + u64::from(k)).to_string())?,
+                p.clone(),
+                a.frozen,
+            );
+        }
+    } else {
+        for (addr, p) in pairs(&a.meters, "--meter", "ADDRESS=PROFILE", address)? {
+            sim.add_meter(addr, profile(p)?, a.frozen);
+        }
+    }
+    for (addr, fault) in pairs(&a.faults, "--fault", "ADDRESS=FAULT", address)? {
+        sim.set_fault(&addr, fault.parse().map_err(|e: String| anyhow!(e))?);
+    }
+    for (addr, q) in pairs(&a.quirks, "--quirk", "ADDRESS=QUIRK", address)? {
+        match parse_quirk(q)? {
+            Quirk698::Quirk(q) => sim.set_quirk(&addr, q),
+            Quirk698::Drift(s) => sim.set_drift(&addr, s),
+        }
+    }
+    let addresses: Vec<String> = sim.addresses().iter().map(ToString::to_string).collect();
+    let (tcp_sim, port_sim) = (sim.clone(), sim);
+    serve_on(
+        &a,
+        bus,
+        ("dlt698 tcp", "dlt698"),
         &format!("addresses {addresses:?}"),
         move |listener| async move {
             while let Ok((sock, _)) = listener.accept().await {

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use meterd_protocols::{dlt645::Address, profile::ProfileProtocol};
+use meterd_protocols::{dlt645::Address, dlt698::ServerAddress, profile::ProfileProtocol};
 
 use super::{
     model::*,
@@ -45,8 +45,10 @@ pub(super) fn check_buses(
             b.protocol,
             BusProtocol::Dlt645_2007 | BusProtocol::Dlt645_1997
         );
-        // DL/T 645 runs on a serial line or through a transparent serial server (TCP).
-        let serial_bus = b.protocol == BusProtocol::ModbusRtu || (dlt645 && b.serial.is_some());
+        let dlt698 = b.protocol == BusProtocol::Dlt698;
+        // DL/T 645 and 698.45 run on a serial line or through a transparent serial server (TCP).
+        let serial_bus = b.protocol == BusProtocol::ModbusRtu
+            || (b.protocol.is_addressed() && b.serial.is_some());
         let (default_baud, default_parity) =
             (b.protocol.default_baud(), b.protocol.default_parity());
         let link = match (&b.serial, &b.tcp, serial_bus) {
@@ -87,7 +89,7 @@ pub(super) fn check_buses(
                 }
                 Some(Link::Tcp(addr.clone()))
             }
-            (None, None, false) if dlt645 => {
+            (None, None, false) if b.protocol.is_addressed() => {
                 r.error(
                     &bp(&["serial"]),
                     format!(
@@ -163,6 +165,7 @@ pub(super) fn check_buses(
         let mut meters = Vec::new();
         let mut units = HashMap::new();
         let mut addresses = HashMap::new();
+        let mut server_addresses = HashMap::new();
         for (m, j) in b.meter.into_iter().zip(meter_index) {
             let mp = |key: &str| vec![k("bus"), Seg::Index(i), k("meter"), Seg::Index(j), k(key)];
             if !valid_id(&m.id) {
@@ -171,6 +174,7 @@ pub(super) fn check_buses(
                 r.error(&mp("id"), format!("meter id {:?} is already used on bus {other:?}; ids are unique per gateway", m.id));
             }
             let mut address = None;
+            let mut server_address = None;
             if dlt645 {
                 if m.unit.is_some() {
                     r.error(
@@ -191,14 +195,34 @@ pub(super) fn check_buses(
                         address = Some(a);
                     }
                 }
+            } else if dlt698 {
+                if m.unit.is_some() {
+                    r.error(
+                        &mp("unit"),
+                        "unit is for Modbus meters; DL/T 698.45 meters use address = \"000000000001\"",
+                    );
+                }
+                match m.address.as_deref().map(ServerAddress::single) {
+                    None => r.error(&mp("id"), "a DL/T 698.45 meter needs address = \"000000000001\" (the digits on the nameplate)"),
+                    Some(Err(e)) => r.error(&mp("address"), e.to_string()),
+                    Some(Ok(a)) if a.bytes.iter().any(|b| b >> 4 == 0xA || b & 0xF == 0xA) => {
+                        r.error(&mp("address"), format!("{a}: wildcard addresses are for scanning, not polling"))
+                    }
+                    Some(Ok(a)) => {
+                        if let Some(other) = server_addresses.insert(a.to_string(), m.id.clone()) {
+                            r.error(&mp("address"), format!("address {a} is already meter {other:?} on this bus"));
+                        }
+                        server_address = Some(a);
+                    }
+                }
             } else if m.address.is_some() {
                 r.error(
                     &mp("address"),
-                    "address is for DL/T 645 meters; Modbus meters use unit",
+                    "address is for DL/T 645 and 698.45 meters; Modbus meters use unit",
                 );
             }
             let unit = match m.unit {
-                None if dlt645 => 0,
+                None if b.protocol.is_addressed() => 0,
                 None => {
                     r.error(&mp("id"), "a Modbus meter needs unit = 1..247");
                     0
@@ -223,6 +247,7 @@ pub(super) fn check_buses(
             let wanted = match b.protocol {
                 BusProtocol::Dlt645_2007 => ProfileProtocol::Dlt645_2007,
                 BusProtocol::Dlt645_1997 => ProfileProtocol::Dlt645_1997,
+                BusProtocol::Dlt698 => ProfileProtocol::Dlt698,
                 _ => ProfileProtocol::Modbus,
             };
             let Some(profile) = profiles.get(&m.profile).cloned() else {
@@ -284,6 +309,7 @@ pub(super) fn check_buses(
                 id: m.id,
                 unit,
                 address,
+                server_address,
                 profile,
                 groups,
                 labels: m.labels,

@@ -50,6 +50,10 @@ pub enum BusProtocol {
     #[serde(rename = "dlt645-1997")]
     #[value(name = "dlt645-1997")]
     Dlt645_1997,
+    /// DL/T 698.45 on a serial line or through a transparent serial server.
+    #[serde(rename = "dlt698")]
+    #[value(name = "dlt698")]
+    Dlt698,
 }
 
 impl BusProtocol {
@@ -60,11 +64,17 @@ impl BusProtocol {
             BusProtocol::ModbusRtuOverTcp => "modbus-rtu-over-tcp",
             BusProtocol::Dlt645_2007 => "dlt645-2007",
             BusProtocol::Dlt645_1997 => "dlt645-1997",
+            BusProtocol::Dlt698 => "dlt698",
         }
     }
 
     pub fn is_dlt645(self) -> bool {
         self.dlt645_version().is_some()
+    }
+
+    /// DL/T 645 or 698.45: meters by address, on a serial line or a serial server.
+    pub fn is_addressed(self) -> bool {
+        self.is_dlt645() || self == BusProtocol::Dlt698
     }
 
     /// The DL/T 645 edition the protocol speaks, if it is DL/T 645.
@@ -88,9 +98,9 @@ impl BusProtocol {
         }
     }
 
-    /// DL/T 645 lines run 8E1; Modbus 8N1.
+    /// DL/T 645 and 698.45 lines run 8E1; Modbus 8N1.
     pub fn default_parity(self) -> Parity {
-        if self.is_dlt645() {
+        if self.is_addressed() {
             Parity::Even
         } else {
             Parity::None
@@ -99,7 +109,7 @@ impl BusProtocol {
 
     /// DL/T 645 meters may take 500 ms to start replying, plus the transfer at 1200-2400 baud.
     pub fn default_timeout(self) -> Duration {
-        Duration::from_millis(if self.is_dlt645() { 1000 } else { 500 })
+        Duration::from_millis(if self.is_addressed() { 1000 } else { 500 })
     }
 
     /// Silence before a request: DL/T 645 asks for 20 ms; RTU 3.5 characters on a serial line
@@ -107,6 +117,12 @@ impl BusProtocol {
     pub fn default_frame_gap(self, link: &Link) -> Duration {
         match link {
             _ if self.is_dlt645() => Duration::from_millis(20),
+            // 698.45 meters want at least 33 bit times of silence (notes §11).
+            Link::Serial(s) if self == BusProtocol::Dlt698 => {
+                Duration::from_secs_f64(33.0 / f64::from(s.baud.max(1)))
+                    .max(Duration::from_millis(2))
+            }
+            Link::Tcp(_) if self == BusProtocol::Dlt698 => Duration::from_millis(5),
             Link::Serial(s) => s.rtu_frame_gap(),
             _ if self == BusProtocol::ModbusRtuOverTcp => Duration::from_millis(5),
             Link::Tcp(_) => Duration::ZERO,
@@ -194,8 +210,10 @@ pub struct MeterConfig {
     pub id: String,
     /// Modbus unit id (0 for DL/T 645 meters).
     pub unit: u8,
-    /// DL/T 645 address (None for Modbus meters).
+    /// DL/T 645 address (None for other meters).
     pub address: Option<Address>,
+    /// DL/T 698.45 server address (None for other meters).
+    pub server_address: Option<meterd_protocols::dlt698::ServerAddress>,
     pub profile: Arc<Profile>,
     pub groups: Vec<MeterGroup>,
     pub labels: BTreeMap<String, String>,

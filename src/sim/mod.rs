@@ -5,6 +5,7 @@
 //! garbage bytes, a corrupted CRC, slow replies.
 
 pub mod dlt645;
+pub mod dlt698;
 pub mod model;
 
 use std::{

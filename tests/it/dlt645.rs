@@ -227,6 +227,7 @@ async fn after_a_gap_the_missed_daily_freezes_are_read_back_oldest_first() {
         profile: &profile,
         unit: 0,
         address: Some(address),
+        server_address: None,
         frame_gap: Duration::from_millis(20),
         max_registers: 125,
         max_gap: 16,
