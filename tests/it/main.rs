@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod config;
 mod dlt645;
+mod dlt698;
 mod durability;
 mod faults;
 mod flood;
