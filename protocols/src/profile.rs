@@ -353,8 +353,13 @@ impl Profile {
             let version = raw.protocol.dlt645_version();
             match version {
                 None if !g.dis.is_empty() => problems.push(format!(
-                    "group {:?}: dis are for DL/T 645 profiles; Modbus profiles have points",
-                    g.name
+                    "group {:?}: dis are for DL/T 645 profiles; {}",
+                    g.name,
+                    if raw.protocol == ProfileProtocol::Dlt698 {
+                        "DL/T 698.45 profiles have oads"
+                    } else {
+                        "Modbus profiles have points"
+                    }
                 )),
                 Some(_) if !points.is_empty() => problems.push(format!(
                     "group {:?}: points are Modbus registers; DL/T 645 profiles have dis",
@@ -625,6 +630,8 @@ mod tests {
             "dlt645-2007-three-phase",
             "dlt645-2007-single-phase",
             "dlt645-1997-three-phase",
+            "dlt698-three-phase",
+            "dlt698-single-phase",
         ] {
             assert!(names.iter().any(|n| n == required), "{required} missing");
         }
@@ -686,6 +693,66 @@ mod tests {
         assert!(p[0].contains("use 8 hex digits"));
         assert!(p[1].contains("not in the catalogue"));
         assert!(p[2].contains("not quantities"));
+    }
+
+    #[test]
+    fn dlt698_oads_take_names_and_scalers_from_the_catalogue_or_the_profile() {
+        let head = HEAD.replace("\"modbus\"", "\"dlt698\"");
+        let ok = format!(
+            "{head}[[group]]\nname = \"g\"\ninterval = \"30s\"\noads = [\n\
+             {{ oad = \"20000200\" }},\n\
+             {{ oad = \"2004-02-02\" }},\n\
+             {{ oad = \"20170200\" }},\n\
+             {{ oad = \"26000200\", quantity = \"battery_v\", scaler = -2 }},\n]\n"
+        );
+        let p = Profile::parse(&ok, "t.toml").unwrap();
+        let oads = &p.groups[0].oads;
+        let names = |i: usize| -> Vec<Option<&str>> {
+            oads[i].names.iter().map(|n| n.as_deref()).collect()
+        };
+        assert_eq!(
+            names(0),
+            [
+                Some("voltage_l1_v"),
+                Some("voltage_l2_v"),
+                Some("voltage_l3_v")
+            ]
+        );
+        assert_eq!(oads[0].exp, -1);
+        assert_eq!(
+            names(1),
+            [Some("power_l1_w")],
+            "element 2 of 2004 is phase A"
+        );
+        assert_eq!(
+            (names(2), oads[2].exp),
+            (vec![Some("demand_w")], -1),
+            "kW at 10^-4 is W at 10^-1"
+        );
+        assert_eq!((names(3), oads[3].exp), (vec![Some("battery_v")], -2));
+
+        let bad = format!(
+            "{head}[[group]]\nname = \"g\"\ninterval = \"30s\"\noads = [\n\
+             {{ oad = \"2000020\" }},\n{{ oad = \"26000200\" }},\n\
+             {{ oad = \"26010200\", quantity = \"volts\" }},\n\
+             {{ oad = \"20000200\" }},\n{{ oad = \"20000201\" }},\n]\n\
+             dis = [{{ di = \"02010100\" }}]\n"
+        );
+        let p = problems(&bad);
+        assert_eq!(p.len(), 5, "{p:#?}");
+        assert!(
+            p[0].contains("dis are for DL/T 645 profiles; DL/T 698.45 profiles have oads"),
+            "{p:?}"
+        );
+        assert!(p[1].contains("8 hex digits"), "{p:?}");
+        assert!(p[2].contains("not in the catalogue"), "{p:?}");
+        assert!(p[3].contains("\"volts\""), "{p:?}");
+        assert!(
+            p[4].contains("quantity \"voltage_l1_v\" is mapped twice"),
+            "{p:?}"
+        );
+        let modbus = format!("{HEAD}[[group]]\nname = \"g\"\ninterval = \"30s\"\noads = [{{ oad = \"20000200\" }}]\n");
+        assert!(problems(&modbus)[0].contains("oads are for DL/T 698.45 profiles"));
     }
 
     #[test]

@@ -46,6 +46,23 @@ pub(super) async fn demo() -> anyhow::Result<i32> {
     }
     let (dl_master, _dl_other_end, dl_pty) = sim::pty_pair()?;
     tokio::spawn(dl_sim.serve(dl_master));
+    let sim698 = meterd::sim::dlt698::Dlt698Sim::new(Some(9600));
+    for (addr, p) in [
+        ("000000000321", "dlt698-three-phase"),
+        ("000000000322", "dlt698-single-phase"),
+    ] {
+        let address =
+            meterd::protocols::dlt698::ServerAddress::single(addr).map_err(|e| anyhow!("{e}"))?;
+        sim698.add_meter(
+            address,
+            set.get(p)
+                .cloned()
+                .ok_or_else(|| anyhow!("no profile {p}"))?,
+            false,
+        );
+    }
+    let (p698_master, _p698_other_end, pty698) = sim::pty_pair()?;
+    tokio::spawn(sim698.serve(p698_master));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let tcp_addr = listener.local_addr()?;
     tokio::spawn(sim.clone().serve_tcp(listener));
@@ -76,6 +93,11 @@ pub(super) async fn demo() -> anyhow::Result<i32> {
          intervals = {{ realtime = \"3s\", energy = \"10s\" }}\n\
          [[bus.meter]]\nid = \"dl-1p\"\naddress = \"000000001111\"\nprofile = \"dlt645-2007-single-phase\"\n\
          intervals = {{ realtime = \"3s\", energy = \"10s\" }}\n\
+         [[bus]]\nname = \"rs485-698\"\nprotocol = \"dlt698\"\nserial = {{ device = \"{pty698}\" }}\n\
+         [[bus.meter]]\nid = \"p698-3p\"\naddress = \"000000000321\"\nprofile = \"dlt698-three-phase\"\n\
+         intervals = {{ realtime = \"3s\", energy = \"10s\" }}\n\
+         [[bus.meter]]\nid = \"p698-1p\"\naddress = \"000000000322\"\nprofile = \"dlt698-single-phase\"\n\
+         intervals = {{ realtime = \"3s\", energy = \"10s\" }}\n\
          [mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n\
          [[alerts.rule]]\nname = \"PowerFactorLow\"\nquantity = \"power_factor\"\nbelow = 0.95\nclear = 0.96\nfor = \"4s\"\n\
          summary = \"{{meter}}: power factor {{value}}, below {{threshold}}\"\n",
@@ -95,6 +117,7 @@ pub(super) async fn demo() -> anyhow::Result<i32> {
     outln!(
         "  simulated DL/T 645-2007 meters on pty {dl_pty} (123456789012, 000000001111; 2400 8E1)"
     );
+    outln!("  simulated DL/T 698.45 meters on pty {pty698} (000000000321, 000000000322; 9600 8E1)");
     outln!("  journal in {}", state_dir.display());
     if broker_up {
         outln!("  publishing to mqtt://127.0.0.1:1883 — try: mosquitto_sub -v -t 'meterd/demo/#'");

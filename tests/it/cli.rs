@@ -198,7 +198,7 @@ fn demo_shows_every_simulated_meter_online_a_firing_alert_and_stops_cleanly_on_c
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut online = std::collections::BTreeSet::new();
     let mut alert = None;
-    while (online.len() < 8 || alert.is_none()) && Instant::now() < deadline {
+    while (online.len() < 10 || alert.is_none()) && Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             if line.starts_with("ALERT firing") && line.contains("PowerFactorLow") {
                 alert = Some(line.clone());
@@ -211,8 +211,8 @@ fn demo_shows_every_simulated_meter_online_a_firing_alert_and_stops_cleanly_on_c
             }
         }
     }
-    // 4 Modbus TCP, 2 Modbus RTU on a pty, 2 DL/T 645 on a pty.
-    assert_eq!(online.len(), 8, "meters online with energy: {online:?}");
+    // 4 Modbus TCP, 2 Modbus RTU on a pty, 2 DL/T 645 and 2 DL/T 698.45 on ptys.
+    assert_eq!(online.len(), 10, "meters online with energy: {online:?}");
     let alert = alert.expect("a firing PowerFactorLow alert in the live view");
     assert!(alert.contains("power factor 0."), "{alert}");
     let _ = Command::new("kill")
