@@ -221,23 +221,40 @@ impl Dlt698Link {
     }
 
     /// Read the communication address (4001) of whoever answers the wildcard address: the
-    /// way to find the only meter on a point-to-point line.
+    /// way to find the only meter on a point-to-point line. A meter that wants security is
+    /// asked again through SECURITY-Request.
     pub async fn read_address(&mut self) -> Result<ServerAddress, PollError> {
-        let reply = self
-            .exchange(&ServerAddress::wildcard(6), false, |piid| {
-                Apdu::get(piid, plan::ADDRESS)
-            })
-            .await?;
-        let results = plan::get_results(&reply).unwrap_or_default();
-        match results.first().map(|r| &r.result) {
-            Some(meterd_protocols::dlt698::apdu::GetResult::Data(
-                meterd_protocols::dlt698::Data::OctetString(b),
-            )) if !b.is_empty() && b.len() <= 16 => Ok(ServerAddress {
-                kind: meterd_protocols::dlt698::frame::AddressKind::Single,
-                logical: 0,
-                bytes: b.clone(),
-            }),
-            other => Err(PollError::BadValue(format!("4001 reply {other:?}"))),
+        use meterd_protocols::dlt698::{apdu::GetResult, frame::AddressKind, Data};
+        let mut secure = false;
+        loop {
+            let reply = self
+                .exchange(&ServerAddress::wildcard(6), secure, |piid| {
+                    Apdu::get(piid, plan::ADDRESS)
+                })
+                .await?;
+            let results = plan::get_results(&reply).unwrap_or_default();
+            return match results.first().map(|r| &r.result) {
+                Some(GetResult::Data(Data::OctetString(b))) if !b.is_empty() && b.len() <= 16 => {
+                    Ok(ServerAddress {
+                        kind: AddressKind::Single,
+                        logical: 0,
+                        bytes: b.clone(),
+                    })
+                }
+                Some(GetResult::Dar(dar)) if dar.wants_security() && !secure => {
+                    secure = true;
+                    continue;
+                }
+                Some(GetResult::Dar(dar)) => Err(PollError::Denied {
+                    what: plan::ADDRESS.to_string(),
+                    dar: dar.to_string(),
+                }),
+                Some(GetResult::Data(d)) => Err(PollError::BadValue(format!(
+                    "{}: {d:?} is not an address",
+                    plan::ADDRESS
+                ))),
+                None => Err(PollError::Protocol(format!("{} to a GET", reply.name()))),
+            };
         }
     }
 }
@@ -461,7 +478,8 @@ pub async fn poll_group(
     out
 }
 
-/// Read arbitrary OADs once (the CLI's `read --oad`): each result as text.
+/// Read arbitrary OADs once (the CLI's `read --oad`), through SECURITY-Request if the meter
+/// refuses them plain.
 pub async fn read_oads(
     link: &mut Dlt698Link,
     t: &Dlt698Meter,
@@ -469,11 +487,35 @@ pub async fn read_oads(
     retries: u32,
     frame_gap: Duration,
 ) -> Result<Vec<meterd_protocols::dlt698::apdu::ResultNormal>, PollError> {
+    use meterd_protocols::dlt698::apdu::GetResult;
     let mut requests = 0;
-    let reply = exchange_retrying(link, t, retries, frame_gap, &mut requests, |piid| {
-        Apdu::get_list(piid, oads.to_vec())
-    })
-    .await?;
-    plan::get_results(&reply)
-        .ok_or_else(|| PollError::Protocol(format!("{} to a GET", reply.name())))
+    loop {
+        let reply = exchange_retrying(link, t, retries, frame_gap, &mut requests, |piid| {
+            Apdu::get_list(piid, oads.to_vec())
+        })
+        .await?;
+        let results = if plan::is_service_refusal(&reply) && oads.len() > 1 {
+            // No lists on this meter: one GET each.
+            let mut all = Vec::new();
+            for oad in oads {
+                let reply = exchange_retrying(link, t, retries, frame_gap, &mut requests, |piid| {
+                    Apdu::get(piid, *oad)
+                })
+                .await?;
+                all.extend(plan::get_results(&reply).unwrap_or_default());
+            }
+            all
+        } else {
+            plan::get_results(&reply)
+                .ok_or_else(|| PollError::Protocol(format!("{} to a GET", reply.name())))?
+        };
+        let wants_security = !results.is_empty()
+            && results
+                .iter()
+                .all(|r| matches!(r.result, GetResult::Dar(d) if d.wants_security()));
+        if wants_security && !t.secure.swap(true, Ordering::Relaxed) {
+            continue;
+        }
+        return Ok(results);
+    }
 }

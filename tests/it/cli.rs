@@ -334,6 +334,84 @@ fn decode_reads_dlt698_captures_with_scaled_values_and_names_what_is_wrong() {
 }
 
 #[test]
+fn a_dlt698_meter_behind_a_serial_server_is_scanned_and_read_by_profile_and_by_oad() {
+    let (sim, line) = simulate(&[
+        "--protocol",
+        "dlt698",
+        "--tcp",
+        "127.0.0.1:0",
+        "--meter",
+        "000000000321=dlt698-three-phase",
+        "--quirk",
+        "000000000321=secure",
+        "--frozen",
+    ]);
+    // "dlt698 tcp 127.0.0.1:PORT addresses [...]"
+    let addr = line.split_whitespace().nth(2).expect("address").to_string();
+    let run = |args: &[&str]| {
+        let out = meterd()
+            .args(args)
+            .args(["--protocol", "dlt698", "--addr", &addr])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = run(&["scan"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("wildcard read of 4001 (AA..AA): 000000000321 answered"),
+        "{text}"
+    );
+
+    let (code, text) = run(&[
+        "read",
+        "--address",
+        "321",
+        "--profile",
+        "dlt698-three-phase",
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(v["address"], "000000000321");
+    let values = v["values"].as_object().unwrap();
+    for q in [
+        "voltage_l1_v",
+        "current_l3_a",
+        "power_w",
+        "energy_import_t4_kwh",
+        "meter_clock_offset_s",
+    ] {
+        assert!(values.contains_key(q), "{q} missing: {v}");
+    }
+    assert!(
+        (200.0..260.0).contains(&values["voltage_l1_v"].as_f64().unwrap()),
+        "{v}"
+    );
+    assert_eq!(v["errors"].as_array().map(Vec::len), Some(0), "{v}");
+
+    let (code, text) = run(&[
+        "read",
+        "--address",
+        "000000000321",
+        "--oad",
+        "20000200",
+        "--oad",
+        "12340200",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("20000200 voltage = ["), "{text}");
+    assert!(
+        text.contains("12340200 -> DAR 4 (object undefined)"),
+        "{text}"
+    );
+    stop(sim);
+}
+
+#[test]
 fn a_dlt645_1997_meter_is_read_through_the_simulator_process() {
     let (sim, line) = simulate(&[
         "--protocol",
