@@ -266,9 +266,56 @@ async fn write(stream: &mut Stream, bytes: &[u8]) -> Result<(), PollError> {
         .map_err(|e| PollError::Link(e.to_string()))
 }
 
+/// The most application blocks one GET may come in (a meter that never says "last" cannot
+/// hold its line).
+const MAX_BLOCKS: u16 = 64;
+
 /// One exchange with up to `retries` more attempts after a timeout or a broken link, keeping
-/// `frame_gap` of silence after each.
+/// `frame_gap` of silence after each. A GET answered in application blocks
+/// (GET-Response-Next) is followed with GET-Request-Next to the last block and handed back as
+/// one GET-Response-NormalList.
 async fn exchange_retrying(
+    link: &mut Dlt698Link,
+    t: &Dlt698Meter,
+    retries: u32,
+    frame_gap: Duration,
+    requests: &mut u32,
+    build: impl Fn(u8) -> Apdu,
+) -> Result<Apdu, PollError> {
+    let reply = exchange_once(link, t, retries, frame_gap, requests, build).await?;
+    let Some((mut last, mut block, first)) = plan::next_block(&reply) else {
+        return Ok(reply);
+    };
+    let blocks_error = |dar: Dar| PollError::Denied {
+        what: "a GET in blocks".into(),
+        dar: dar.to_string(),
+    };
+    let mut results = first.map_err(blocks_error)?;
+    while !last {
+        if block >= MAX_BLOCKS {
+            return Err(PollError::Protocol(format!(
+                "a GET reply still not complete after {MAX_BLOCKS} blocks"
+            )));
+        }
+        let received = block;
+        let r = exchange_once(link, t, retries, frame_gap, requests, |piid| {
+            plan::next_request(piid, received)
+        })
+        .await?;
+        let (l, b, more) = plan::next_block(&r)
+            .ok_or_else(|| PollError::Protocol(format!("{} to GET-Request-Next", r.name())))?;
+        if b != received + 1 {
+            return Err(PollError::Protocol(format!(
+                "block {b} after block {received}"
+            )));
+        }
+        results.extend(more.map_err(blocks_error)?);
+        (last, block) = (l, b);
+    }
+    Ok(plan::joined(reply.piid().unwrap_or(0), results))
+}
+
+async fn exchange_once(
     link: &mut Dlt698Link,
     t: &Dlt698Meter,
     retries: u32,

@@ -121,7 +121,8 @@ pub(super) struct SimArgs {
     pub(super) max_frame_values: Option<usize>,
     /// DL/T 698.45 meter behaviour as ADDRESS=QUIRK (repeatable): no-lists (refuses
     /// GET-Request-NormalList), secure (answers only SECURITY-wrapped reads), fragments:N
-    /// (splits replies into link fragments of N bytes), drift:SECONDS (its clock's offset).
+    /// (splits replies into link fragments of N bytes), blocks:N (answers lists in
+    /// GET-Response-Next blocks of N results), drift:SECONDS (its clock's offset).
     #[arg(long = "quirk")]
     pub(super) quirks: Vec<String>,
 }

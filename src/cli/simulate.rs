@@ -188,7 +188,9 @@ fn parse_quirk(text: &str) -> anyhow::Result<Quirk698> {
         Some(("drift", s)) => {
             Quirk698::Drift(s.parse().map_err(|_| anyhow!("drift:{s}: whole seconds"))?)
         }
-        _ => bail!("unknown quirk {text:?}: use no-lists, secure, fragments:N or drift:SECONDS"),
+        _ => bail!(
+            "unknown quirk {text:?}: use no-lists, secure, fragments:N, blocks:N or drift:SECONDS"
+        ),
     })
 }
 

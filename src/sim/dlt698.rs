@@ -17,8 +17,9 @@ use std::{
 use meterd_protocols::{
     dlt698::{
         apdu::{
-            Apdu, ClientService, GetRequest, GetResponse, GetResult, Payload, RecordResult,
-            ResponsePayload, ResultNormal, ResultRecord, ServerService, SetRequest, SetResponse,
+            Apdu, ClientService, GetRequest, GetResponse, GetResult, NextResult, Payload,
+            RecordResult, ResponsePayload, ResultNormal, ResultRecord, ServerService, SetRequest,
+            SetResponse,
         },
         catalogue::{self, Shape},
         data::{Csd, Data, Oad, Rsd},
@@ -59,6 +60,11 @@ struct Entry {
     secure: bool,
     /// Splits reply APDUs longer than this into link fragments.
     max_apdu: Option<usize>,
+    /// Answers lists of more results than this in application blocks (GET-Response-Next).
+    block_results: Option<usize>,
+    /// Blocks still to send, and the number of the last one sent.
+    blocks: VecDeque<Vec<ResultNormal>>,
+    block: u16,
 }
 
 /// Behaviour switches per meter, for tests and `meterd simulate`.
@@ -67,6 +73,8 @@ pub enum Quirk {
     NoLists,
     Secure,
     Fragments(usize),
+    /// At most this many results per GET-Response-Next block.
+    Blocks(usize),
 }
 
 pub struct Dlt698Sim {
@@ -109,6 +117,9 @@ impl Dlt698Sim {
             lists: true,
             secure: false,
             max_apdu: None,
+            block_results: None,
+            blocks: VecDeque::new(),
+            block: 0,
         });
     }
 
@@ -130,6 +141,7 @@ impl Dlt698Sim {
             Quirk::NoLists => e.lists = false,
             Quirk::Secure => e.secure = true,
             Quirk::Fragments(n) => e.max_apdu = Some(n.max(8)),
+            Quirk::Blocks(n) => e.block_results = Some(n.max(1)),
         });
     }
 
@@ -378,9 +390,27 @@ fn respond(e: &mut Entry, req: &Apdu, wrapped: bool) -> Option<Apdu> {
             if !e.lists {
                 server(ServerService::Error { kind: 2 })
             } else {
-                server(ServerService::Get(GetResponse::NormalList(
-                    oads.iter().map(|o| get(*o)).collect(),
-                )))
+                let results: Vec<ResultNormal> = oads.iter().map(|o| get(*o)).collect();
+                match e.block_results {
+                    Some(n) if results.len() > n => {
+                        e.blocks = results.chunks(n).map(<[ResultNormal]>::to_vec).collect();
+                        e.block = 0;
+                        next_block(e, server)
+                    }
+                    _ => server(ServerService::Get(GetResponse::NormalList(results))),
+                }
+            }
+        }
+        ClientService::Get(GetRequest::Next(received)) => {
+            if e.blocks.is_empty() || *received != e.block {
+                e.blocks.clear();
+                server(ServerService::Get(GetResponse::Next {
+                    last: true,
+                    block: received.wrapping_add(1),
+                    result: NextResult::Dar(Dar(14)),
+                }))
+            } else {
+                next_block(e, server)
             }
         }
         ClientService::Get(GetRequest::Record(r)) if r.oad == plan::DAILY_FREEZE => {
@@ -407,6 +437,17 @@ fn respond(e: &mut Entry, req: &Apdu, wrapped: bool) -> Option<Apdu> {
         }
         _ => server(ServerService::Error { kind: 2 }),
     })
+}
+
+/// The next application block of a pending GET result.
+fn next_block(e: &mut Entry, server: impl FnOnce(ServerService) -> Apdu) -> Apdu {
+    e.block += 1;
+    let results = e.blocks.pop_front().unwrap_or_default();
+    server(ServerService::Get(GetResponse::Next {
+        last: e.blocks.is_empty(),
+        block: e.block,
+        result: NextResult::Normal(results),
+    }))
 }
 
 /// The Data a meter returns for `oad`: from the model, typed and scaled as the catalogue says.

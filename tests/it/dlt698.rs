@@ -276,3 +276,65 @@ async fn after_a_gap_the_missed_dlt698_daily_freezes_are_read_back_oldest_first(
     let again = poll(&mut link, target, 0).await;
     assert!(again.dated.is_empty() && again.errors.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_answered_in_application_blocks_is_followed_to_its_last_block() {
+    use meterd::bus::{dlt698::Dlt698Link, poll, BusLink, MeterOnBus, PollTarget};
+    use meterd::config::{Link, Parity, SerialConfig};
+    let set = ProfileSet::builtin();
+    let profile = set.get("dlt698-three-phase").cloned().unwrap();
+    let sim = Dlt698Sim::new(None);
+    let address = addr("000000000777");
+    sim.add_meter(address.clone(), profile.clone(), true);
+    // Six OADs in the real-time group, two per block: three blocks.
+    sim.set_quirk(&address, Quirk::Blocks(2));
+    let (master, _keep, pty) = sim::pty_pair().expect("pty");
+    tokio::spawn(sim.clone().serve(master));
+    let mut link = BusLink::Dlt698(Dlt698Link::new(
+        Link::Serial(SerialConfig {
+            device: pty.into(),
+            baud: 9600,
+            parity: Parity::Even,
+            data_bits: 8,
+            stop_bits: 1,
+        }),
+        Duration::from_millis(500),
+    ));
+    let targets = PollTarget::for_meter(MeterOnBus {
+        profile: &profile,
+        unit: 0,
+        address: None,
+        server_address: Some(address.clone()),
+        frame_gap: Duration::from_millis(5),
+        max_registers: 125,
+        max_gap: 16,
+        utc_offset_s: 8 * 3600,
+        time_sync: None,
+    });
+    let realtime = profile
+        .groups
+        .iter()
+        .position(|g| g.name == "realtime")
+        .unwrap();
+    let r = poll(&mut link, &targets[realtime], 0).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(
+        r.requests, 3,
+        "one GET-Request-NormalList and two GET-Request-Next"
+    );
+    let got: BTreeSet<&str> = r.values.iter().map(|(q, _)| &**q).collect();
+    let wanted: BTreeSet<&str> = profile.groups[realtime]
+        .oads
+        .iter()
+        .flat_map(|o| o.names.iter().flatten().map(|n| &**n))
+        .collect();
+    assert_eq!(got, wanted);
+    let expected = sim.values(&address).unwrap();
+    let v = r
+        .values
+        .iter()
+        .find(|(q, _)| &**q == "voltage_l2_v")
+        .unwrap()
+        .1;
+    assert!((v - expected["voltage_l2_v"]).abs() <= 0.1 + 1e-9, "{v}");
+}

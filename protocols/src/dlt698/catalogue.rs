@@ -384,34 +384,82 @@ pub const OBJECTS: &[Object] = &[
     ),
 ];
 
-/// Names of objects that are not quantities (shown by `decode`).
+/// Objects that are not quantities: (OI, name, what attribute 2 holds). Freezes and events
+/// are record tables read with GET-Request-Record (see [`super::plan`] for the daily freeze).
+pub const OTHER_OBJECTS: &[(u16, &str, &str)] = &[
+    (
+        0x2014,
+        "running status words",
+        "array of 7 bit-string(16); bit meanings not verified",
+    ),
+    (0x2015, "follow-report status word", "bit-string(32)"),
+    (0x2021, "data freeze time", "date_time_s (a record column)"),
+    (
+        0x2022,
+        "event record number",
+        "double-long-unsigned (an event column)",
+    ),
+    (0x201E, "event start time", "date_time_s (an event column)"),
+    (0x2020, "event end time", "date_time_s (an event column)"),
+    (0x2024, "event source", "varies by event (an event column)"),
+    (
+        0x3011,
+        "meter power-down event",
+        "record table: 2022, 201E, 2020, 2024, 3300",
+    ),
+    (0x3100, "terminal initialisation event", "record table"),
+    (0x3106, "terminal power off/on event", "record table"),
+    (0x3320, "new-event list", "array OAD"),
+    (0x4000, "date-time", "date_time_s, the meter's local time"),
+    (
+        0x4001,
+        "communication address",
+        "octet-string, most significant byte first",
+    ),
+    (0x4002, "meter number", "octet-string"),
+    (0x4003, "customer number", "octet-string"),
+    (0x4005, "group addresses", "array octet-string"),
+    (0x4104, "rated voltage", "visible-string"),
+    (0x4300, "electrical device", "device information"),
+    (0x4500, "public network module", "communication parameters"),
+    (
+        0x5002,
+        "minute freeze",
+        "record table: 2021 freeze time + the frozen OADs",
+    ),
+    (
+        0x5004,
+        "daily freeze",
+        "record table: 2021 freeze time + the frozen OADs",
+    ),
+    (
+        0x5006,
+        "monthly freeze",
+        "record table: 2021 freeze time + the frozen OADs",
+    ),
+    (0x6012, "task configuration table", "record table"),
+    (
+        0xF100,
+        "ESAM",
+        "security module data (serial 2, key version 4, counters 7)",
+    ),
+    (0xF101, "security mode parameters", "structure"),
+    (0xF201, "RS-485 port", "proxy port (PROXY TransCommand)"),
+    (0xF205, "relay unit", "control"),
+    (
+        0xF209,
+        "carrier / micro-power wireless port",
+        "proxy port (PROXY TransCommand)",
+    ),
+];
+
+/// The name of an object, quantity or not (shown by `decode`).
 pub fn object_name(oi: u16) -> Option<&'static str> {
-    Some(match oi {
-        0x2014 => "running status words",
-        0x2015 => "follow-report status word",
-        0x2021 => "data freeze time",
-        0x2022 => "event record number",
-        0x201E => "event start time",
-        0x2020 => "event end time",
-        0x3011 => "meter power-down event",
-        0x3320 => "new-event list",
-        0x4000 => "date-time",
-        0x4001 => "communication address",
-        0x4002 => "meter number",
-        0x4003 => "customer number",
-        0x4005 => "group addresses",
-        0x4104 => "rated voltage",
-        0x4300 => "electrical device",
-        0x4500 => "public network module",
-        0x5002 => "minute freeze",
-        0x5004 => "daily freeze",
-        0x5006 => "monthly freeze",
-        0x6012 => "task configuration table",
-        0xF101 => "security mode parameters",
-        0xF201 => "RS-485 port",
-        0xF209 => "carrier / micro-power wireless port",
-        _ => return OBJECTS.iter().find(|o| o.oi == oi).map(|o| o.name),
-    })
+    OTHER_OBJECTS
+        .iter()
+        .find(|(o, ..)| *o == oi)
+        .map(|(_, name, _)| *name)
+        .or_else(|| OBJECTS.iter().find(|o| o.oi == oi).map(|o| o.name))
 }
 
 /// The catalogue entry of `oad`'s object and attribute.

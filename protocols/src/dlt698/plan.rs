@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use super::{
     apdu::{
-        Apdu, ClientService, GetRecord, GetRequest, GetResponse, GetResult, RecordResult,
-        ResultNormal, ResultRecord, ServerService, SetRequest, SetResponse,
+        Apdu, ClientService, GetRecord, GetRequest, GetResponse, GetResult, NextResult,
+        RecordResult, ResultNormal, ResultRecord, ServerService, SetRequest, SetResponse,
     },
     catalogue,
     dar::Dar,
@@ -121,6 +121,55 @@ pub fn get_results(reply: &Apdu) -> Option<Vec<ResultNormal>> {
             ..
         } => Some(v.clone()),
         _ => None,
+    }
+}
+
+/// A GET result split into application blocks (GET-Response-Next): whether this is the last
+/// block, its number, and its results (or the DAR that ended the transfer).
+pub type Block = (bool, u16, Result<Vec<ResultNormal>, Dar>);
+
+/// The block a GET-Response-Next carries; `None` for any other reply.
+pub fn next_block(reply: &Apdu) -> Option<Block> {
+    match reply {
+        Apdu::Server {
+            service:
+                ServerService::Get(GetResponse::Next {
+                    last,
+                    block,
+                    result,
+                }),
+            ..
+        } => Some((
+            *last,
+            *block,
+            match result {
+                NextResult::Dar(d) => Err(*d),
+                NextResult::Normal(v) => Ok(v.clone()),
+                // Record blocks are not asked for by meterd (freezes fit in one reply).
+                NextResult::Record(_) => Err(Dar(9)),
+            },
+        )),
+        _ => None,
+    }
+}
+
+/// GET-Request-Next after block `received`.
+pub fn next_request(piid: u8, received: u16) -> Apdu {
+    Apdu::Client {
+        piid,
+        service: ClientService::Get(GetRequest::Next(received)),
+        time_tag: None,
+    }
+}
+
+/// The reply a whole block transfer amounts to: a GET-Response-NormalList of every block's
+/// results.
+pub fn joined(piid: u8, results: Vec<ResultNormal>) -> Apdu {
+    Apdu::Server {
+        piid,
+        service: ServerService::Get(GetResponse::NormalList(results)),
+        follow: None,
+        time_tag: None,
     }
 }
 
