@@ -291,22 +291,13 @@ async fn read_retrying(
     requests: &mut u32,
     capacity: Option<Capacity>,
 ) -> Result<Vec<u8>, PollError> {
-    let mut attempt = 0;
+    let capacity = capacity.unwrap_or(Capacity::of(link.version, di));
+    let mut retry = super::Retry::new(retries, frame_gap);
     loop {
         *requests += 1;
-        let r = link
-            .read_within(
-                address,
-                di,
-                capacity.unwrap_or(Capacity::of(link.version, di)),
-            )
-            .await;
-        if !frame_gap.is_zero() {
-            tokio::time::sleep(frame_gap).await;
-        }
-        match r {
-            Err(PollError::Timeout(_) | PollError::Link(_)) if attempt < retries => attempt += 1,
-            r => return r,
+        let r = link.read_within(address, di, capacity).await;
+        if let Some(r) = retry.after(r).await {
+            return r;
         }
     }
 }

@@ -323,17 +323,13 @@ async fn exchange_once(
     requests: &mut u32,
     build: impl Fn(u8) -> Apdu,
 ) -> Result<Apdu, PollError> {
-    let mut attempt = 0;
+    let mut retry = super::Retry::new(retries, frame_gap);
     loop {
         *requests += 1;
         let secure = t.secure.load(Ordering::Relaxed);
         let r = link.exchange(&t.address, secure, &build).await;
-        if !frame_gap.is_zero() {
-            tokio::time::sleep(frame_gap).await;
-        }
-        match r {
-            Err(PollError::Timeout(_) | PollError::Link(_)) if attempt < retries => attempt += 1,
-            r => return r,
+        if let Some(r) = retry.after(r).await {
+            return r;
         }
     }
 }

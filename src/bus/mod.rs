@@ -71,6 +71,44 @@ fn exception_name(code: u8) -> &'static str {
     }
 }
 
+/// The one retry policy of every protocol's bus: up to `retries` more attempts after a
+/// timeout or a broken link, `frame_gap` of silence kept after each attempt. A loop makes an
+/// attempt and hands its result to [`Retry::after`], which says whether to go again.
+/// (A helper taking the attempt as an async closure would be shorter, but its future is not
+/// `Send` for every lifetime, which the bus task needs.)
+pub(crate) struct Retry {
+    retries: u32,
+    tries: u32,
+    frame_gap: Duration,
+}
+
+impl Retry {
+    pub(crate) fn new(retries: u32, frame_gap: Duration) -> Retry {
+        Retry {
+            retries,
+            tries: 0,
+            frame_gap,
+        }
+    }
+
+    /// Keeps the frame gap, then: `None` to try again, or the final result.
+    pub(crate) async fn after<T>(
+        &mut self,
+        r: Result<T, PollError>,
+    ) -> Option<Result<T, PollError>> {
+        if !self.frame_gap.is_zero() {
+            tokio::time::sleep(self.frame_gap).await;
+        }
+        match r {
+            Err(PollError::Timeout(_) | PollError::Link(_)) if self.tries < self.retries => {
+                self.tries += 1;
+                None
+            }
+            r => Some(r),
+        }
+    }
+}
+
 /// The result of polling one group: the values read and the errors met on the way.
 #[derive(Debug, Default)]
 pub struct GroupResult {

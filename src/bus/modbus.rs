@@ -121,19 +121,12 @@ pub async fn poll_group(
         return out;
     };
     for block in blocks {
-        let mut attempt = 0;
+        let mut retry = super::Retry::new(retries, frame_gap);
         let result = loop {
             out.requests += 1;
             let r = link.read(unit, block.kind, block.start, block.count).await;
-            if !frame_gap.is_zero() {
-                tokio::time::sleep(frame_gap).await;
-            }
-            match r {
-                Err(PollError::Timeout(_) | PollError::Link(_)) if attempt < retries => {
-                    attempt += 1;
-                    continue;
-                }
-                r => break r,
+            if let Some(r) = retry.after(r).await {
+                break r;
             }
         };
         match result {

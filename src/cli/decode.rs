@@ -2,106 +2,110 @@
 
 use super::*;
 
+/// Every frame through `describe`: a JSON object per frame (`--json`), or `print`'s text;
+/// exit 1 if any frame is invalid. Shared by both protocols.
+fn decode_each<D: serde::Serialize, E: std::fmt::Display + std::fmt::Debug>(
+    json: bool,
+    frames: &[String],
+    describe: impl Fn(&str) -> Result<(Vec<u8>, D), E>,
+    print: impl Fn(usize, &[u8], &D),
+) -> i32 {
+    let mut invalid = 0;
+    for (i, text) in frames.iter().enumerate() {
+        match (describe(text), json) {
+            (Ok((_, d)), true) => outln!(
+                "{}",
+                serde_json::json!({"frame": i + 1, "valid": true, "decoded": d})
+            ),
+            (Err(e), true) => {
+                invalid += 1;
+                outln!(
+                    "{}",
+                    serde_json::json!({"frame": i + 1, "valid": false, "error": e.to_string(), "detail": format!("{e:?}")})
+                );
+            }
+            (Ok((bytes, d)), false) => print(i + 1, &bytes, &d),
+            (Err(e), false) => {
+                invalid += 1;
+                outln!("frame {}: invalid: {e}", i + 1);
+            }
+        }
+    }
+    if invalid > 0 {
+        1
+    } else {
+        0
+    }
+}
+
 pub(super) fn decode(
     version: meterd::protocols::dlt645::Version,
     json: bool,
     frames: &[String],
 ) -> anyhow::Result<i32> {
     use meterd::protocols::dlt645::{describe::describe, frame::from_hex};
-    let mut invalid = 0;
-    for (i, text) in frames.iter().enumerate() {
-        let result = from_hex(text).and_then(|bytes| describe(version, &bytes).map(|d| (bytes, d)));
-        match (result, json) {
-            (Ok((_, d)), true) => outln!(
-                "{}",
-                serde_json::json!({"frame": i + 1, "valid": true, "decoded": d})
-            ),
-            (Err(e), true) => {
-                invalid += 1;
-                outln!(
-                    "{}",
-                    serde_json::json!({"frame": i + 1, "valid": false, "error": e.to_string(), "detail": format!("{e:?}")})
-                );
-            }
-            (Ok((bytes, d)), false) => {
-                outln!("frame {}: {} bytes", i + 1, bytes.len());
-                if d.preamble > 0 {
-                    outln!("  preamble   {} x FE", d.preamble);
-                }
-                outln!("  address    {}", d.address);
-                outln!(
-                    "  control    {:02X}: {}, {}{}, function {:02X} {}",
-                    d.control,
-                    if d.reply {
-                        "meter -> master"
-                    } else {
-                        "master -> meter"
-                    },
-                    if d.abnormal { "abnormal" } else { "normal" },
-                    if d.follow_up {
-                        ", more frames follow"
-                    } else {
-                        ""
-                    },
-                    d.control & 0x1F,
-                    d.function
-                );
-                outln!("  length     {}", d.length);
-                if d.length > 0 {
-                    outln!("  data       {}   (after -0x33)", d.data);
-                }
-                if let Some(di) = &d.di {
-                    outln!("  DI         {di}");
-                }
-                for (name, value, unit) in &d.values {
-                    outln!("  value      {name} = {value} {unit}");
-                }
-                if let Some(seq) = d.seq {
-                    outln!("  SEQ        {seq}");
-                }
-                if let Some((err, bits)) = &d.error {
-                    outln!("  error      {err:02X}: {}", bits.join(", "));
-                }
-                for n in &d.notes {
-                    outln!("  note       {n}");
-                }
-                outln!("  checksum   ok, end 16");
-            }
-            (Err(e), false) => {
-                invalid += 1;
-                outln!("frame {}: invalid: {e}", i + 1);
-            }
-        }
+    Ok(decode_each(
+        json,
+        frames,
+        |text| from_hex(text).and_then(|bytes| describe(version, &bytes).map(|d| (bytes, d))),
+        print_645,
+    ))
+}
+
+fn print_645(n: usize, bytes: &[u8], d: &meterd::protocols::dlt645::describe::Described) {
+    outln!("frame {}: {} bytes", n, bytes.len());
+    if d.preamble > 0 {
+        outln!("  preamble   {} x FE", d.preamble);
     }
-    Ok(if invalid > 0 { 1 } else { 0 })
+    outln!("  address    {}", d.address);
+    outln!(
+        "  control    {:02X}: {}, {}{}, function {:02X} {}",
+        d.control,
+        if d.reply {
+            "meter -> master"
+        } else {
+            "master -> meter"
+        },
+        if d.abnormal { "abnormal" } else { "normal" },
+        if d.follow_up {
+            ", more frames follow"
+        } else {
+            ""
+        },
+        d.control & 0x1F,
+        d.function
+    );
+    outln!("  length     {}", d.length);
+    if d.length > 0 {
+        outln!("  data       {}   (after -0x33)", d.data);
+    }
+    if let Some(di) = &d.di {
+        outln!("  DI         {di}");
+    }
+    for (name, value, unit) in &d.values {
+        outln!("  value      {name} = {value} {unit}");
+    }
+    if let Some(seq) = d.seq {
+        outln!("  SEQ        {seq}");
+    }
+    if let Some((err, bits)) = &d.error {
+        outln!("  error      {err:02X}: {}", bits.join(", "));
+    }
+    for n in &d.notes {
+        outln!("  note       {n}");
+    }
+    outln!("  checksum   ok, end 16");
 }
 
 /// `decode --protocol dlt698`: one block (or JSON object) per frame.
 pub(super) fn decode_698(json: bool, frames: &[String]) -> anyhow::Result<i32> {
     use meterd::protocols::dlt698::{describe::describe, from_hex};
-    let mut invalid = 0;
-    for (i, text) in frames.iter().enumerate() {
-        let result = from_hex(text).and_then(|bytes| describe(&bytes).map(|d| (bytes, d)));
-        match (result, json) {
-            (Ok((_, d)), true) => outln!(
-                "{}",
-                serde_json::json!({"frame": i + 1, "valid": true, "decoded": d})
-            ),
-            (Err(e), true) => {
-                invalid += 1;
-                outln!(
-                    "{}",
-                    serde_json::json!({"frame": i + 1, "valid": false, "error": e.to_string(), "detail": format!("{e:?}")})
-                );
-            }
-            (Ok((bytes, d)), false) => print_698(i + 1, bytes.len(), &d),
-            (Err(e), false) => {
-                invalid += 1;
-                outln!("frame {}: invalid: {e}", i + 1);
-            }
-        }
-    }
-    Ok(if invalid > 0 { 1 } else { 0 })
+    Ok(decode_each(
+        json,
+        frames,
+        |text| from_hex(text).and_then(|bytes| describe(&bytes).map(|d| (bytes, d))),
+        |n, bytes, d| print_698(n, bytes.len(), d),
+    ))
 }
 
 fn print_698(n: usize, len: usize, d: &meterd::protocols::dlt698::describe::Description) {

@@ -94,6 +94,32 @@ where
     serve_until_stopped(tasks, keep).await
 }
 
+/// [`serve_on`] for a DL/T 645 or 698.45 simulator: every TCP connection and every port gets
+/// the same serving loop; labels `{protocol} tcp ADDR` and `{protocol} pty PATH`.
+async fn serve_frames_on<T: meterd::sim::LineSimulator>(
+    a: &SimArgs,
+    bus: BusProtocol,
+    what: &str,
+    sim: Arc<T>,
+) -> anyhow::Result<i32> {
+    let (tcp_sim, port_sim) = (sim.clone(), sim);
+    let tcp_label = format!("{} tcp", a.protocol);
+    let port_label = a.protocol.to_string();
+    serve_on(
+        a,
+        bus,
+        (&tcp_label, &port_label),
+        what,
+        move |listener| async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(tcp_sim.clone().serve_port(sock));
+            }
+        },
+        move |port| port_sim.clone().serve_port(port),
+    )
+    .await
+}
+
 /// Run the simulator's servers until Ctrl-C/SIGTERM or one of them ends. `keep` holds the far
 /// ends of ptys open meanwhile.
 pub(super) async fn serve_until_stopped(
@@ -152,22 +178,7 @@ pub(super) async fn simulate_dlt645(a: SimArgs) -> anyhow::Result<i32> {
         }
     }
     let addresses: Vec<String> = sim.addresses().iter().map(ToString::to_string).collect();
-    let (tcp_sim, port_sim) = (sim.clone(), sim);
-    let tcp_label = format!("{} tcp", a.protocol);
-    let port_label = a.protocol.to_string();
-    serve_on(
-        &a,
-        bus,
-        (&tcp_label, &port_label),
-        &format!("addresses {addresses:?}"),
-        move |listener| async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(tcp_sim.clone().serve(sock));
-            }
-        },
-        move |port| port_sim.clone().serve(port),
-    )
-    .await
+    serve_frames_on(&a, bus, &format!("addresses {addresses:?}"), sim).await
 }
 
 /// One `--quirk ADDRESS=QUIRK` of a DL/T 698.45 meter.
@@ -226,18 +237,5 @@ pub(super) async fn simulate_dlt698(a: SimArgs) -> anyhow::Result<i32> {
         }
     }
     let addresses: Vec<String> = sim.addresses().iter().map(ToString::to_string).collect();
-    let (tcp_sim, port_sim) = (sim.clone(), sim);
-    serve_on(
-        &a,
-        bus,
-        ("dlt698 tcp", "dlt698"),
-        &format!("addresses {addresses:?}"),
-        move |listener| async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(tcp_sim.clone().serve(sock));
-            }
-        },
-        move |port| port_sim.clone().serve(port),
-    )
-    .await
+    serve_frames_on(&a, bus, &format!("addresses {addresses:?}"), sim).await
 }

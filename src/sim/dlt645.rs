@@ -21,7 +21,7 @@ use meterd_protocols::{
     profile::Profile,
 };
 use rand::Rng;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Fault, MeterModel};
 
@@ -283,52 +283,38 @@ impl Dlt645Sim {
 
     /// Serve requests on `port` until it closes.
     pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(self: Arc<Self>, port: S) {
-        let (mut rx, mut tx) = tokio::io::split(port);
-        let mut buf: Vec<u8> = Vec::with_capacity(512);
-        let mut chunk = [0u8; 512];
-        loop {
-            match frame::scan(&buf) {
-                Scan::Frame(f, n) => {
-                    buf.drain(..n);
-                    if f.control.is_reply() {
-                        continue;
-                    }
-                    // A pty delivers the request at once; on a real line it takes its wire time.
-                    let request_time = self.wire_time(n);
-                    tokio::time::sleep(request_time).await;
-                    let mut busy = request_time;
-                    if let Some(bytes) = self.answer(&f) {
-                        // Half duplex: the meter answers after its delay; the line is busy
-                        // for the reply's wire time.
-                        let d = self.delay_for(&f, bytes.len());
-                        busy += d;
-                        tokio::time::sleep(d).await;
-                        if tx.write_all(&bytes).await.is_err() {
-                            return;
-                        }
-                    }
-                    self.busy_ns
-                        .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
+        let sim = self.clone();
+        super::serve_frames(
+            port,
+            &self.busy_ns,
+            |buf| match frame::scan(buf) {
+                Scan::Frame(f, n) => super::Found::Frame(f, n),
+                Scan::Invalid { skip, .. } => super::Found::Skip(skip),
+                Scan::Incomplete { skip } => super::Found::Incomplete(skip),
+            },
+            |f, n| {
+                if f.control.is_reply() {
+                    return None;
                 }
-                Scan::Invalid { skip, .. } => {
-                    buf.drain(..skip.min(buf.len()));
-                }
-                Scan::Incomplete { skip } => {
-                    buf.drain(..skip.min(buf.len()));
-                    match tokio::time::timeout(Duration::from_millis(500), rx.read(&mut chunk))
-                        .await
-                    {
-                        // Silence inside a frame for longer than the inter-byte limit: drop it.
-                        Err(_) => buf.clear(),
-                        Ok(Ok(0)) => tokio::time::sleep(Duration::from_millis(20)).await,
-                        Ok(Err(e)) if e.raw_os_error() == Some(5) => {
-                            tokio::time::sleep(Duration::from_millis(20)).await
-                        }
-                        Ok(Err(_)) => return,
-                        Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            }
-        }
+                Some(super::Answer {
+                    request_time: sim.wire_time(n),
+                    replies: sim
+                        .answer(f)
+                        .map(|bytes| (sim.delay_for(f, bytes.len()), bytes))
+                        .into_iter()
+                        .collect(),
+                })
+            },
+        )
+        .await
+    }
+}
+
+impl super::LineSimulator for Dlt645Sim {
+    fn serve_port<S: AsyncRead + AsyncWrite + Send + 'static>(
+        self: Arc<Self>,
+        port: S,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        self.serve(port)
     }
 }

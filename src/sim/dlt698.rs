@@ -29,7 +29,7 @@ use meterd_protocols::{
     profile::Profile,
 };
 use rand::Rng;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Fault, MeterModel};
 
@@ -304,52 +304,40 @@ impl Dlt698Sim {
 
     /// Serve requests on `port` until it closes.
     pub async fn serve<S: AsyncRead + AsyncWrite + Send + 'static>(self: Arc<Self>, port: S) {
-        let (mut rx, mut tx) = tokio::io::split(port);
-        let mut buf: Vec<u8> = Vec::with_capacity(512);
-        let mut chunk = [0u8; 512];
-        loop {
-            match frame::scan(&buf) {
-                Scan::Frame(f, n) => {
-                    buf.drain(..n);
-                    if f.control.from_server() {
-                        continue;
-                    }
-                    let request_time = self.wire_time(n);
-                    tokio::time::sleep(request_time).await;
-                    let mut busy = request_time;
-                    for bytes in self.answer(&f) {
-                        let d = self.reply_delay + self.slow(&f) + self.wire_time(bytes.len());
-                        busy += d;
-                        tokio::time::sleep(d).await;
-                        if tx.write_all(&bytes).await.is_err() {
-                            return;
-                        }
-                    }
-                    self.busy_ns.fetch_add(
-                        u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX),
-                        Ordering::Relaxed,
-                    );
+        let sim = self.clone();
+        super::serve_frames(
+            port,
+            &self.busy_ns,
+            |buf| match frame::scan(buf) {
+                Scan::Frame(f, n) => super::Found::Frame(f, n),
+                Scan::Invalid { skip, .. } => super::Found::Skip(skip),
+                Scan::Incomplete { skip } => super::Found::Incomplete(skip),
+            },
+            |f, n| {
+                if f.control.from_server() {
+                    return None;
                 }
-                Scan::Invalid { skip, .. } => {
-                    buf.drain(..skip.min(buf.len()));
-                }
-                Scan::Incomplete { skip } => {
-                    buf.drain(..skip.min(buf.len()));
-                    match tokio::time::timeout(Duration::from_millis(500), rx.read(&mut chunk))
-                        .await
-                    {
-                        // Silence inside a frame for longer than a byte takes: drop it.
-                        Err(_) => buf.clear(),
-                        Ok(Ok(0)) => tokio::time::sleep(Duration::from_millis(20)).await,
-                        Ok(Err(e)) if e.raw_os_error() == Some(5) => {
-                            tokio::time::sleep(Duration::from_millis(20)).await
-                        }
-                        Ok(Err(_)) => return,
-                        Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            }
-        }
+                let slow = sim.slow(f);
+                Some(super::Answer {
+                    request_time: sim.wire_time(n),
+                    replies: sim
+                        .answer(f)
+                        .into_iter()
+                        .map(|bytes| (sim.reply_delay + slow + sim.wire_time(bytes.len()), bytes))
+                        .collect(),
+                })
+            },
+        )
+        .await
+    }
+}
+
+impl super::LineSimulator for Dlt698Sim {
+    fn serve_port<S: AsyncRead + AsyncWrite + Send + 'static>(
+        self: Arc<Self>,
+        port: S,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        self.serve(port)
     }
 }
 

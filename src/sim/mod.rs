@@ -361,6 +361,86 @@ impl Simulator {
     }
 }
 
+/// What a meter simulator's scanner found at the front of its input.
+pub enum Found<F> {
+    /// A request, and how many bytes it took.
+    Frame(F, usize),
+    /// Junk to drop.
+    Skip(usize),
+    /// Nothing complete yet; this many leading bytes are junk.
+    Incomplete(usize),
+}
+
+/// What a simulated line does with one request: the request's own wire time (a pty delivers
+/// it at once; a line takes its time), then each reply after its delay (the meter's turnaround
+/// and the reply's wire time). No replies: silence.
+pub struct Answer {
+    pub request_time: Duration,
+    pub replies: Vec<(Duration, Vec<u8>)>,
+}
+
+/// The serving loop of the DL/T 645 and 698.45 simulators: half duplex, one request at a time,
+/// the busy time of the line counted into `busy_ns`. A partial frame followed by 500 ms of
+/// silence is dropped; a pty without a master keeps the loop waiting, not failing.
+pub async fn serve_frames<S, F>(
+    port: S,
+    busy_ns: &AtomicU64,
+    mut scan: impl FnMut(&[u8]) -> Found<F>,
+    mut answer: impl FnMut(&F, usize) -> Option<Answer>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rx, mut tx) = tokio::io::split(port);
+    let mut buf: Vec<u8> = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        match scan(&buf) {
+            Found::Frame(f, n) => {
+                buf.drain(..n.min(buf.len()));
+                let Some(a) = answer(&f, n) else { continue };
+                tokio::time::sleep(a.request_time).await;
+                let mut busy = a.request_time;
+                for (delay, bytes) in a.replies {
+                    busy += delay;
+                    tokio::time::sleep(delay).await;
+                    if tx.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                busy_ns.fetch_add(
+                    u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+            }
+            Found::Skip(n) => {
+                buf.drain(..n.min(buf.len()));
+            }
+            Found::Incomplete(skip) => {
+                buf.drain(..skip.min(buf.len()));
+                match tokio::time::timeout(Duration::from_millis(500), rx.read(&mut chunk)).await {
+                    // Silence inside a frame for longer than a byte takes: drop it.
+                    Err(_) => buf.clear(),
+                    Ok(Ok(0)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Ok(Err(e)) if e.raw_os_error() == Some(5) => {
+                        // EIO on a pty master: nobody has the other end open right now.
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    Ok(Err(_)) => return,
+                    Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+    }
+}
+
+/// A simulator that serves one port at a time, for `meterd simulate` and the demo.
+pub trait LineSimulator: Send + Sync + 'static {
+    fn serve_port<S: AsyncRead + AsyncWrite + Send + 'static>(
+        self: Arc<Self>,
+        port: S,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
 /// A pseudo-terminal pair: serve on the first, hand the path of the second to a master.
 /// The second end is kept open by the returned file (closing every handle on it makes the
 /// first end fail); it is a plain descriptor, without the exclusive lock a serial port

@@ -204,19 +204,10 @@ async fn dlt698_meters_reach_mqtt_and_influxdb_in_contract_units_whatever_their_
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_gap_the_missed_dlt698_daily_freezes_are_read_back_oldest_first() {
-    use meterd::bus::{dlt698::Dlt698Link, poll, BusLink, MeterOnBus, MeterTarget, PollTarget};
+/// A bus link straight onto the simulator's pty, for polls driven by the test.
+fn direct_link(pty: String) -> meterd::bus::BusLink {
     use meterd::config::{Link, Parity, SerialConfig};
-    let set = ProfileSet::builtin();
-    let profile = set.get("dlt698-single-phase").cloned().unwrap();
-    let sim = Dlt698Sim::new(None);
-    let address = addr("000000000322");
-    sim.add_meter(address.clone(), profile.clone(), true);
-    sim.set_drift(&address, 0);
-    let (master, _keep, pty) = sim::pty_pair().expect("pty");
-    tokio::spawn(sim.clone().serve(master));
-    let mut link = BusLink::Dlt698(Dlt698Link::new(
+    meterd::bus::BusLink::Dlt698(meterd::bus::dlt698::Dlt698Link::new(
         Link::Serial(SerialConfig {
             device: pty.into(),
             baud: 9600,
@@ -225,18 +216,40 @@ async fn after_a_gap_the_missed_dlt698_daily_freezes_are_read_back_oldest_first(
             stop_bits: 1,
         }),
         Duration::from_millis(500),
-    ));
-    let targets = PollTarget::for_meter(MeterOnBus {
-        profile: &profile,
+    ))
+}
+
+/// Every group of one meter, as a bus polls them.
+fn targets_of(
+    profile: &std::sync::Arc<meterd::protocols::profile::Profile>,
+    address: &ServerAddress,
+) -> Vec<std::sync::Arc<meterd::bus::PollTarget>> {
+    meterd::bus::PollTarget::for_meter(meterd::bus::MeterOnBus {
+        profile,
         unit: 0,
         address: None,
-        server_address: Some(address),
+        server_address: Some(address.clone()),
         frame_gap: Duration::from_millis(5),
         max_registers: 125,
         max_gap: 16,
         utc_offset_s: 8 * 3600,
         time_sync: None,
-    });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_gap_the_missed_dlt698_daily_freezes_are_read_back_oldest_first() {
+    use meterd::bus::{poll, MeterTarget};
+    let set = ProfileSet::builtin();
+    let profile = set.get("dlt698-single-phase").cloned().unwrap();
+    let sim = Dlt698Sim::new(None);
+    let address = addr("000000000322");
+    sim.add_meter(address.clone(), profile.clone(), true);
+    sim.set_drift(&address, 0);
+    let (master, _keep, pty) = sim::pty_pair().expect("pty");
+    tokio::spawn(sim.clone().serve(master));
+    let mut link = direct_link(pty);
+    let targets = targets_of(&profile, &address);
     let target = &targets[profile.groups.iter().position(|g| g.daily_freeze).unwrap()];
     let MeterTarget::Dlt698(meter) = &target.meter else {
         panic!("a DL/T 698.45 target")
@@ -279,8 +292,7 @@ async fn after_a_gap_the_missed_dlt698_daily_freezes_are_read_back_oldest_first(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_answered_in_application_blocks_is_followed_to_its_last_block() {
-    use meterd::bus::{dlt698::Dlt698Link, poll, BusLink, MeterOnBus, PollTarget};
-    use meterd::config::{Link, Parity, SerialConfig};
+    use meterd::bus::poll;
     let set = ProfileSet::builtin();
     let profile = set.get("dlt698-three-phase").cloned().unwrap();
     let sim = Dlt698Sim::new(None);
@@ -290,27 +302,8 @@ async fn a_list_answered_in_application_blocks_is_followed_to_its_last_block() {
     sim.set_quirk(&address, Quirk::Blocks(2));
     let (master, _keep, pty) = sim::pty_pair().expect("pty");
     tokio::spawn(sim.clone().serve(master));
-    let mut link = BusLink::Dlt698(Dlt698Link::new(
-        Link::Serial(SerialConfig {
-            device: pty.into(),
-            baud: 9600,
-            parity: Parity::Even,
-            data_bits: 8,
-            stop_bits: 1,
-        }),
-        Duration::from_millis(500),
-    ));
-    let targets = PollTarget::for_meter(MeterOnBus {
-        profile: &profile,
-        unit: 0,
-        address: None,
-        server_address: Some(address.clone()),
-        frame_gap: Duration::from_millis(5),
-        max_registers: 125,
-        max_gap: 16,
-        utc_offset_s: 8 * 3600,
-        time_sync: None,
-    });
+    let mut link = direct_link(pty);
+    let targets = targets_of(&profile, &address);
     let realtime = profile
         .groups
         .iter()

@@ -342,6 +342,20 @@ fn f(name: &str, v: Value) -> (String, Value) {
     (name.to_string(), v)
 }
 
+fn time_tag_field(t: &Option<TimeTag>, fields: &mut Vec<(String, Value)>) {
+    if let Some(t) = t {
+        fields.push(f(
+            "time_tag",
+            text_value(format!(
+                "sent {} valid {} {}",
+                t.sent,
+                t.delay.value,
+                t.delay.unit_name()
+            )),
+        ));
+    }
+}
+
 fn negotiation(n: &Negotiation) -> Vec<(String, Value)> {
     vec![
         f("protocol_version", Value::Number(f64::from(n.version))),
@@ -460,17 +474,7 @@ fn describe_at(a: &Apdu, depth: usize) -> ApduDesc {
         Apdu::Client {
             service, time_tag, ..
         } => {
-            if let Some(t) = time_tag {
-                fields.push(f(
-                    "time_tag",
-                    text_value(format!(
-                        "sent {} valid {} {}",
-                        t.sent,
-                        t.delay.value,
-                        t.delay.unit_name()
-                    )),
-                ));
-            }
+            time_tag_field(time_tag, fields);
             match service {
                 ClientService::Connect {
                     negotiation: n,
@@ -543,17 +547,7 @@ fn describe_at(a: &Apdu, depth: usize) -> ApduDesc {
             time_tag,
             ..
         } => {
-            if let Some(t) = time_tag {
-                fields.push(f(
-                    "time_tag",
-                    text_value(format!(
-                        "sent {} valid {} {}",
-                        t.sent,
-                        t.delay.value,
-                        t.delay.unit_name()
-                    )),
-                ));
-            }
+            time_tag_field(time_tag, fields);
             match service {
                 ServerService::Connect {
                     factory,
