@@ -22,19 +22,19 @@ pub(super) fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result
     match name {
         None => {
             outln!(
-                "{:<22} {:<18} {:<28} {:>6}  origin",
+                "{:<24} {:<18} {:<32} {:>10}  origin",
                 "name",
                 "manufacturer",
                 "model",
-                "points"
+                "quantities"
             );
             for p in set.profiles.values() {
                 outln!(
-                    "{:<22} {:<18} {:<28} {:>6}  {}",
+                    "{:<24} {:<18} {:<32} {:>10}  {}",
                     p.name,
                     p.manufacturer,
                     p.model,
-                    p.points().count(),
+                    p.quantities().count(),
                     p.origin
                 );
             }
@@ -91,7 +91,31 @@ pub(super) fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result
                         quantity::unit_of(&d.quantity).unwrap_or("")
                     );
                 }
-                if g.dis.is_empty() {
+                for o in &g.oads {
+                    let names: Vec<&str> = o
+                        .names
+                        .iter()
+                        .map(|n| n.as_deref().unwrap_or("-"))
+                        .collect();
+                    let what =
+                        meterd::protocols::dlt698::catalogue::object_name(o.oad.oi).unwrap_or("");
+                    outln!(
+                        "  OAD {} {:<30} x 10^{:<3} {}",
+                        o.oad,
+                        what,
+                        o.exp,
+                        names.join(", ")
+                    );
+                }
+                if g.clock {
+                    outln!("  meter_clock_offset_s             from the meter's date and time");
+                }
+                if g.daily_freeze {
+                    outln!("  daily freeze: forward active energy, total and tariffs, stamped with the freeze time");
+                }
+                if !g.oads.is_empty() {
+                    outln!("  ({} OADs in one GET-Request-NormalList)", g.oads.len());
+                } else if g.dis.is_empty() && !g.points.is_empty() {
                     let blocks = g.plan(config::DEFAULT_MAX_REGISTERS, config::DEFAULT_MAX_GAP);
                     outln!(
                         "  ({} points in {} read requests)",

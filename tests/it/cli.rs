@@ -141,6 +141,7 @@ fn profiles_lists_the_built_in_ones_and_prints_one_with_its_requests() {
         "abb-b23",
         "carlo-gavazzi-em24",
         "schneider-iem3255",
+        "dlt698-three-phase",
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
@@ -154,6 +155,18 @@ fn profiles_lists_the_built_in_ones_and_prints_one_with_its_requests() {
             && text.contains("(5 points in 2 read requests)"),
         "{text}"
     );
+    let out = meterd()
+        .args(["profiles", "dlt698-three-phase"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "OAD 20000200 voltage                        x 10^-1  voltage_l1_v, voltage_l2_v, voltage_l3_v",
+        "(6 OADs in one GET-Request-NormalList)",
+        "daily freeze: forward active energy",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
 }
 
 #[test]
