@@ -118,7 +118,7 @@ fn the_printed_template_validates() {
     // Every built-in rule plus the two threshold rules, and the Alertmanager notifier.
     assert!(
         String::from_utf8_lossy(&v.stdout)
-            .ends_with("ok (3 buses, 4 meters, 12 alert rules, 1 alert notifiers)\n"),
+            .ends_with("ok (4 buses, 5 meters, 12 alert rules, 1 alert notifiers)\n"),
         "{}",
         String::from_utf8_lossy(&v.stdout)
     );
