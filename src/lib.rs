@@ -14,6 +14,7 @@ pub mod http;
 pub mod journal;
 pub mod reading;
 pub mod redact;
+pub mod remote;
 pub mod sim;
 pub mod sinks;
 pub mod state;
