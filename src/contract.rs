@@ -138,6 +138,25 @@ impl Reading {
     }
 }
 
+/// One meter as `/api/meters` and the remote `status` command show it: state, counters, last
+/// error, last reading and its latest values.
+pub fn meter_json(id: &str, m: &crate::state::MeterState) -> serde_json::Value {
+    serde_json::json!({
+        "meter": id,
+        "bus": m.bus,
+        "online": m.online,
+        "refusing": m.refusing,
+        "polls": m.polls,
+        "failures": {"timeout": m.timeouts, "link": m.link_errors, "refused": m.exceptions},
+        "last_error": m.last_error,
+        "last_reading": m.last_reading.as_ref().map(|r| serde_json::json!({
+            "ts": humantime::format_rfc3339_millis(r.ts).to_string(),
+            "seq": r.seq,
+        })),
+        "values": m.last_values(),
+    })
+}
+
 /// Line-protocol escaping for tag keys, tag values and field keys.
 pub fn escape_tag(s: &str, out: &mut String) {
     for c in s.chars() {

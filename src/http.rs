@@ -53,6 +53,13 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
             );
         }
     }
+    out.push_str("# HELP meterd_commands_total Remote commands from the master station, by command and how they ended.\n# TYPE meterd_commands_total counter\n");
+    for ((command, status), n) in s.live.commands() {
+        let _ = writeln!(
+            out,
+            "meterd_commands_total{{command=\"{command}\",status=\"{status}\"}} {n}"
+        );
+    }
     out.push_str("# HELP meterd_meter_refusing Whether the meter answers but refused every request of its last poll (1): alive, yet no values.\n# TYPE meterd_meter_refusing gauge\n");
     for (id, m) in &meters {
         let _ = writeln!(
@@ -276,23 +283,8 @@ async fn api_meters(State(s): State<HttpState>) -> impl IntoResponse {
     let meters: Vec<serde_json::Value> = s
         .live
         .snapshot()
-        .into_iter()
-        .map(|(id, m)| {
-            serde_json::json!({
-                "meter": id,
-                "bus": m.bus,
-                "online": m.online,
-                "refusing": m.refusing,
-                "polls": m.polls,
-                "failures": {"timeout": m.timeouts, "link": m.link_errors, "refused": m.exceptions},
-                "last_error": m.last_error,
-                "last_reading": m.last_reading.as_ref().map(|r| serde_json::json!({
-                    "ts": humantime::format_rfc3339_millis(r.ts).to_string(),
-                    "seq": r.seq,
-                })),
-                "values": m.last_values(),
-            })
-        })
+        .iter()
+        .map(|(id, m)| crate::contract::meter_json(id, m))
         .collect();
     Json(serde_json::json!({ "meters": meters }))
 }

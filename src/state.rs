@@ -229,6 +229,8 @@ pub struct LiveState {
     alerts: Mutex<Vec<Alert>>,
     /// The long-lived tasks and their restarts.
     pub tasks: Arc<Tasks>,
+    /// Remote commands by (command, status): `meterd_commands_total`.
+    commands: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl Default for LiveState {
@@ -241,11 +243,32 @@ impl Default for LiveState {
             readings_skipped: Default::default(),
             tasks: Default::default(),
             alerts: Mutex::new(Vec::new()),
+            commands: Mutex::new(BTreeMap::new()),
         }
     }
 }
 
 impl LiveState {
+    /// Count one remote command and how it ended.
+    pub fn count_command(&self, command: &'static str, status: &'static str) {
+        *self
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((command, status))
+            .or_insert(0) += 1;
+    }
+
+    /// Remote commands counted so far, by (command, status).
+    pub fn commands(&self) -> Vec<((&'static str, &'static str), u64)> {
+        self.commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<Arc<str>, MeterState>> {
         self.meters.lock().unwrap_or_else(|e| e.into_inner())
     }

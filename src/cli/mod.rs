@@ -35,6 +35,7 @@ fn emit(args: std::fmt::Arguments, newline: bool) {
 }
 
 mod args;
+mod cmd;
 mod decode;
 mod demo;
 mod profiles;
@@ -45,6 +46,7 @@ mod simulate;
 mod timesync;
 
 use args::*;
+use cmd::*;
 use decode::*;
 use demo::*;
 use meterd::protocols::dlt645::Version as Dlt645Version;
@@ -121,6 +123,8 @@ enum Command {
         #[arg(long)]
         utc_offset: Option<String>,
     },
+    /// Send a signed command to a running gateway through its broker and print the reply.
+    Cmd(CmdArgs),
     /// Decode captured DL/T 645 or DL/T 698.45 frames: every field, values with units, what
     /// is wrong. Exit 1 if any frame is invalid.
     Decode {
@@ -237,6 +241,7 @@ async fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Scan(a) => scan(a).await,
         Command::Simulate(a) => simulate(a).await,
         Command::Demo => demo().await,
+        Command::Cmd(a) => cmd(a).await,
         Command::Decode {
             protocol,
             json,

@@ -88,6 +88,7 @@ struct RawAll {
     journal: RawJournal,
     http: RawHttp,
     alerts: RawAlerts,
+    remote: Option<RawRemote>,
 }
 
 /// `journal.memory` when not set: about 25,000 readings of 8 values, or 5,000 of 60.
@@ -102,6 +103,7 @@ const SECTIONS: &[&str] = &[
     "journal",
     "http",
     "alerts",
+    "remote",
 ];
 
 /// Deserialize section by section, and each bus and meter on its own, so one bad meter does
@@ -138,6 +140,7 @@ fn parse_sections(r: &mut Reporter, mut top: toml::Table) -> Option<RawAll> {
     let alerts = take("alerts")
         .and_then(|v| r.parse(&[k("alerts")], v))
         .unwrap_or_default();
+    let remote = take("remote").and_then(|v| r.parse(&[k("remote")], v));
     let mut buses = Vec::new();
     match take("bus") {
         None => {}
@@ -183,6 +186,7 @@ fn parse_sections(r: &mut Reporter, mut top: toml::Table) -> Option<RawAll> {
         journal,
         http,
         alerts,
+        remote,
     })
 }
 
@@ -232,6 +236,9 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
     }
     let fsync = raw.journal.fsync.unwrap_or(Duration::from_secs(1));
     let alerts = alerts::check_alerts(r, raw.alerts, &buses, base);
+    let remote = raw
+        .remote
+        .and_then(|rm| super::remote::check_remote(r, rm, mqtt.is_some(), base));
     let gateway = gateway?;
     Some(Config {
         gateway_id: gateway.id,
@@ -252,5 +259,6 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
         },
         profiles,
         alerts,
+        remote,
     })
 }

@@ -13,6 +13,7 @@ pub mod model;
 mod mqtt;
 mod profiles;
 pub mod raw;
+mod remote;
 mod report;
 mod secret;
 mod values;
@@ -20,7 +21,7 @@ mod values;
 pub use load::{load, load_str};
 pub use model::{
     BusConfig, BusProtocol, Config, HttpConfig, InfluxAuth, InfluxConfig, JournalConfig, Link,
-    MeterConfig, MeterGroup, MqttConfig, Parity, SerialConfig, DEFAULT_MAX_GAP,
+    MeterConfig, MeterGroup, MqttConfig, Parity, RemoteConfig, SerialConfig, DEFAULT_MAX_GAP,
     DEFAULT_MAX_REGISTERS, DEFAULT_UTC_OFFSET_S,
 };
 pub use profiles::ProfileSet;

@@ -19,6 +19,26 @@ pub struct Config {
     pub http: HttpConfig,
     pub profiles: Arc<ProfileSet>,
     pub alerts: crate::alerts::AlertsConfig,
+    pub remote: Option<RemoteConfig>,
+}
+
+/// `[remote]`: which commands the master station may send, and the keys they are signed with.
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    pub commands: Vec<crate::remote::Command>,
+    pub keys: crate::remote::Keys,
+    pub window: Duration,
+    pub rate_limit: std::collections::HashMap<crate::remote::Command, u32>,
+}
+
+impl PartialEq for RemoteConfig {
+    fn eq(&self, other: &RemoteConfig) -> bool {
+        self.commands == other.commands
+            && self.keys.command == other.keys.command
+            && self.keys.relay == other.keys.relay
+            && self.window == other.window
+            && self.rate_limit == other.rate_limit
+    }
 }
 
 impl Config {

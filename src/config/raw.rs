@@ -166,6 +166,24 @@ pub struct RawJournal {
     pub fsync: Option<Duration>,
 }
 
+/// `[remote]`: commands from the master station over MQTT (off unless listed). Keys come
+/// from a file or the environment only: there is no inline `key`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemote {
+    #[serde(default)]
+    pub commands: Vec<String>,
+    pub key_file: Option<PathBuf>,
+    pub key_env: Option<String>,
+    pub relay_key_file: Option<PathBuf>,
+    pub relay_key_env: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub window: Option<Duration>,
+    /// Requests per minute, by command.
+    #[serde(default)]
+    pub rate_limit: std::collections::BTreeMap<String, u32>,
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {

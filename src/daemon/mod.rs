@@ -27,7 +27,7 @@ use crate::{
         Notifier,
     },
     bus,
-    config::{BusConfig, Config, ConfigErrors, InfluxConfig, MqttConfig},
+    config::{BusConfig, Config, ConfigErrors, InfluxConfig, MqttConfig, RemoteConfig},
     journal::{self, Journal},
     sinks::{self, SinkCtx, SinkStats},
     state::{LiveState, OutboxList, SinkInfo, SinkList},
@@ -131,6 +131,15 @@ enum SinkConfig {
     Null,
 }
 
+/// The remote-commands task's settings: restarted when any of them changes on reload.
+#[derive(Clone, PartialEq)]
+struct RemoteTask {
+    remote: RemoteConfig,
+    mqtt: MqttConfig,
+    gateway: String,
+    meters: Vec<String>,
+}
+
 struct Daemon {
     log: Arc<Journal>,
     live: Arc<LiveState>,
@@ -144,6 +153,7 @@ struct Daemon {
     outboxes: OutboxList,
     notifiers: BTreeMap<String, Running<Notifier>>,
     alerts: Arc<AlertEngine>,
+    remote: BTreeMap<&'static str, Running<RemoteTask>>,
 }
 
 /// Run one bus under supervision.
@@ -284,6 +294,23 @@ impl Daemon {
         names.iter().map(|n| self.outbox(n)).collect()
     }
 
+    fn start_remote(&self, t: RemoteTask) -> Running<RemoteTask> {
+        let (task, live) = (t.clone(), self.live.clone());
+        spawn("remote commands".into(), t, &self.live, move |stop| {
+            let executor = crate::remote::task::Executor {
+                live: live.clone(),
+                meters: task.meters.clone(),
+            };
+            crate::remote::task::run(
+                task.remote.clone(),
+                task.mqtt.clone(),
+                task.gateway.clone(),
+                executor,
+                stop,
+            )
+        })
+    }
+
     fn start_notifier(&self, n: Notifier, resend: Duration) -> Running<Notifier> {
         let outbox = self.outbox(&n.name);
         let firing = self.alerts.firing.subscribe();
@@ -336,6 +363,37 @@ impl Daemon {
         .await;
         self.notifiers = notifiers;
 
+        let mut remote = std::mem::take(&mut self.remote);
+        let mut remote_changes = Changes::default();
+        let wanted: BTreeMap<&'static str, RemoteTask> = match (&new.remote, &new.mqtt) {
+            (Some(r), Some(m)) if !r.commands.is_empty() => [(
+                "commands",
+                RemoteTask {
+                    remote: r.clone(),
+                    mqtt: m.clone(),
+                    gateway: new.gateway_id.clone(),
+                    meters: new
+                        .buses
+                        .iter()
+                        .flat_map(|b| b.meters.iter().map(|m| m.id.clone()))
+                        .collect(),
+                },
+            )]
+            .into(),
+            _ => BTreeMap::new(),
+        };
+        reconcile(
+            &mut remote,
+            wanted,
+            "remote",
+            false,
+            &mut remote_changes,
+            |_, t| self.start_remote(t),
+            |_| {},
+        )
+        .await;
+        self.remote = remote;
+
         let mut buses = std::mem::take(&mut self.buses);
         let wanted: BTreeMap<String, BusConfig> = new
             .buses
@@ -353,7 +411,7 @@ impl Daemon {
         )
         .await;
         self.buses = buses;
-        for c in [sink_changes, notifier_changes] {
+        for c in [sink_changes, notifier_changes, remote_changes] {
             changes.started.extend(c.started);
             changes.restarted.extend(c.restarted);
             changes.stopped.extend(c.stopped);
@@ -469,6 +527,7 @@ pub async fn run(
         alert_dir: alert_dir.clone(),
         outboxes: OutboxList::default(),
         notifiers: BTreeMap::new(),
+        remote: BTreeMap::new(),
         alerts: Arc::new(AlertEngine {
             settings: Mutex::new(AlertSettings {
                 gateway: config.gateway_id.clone(),

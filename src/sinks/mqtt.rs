@@ -31,18 +31,23 @@ enum Sent {
     Alert(u64),
 }
 
-fn options(cfg: &MqttConfig, topics: &Topics) -> std::io::Result<MqttOptions> {
-    let mut o = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+/// The broker connection as `[mqtt]` says: the sink's (clean session, the gateway's `offline`
+/// as last will) and the remote commands' (its own client id, a persistent session so
+/// commands sent during an outage arrive after it, no will).
+pub fn options(
+    cfg: &MqttConfig,
+    client_id: &str,
+    will: Option<LastWill>,
+    clean_session: bool,
+) -> std::io::Result<MqttOptions> {
+    let mut o = MqttOptions::new(client_id, &cfg.host, cfg.port);
     o.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(5)));
-    o.set_clean_session(true);
+    o.set_clean_session(clean_session);
     o.set_inflight(cfg.inflight.saturating_add(16));
     o.set_max_packet_size(1 << 20, 1 << 20);
-    o.set_last_will(LastWill::new(
-        topics.status(),
-        "offline",
-        QoS::AtLeastOnce,
-        true,
-    ));
+    if let Some(w) = will {
+        o.set_last_will(w);
+    }
     if let Some(user) = &cfg.username {
         o.set_credentials(user, cfg.password.as_deref().unwrap_or(""));
     }
@@ -87,7 +92,8 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
         let mut backoff = Backoff::default();
         let mut failed = false;
         let opts = loop {
-            match options(&cfg, &topics) {
+            let will = LastWill::new(topics.status(), "offline", QoS::AtLeastOnce, true);
+            match options(&cfg, &cfg.client_id, Some(will), true) {
                 Ok(o) => break o,
                 Err(e) => {
                     if !failed {

@@ -20,7 +20,7 @@ fn each_class_of_config_error_is_reported_with_its_location() {
     let gw = "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\n";
     let cases: &[(&str, String, &[&str])] = &[
         ("a TOML syntax error", format!("{gw}[[bus]\n"), &["t.toml:4:6: invalid table header: expected `.`, `]]`"]),
-        ("an unknown top-level key", format!("colour = 1\n{gw}"), &["t.toml:1:1: colour: unknown section `colour`, expected one of gateway, profiles_dir, bus, mqtt, influxdb, journal, http, alerts"]),
+        ("an unknown top-level key", format!("colour = 1\n{gw}"), &["t.toml:1:1: colour: unknown section `colour`, expected one of gateway, profiles_dir, bus, mqtt, influxdb, journal, http, alerts, remote"]),
         ("an unknown key in a meter", format!("{gw}{GOOD_BUS}colour = \"red\"\n"), &["t.toml:12:1: bus[0].meter[0].colour: unknown field `colour`, expected one of `id`, `unit`, `address`, `profile`, `interval`, `intervals`, `labels`"]),
         ("a value of the wrong type", format!("{gw}{GOOD_BUS}").replace("unit = 1", "unit = \"one\""), &["t.toml:10:1: bus[0].meter[0].unit: invalid type: string \"one\", expected u8"]),
         ("a bad duration", format!("{gw}{GOOD_BUS}").replace("tcp = \"127.0.0.1:502\"\n", "tcp = \"127.0.0.1:502\"\ntimeout = \"soon\"\n"), &["t.toml:8:1: bus[0].timeout: invalid value: string \"soon\", expected a duration"]),
@@ -43,6 +43,8 @@ fn each_class_of_config_error_is_reported_with_its_location() {
         ("a wildcard address for polling", format!("{gw}[[bus]]\nname = \"d\"\nprotocol = \"dlt645-2007\"\ntcp = \"127.0.0.1:9000\"\n[[bus.meter]]\nid = \"m\"\naddress = \"AAAAAAAAAAAA\"\nprofile = \"dlt645-2007-three-phase\"\n"), &["t.toml:10:1: bus[0].meter[0].address: AAAAAAAAAAAA: broadcast and wildcard addresses are for scanning, not polling"]),
         ("a Modbus profile on a DL/T 645 bus", format!("{gw}[[bus]]\nname = \"d\"\nprotocol = \"dlt645-1997\"\ntcp = \"127.0.0.1:9000\"\n[[bus.meter]]\nid = \"m\"\naddress = \"1\"\nprofile = \"eastron-sdm630\"\n"), &["t.toml:11:1: bus[0].meter[0].profile: profile eastron-sdm630 is for Modbus meters; this is a dlt645-1997 bus"]),
         ("a DL/T 698.45 meter with a unit, one without an address, one with a wildcard and a duplicate", format!("{gw}[[bus]]\nname = \"p\"\nprotocol = \"dlt698\"\nserial = {{ device = \"/dev/ttyS3\" }}\n[[bus.meter]]\nid = \"m1\"\nunit = 3\nprofile = \"dlt698-three-phase\"\n[[bus.meter]]\nid = \"m2\"\naddress = \"0000000003A1\"\nprofile = \"dlt698-three-phase\"\n[[bus.meter]]\nid = \"m3\"\naddress = \"000000000321\"\nprofile = \"dlt698-single-phase\"\n[[bus.meter]]\nid = \"m4\"\naddress = \"000000000321\"\nprofile = \"dlt645-2007-three-phase\"\n"), &["t.toml:10:1: bus[0].meter[0].unit: unit is for Modbus meters; DL/T 698.45 meters use address = \"000000000001\"", "t.toml:9:1: bus[0].meter[0].id: a DL/T 698.45 meter needs address = \"000000000001\" (the digits on the nameplate)", "t.toml:14:1: bus[0].meter[1].address: 0000000003A1: wildcard addresses are for scanning, not polling", "t.toml:22:1: bus[0].meter[3].address: address 000000000321 is already meter \"m3\" on this bus", "t.toml:23:1: bus[0].meter[3].profile: profile dlt645-2007-three-phase is for DL/T 645-2007 meters; this is a dlt698 bus"]),
+        ("remote commands with an inline key", format!("{gw}[mqtt]\nurl = \"mqtt://h\"\n[remote]\ncommands = [\"status\"]\nkey = \"secret\"\n"), &["t.toml:8:1: remote.key: unknown field `key`, expected one of `commands`, `key_file`, `key_env`, `relay_key_file`, `relay_key_env`, `window`, `rate_limit`"]),
+        ("remote commands not built yet, without MQTT or a key, and a bad rate limit", format!("{gw}[remote]\ncommands = [\"status\", \"relay\", \"fly\"]\nwindow = \"2h\"\nrate_limit = {{ status = 0 }}\n"), &["t.toml:6:1: remote.window: \"2h\" is outside 10s to 1h: a signed command is valid this long either way of the gateway's clock: clocks drift seconds, and a replay window of more than an hour is an invitation", "t.toml:5:1: remote.commands: commands arrive over MQTT: configure [mqtt] too", "t.toml:5:1: remote.commands: relay cannot be enabled in this version yet; available: status", "t.toml:5:1: remote.commands: unknown command \"fly\"; known: read, timesync, recollect, relay, status", "t.toml:7:1: remote.rate_limit: status: at least 1 per minute", "t.toml:4:2: remote.key_file: commands need a key: key_file (or key_env) with the secret shared with the master station"]),
         ("an alert rule with above and below, for a meter that does not exist", format!("{gw}{GOOD_BUS}[alerts]\n[[alerts.rule]]\nname = \"hv\"\nquantity = \"voltage_l1_v\"\nabove = 250.0\nbelow = 200.0\nmeters = [\"m9\"]\n"), &["t.toml:18:1: alerts.rule[0].meters: no meter \"m9\" in this config", "t.toml:16:1: alerts.rule[0].above: give exactly one of above and below"]),
         ("an alert that clears on the wrong side of its threshold", format!("{gw}{GOOD_BUS}[[alerts.rule]]\nname = \"hv\"\nquantity = \"voltage_l1_v\"\nabove = 235.0\nclear = 240.0\n"), &["t.toml:16:1: alerts.rule[0].clear: 240 is above the threshold 235: an alert above a level clears below it"]),
         ("a parameter a built-in rule does not take, and an unknown built-in", format!("{gw}[alerts.builtin.bus_down]\nintervals = 3\n[alerts.builtin.meter_ofline]\nenabled = false\n"), &["t.toml:6:17: alerts.builtin.meter_ofline: unknown built-in rule; known: meter_offline, bus_down, phase_loss, reverse_power, energy_counter, clock_drift, journal_filling, journal_dropping, journal_unwritable, sink_unreachable", "t.toml:5:1: alerts.builtin.bus_down.intervals: bus_down takes no intervals; its parameters: none"]),
@@ -61,6 +63,21 @@ fn each_class_of_config_error_is_reported_with_its_location() {
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
+fn a_remote_key_shorter_than_16_bytes_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("short.key");
+    std::fs::write(&key, "short\n").unwrap();
+    let text = format!(
+        "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\n[mqtt]\nurl = \"mqtt://h\"\n[remote]\ncommands = [\"status\"]\nkey_file = \"{}\"\n",
+        key.display()
+    );
+    assert_eq!(
+        errors(&text),
+        ["t.toml:8:1: remote.key_file: the key must be at least 16 bytes"]
+    );
 }
 
 #[test]

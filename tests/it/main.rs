@@ -19,6 +19,7 @@ mod influx;
 mod layout;
 mod pipeline;
 mod reload;
+mod remote;
 mod scale;
 mod secrets;
 mod serial;

@@ -1,0 +1,269 @@
+//! Remote operations through a real Mosquitto: `meterd cmd status` end to end, and every
+//! refused case (disabled command, bad signature, replayed nonce, stale timestamp, unknown
+//! meter, malformed and oversized payloads) answered `refused` with its audit event, nothing
+//! executed, the daemon unharmed.
+
+use std::{process::Command, time::Duration};
+
+use meterd::remote::{request::Request, sign};
+
+use crate::{
+    harness::{self, Collector, Meterd},
+    servers,
+};
+
+const KEY: &str = "a test key of plenty of bytes";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A request for `command` signed with `key` for gateway `gw-rc`.
+fn signed(
+    command: &str,
+    id: &str,
+    nonce: &str,
+    ts: i64,
+    args: serde_json::Value,
+    key: &str,
+) -> String {
+    let mut body = serde_json::json!({"id": id, "ts": ts, "nonce": nonce, "by": "test", "args": args, "sig": "00"});
+    let r = Request::parse(command, body.to_string().as_bytes()).unwrap();
+    body["sig"] = sign(key.as_bytes(), "gw-rc", &r).into();
+    body.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_answered_when_signed_and_refused_with_an_audit_event_otherwise() {
+    let broker = servers::mosquitto();
+    let pub_bin = servers::binary("mosquitto_pub", "mosquitto-clients");
+    let (_sim, addr) = harness::tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("remote.key"), format!("{KEY}\n")).unwrap();
+    let http = servers::free_port();
+    let cfg = harness::one_meter_config(
+        dir.path(),
+        "gw-rc",
+        &dir.path().join("state"),
+        &addr,
+        "1s",
+        &format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+             [remote]\ncommands = [\"status\"]\nkey_file = \"remote.key\"\nwindow = \"1m\"\nrate_limit = {{ status = 100 }}\n",
+            broker.port
+        ),
+    );
+    let replies = Collector::start(broker.port, "meterd/gw-rc/cmd/+/reply").await;
+    let audit = Collector::start(broker.port, "meterd/gw-rc/audit").await;
+    let _meterd = Meterd::run(&cfg);
+    let readings = Collector::start(broker.port, "meterd/gw-rc/meter/m1/reading").await;
+    readings
+        .wait_for("a reading", Duration::from_secs(15), |m| !m.is_empty())
+        .await;
+
+    // The operator's path: meterd cmd signs with the config's key and waits for the reply.
+    let cfg2 = cfg.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_meterd"))
+            .args(["cmd", "-c"])
+            .arg(&cfg2)
+            .args(["status", "--meter", "m1", "--timeout", "10s"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["result"]["meters"][0]["meter"], "m1");
+    assert!(
+        v["result"]["meters"][0]["values"]["voltage_l1_v"]
+            .as_f64()
+            .unwrap()
+            > 200.0,
+        "{v}"
+    );
+
+    // Every way a request can be wrong: (what, command topic, payload, reason in the reply).
+    let t = now();
+    let status = |id: &str, nonce: &str, ts: i64, key: &str| {
+        signed(
+            "status",
+            id,
+            nonce,
+            ts,
+            serde_json::json!({"meter": "m1"}),
+            key,
+        )
+    };
+    let cases: Vec<(&str, &str, String, &str)> = vec![
+        (
+            "a disabled command",
+            "read",
+            signed(
+                "read",
+                "r-read",
+                "nonce-000000000001",
+                t,
+                serde_json::json!({"meter": "m1"}),
+                KEY,
+            ),
+            "not enabled",
+        ),
+        (
+            "a bad signature",
+            "status",
+            status("r-sig", "nonce-000000000002", t, "not the key at all here"),
+            "bad signature",
+        ),
+        (
+            "a stale timestamp",
+            "status",
+            status("r-old", "nonce-000000000003", t - 3600, KEY),
+            "from the gateway's clock",
+        ),
+        (
+            "an unknown meter",
+            "status",
+            signed(
+                "status",
+                "r-meter",
+                "nonce-000000000004",
+                t,
+                serde_json::json!({"meter": "m9"}),
+                KEY,
+            ),
+            "no meter \"m9\"",
+        ),
+        (
+            "malformed JSON",
+            "status",
+            "{\"id\":\"r-json\",".to_string(),
+            "not a JSON object",
+        ),
+        (
+            "an oversized payload",
+            "status",
+            format!("{{\"id\":\"r-big\",\"pad\":\"{}\"}}", "x".repeat(20_000)),
+            "larger than",
+        ),
+        (
+            "an unknown command",
+            "explode",
+            status("r-cmd", "nonce-000000000005", t, KEY),
+            "unknown command",
+        ),
+        (
+            "a first good request",
+            "status",
+            status("r-ok", "nonce-000000000006", t, KEY),
+            "",
+        ),
+        (
+            "its nonce replayed under a new id",
+            "status",
+            status("r-replay", "nonce-000000000006", t, KEY),
+            "nonce already used",
+        ),
+    ];
+    for (what, command, payload, _) in &cases {
+        let ok = Command::new(&pub_bin)
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
+            .args(["-t", &format!("meterd/gw-rc/cmd/{command}"), "-m", payload])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "{what}: mosquitto_pub");
+    }
+    let n = cases.len() + 1; // the cases and meterd cmd's request
+    replies
+        .wait_for("a reply to every request", Duration::from_secs(10), |m| {
+            m.len() >= n
+        })
+        .await;
+    audit
+        .wait_for(
+            "an audit event for every request",
+            Duration::from_secs(10),
+            |m| m.len() >= n,
+        )
+        .await;
+    let replies: Vec<serde_json::Value> = replies
+        .all()
+        .iter()
+        .map(|m| serde_json::from_str(&m.payload).unwrap())
+        .collect();
+    for (what, _, payload, reason) in &cases {
+        // An oversized payload is refused unread: its reply has no id.
+        let id = serde_json::from_str::<serde_json::Value>(payload)
+            .ok()
+            .filter(|_| payload.len() <= meterd::remote::request::MAX_BYTES)
+            .and_then(|v| v["id"].as_str().map(String::from))
+            .unwrap_or_default();
+        let r = replies
+            .iter()
+            .find(|r| {
+                r["id"] == id.as_str()
+                    && (reason.is_empty()
+                        || r["reason"].as_str().is_some_and(|s| s.contains(reason)))
+            })
+            .unwrap_or_else(|| panic!("{what}: no reply with {reason:?} among {replies:#?}"));
+        let wanted = if reason.is_empty() { "ok" } else { "refused" };
+        assert_eq!(r["status"], wanted, "{what}: {r}");
+    }
+    let audits: Vec<serde_json::Value> = audit
+        .all()
+        .iter()
+        .map(|m| serde_json::from_str(&m.payload).unwrap())
+        .collect();
+    assert!(
+        audits.iter().any(|a| a["id"] == "r-sig"
+            && a["status"] == "refused"
+            && a["reason"] == "bad signature"
+            && a["by"] == "test"),
+        "{audits:#?}"
+    );
+    assert!(audits
+        .iter()
+        .all(|a| a["at"].as_str().is_some_and(|t| t.ends_with('Z'))));
+
+    // The same request again (a QoS 1 redelivery): answered with the same reply, not re-run.
+    let again = status("r-ok", "nonce-000000000006", t, KEY);
+    Command::new(&pub_bin)
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
+        .args(["-t", "meterd/gw-rc/cmd/status", "-m", &again])
+        .status()
+        .unwrap();
+    let metrics = harness::eventually(
+        "the commands in /metrics",
+        Duration::from_secs(10),
+        || async {
+            let (_, text) = harness::http_get(http, "/metrics").await?;
+            let ok = text
+                .lines()
+                .find(|l| l.starts_with("meterd_commands_total{command=\"status\",status=\"ok\"}"))?
+                .rsplit(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()?;
+            (ok >= 3).then_some(text)
+        },
+    )
+    .await;
+    assert!(
+        metrics.contains("meterd_commands_total{command=\"read\",status=\"refused\"} 1"),
+        "{metrics}"
+    );
+    // Still serving after all of it.
+    let (code, _) = harness::http_get(http, "/healthz").await.unwrap();
+    assert_eq!(code, 200);
+}
