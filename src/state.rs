@@ -12,6 +12,28 @@ use tokio::{
 
 use crate::{alerts::rules::Alert, reading::Reading};
 
+/// A read of one meter now, for the task that owns its bus (the remote `read` command).
+pub struct OnDemandRead {
+    pub meter: String,
+    /// One point group by name; every group when `None`.
+    pub group: Option<String>,
+    pub reply: tokio::sync::oneshot::Sender<OnDemandResult>,
+}
+
+/// What an on-demand read got: the values (journaled like any reading, with this `seq`) and
+/// the errors met, per group.
+#[derive(Debug, Clone, Default)]
+pub struct OnDemandResult {
+    pub ts: Option<std::time::SystemTime>,
+    pub seq: Option<u64>,
+    pub values: Vec<(Arc<str>, f64)>,
+    pub errors: Vec<String>,
+}
+
+/// Requests waiting per bus, at most: a master cannot queue more reads than a line could
+/// answer in a few seconds.
+pub const ON_DEMAND_QUEUE: usize = 16;
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MeterState {
     pub bus: String,
@@ -231,6 +253,8 @@ pub struct LiveState {
     pub tasks: Arc<Tasks>,
     /// Remote commands by (command, status): `meterd_commands_total`.
     commands: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Each running bus's queue of on-demand reads.
+    on_demand: Mutex<BTreeMap<String, mpsc::Sender<OnDemandRead>>>,
 }
 
 impl Default for LiveState {
@@ -244,11 +268,31 @@ impl Default for LiveState {
             tasks: Default::default(),
             alerts: Mutex::new(Vec::new()),
             commands: Mutex::new(BTreeMap::new()),
+            on_demand: Mutex::new(BTreeMap::new()),
         }
     }
 }
 
 impl LiveState {
+    /// A bus task takes its queue of on-demand reads (a new one each time it starts).
+    pub fn on_demand_queue(&self, bus: &str) -> mpsc::Receiver<OnDemandRead> {
+        let (tx, rx) = mpsc::channel(ON_DEMAND_QUEUE);
+        self.on_demand
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(bus.to_string(), tx);
+        rx
+    }
+
+    /// Where to send an on-demand read for a meter on `bus`.
+    pub fn on_demand(&self, bus: &str) -> Option<mpsc::Sender<OnDemandRead>> {
+        self.on_demand
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bus)
+            .cloned()
+    }
+
     /// Count one remote command and how it ended.
     pub fn count_command(&self, command: &'static str, status: &'static str) {
         *self

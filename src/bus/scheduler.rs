@@ -153,6 +153,39 @@ impl Scheduler {
         None
     }
 
+    /// Whether a job is polling `meter`.
+    pub fn is_busy(&self, meter: usize) -> bool {
+        self.health.get(meter).is_some_and(|h| h.busy)
+    }
+
+    /// Whether a job is due at `now` (its meter may still be busy).
+    pub fn has_due(&self, now: Instant) -> bool {
+        self.next_wakeup().is_some_and(|t| t <= now)
+    }
+
+    /// Take `meter` for an on-demand job now, unless a job is polling it: a meter is never
+    /// polled by two jobs at once. Its schedule does not move.
+    pub fn claim(&mut self, meter: usize) -> bool {
+        match self.health.get_mut(meter) {
+            Some(h) if !h.busy => {
+                h.busy = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Give `meter` back after an on-demand job: jobs that came due meanwhile run now. Its
+    /// health is left to the scheduled polls.
+    pub fn release(&mut self, meter: usize) {
+        if let Some(h) = self.health.get_mut(meter) {
+            h.busy = false;
+            for (due, g) in h.waiting.drain(..) {
+                self.queue.push(Reverse((due, meter, g)));
+            }
+        }
+    }
+
     /// Report a job's outcome; returns the meter's availability change, if any.
     pub fn complete(&mut self, job: Job, outcome: Outcome, now: Instant) -> Option<Transition> {
         let interval = self.intervals[job.meter][job.group];
@@ -278,6 +311,22 @@ mod tests {
             }
         }
         (polls, transitions, times)
+    }
+
+    #[test]
+    fn an_on_demand_job_never_runs_beside_a_scheduled_one_and_does_not_move_the_schedule() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(vec![vec![10 * S], vec![10 * S]], policy(), t0);
+        let job = s.pop_due(t0).unwrap();
+        assert!(!s.claim(job.meter), "meter {} is being polled", job.meter);
+        let other = 1 - job.meter;
+        assert!(s.claim(other), "the other meter is free");
+        // Its scheduled poll comes due while it is claimed: it waits, then runs on release.
+        assert_eq!(s.pop_due(t0), None);
+        s.release(other);
+        let next = s.pop_due(t0).unwrap();
+        assert_eq!((next.meter, next.due), (other, t0));
+        assert!(!s.claim(99), "no such meter");
     }
 
     #[test]

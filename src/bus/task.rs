@@ -2,6 +2,7 @@
 //! bus's protocol, records availability and appends readings to the journal.
 
 use std::{
+    collections::VecDeque,
     sync::Arc,
     time::{Instant, SystemTime},
 };
@@ -16,7 +17,12 @@ use super::{
     scheduler::{Policy, Scheduler, Transition},
     BusLink, GroupResult, MeterOnBus, PollError, PollTarget,
 };
-use crate::{config::BusConfig, journal::Journal, reading::Reading, state::LiveState};
+use crate::{
+    config::BusConfig,
+    journal::Journal,
+    reading::Reading,
+    state::{LiveState, OnDemandRead, OnDemandResult},
+};
 
 struct MeterRt {
     id: Arc<str>,
@@ -25,6 +31,66 @@ struct MeterRt {
     server_address: Option<meterd_protocols::dlt698::ServerAddress>,
     profile: Arc<Profile>,
     profile_name: Arc<str>,
+}
+
+/// What a link is busy with: a scheduled poll, or an on-demand read of some groups of a meter.
+enum Work {
+    Scheduled(super::scheduler::Job),
+    OnDemand {
+        meter: usize,
+        groups: Vec<usize>,
+        request: OnDemandRead,
+    },
+}
+
+/// The meter and groups an on-demand read names, or why it names none.
+fn on_demand_groups(meters: &[MeterRt], r: &OnDemandRead) -> Result<(usize, Vec<usize>), String> {
+    let meter = meters
+        .iter()
+        .position(|m| *m.id == r.meter)
+        .ok_or_else(|| format!("no meter {:?} on this bus", r.meter))?;
+    let groups = &meters[meter].profile.groups;
+    let chosen: Vec<usize> = match &r.group {
+        None => (0..groups.len()).collect(),
+        Some(name) => groups
+            .iter()
+            .position(|g| &g.name == name)
+            .map(|g| vec![g])
+            .ok_or_else(|| {
+                format!(
+                    "profile {} has no group {name:?}; it has {}",
+                    meters[meter].profile.name,
+                    groups
+                        .iter()
+                        .map(|g| g.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?,
+    };
+    Ok((meter, chosen))
+}
+
+/// The first waiting on-demand read whose meter is free (claimed for it).
+fn take_on_demand(
+    pending: &mut VecDeque<OnDemandRead>,
+    sched: &mut Scheduler,
+    meters: &[MeterRt],
+) -> Option<Work> {
+    let i = pending
+        .iter()
+        .position(|r| on_demand_groups(meters, r).is_ok_and(|(m, _)| !sched.is_busy(m)))?;
+    let request = pending.remove(i)?;
+    let (meter, groups) = on_demand_groups(meters, &request).ok()?;
+    if !sched.claim(meter) {
+        pending.push_front(request);
+        return None;
+    }
+    Some(Work::OnDemand {
+        meter,
+        groups,
+        request,
+    })
 }
 
 /// Every meter's every group as polls see it, built once (see [`PollTarget`]).
@@ -89,6 +155,9 @@ pub async fn run_bus(
         let mut sched = Scheduler::new(intervals, policy, Instant::now());
         let mut idle: Vec<BusLink> = (0..bus.concurrency).map(|_| BusLink::new(&bus)).collect();
         let mut inflight = FuturesUnordered::new();
+        let mut od_rx = live.on_demand_queue(&bus.name);
+        let mut pending: VecDeque<OnDemandRead> = VecDeque::new();
+        let mut od_turn = true;
         // Bus utilisation: busy link time over each 10 s window.
         let mut utilisation_tick = tokio::time::interval(std::time::Duration::from_secs(10));
         utilisation_tick.tick().await;
@@ -105,20 +174,86 @@ pub async fn run_bus(
             tokio::task::consume_budget().await;
             let now = Instant::now();
             while !idle.is_empty() {
-                let Some(job) = sched.pop_due(now) else { break };
+                // On-demand reads go ahead of scheduled polls, but take turns with them when
+                // both wait: neither starves the other.
+                let on_demand_first = !pending.is_empty() && (od_turn || !sched.has_due(now));
+                let work = if on_demand_first {
+                    match take_on_demand(&mut pending, &mut sched, &meters) {
+                        Some(w) => {
+                            od_turn = false;
+                            w
+                        }
+                        None => match sched.pop_due(now) {
+                            Some(job) => Work::Scheduled(job),
+                            None => break,
+                        },
+                    }
+                } else {
+                    match sched.pop_due(now) {
+                        Some(job) => {
+                            od_turn = true;
+                            Work::Scheduled(job)
+                        }
+                        None => match take_on_demand(&mut pending, &mut sched, &meters) {
+                            Some(w) => w,
+                            None => break,
+                        },
+                    }
+                };
                 let Some(mut link) = idle.pop() else { break };
-                let target = targets[job.meter][job.group].clone();
-                let retries = if job.probe { 0 } else { bus.retries };
+                let (retries, scheduled_targets) = match &work {
+                    Work::Scheduled(job) => (
+                        if job.probe { 0 } else { bus.retries },
+                        vec![targets[job.meter][job.group].clone()],
+                    ),
+                    Work::OnDemand { meter, groups, .. } => (
+                        bus.retries,
+                        groups.iter().map(|g| targets[*meter][*g].clone()).collect(),
+                    ),
+                };
                 inflight.push(async move {
                     let ts = SystemTime::now();
                     let started = Instant::now();
-                    let r = poll(&mut link, &target, retries).await;
-                    (job, link, ts, started.elapsed(), r)
+                    let mut results = Vec::with_capacity(scheduled_targets.len());
+                    for target in &scheduled_targets {
+                        results.push(poll(&mut link, target, retries).await);
+                    }
+                    (work, link, ts, started.elapsed(), results)
                 });
             }
             let wake = sched.next_wakeup();
             tokio::select! {
-                Some((job, link, ts, took, mut result)) = inflight.next() => {
+                Some((work, link, ts, took, mut results)) = inflight.next() => match work {
+                Work::OnDemand { meter, groups, request } => {
+                    idle.push(link);
+                    sched.release(meter);
+                    let m = &meters[meter];
+                    let busy = took.as_secs_f64() / bus.concurrency as f64;
+                    window_busy += busy;
+                    live.update_bus(&bus.name, |b| b.busy_seconds += busy);
+                    let mut answer = OnDemandResult { ts: Some(ts), ..Default::default() };
+                    for (g, r) in groups.iter().zip(results) {
+                        let name = &m.profile.groups[*g].name;
+                        answer.errors.extend(r.errors.iter().map(|e| format!("{name}: {e}")));
+                        answer.values.extend(r.values);
+                    }
+                    if !answer.values.is_empty() {
+                        let stored = log.append(Reading {
+                            meter: m.id.clone(),
+                            bus: bus_name.clone(),
+                            profile: m.profile_name.clone(),
+                            ts,
+                            seq: 0,
+                            values: answer.values.clone(),
+                        });
+                        answer.seq = Some(stored.seq);
+                        live.publish_reading(stored);
+                    }
+                    info!(meter = %m.id, values = answer.values.len(), errors = answer.errors.len(), "on-demand read");
+                    let _ = request.reply.send(answer);
+                }
+                Work::Scheduled(job) => {
+                    let mut result = results.pop().unwrap_or_default();
                     idle.push(link);
                     let m = &meters[job.meter];
                     let busy = took.as_secs_f64() / bus.concurrency as f64;
@@ -152,7 +287,16 @@ pub async fn run_bus(
                         live.publish_reading(stored);
                     }
                 }
+                },
                 _ = sleep_until(wake), if inflight.len() < bus.concurrency => {}
+                Some(request) = od_rx.recv(), if pending.len() < crate::state::ON_DEMAND_QUEUE => {
+                    match on_demand_groups(&meters, &request) {
+                        Ok(_) => pending.push_back(request),
+                        Err(e) => {
+                            let _ = request.reply.send(OnDemandResult { errors: vec![e], ..Default::default() });
+                        }
+                    }
+                }
                 _ = utilisation_tick.tick() => {
                     let window = window_start.elapsed().as_secs_f64();
                     let u = (window_busy / window.max(1e-3)).min(1.0);

@@ -137,7 +137,7 @@ struct RemoteTask {
     remote: RemoteConfig,
     mqtt: MqttConfig,
     gateway: String,
-    meters: Vec<String>,
+    meters: Vec<(String, String)>,
 }
 
 struct Daemon {
@@ -375,7 +375,7 @@ impl Daemon {
                     meters: new
                         .buses
                         .iter()
-                        .flat_map(|b| b.meters.iter().map(|m| m.id.clone()))
+                        .flat_map(|b| b.meters.iter().map(|m| (m.id.clone(), b.name.clone())))
                         .collect(),
                 },
             )]

@@ -42,6 +42,13 @@ impl Reply {
         }
     }
 
+    pub fn failed(id: &str, reason: impl ToString) -> Reply {
+        Reply {
+            reason: Some(reason.to_string()),
+            ..Reply::new(id, Status::Failed)
+        }
+    }
+
     pub fn ok(id: &str, result: serde_json::Value) -> Reply {
         Reply {
             result: Some(result),

@@ -20,18 +20,27 @@ use super::{
 use crate::{
     backoff::Backoff,
     config::{MqttConfig, RemoteConfig},
-    state::LiveState,
+    state::{LiveState, OnDemandRead, OnDemandResult},
 };
 
-/// What executes commands: the gateway's state (and, as the commands land, its buses).
+/// What executes commands: the gateway's state and its buses.
 pub struct Executor {
     pub live: Arc<LiveState>,
-    /// Meter ids configured on this gateway.
-    pub meters: Vec<String>,
+    /// Meter ids configured on this gateway, with their bus.
+    pub meters: Vec<(String, String)>,
+}
+
+/// How long an on-demand read may wait for its line and take.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A command's reply: at once, or when its work on a bus is done.
+pub enum Outcome {
+    Now(Option<Reply>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>),
 }
 
 impl Executor {
-    fn execute(&self, request: &Request) -> Reply {
+    fn execute(&self, request: &Request) -> Outcome {
         match &request.args {
             Args::Status { meter } => {
                 let snapshot = self.live.snapshot();
@@ -40,11 +49,93 @@ impl Executor {
                     .filter(|(id, _)| meter.as_deref().is_none_or(|m| m == id.as_str()))
                     .map(|(id, m)| crate::contract::meter_json(id, m))
                     .collect();
-                Reply::ok(&request.id, serde_json::json!({ "meters": meters }))
+                Outcome::Now(Some(Reply::ok(
+                    &request.id,
+                    serde_json::json!({ "meters": meters }),
+                )))
+            }
+            Args::Read {
+                meter,
+                group,
+                points,
+            } => {
+                let id = request.id.clone();
+                let bus = self
+                    .meters
+                    .iter()
+                    .find(|(m, _)| m == meter)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                let Some(queue) = self.live.on_demand(&bus) else {
+                    return Outcome::Now(Some(Reply::failed(
+                        &id,
+                        format!("bus {bus} is not running"),
+                    )));
+                };
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let read = OnDemandRead {
+                    meter: meter.clone(),
+                    group: group.clone(),
+                    reply: tx,
+                };
+                let (meter, points) = (meter.clone(), points.clone());
+                Outcome::Later(Box::pin(async move {
+                    if queue.try_send(read).is_err() {
+                        return Reply::failed(&id, "the bus has too many reads waiting; try again");
+                    }
+                    match tokio::time::timeout(READ_TIMEOUT, rx).await {
+                        Err(_) => Reply {
+                            reason: Some(format!("no result within {READ_TIMEOUT:?}")),
+                            ..Reply::new(&id, Status::Timeout)
+                        },
+                        Ok(Err(_)) => Reply::failed(&id, "the bus stopped before the read"),
+                        Ok(Ok(r)) => read_reply(&id, &meter, &points, r),
+                    }
+                }))
             }
             // Validation lets only the commands above be enabled (config/remote.rs).
-            _ => Reply::refused(&request.id, Refusal::Disabled(request.command.as_str())),
+            _ => Outcome::Now(Some(Reply::refused(
+                &request.id,
+                Refusal::Disabled(request.command.as_str()),
+            ))),
         }
+    }
+}
+
+/// The reply to a `read`: the values (only the named ones when `points` are given), the errors
+/// met, the reading's time and `seq` in the journal.
+fn read_reply(id: &str, meter: &str, points: &[String], r: OnDemandResult) -> Reply {
+    let mut values = serde_json::Map::new();
+    for (q, v) in &r.values {
+        if (points.is_empty() || points.iter().any(|p| p == &**q)) && v.is_finite() {
+            values.insert(q.to_string(), (*v).into());
+        }
+    }
+    let mut errors = r.errors.clone();
+    for p in points {
+        if !r.values.iter().any(|(q, _)| &**q == p) {
+            errors.push(format!("{p}: not among the meter's quantities"));
+        }
+    }
+    let result = serde_json::json!({
+        "meter": meter,
+        "ts": r.ts.map(crate::contract::rfc3339),
+        "seq": r.seq,
+        "values": values,
+        "errors": errors,
+    });
+    if values.is_empty() {
+        Reply {
+            reason: Some(if errors.is_empty() {
+                "no values".into()
+            } else {
+                errors.join("; ")
+            }),
+            result: Some(result),
+            ..Reply::new(id, Status::Failed)
+        }
+    } else {
+        Reply::ok(id, result)
     }
 }
 
@@ -96,22 +187,22 @@ impl Handler {
     }
 
     /// The reply to a payload that arrived for `command` at `now` (Unix seconds), and the
-    /// parsed request when it could be parsed. `None`: a duplicate still being executed.
+    /// parsed request when it could be parsed. `Now(None)`: a duplicate still being executed.
     pub fn handle(
         &mut self,
         command: &str,
         payload: &[u8],
         now: i64,
         now_instant: std::time::Instant,
-    ) -> (Option<Request>, Option<Reply>) {
+    ) -> (Option<Request>, Outcome) {
         let request = match Request::parse(command, payload) {
             Ok(r) => r,
             Err(e) => {
                 let id = id_of(payload).unwrap_or_default();
-                return (None, Some(Reply::refused(&id, e)));
+                return (None, Outcome::Now(Some(Reply::refused(&id, e))));
             }
         };
-        let refuse = |r: &Request, e: Refusal| Some(Reply::refused(&r.id, e));
+        let refuse = |r: &Request, e: Refusal| Outcome::Now(Some(Reply::refused(&r.id, e)));
         if !self.enabled.contains(&request.command) {
             let reply = refuse(&request, Refusal::Disabled(request.command.as_str()));
             return (Some(request), reply);
@@ -121,7 +212,7 @@ impl Handler {
                 let reply = refuse(&request, e);
                 return (Some(request), reply);
             }
-            Ok(Verdict::Duplicate(reply)) => return (Some(request), reply),
+            Ok(Verdict::Duplicate(reply)) => return (Some(request), Outcome::Now(reply)),
             Ok(Verdict::Execute) => {}
         }
         if let Err(e) = self.limit.take(request.command, now_instant) {
@@ -129,19 +220,50 @@ impl Handler {
             return (Some(request), reply);
         }
         if let Some(m) = request.meter() {
-            if !self.executor.meters.iter().any(|id| id == m) {
-                let reply = refuse(&request, Refusal::UnknownMeter(m.to_string()));
-                self.guard.finished(
-                    &request.id,
-                    reply.as_ref().unwrap_or(&Reply::new("", Status::Refused)),
-                );
-                return (Some(request), reply);
+            if !self.executor.meters.iter().any(|(id, _)| id == m) {
+                let reply = Reply::refused(&request.id, Refusal::UnknownMeter(m.to_string()));
+                self.guard.finished(&request.id, &reply);
+                return (Some(request), Outcome::Now(Some(reply)));
             }
         }
-        let reply = self.executor.execute(&request);
-        self.guard.finished(&request.id, &reply);
-        (Some(request), Some(reply))
+        let outcome = self.executor.execute(&request);
+        if let Outcome::Now(Some(reply)) = &outcome {
+            self.guard.finished(&request.id, reply);
+        }
+        (Some(request), outcome)
     }
+
+    /// A command that ran on a bus has its reply: kept for duplicates.
+    pub fn finished(&mut self, reply: &Reply) {
+        self.guard.finished(&reply.id, reply);
+    }
+}
+
+/// Publish `reply` on the request topic's `/reply`, its audit event, and count it.
+fn answer(
+    client: &AsyncClient,
+    live: &LiveState,
+    audit_topic: &str,
+    request_topic: &str,
+    command: &str,
+    request: Option<&Request>,
+    reply: &Reply,
+) {
+    let known = Command::from_name(command).map_or("unknown", Command::as_str);
+    live.count_command(known, status_name(reply.status));
+    if reply.status == Status::Refused {
+        warn!(command = %command, id = %reply.id, reason = reply.reason.as_deref().unwrap_or(""), "remote command refused");
+    } else {
+        info!(command = %command, id = %reply.id, status = status_name(reply.status), "remote command");
+    }
+    let audit = audit_json(std::time::SystemTime::now(), command, request, reply).to_string();
+    let _ = client.try_publish(
+        format!("{request_topic}/reply"),
+        QoS::AtLeastOnce,
+        false,
+        reply.to_json(),
+    );
+    let _ = client.try_publish(audit_topic, QoS::AtLeastOnce, false, audit);
 }
 
 /// Runs until shutdown.
@@ -176,6 +298,7 @@ pub async fn run(
         let (client, mut el) = AsyncClient::new(opts, 256);
         info!(commands = ?cfg.commands.iter().map(|c| c.as_str()).collect::<Vec<_>>(), topic = %subscription, "remote commands enabled");
         let mut pause: Option<tokio::time::Instant> = None;
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String, Option<Request>, Reply)>();
         loop {
             if let Some(until) = pause.take() {
                 tokio::select! {
@@ -199,19 +322,22 @@ pub async fn run(
                         let secs = now
                             .duration_since(std::time::UNIX_EPOCH)
                             .map_or(0, |d| d.as_secs() as i64);
-                        let (request, reply) =
+                        let (request, outcome) =
                             handler.handle(&command, &p.payload, secs, std::time::Instant::now());
-                        let Some(reply) = reply else { continue };
-                        let known = Command::from_name(&command).map_or("unknown", Command::as_str);
-                        live.count_command(known, status_name(reply.status));
-                        if reply.status == Status::Refused {
-                            warn!(command = %command, id = %reply.id, reason = reply.reason.as_deref().unwrap_or(""), "remote command refused");
-                        } else {
-                            info!(command = %command, id = %reply.id, status = status_name(reply.status), "remote command");
+                        match outcome {
+                            Outcome::Now(Some(reply)) => {
+                                answer(&client, &live, &audit_topic, &p.topic, &command, request.as_ref(), &reply);
+                            }
+                            Outcome::Now(None) => {}
+                            Outcome::Later(work) => {
+                                let done = done_tx.clone();
+                                let topic = p.topic.clone();
+                                tokio::spawn(async move {
+                                    let reply = work.await;
+                                    let _ = done.send((topic, command, request, reply));
+                                });
+                            }
                         }
-                        let audit = audit_json(now, &command, request.as_ref(), &reply).to_string();
-                        let _ = client.try_publish(format!("{}/reply", p.topic), QoS::AtLeastOnce, false, reply.to_json());
-                        let _ = client.try_publish(&audit_topic, QoS::AtLeastOnce, false, audit);
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -219,6 +345,10 @@ pub async fn run(
                         pause = Some(tokio::time::Instant::now() + backoff.next_delay());
                     }
                 },
+                Some((topic, command, request, reply)) = done_rx.recv() => {
+                    handler.finished(&reply);
+                    answer(&client, &live, &audit_topic, &topic, &command, request.as_ref(), &reply);
+                }
                 changed = shutdown.changed() => {
                     let stop = changed.is_err() || *shutdown.borrow();
                     if stop {

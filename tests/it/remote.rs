@@ -267,3 +267,118 @@ async fn commands_are_answered_when_signed_and_refused_with_an_audit_event_other
     let (code, _) = harness::http_get(http, "/healthz").await.unwrap();
     assert_eq!(code, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_read_overtakes_a_busy_lines_poll_queue() {
+    use meterd::sim::{self, Pacing, Simulator};
+    let broker = servers::mosquitto();
+    let set = meterd::config::ProfileSet::builtin();
+    // Ten meters on a 9600-baud line, each polled every 100 ms: the line is never idle and
+    // the poll queue is always long.
+    let sim = Simulator::paced(Pacing {
+        baud: 9600,
+        bits_per_char: 10,
+        reply_delay: Duration::from_millis(10),
+    });
+    for unit in 1..=10 {
+        sim.add_meter(unit, set.get("eastron-sdm120").cloned().unwrap(), true);
+    }
+    let (master, _keep, pty) = sim::pty_pair().expect("pty");
+    tokio::spawn(sim.clone().serve_rtu(master));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("remote.key"), KEY).unwrap();
+    let mut text = format!(
+        "[gateway]\nid = \"gw-rc\"\nstate_dir = \"{}\"\n[[bus]]\nname = \"rtu\"\nprotocol = \"modbus-rtu\"\n\
+         serial = {{ device = \"{pty}\", baud = 9600 }}\ntimeout = \"300ms\"\n",
+        dir.path().join("state").display()
+    );
+    for unit in 1..=10 {
+        text += &format!("[[bus.meter]]\nid = \"m{unit}\"\nunit = {unit}\nprofile = \"eastron-sdm120\"\ninterval = \"100ms\"\n");
+    }
+    text += &format!(
+        "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n[remote]\ncommands = [\"read\", \"status\"]\nkey_file = \"remote.key\"\n",
+        broker.port,
+        servers::free_port()
+    );
+    let cfg = dir.path().join("meterd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let readings = Collector::start(broker.port, "meterd/gw-rc/meter/+/reading").await;
+    let _meterd = Meterd::run(&cfg);
+    readings
+        .wait_for("the line busy", Duration::from_secs(15), |m| m.len() >= 10)
+        .await;
+
+    let cmd = |args: &'static [&'static str]| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_meterd"))
+                .args(["cmd", "-c"])
+                .arg(&cfg)
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let before = sim.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let out = cmd(&["read", "--meter", "m10", "--group", "realtime"])
+        .await
+        .unwrap();
+    let after = sim.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v["result"]["meter"], "m10");
+    assert!(
+        v["result"]["values"]["voltage_l1_v"].as_f64().unwrap() > 200.0,
+        "{v}"
+    );
+    assert!(
+        v["result"]["seq"].as_u64().is_some(),
+        "journaled like any reading: {v}"
+    );
+    // Between the request and its reply the line served the read, the transaction already
+    // on the wire and at most one scheduled poll taking its turn; queued behind all ten
+    // meters it would have waited for every one of them.
+    let served = after - before;
+    assert!(
+        served <= 8,
+        "{served} transactions between the request and its reply"
+    );
+
+    // Named points only; a name the meter does not have is reported.
+    let out = cmd(&[
+        "read",
+        "--meter",
+        "m3",
+        "--point",
+        "voltage_l1_v",
+        "--point",
+        "volts",
+    ])
+    .await
+    .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let values = v["result"]["values"].as_object().unwrap();
+    assert_eq!(values.keys().collect::<Vec<_>>(), ["voltage_l1_v"], "{v}");
+    assert_eq!(
+        v["result"]["errors"],
+        serde_json::json!(["volts: not among the meter's quantities"])
+    );
+    // A group the profile lacks: failed, with the groups it has.
+    let out = cmd(&["read", "--meter", "m3", "--group", "fast"])
+        .await
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("no group \"fast\""),
+        "{v}"
+    );
+}
