@@ -146,6 +146,9 @@ pub struct Handler {
     guard: Guard,
     limit: RateLimit,
     executor: Executor,
+    /// Duplicates that arrived while their first copy was still running, by id: each gets
+    /// the reply when it is ready.
+    waiting: std::collections::HashMap<String, u32>,
 }
 
 /// One audit record: who asked what, when, and how it ended.
@@ -183,6 +186,7 @@ impl Handler {
             guard: Guard::new(gateway, cfg.keys.clone(), cfg.window.as_secs()),
             limit: RateLimit::new(cfg.rate_limit.clone()),
             executor,
+            waiting: std::collections::HashMap::new(),
         }
     }
 
@@ -212,6 +216,10 @@ impl Handler {
                 let reply = refuse(&request, e);
                 return (Some(request), reply);
             }
+            Ok(Verdict::Duplicate(None)) => {
+                *self.waiting.entry(request.id.clone()).or_insert(0) += 1;
+                return (Some(request), Outcome::Now(None));
+            }
             Ok(Verdict::Duplicate(reply)) => return (Some(request), Outcome::Now(reply)),
             Ok(Verdict::Execute) => {}
         }
@@ -233,9 +241,11 @@ impl Handler {
         (Some(request), outcome)
     }
 
-    /// A command that ran on a bus has its reply: kept for duplicates.
-    pub fn finished(&mut self, reply: &Reply) {
+    /// A command that ran on a bus has its reply: kept for duplicates. Returns how many
+    /// duplicates were waiting for it (each is answered with it too).
+    pub fn finished(&mut self, reply: &Reply) -> u32 {
         self.guard.finished(&reply.id, reply);
+        self.waiting.remove(&reply.id).unwrap_or(0)
     }
 }
 
@@ -346,8 +356,10 @@ pub async fn run(
                     }
                 },
                 Some((topic, command, request, reply)) = done_rx.recv() => {
-                    handler.finished(&reply);
-                    answer(&client, &live, &audit_topic, &topic, &command, request.as_ref(), &reply);
+                    let duplicates = handler.finished(&reply);
+                    for _ in 0..=duplicates {
+                        answer(&client, &live, &audit_topic, &topic, &command, request.as_ref(), &reply);
+                    }
                 }
                 changed = shutdown.changed() => {
                     let stop = changed.is_err() || *shutdown.borrow();

@@ -382,3 +382,78 @@ async fn an_on_demand_read_overtakes_a_busy_lines_poll_queue() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_sent_while_the_gateway_is_away_is_executed_once_when_it_is_back() {
+    let broker = servers::mosquitto();
+    let pub_bin = servers::binary("mosquitto_pub", "mosquitto-clients");
+    let (_sim, addr) = harness::tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("remote.key"), KEY).unwrap();
+    let cfg = harness::one_meter_config(
+        dir.path(),
+        "gw-rc",
+        &dir.path().join("state"),
+        &addr,
+        "1s",
+        &format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
+             [remote]\ncommands = [\"status\", \"read\"]\nkey_file = \"remote.key\"\n",
+            broker.port,
+            servers::free_port()
+        ),
+    );
+    let replies = Collector::start(broker.port, "meterd/gw-rc/cmd/+/reply").await;
+    let audit = Collector::start(broker.port, "meterd/gw-rc/audit").await;
+    // A first run subscribes (the broker keeps the session), then the gateway goes away.
+    let meterd = Meterd::run(&cfg);
+    let readings = Collector::start(broker.port, "meterd/gw-rc/meter/m1/reading").await;
+    readings
+        .wait_for("a reading", Duration::from_secs(15), |m| !m.is_empty())
+        .await;
+    drop(meterd);
+    let request = signed(
+        "read",
+        "r-away",
+        "nonce-away-0000001",
+        now(),
+        serde_json::json!({"meter": "m1"}),
+        KEY,
+    );
+    for _ in 0..2 {
+        // Sent twice while away (a master retrying): one execution.
+        let ok = Command::new(&pub_bin)
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
+            .args(["-t", "meterd/gw-rc/cmd/read", "-m", &request])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let _meterd = Meterd::run(&cfg);
+    replies
+        .wait_for("both replies", Duration::from_secs(20), |m| m.len() >= 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let replies: Vec<serde_json::Value> = replies
+        .all()
+        .iter()
+        .map(|m| serde_json::from_str(&m.payload).unwrap())
+        .collect();
+    assert_eq!(replies.len(), 2, "{replies:#?}");
+    assert!(
+        replies
+            .iter()
+            .all(|r| r["id"] == "r-away" && r["status"] == "ok"),
+        "{replies:#?}"
+    );
+    assert_eq!(replies[0], replies[1], "the duplicate gets the first reply");
+    // One read went to the meter: one seq.
+    let seqs: std::collections::BTreeSet<u64> = replies
+        .iter()
+        .filter_map(|r| r["result"]["seq"].as_u64())
+        .collect();
+    assert_eq!(seqs.len(), 1, "{replies:#?}");
+    audit
+        .wait_for("two audit events", Duration::from_secs(5), |m| m.len() >= 2)
+        .await;
+}
