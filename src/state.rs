@@ -17,6 +17,9 @@ pub struct OnDemandRead {
     pub meter: String,
     /// One point group by name; every group when `None`.
     pub group: Option<String>,
+    /// Set the meter's clock: read it, set it to the gateway's time (DL/T 645: broadcast;
+    /// DL/T 698.45: SET 4000), read it again. `group` is then ignored.
+    pub sync_clock: bool,
     pub reply: tokio::sync::oneshot::Sender<OnDemandResult>,
 }
 
@@ -28,6 +31,9 @@ pub struct OnDemandResult {
     pub seq: Option<u64>,
     pub values: Vec<(Arc<str>, f64)>,
     pub errors: Vec<String>,
+    /// With `sync_clock`: the meter's clock offset before and after, in seconds.
+    pub clock_before: Option<f64>,
+    pub clock_after: Option<f64>,
 }
 
 /// Requests waiting per bus, at most: a master cannot queue more reads than a line could

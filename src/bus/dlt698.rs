@@ -431,15 +431,35 @@ async fn read_clock(
     if !sync.wanted_for_meter(&t.address.to_string(), offset) {
         return Ok(());
     }
-    let reply = exchange_retrying(link, t, retries, frame_gap, &mut out.requests, |piid| {
+    set_clock_counted(link, t, retries, frame_gap, &mut out.requests).await?;
+    tracing::info!(address = %t.address, offset_s = offset, "meter clock off: set to the gateway's time");
+    Ok(())
+}
+
+/// SET the meter's clock (4000-02-00) to the gateway's time.
+pub async fn set_clock(
+    link: &mut Dlt698Link,
+    t: &Dlt698Meter,
+    retries: u32,
+    frame_gap: Duration,
+) -> Result<(), PollError> {
+    let mut requests = 0;
+    set_clock_counted(link, t, retries, frame_gap, &mut requests).await
+}
+
+async fn set_clock_counted(
+    link: &mut Dlt698Link,
+    t: &Dlt698Meter,
+    retries: u32,
+    frame_gap: Duration,
+    requests: &mut u32,
+) -> Result<(), PollError> {
+    let reply = exchange_retrying(link, t, retries, frame_gap, requests, |piid| {
         plan::set_clock(piid, unix_now().round() as i64 + t.utc_offset_s)
     })
     .await?;
     match plan::set_result(&reply, plan::CLOCK) {
-        Some(Dar::SUCCESS) => {
-            tracing::info!(address = %t.address, offset_s = offset, "meter clock off: set to the gateway's time");
-            Ok(())
-        }
+        Some(Dar::SUCCESS) => Ok(()),
         Some(dar) => Err(PollError::Denied {
             what: format!("setting the clock ({})", plan::CLOCK),
             dar: dar.to_string(),

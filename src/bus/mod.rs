@@ -245,6 +245,27 @@ pub enum MeterTarget {
     Dlt698(Arc<dlt698::Dlt698Meter>),
 }
 
+/// Set the clock of `t`'s meter to the gateway's time: DL/T 645 broadcasts it (every meter on
+/// the line takes it), DL/T 698.45 sends SET-Request-Normal 4000-02-00 to the meter. Modbus
+/// meters have no standard clock.
+pub async fn set_clock(link: &mut BusLink, t: &PollTarget, retries: u32) -> Result<(), PollError> {
+    match (link, &t.meter) {
+        (BusLink::Dlt645(l), MeterTarget::Dlt645(m)) => {
+            let r = l.broadcast_time(m.utc_offset_s).await;
+            if !t.frame_gap.is_zero() {
+                tokio::time::sleep(t.frame_gap).await;
+            }
+            r
+        }
+        (BusLink::Dlt698(l), MeterTarget::Dlt698(m)) => {
+            dlt698::set_clock(l, m, retries, t.frame_gap).await
+        }
+        _ => Err(PollError::Protocol(
+            "this meter's protocol has no clock to set".into(),
+        )),
+    }
+}
+
 /// Poll one group of one meter over `link`, with up to `retries` extra attempts per request
 /// (0 for an offline meter's probe).
 pub async fn poll(link: &mut BusLink, t: &PollTarget, retries: u32) -> GroupResult {

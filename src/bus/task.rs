@@ -50,6 +50,18 @@ fn on_demand_groups(meters: &[MeterRt], r: &OnDemandRead) -> Result<(usize, Vec<
         .position(|m| *m.id == r.meter)
         .ok_or_else(|| format!("no meter {:?} on this bus", r.meter))?;
     let groups = &meters[meter].profile.groups;
+    if r.sync_clock {
+        return groups
+            .iter()
+            .position(|g| g.clock)
+            .map(|g| (meter, vec![g]))
+            .ok_or_else(|| {
+                format!(
+                    "profile {} reads no clock: only DL/T 645 and 698.45 meters have one",
+                    meters[meter].profile.name
+                )
+            });
+    }
     let chosen: Vec<usize> = match &r.group {
         None => (0..groups.len()).collect(),
         Some(name) => groups
@@ -201,22 +213,33 @@ pub async fn run_bus(
                     }
                 };
                 let Some(mut link) = idle.pop() else { break };
-                let (retries, scheduled_targets) = match &work {
+                let (retries, scheduled_targets, sync) = match &work {
                     Work::Scheduled(job) => (
                         if job.probe { 0 } else { bus.retries },
                         vec![targets[job.meter][job.group].clone()],
+                        false,
                     ),
-                    Work::OnDemand { meter, groups, .. } => (
+                    Work::OnDemand { meter, groups, request } => (
                         bus.retries,
                         groups.iter().map(|g| targets[*meter][*g].clone()).collect(),
+                        request.sync_clock,
                     ),
                 };
                 inflight.push(async move {
                     let ts = SystemTime::now();
                     let started = Instant::now();
-                    let mut results = Vec::with_capacity(scheduled_targets.len());
+                    let mut results = Vec::with_capacity(scheduled_targets.len() + 2);
                     for target in &scheduled_targets {
                         results.push(poll(&mut link, target, retries).await);
+                        if sync {
+                            // The clock read before, the setting, and the clock read after.
+                            let set = super::set_clock(&mut link, target, retries).await;
+                            results.push(GroupResult {
+                                errors: set.err().into_iter().collect(),
+                                ..GroupResult::default()
+                            });
+                            results.push(poll(&mut link, target, retries).await);
+                        }
                     }
                     (work, link, ts, started.elapsed(), results)
                 });
@@ -232,10 +255,25 @@ pub async fn run_bus(
                     window_busy += busy;
                     live.update_bus(&bus.name, |b| b.busy_seconds += busy);
                     let mut answer = OnDemandResult { ts: Some(ts), ..Default::default() };
-                    for (g, r) in groups.iter().zip(results) {
-                        let name = &m.profile.groups[*g].name;
-                        answer.errors.extend(r.errors.iter().map(|e| format!("{name}: {e}")));
-                        answer.values.extend(r.values);
+                    let offset = |r: &GroupResult| {
+                        r.values.iter().find(|(q, _)| &**q == "meter_clock_offset_s").map(|(_, v)| *v)
+                    };
+                    if request.sync_clock {
+                        let name = groups.first().map_or("clock", |g| m.profile.groups[*g].name.as_str());
+                        answer.clock_before = results.first().and_then(offset);
+                        answer.clock_after = results.get(2).and_then(offset);
+                        for (step, r) in ["before", "setting", "after"].iter().zip(&results) {
+                            answer.errors.extend(r.errors.iter().map(|e| format!("{name} {step}: {e}")));
+                        }
+                        if let Some(after) = results.pop().filter(|_| results.len() == 2) {
+                            answer.values.extend(after.values);
+                        }
+                    } else {
+                        for (g, r) in groups.iter().zip(results) {
+                            let name = &m.profile.groups[*g].name;
+                            answer.errors.extend(r.errors.iter().map(|e| format!("{name}: {e}")));
+                            answer.values.extend(r.values);
+                        }
                     }
                     if !answer.values.is_empty() {
                         let stored = log.append(Reading {

@@ -137,7 +137,7 @@ struct RemoteTask {
     remote: RemoteConfig,
     mqtt: MqttConfig,
     gateway: String,
-    meters: Vec<(String, String)>,
+    meters: Vec<crate::remote::task::MeterRef>,
 }
 
 struct Daemon {
@@ -375,7 +375,13 @@ impl Daemon {
                     meters: new
                         .buses
                         .iter()
-                        .flat_map(|b| b.meters.iter().map(|m| (m.id.clone(), b.name.clone())))
+                        .flat_map(|b| {
+                            b.meters.iter().map(|m| crate::remote::task::MeterRef {
+                                id: m.id.clone(),
+                                bus: b.name.clone(),
+                                clock: m.profile.groups.iter().any(|g| g.clock),
+                            })
+                        })
                         .collect(),
                 },
             )]

@@ -15,7 +15,7 @@ use super::{
     auth::{Guard, Verdict},
     limit::RateLimit,
     reply::{Reply, Status},
-    request::{id_of, Args, Command, Refusal, Request},
+    request::{id_of, Args, Command, Refusal, Request, Scope},
 };
 use crate::{
     backoff::Backoff,
@@ -26,8 +26,17 @@ use crate::{
 /// What executes commands: the gateway's state and its buses.
 pub struct Executor {
     pub live: Arc<LiveState>,
-    /// Meter ids configured on this gateway, with their bus.
-    pub meters: Vec<(String, String)>,
+    /// The meters configured on this gateway.
+    pub meters: Vec<MeterRef>,
+}
+
+/// A configured meter as commands see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeterRef {
+    pub id: String,
+    pub bus: String,
+    /// Its profile reads a clock (DL/T 645 and 698.45 meters).
+    pub clock: bool,
 }
 
 /// How long an on-demand read may wait for its line and take.
@@ -63,8 +72,8 @@ impl Executor {
                 let bus = self
                     .meters
                     .iter()
-                    .find(|(m, _)| m == meter)
-                    .map(|(_, b)| b.clone())
+                    .find(|m| &m.id == meter)
+                    .map(|m| m.bus.clone())
                     .unwrap_or_default();
                 let Some(queue) = self.live.on_demand(&bus) else {
                     return Outcome::Now(Some(Reply::failed(
@@ -76,6 +85,7 @@ impl Executor {
                 let read = OnDemandRead {
                     meter: meter.clone(),
                     group: group.clone(),
+                    sync_clock: false,
                     reply: tx,
                 };
                 let (meter, points) = (meter.clone(), points.clone());
@@ -93,11 +103,91 @@ impl Executor {
                     }
                 }))
             }
+            Args::Timesync(scope) => {
+                let chosen: Vec<MeterRef> = self
+                    .meters
+                    .iter()
+                    .filter(|m| m.clock)
+                    .filter(|m| match scope {
+                        Scope::Meter(id) => &m.id == id,
+                        Scope::Bus(b) => &m.bus == b,
+                        Scope::All => true,
+                    })
+                    .cloned()
+                    .collect();
+                let id = request.id.clone();
+                if chosen.is_empty() {
+                    return Outcome::Now(Some(Reply::failed(
+                        &id,
+                        "no meter in that scope reads a clock (DL/T 645 and 698.45 meters do)",
+                    )));
+                }
+                let live = self.live.clone();
+                Outcome::Later(Box::pin(async move { timesync(&id, &live, chosen).await }))
+            }
             // Validation lets only the commands above be enabled (config/remote.rs).
             _ => Outcome::Now(Some(Reply::refused(
                 &request.id,
                 Refusal::Disabled(request.command.as_str()),
             ))),
+        }
+    }
+}
+
+/// Set the clocks of `meters`, each through its bus's queue (one after another on a line,
+/// lines side by side), and report each one's offset before and after.
+async fn timesync(id: &str, live: &LiveState, meters: Vec<MeterRef>) -> Reply {
+    let mut waiting = Vec::new();
+    for m in &meters {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = match live.on_demand(&m.bus) {
+            Some(q) => q
+                .send(OnDemandRead {
+                    meter: m.id.clone(),
+                    group: None,
+                    sync_clock: true,
+                    reply: tx,
+                })
+                .await
+                .is_ok(),
+            None => false,
+        };
+        waiting.push((m.id.clone(), queued.then_some(rx)));
+    }
+    let mut report = Vec::new();
+    let mut synced = 0;
+    for (meter, rx) in waiting {
+        let r = match rx {
+            None => Err("its bus is not running".to_string()),
+            Some(rx) => match tokio::time::timeout(READ_TIMEOUT, rx).await {
+                Err(_) => Err(format!("no result within {READ_TIMEOUT:?}")),
+                Ok(Err(_)) => Err("the bus stopped before the setting".into()),
+                Ok(Ok(r)) => Ok(r),
+            },
+        };
+        report.push(match r {
+            Ok(r) => {
+                if r.clock_after.is_some() && r.errors.is_empty() {
+                    synced += 1;
+                }
+                serde_json::json!({
+                    "meter": meter,
+                    "offset_before_s": r.clock_before,
+                    "offset_after_s": r.clock_after,
+                    "errors": r.errors,
+                })
+            }
+            Err(e) => serde_json::json!({"meter": meter, "errors": [e]}),
+        });
+    }
+    let result = serde_json::json!({ "meters": report });
+    if synced == meters.len() {
+        Reply::ok(id, result)
+    } else {
+        Reply {
+            reason: Some(format!("{synced} of {} meters set", meters.len())),
+            result: Some(result),
+            ..Reply::new(id, Status::Failed)
         }
     }
 }
@@ -228,7 +318,7 @@ impl Handler {
             return (Some(request), reply);
         }
         if let Some(m) = request.meter() {
-            if !self.executor.meters.iter().any(|(id, _)| id == m) {
+            if !self.executor.meters.iter().any(|r| r.id == m) {
                 let reply = Reply::refused(&request.id, Refusal::UnknownMeter(m.to_string()));
                 self.guard.finished(&request.id, &reply);
                 return (Some(request), Outcome::Now(Some(reply)));

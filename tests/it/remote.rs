@@ -457,3 +457,99 @@ async fn a_command_sent_while_the_gateway_is_away_is_executed_once_when_it_is_ba
         .wait_for("two audit events", Duration::from_secs(5), |m| m.len() >= 2)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timesync_sets_dlt645_and_dlt698_clocks_and_reports_each_offset_before_and_after() {
+    use meterd::{
+        protocols::dlt645::Version,
+        sim::{self, dlt645::Dlt645Sim, dlt698::Dlt698Sim},
+    };
+    let broker = servers::mosquitto();
+    let set = meterd::config::ProfileSet::builtin();
+    let dl = Dlt645Sim::new(Version::V2007, None);
+    let a645 = "123456789012".parse().unwrap();
+    dl.add_meter(
+        a645,
+        set.get("dlt645-2007-single-phase").cloned().unwrap(),
+        true,
+    );
+    let (m1, _k1, pty645) = sim::pty_pair().expect("pty");
+    tokio::spawn(dl.clone().serve(m1));
+    let p698 = Dlt698Sim::new(None);
+    let a698 = meterd::protocols::dlt698::ServerAddress::single("000000000321").unwrap();
+    p698.add_meter(
+        a698.clone(),
+        set.get("dlt698-single-phase").cloned().unwrap(),
+        true,
+    );
+    p698.set_drift(&a698, -75);
+    let (m2, _k2, pty698) = sim::pty_pair().expect("pty");
+    tokio::spawn(p698.clone().serve(m2));
+    let drift645 = dl.clock_drift(a645).unwrap();
+    assert!(
+        drift645.abs() >= 2,
+        "the simulated DL/T 645 clock starts off: {drift645}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("remote.key"), KEY).unwrap();
+    let cfg = dir.path().join("meterd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"gw-rc\"\nstate_dir = \"{}\"\n\
+             [[bus]]\nname = \"dl\"\nprotocol = \"dlt645-2007\"\nserial = {{ device = \"{pty645}\" }}\n\
+             [[bus.meter]]\nid = \"d645\"\naddress = \"123456789012\"\nprofile = \"dlt645-2007-single-phase\"\n\
+             [[bus]]\nname = \"p\"\nprotocol = \"dlt698\"\nserial = {{ device = \"{pty698}\" }}\n\
+             [[bus.meter]]\nid = \"d698\"\naddress = \"000000000321\"\nprofile = \"dlt698-single-phase\"\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
+             [remote]\ncommands = [\"timesync\"]\nkey_file = \"remote.key\"\n",
+            dir.path().join("state").display(),
+            broker.port,
+            servers::free_port()
+        ),
+    )
+    .unwrap();
+    let readings = Collector::start(broker.port, "meterd/gw-rc/meter/+/reading").await;
+    let _meterd = Meterd::run(&cfg);
+    readings
+        .wait_for("readings of both meters", Duration::from_secs(20), |m| {
+            ["d645", "d698"]
+                .iter()
+                .all(|id| m.iter().any(|r| r.topic.contains(id)))
+        })
+        .await;
+    let cfg2 = cfg.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_meterd"))
+            .args(["cmd", "-c"])
+            .arg(&cfg2)
+            .args(["timesync", "--all", "--timeout", "30s"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let meters = v["result"]["meters"].as_array().unwrap();
+    let by = |id: &str| meters.iter().find(|m| m["meter"] == id).unwrap().clone();
+    for (id, drift) in [("d645", drift645 as f64), ("d698", -75.0)] {
+        let m = by(id);
+        let before = m["offset_before_s"].as_f64().unwrap();
+        let after = m["offset_after_s"].as_f64().unwrap();
+        assert!(
+            (before - drift).abs() <= 2.0,
+            "{id}: before {before} vs drift {drift}: {m}"
+        );
+        assert!(after.abs() <= 2.0, "{id}: after {after}: {m}");
+    }
+    assert!(dl.clock_drift(a645).unwrap().abs() <= 2);
+    assert!(p698.clock_drift(&a698).unwrap().abs() <= 2);
+}
