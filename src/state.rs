@@ -12,15 +12,24 @@ use tokio::{
 
 use crate::{alerts::rules::Alert, reading::Reading};
 
-/// A read of one meter now, for the task that owns its bus (the remote `read` command).
+/// Work on one meter now, for the task that owns its bus (the remote commands).
 pub struct OnDemandRead {
     pub meter: String,
-    /// One point group by name; every group when `None`.
-    pub group: Option<String>,
-    /// Set the meter's clock: read it, set it to the gateway's time (DL/T 645: broadcast;
-    /// DL/T 698.45: SET 4000), read it again. `group` is then ignored.
-    pub sync_clock: bool,
+    pub kind: OnDemandKind,
     pub reply: tokio::sync::oneshot::Sender<OnDemandResult>,
+}
+
+/// What to do with the meter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnDemandKind {
+    /// Read one point group by name; every group when `None`.
+    Read { group: Option<String> },
+    /// Set the meter's clock: read it, set it to the gateway's time (DL/T 645: broadcast;
+    /// DL/T 698.45: SET 4000), read it again.
+    SyncClock,
+    /// Read back its daily freezes from `from` to `to` (days since the epoch, the meter's
+    /// local calendar), journaled with their freeze times.
+    Recollect { from: i64, to: i64 },
 }
 
 /// What an on-demand read got: the values (journaled like any reading, with this `seq`) and
@@ -31,9 +40,11 @@ pub struct OnDemandResult {
     pub seq: Option<u64>,
     pub values: Vec<(Arc<str>, f64)>,
     pub errors: Vec<String>,
-    /// With `sync_clock`: the meter's clock offset before and after, in seconds.
+    /// With `SyncClock`: the meter's clock offset before and after, in seconds.
     pub clock_before: Option<f64>,
     pub clock_after: Option<f64>,
+    /// With `Recollect`: the freezes found, by freeze time.
+    pub freezes: Vec<(std::time::SystemTime, Vec<(Arc<str>, f64)>)>,
 }
 
 /// Requests waiting per bus, at most: a master cannot queue more reads than a line could

@@ -356,6 +356,77 @@ async fn read_daily_freezes(
     Ok(())
 }
 
+/// Daily freezes whose day is between `from` and `to` (meter-local days since the epoch),
+/// from the meter's freeze history (newest first, at most [`plan::MAX_FREEZES`] back), handed
+/// back oldest first. The first read the meter does not answer ends it.
+pub async fn recollect(
+    link: &mut Dlt645Link,
+    t: &Dlt645Meter,
+    from: i64,
+    to: i64,
+    retries: u32,
+    frame_gap: Duration,
+) -> GroupResult {
+    let mut out = GroupResult::default();
+    let address = t.address;
+    for n in 1..=plan::MAX_FREEZES {
+        let time = read_retrying(
+            link,
+            address,
+            plan::freeze_time_di(n),
+            retries,
+            frame_gap,
+            &mut out.requests,
+            None,
+        )
+        .await
+        .and_then(|b| plan::freeze_time(n, &b).map_err(|e| PollError::BadValue(e.to_string())));
+        let local = match time {
+            Ok(l) => l,
+            // "No requested data": the meter's history ends here.
+            Err(PollError::Refused { err, .. }) if err & plan::NO_SUCH_DATA != 0 => break,
+            Err(e) => {
+                out.errors.push(e);
+                break;
+            }
+        };
+        let day = local.div_euclid(86_400);
+        if day > to {
+            continue;
+        }
+        if day < from {
+            break;
+        }
+        let energy = read_retrying(
+            link,
+            address,
+            plan::freeze_energy_di(n),
+            retries,
+            frame_gap,
+            &mut out.requests,
+            None,
+        )
+        .await
+        .and_then(|b| plan::freeze_energy(n, &b).map_err(|e| PollError::BadValue(e.to_string())));
+        match energy {
+            Ok(values) => {
+                let utc = u64::try_from(local - t.utc_offset_s).unwrap_or(0);
+                out.dated
+                    .push((std::time::UNIX_EPOCH + Duration::from_secs(utc), values));
+            }
+            Err(e) => {
+                let fatal = !e.is_answer();
+                out.errors.push(e);
+                if fatal {
+                    break;
+                }
+            }
+        }
+    }
+    out.dated.reverse();
+    out
+}
+
 /// The meter's clock minus the gateway's, in whole seconds (the meter reports seconds).
 async fn read_clock(
     link: &mut Dlt645Link,

@@ -507,6 +507,44 @@ async fn read_freezes(
     Ok(())
 }
 
+/// Daily freezes from day `from` to day `to` (meter-local days since the epoch), one
+/// GET-Request-Record per day, oldest first. A day without a freeze is skipped; the first
+/// exchange the meter does not answer ends it.
+pub async fn recollect(
+    link: &mut Dlt698Link,
+    t: &Dlt698Meter,
+    from: i64,
+    to: i64,
+    retries: u32,
+    frame_gap: Duration,
+) -> GroupResult {
+    let mut out = GroupResult::default();
+    for day in from..=to {
+        let reply = exchange_retrying(link, t, retries, frame_gap, &mut out.requests, |piid| {
+            plan::freeze_request(piid, Some(day * 86_400))
+        })
+        .await;
+        let rows = reply.and_then(|r| plan::freeze_rows(&r).map_err(value_error));
+        match rows {
+            Ok(rows) => {
+                for (local, values) in rows {
+                    let utc = u64::try_from(local - t.utc_offset_s).unwrap_or(0);
+                    out.dated
+                        .push((std::time::UNIX_EPOCH + Duration::from_secs(utc), values));
+                }
+            }
+            Err(e) => {
+                let fatal = !e.is_answer();
+                out.errors.push(e);
+                if fatal {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Poll one group of one meter. Stops at the first exchange the meter does not answer.
 pub async fn poll_group(
     link: &mut Dlt698Link,

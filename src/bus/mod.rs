@@ -266,6 +266,32 @@ pub async fn set_clock(link: &mut BusLink, t: &PollTarget, retries: u32) -> Resu
     }
 }
 
+/// Read back the daily freezes of `t`'s meter from day `from` to day `to` (days since the
+/// epoch in the meter's local calendar), oldest first, into `dated`. Bounded: at most a
+/// month (the request says so) and one exchange per day or stored freeze.
+pub async fn recollect(
+    link: &mut BusLink,
+    t: &PollTarget,
+    from: i64,
+    to: i64,
+    retries: u32,
+) -> GroupResult {
+    match (link, &t.meter) {
+        (BusLink::Dlt645(l), MeterTarget::Dlt645(m)) => {
+            dlt645::recollect(l, m, from, to, retries, t.frame_gap).await
+        }
+        (BusLink::Dlt698(l), MeterTarget::Dlt698(m)) => {
+            dlt698::recollect(l, m, from, to, retries, t.frame_gap).await
+        }
+        _ => GroupResult {
+            errors: vec![PollError::Protocol(
+                "this meter's protocol keeps no daily freezes".into(),
+            )],
+            ..GroupResult::default()
+        },
+    }
+}
+
 /// Poll one group of one meter over `link`, with up to `retries` extra attempts per request
 /// (0 for an offline meter's probe).
 pub async fn poll(link: &mut BusLink, t: &PollTarget, retries: u32) -> GroupResult {

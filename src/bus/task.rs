@@ -21,7 +21,7 @@ use crate::{
     config::BusConfig,
     journal::Journal,
     reading::Reading,
-    state::{LiveState, OnDemandRead, OnDemandResult},
+    state::{LiveState, OnDemandKind, OnDemandRead, OnDemandResult},
 };
 
 struct MeterRt {
@@ -50,24 +50,26 @@ fn on_demand_groups(meters: &[MeterRt], r: &OnDemandRead) -> Result<(usize, Vec<
         .position(|m| *m.id == r.meter)
         .ok_or_else(|| format!("no meter {:?} on this bus", r.meter))?;
     let groups = &meters[meter].profile.groups;
-    if r.sync_clock {
-        return groups
+    let with = |flag: fn(&meterd_protocols::profile::Group) -> bool, what: &str| {
+        groups
             .iter()
-            .position(|g| g.clock)
+            .position(flag)
             .map(|g| (meter, vec![g]))
             .ok_or_else(|| {
                 format!(
-                    "profile {} reads no clock: only DL/T 645 and 698.45 meters have one",
+                    "profile {} reads no {what}: only DL/T 645 and 698.45 meters have one",
                     meters[meter].profile.name
                 )
-            });
-    }
-    let chosen: Vec<usize> = match &r.group {
-        None => (0..groups.len()).collect(),
-        Some(name) => groups
+            })
+    };
+    match &r.kind {
+        OnDemandKind::SyncClock => with(|g| g.clock, "clock"),
+        OnDemandKind::Recollect { .. } => with(|g| g.daily_freeze, "daily freeze"),
+        OnDemandKind::Read { group: None } => Ok((meter, (0..groups.len()).collect())),
+        OnDemandKind::Read { group: Some(name) } => groups
             .iter()
             .position(|g| &g.name == name)
-            .map(|g| vec![g])
+            .map(|g| (meter, vec![g]))
             .ok_or_else(|| {
                 format!(
                     "profile {} has no group {name:?}; it has {}",
@@ -78,9 +80,8 @@ fn on_demand_groups(meters: &[MeterRt], r: &OnDemandRead) -> Result<(usize, Vec<
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
-            })?,
-    };
-    Ok((meter, chosen))
+            }),
+    }
 }
 
 /// The first waiting on-demand read whose meter is free (claimed for it).
@@ -213,16 +214,16 @@ pub async fn run_bus(
                     }
                 };
                 let Some(mut link) = idle.pop() else { break };
-                let (retries, scheduled_targets, sync) = match &work {
+                let (retries, scheduled_targets, kind) = match &work {
                     Work::Scheduled(job) => (
                         if job.probe { 0 } else { bus.retries },
                         vec![targets[job.meter][job.group].clone()],
-                        false,
+                        OnDemandKind::Read { group: None },
                     ),
                     Work::OnDemand { meter, groups, request } => (
                         bus.retries,
                         groups.iter().map(|g| targets[*meter][*g].clone()).collect(),
-                        request.sync_clock,
+                        request.kind.clone(),
                     ),
                 };
                 inflight.push(async move {
@@ -230,15 +231,23 @@ pub async fn run_bus(
                     let started = Instant::now();
                     let mut results = Vec::with_capacity(scheduled_targets.len() + 2);
                     for target in &scheduled_targets {
-                        results.push(poll(&mut link, target, retries).await);
-                        if sync {
-                            // The clock read before, the setting, and the clock read after.
-                            let set = super::set_clock(&mut link, target, retries).await;
-                            results.push(GroupResult {
-                                errors: set.err().into_iter().collect(),
-                                ..GroupResult::default()
-                            });
-                            results.push(poll(&mut link, target, retries).await);
+                        match kind {
+                            OnDemandKind::Read { .. } => {
+                                results.push(poll(&mut link, target, retries).await)
+                            }
+                            OnDemandKind::SyncClock => {
+                                // The clock read before, the setting, and the clock read after.
+                                results.push(poll(&mut link, target, retries).await);
+                                let set = super::set_clock(&mut link, target, retries).await;
+                                results.push(GroupResult {
+                                    errors: set.err().into_iter().collect(),
+                                    ..GroupResult::default()
+                                });
+                                results.push(poll(&mut link, target, retries).await);
+                            }
+                            OnDemandKind::Recollect { from, to } => results.push(
+                                super::recollect(&mut link, target, from, to, retries).await,
+                            ),
                         }
                     }
                     (work, link, ts, started.elapsed(), results)
@@ -258,7 +267,22 @@ pub async fn run_bus(
                     let offset = |r: &GroupResult| {
                         r.values.iter().find(|(q, _)| &**q == "meter_clock_offset_s").map(|(_, v)| *v)
                     };
-                    if request.sync_clock {
+                    if let OnDemandKind::Recollect { .. } = request.kind {
+                        for r in &results {
+                            answer.errors.extend(r.errors.iter().map(|e| format!("daily freeze: {e}")));
+                            for (when, values) in &r.dated {
+                                log.append(Reading {
+                                    meter: m.id.clone(),
+                                    bus: bus_name.clone(),
+                                    profile: m.profile_name.clone(),
+                                    ts: *when,
+                                    seq: 0,
+                                    values: values.clone(),
+                                });
+                                answer.freezes.push((*when, values.clone()));
+                            }
+                        }
+                    } else if request.kind == OnDemandKind::SyncClock {
                         let name = groups.first().map_or("clock", |g| m.profile.groups[*g].name.as_str());
                         answer.clock_before = results.first().and_then(offset);
                         answer.clock_after = results.get(2).and_then(offset);

@@ -137,6 +137,11 @@ pub(super) async fn cmd(a: CmdArgs) -> anyhow::Result<i32> {
                 if v["id"] != id.as_str() {
                     continue;
                 }
+                if v["status"] == "progress" {
+                    // Progress of a long command: on stderr, the final reply follows.
+                    eprintln!("{v}");
+                    continue;
+                }
                 outln!("{v}");
                 let _ = client.disconnect().await;
                 return Ok(if v["status"] == "ok" { 0 } else { 1 });

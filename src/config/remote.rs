@@ -13,7 +13,12 @@ use crate::remote::{Command, Keys};
 
 /// Commands that can be enabled today; the others are parsed and refused until their
 /// execution is built (issue 14 is landing in parts).
-pub const AVAILABLE: &[Command] = &[Command::Read, Command::Timesync, Command::Status];
+pub const AVAILABLE: &[Command] = &[
+    Command::Read,
+    Command::Timesync,
+    Command::Recollect,
+    Command::Status,
+];
 
 /// Keys shorter than this are refused: HMAC is only as strong as its key.
 const MIN_KEY_BYTES: usize = 16;

@@ -380,6 +380,7 @@ impl Daemon {
                                 id: m.id.clone(),
                                 bus: b.name.clone(),
                                 clock: m.profile.groups.iter().any(|g| g.clock),
+                                freezes: m.profile.groups.iter().any(|g| g.daily_freeze),
                             })
                         })
                         .collect(),

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     backoff::Backoff,
     config::{MqttConfig, RemoteConfig},
-    state::{LiveState, OnDemandRead, OnDemandResult},
+    state::{LiveState, OnDemandKind, OnDemandRead, OnDemandResult},
 };
 
 /// What executes commands: the gateway's state and its buses.
@@ -37,15 +37,27 @@ pub struct MeterRef {
     pub bus: String,
     /// Its profile reads a clock (DL/T 645 and 698.45 meters).
     pub clock: bool,
+    /// Its profile reads daily freezes.
+    pub freezes: bool,
 }
 
 /// How long an on-demand read may wait for its line and take.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A command's reply: at once, or when its work on a bus is done.
+/// Where a long command sends its progress replies (`"status":"progress"`).
+pub type Progress = Arc<dyn Fn(Reply) + Send + Sync>;
+
+type Work = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>;
+
+/// A command's reply: at once, or when its work on a bus is done (with progress on the way).
 pub enum Outcome {
     Now(Option<Reply>),
-    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>),
+    Later(Box<dyn FnOnce(Progress) -> Work + Send>),
+}
+
+/// Work that reports no progress.
+fn later(work: impl std::future::Future<Output = Reply> + Send + 'static) -> Outcome {
+    Outcome::Later(Box::new(move |_| Box::pin(work)))
 }
 
 impl Executor {
@@ -84,12 +96,13 @@ impl Executor {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let read = OnDemandRead {
                     meter: meter.clone(),
-                    group: group.clone(),
-                    sync_clock: false,
+                    kind: OnDemandKind::Read {
+                        group: group.clone(),
+                    },
                     reply: tx,
                 };
                 let (meter, points) = (meter.clone(), points.clone());
-                Outcome::Later(Box::pin(async move {
+                later(async move {
                     if queue.try_send(read).is_err() {
                         return Reply::failed(&id, "the bus has too many reads waiting; try again");
                     }
@@ -101,7 +114,7 @@ impl Executor {
                         Ok(Err(_)) => Reply::failed(&id, "the bus stopped before the read"),
                         Ok(Ok(r)) => read_reply(&id, &meter, &points, r),
                     }
-                }))
+                })
             }
             Args::Timesync(scope) => {
                 let chosen: Vec<MeterRef> = self
@@ -123,7 +136,33 @@ impl Executor {
                     )));
                 }
                 let live = self.live.clone();
-                Outcome::Later(Box::pin(async move { timesync(&id, &live, chosen).await }))
+                later(async move { timesync(&id, &live, chosen).await })
+            }
+            Args::Recollect { scope, from, to } => {
+                let chosen: Vec<MeterRef> = self
+                    .meters
+                    .iter()
+                    .filter(|m| m.freezes)
+                    .filter(|m| match scope {
+                        Scope::Meter(id) => &m.id == id,
+                        Scope::Bus(b) => &m.bus == b,
+                        Scope::All => true,
+                    })
+                    .cloned()
+                    .collect();
+                let id = request.id.clone();
+                if chosen.is_empty() {
+                    return Outcome::Now(Some(Reply::failed(
+                        &id,
+                        "no meter in that scope keeps daily freezes (DL/T 645-2007 and 698.45 meters do)",
+                    )));
+                }
+                let (live, from, to) = (self.live.clone(), *from, *to);
+                Outcome::Later(Box::new(move |progress| {
+                    Box::pin(
+                        async move { recollect(&id, &live, chosen, (from, to), progress).await },
+                    )
+                }))
             }
             // Validation lets only the commands above be enabled (config/remote.rs).
             _ => Outcome::Now(Some(Reply::refused(
@@ -144,8 +183,7 @@ async fn timesync(id: &str, live: &LiveState, meters: Vec<MeterRef>) -> Reply {
             Some(q) => q
                 .send(OnDemandRead {
                     meter: m.id.clone(),
-                    group: None,
-                    sync_clock: true,
+                    kind: OnDemandKind::SyncClock,
                     reply: tx,
                 })
                 .await
@@ -186,6 +224,75 @@ async fn timesync(id: &str, live: &LiveState, meters: Vec<MeterRef>) -> Reply {
     } else {
         Reply {
             reason: Some(format!("{synced} of {} meters set", meters.len())),
+            result: Some(result),
+            ..Reply::new(id, Status::Failed)
+        }
+    }
+}
+
+/// Read back the daily freezes of `meters` for a range of days, meter after meter (their
+/// buses queue them behind nothing but the reads already waiting, and take turns with the
+/// scheduled polls); a progress reply after each meter, the freezes in the final one.
+async fn recollect(
+    id: &str,
+    live: &LiveState,
+    meters: Vec<MeterRef>,
+    (from, to): (i64, i64),
+    progress: Progress,
+) -> Reply {
+    let mut report = Vec::new();
+    let mut found = 0;
+    let total = meters.len();
+    for (i, m) in meters.into_iter().enumerate() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = match live.on_demand(&m.bus) {
+            Some(q) => q
+                .send(OnDemandRead {
+                    meter: m.id.clone(),
+                    kind: OnDemandKind::Recollect { from, to },
+                    reply: tx,
+                })
+                .await
+                .is_ok(),
+            None => false,
+        };
+        let r = match queued {
+            false => Err("its bus is not running".to_string()),
+            // A month of freezes on a slow line: a generous bound.
+            true => match tokio::time::timeout(READ_TIMEOUT * 4, rx).await {
+                Err(_) => Err(format!("no result within {:?}", READ_TIMEOUT * 4)),
+                Ok(Err(_)) => Err("the bus stopped before the read".into()),
+                Ok(Ok(r)) => Ok(r),
+            },
+        };
+        let entry = match r {
+            Ok(r) => {
+                found += r.freezes.len();
+                serde_json::json!({
+                    "meter": m.id,
+                    "freezes": r.freezes.iter().map(|(ts, values)| serde_json::json!({
+                        "ts": crate::contract::rfc3339(*ts),
+                        "values": values.iter().map(|(q, v)| (q.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+                    })).collect::<Vec<_>>(),
+                    "errors": r.errors,
+                })
+            }
+            Err(e) => serde_json::json!({"meter": m.id, "freezes": [], "errors": [e]}),
+        };
+        if total > 1 {
+            progress(Reply {
+                result: Some(serde_json::json!({"done": i + 1, "of": total, "meter": entry})),
+                ..Reply::new(id, Status::Progress)
+            });
+        }
+        report.push(entry);
+    }
+    let result = serde_json::json!({ "meters": report, "freezes": found });
+    if found > 0 {
+        Reply::ok(id, result)
+    } else {
+        Reply {
+            reason: Some("no daily freezes in that range".into()),
             result: Some(result),
             ..Reply::new(id, Status::Failed)
         }
@@ -429,9 +536,14 @@ pub async fn run(
                                 answer(&client, &live, &audit_topic, &p.topic, &command, request.as_ref(), &reply);
                             }
                             Outcome::Now(None) => {}
-                            Outcome::Later(work) => {
+                            Outcome::Later(start) => {
                                 let done = done_tx.clone();
                                 let topic = p.topic.clone();
+                                let (progress_client, reply_topic) = (client.clone(), format!("{topic}/reply"));
+                                let progress: Progress = Arc::new(move |r: Reply| {
+                                    let _ = progress_client.try_publish(&reply_topic, QoS::AtLeastOnce, false, r.to_json());
+                                });
+                                let work = start(progress);
                                 tokio::spawn(async move {
                                     let reply = work.await;
                                     let _ = done.send((topic, command, request, reply));

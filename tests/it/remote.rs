@@ -553,3 +553,145 @@ async fn timesync_sets_dlt645_and_dlt698_clocks_and_reports_each_offset_before_a
     assert!(dl.clock_drift(a645).unwrap().abs() <= 2);
     assert!(p698.clock_drift(&a698).unwrap().abs() <= 2);
 }
+
+/// `YYYY-MM-DD` of a day number.
+fn date(day: i64) -> String {
+    humantime::format_rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(day as u64 * 86_400))
+        .to_string()[..10]
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recollect_reads_a_week_of_daily_freezes_back_from_dlt645_and_dlt698_meters() {
+    use meterd::{
+        protocols::dlt645::Version,
+        sim::{self, dlt645::Dlt645Sim, dlt698::Dlt698Sim},
+    };
+    let broker = servers::mosquitto();
+    let set = meterd::config::ProfileSet::builtin();
+    let dl = Dlt645Sim::new(Version::V2007, None);
+    dl.add_meter(
+        "123456789012".parse().unwrap(),
+        set.get("dlt645-2007-single-phase").cloned().unwrap(),
+        true,
+    );
+    let (m1, _k1, pty645) = sim::pty_pair().expect("pty");
+    tokio::spawn(dl.clone().serve(m1));
+    let p698 = Dlt698Sim::new(None);
+    let a698 = meterd::protocols::dlt698::ServerAddress::single("000000000321").unwrap();
+    p698.add_meter(
+        a698.clone(),
+        set.get("dlt698-single-phase").cloned().unwrap(),
+        true,
+    );
+    p698.set_drift(&a698, 0);
+    let (m2, _k2, pty698) = sim::pty_pair().expect("pty");
+    tokio::spawn(p698.clone().serve(m2));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("remote.key"), KEY).unwrap();
+    let cfg = dir.path().join("meterd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[gateway]\nid = \"gw-rc\"\nstate_dir = \"{}\"\n\
+             [[bus]]\nname = \"dl\"\nprotocol = \"dlt645-2007\"\nserial = {{ device = \"{pty645}\" }}\n\
+             [[bus.meter]]\nid = \"d645\"\naddress = \"123456789012\"\nprofile = \"dlt645-2007-single-phase\"\n\
+             [[bus]]\nname = \"p\"\nprotocol = \"dlt698\"\nserial = {{ device = \"{pty698}\" }}\n\
+             [[bus.meter]]\nid = \"d698\"\naddress = \"000000000321\"\nprofile = \"dlt698-single-phase\"\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
+             [remote]\ncommands = [\"recollect\"]\nkey_file = \"remote.key\"\n",
+            dir.path().join("state").display(),
+            broker.port,
+            servers::free_port()
+        ),
+    )
+    .unwrap();
+    let readings = Collector::start(broker.port, "meterd/gw-rc/meter/+/reading").await;
+    let replies = Collector::start(broker.port, "meterd/gw-rc/cmd/recollect/reply").await;
+    let _meterd = Meterd::run(&cfg);
+    readings
+        .wait_for("readings of both meters", Duration::from_secs(20), |m| {
+            ["d645", "d698"]
+                .iter()
+                .all(|id| m.iter().any(|r| r.topic.contains(id)))
+        })
+        .await;
+    // The meters keep China Standard Time: their "today" begins at 16:00 UTC.
+    let today = (now() + 8 * 3600).div_euclid(86_400);
+    let (from, to) = (date(today - 6), date(today));
+    let cfg2 = cfg.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_meterd"))
+            .args(["cmd", "-c"])
+            .arg(&cfg2)
+            .args([
+                "recollect",
+                "--all",
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--timeout",
+                "60s",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v["result"]["freezes"], 14, "{v}");
+    for m in v["result"]["meters"].as_array().unwrap() {
+        let times: Vec<&str> = m["freezes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["ts"].as_str().unwrap())
+            .collect();
+        assert_eq!(times.len(), 7, "{m}");
+        assert!(
+            times.windows(2).all(|w| w[0] < w[1]),
+            "oldest first: {times:?}"
+        );
+        assert!(
+            times.iter().all(|t| t.ends_with("T16:00:00.000Z")),
+            "{times:?}"
+        );
+    }
+    // Progress after each meter, then the final reply; the freezes reach MQTT like readings.
+    let statuses: Vec<String> = replies
+        .all()
+        .iter()
+        .map(|m| {
+            serde_json::from_str::<serde_json::Value>(&m.payload).unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(statuses, ["progress", "progress", "ok"]);
+    readings
+        .wait_for(
+            "a week of freezes of each meter on MQTT",
+            Duration::from_secs(10),
+            |msgs| {
+                ["d645", "d698"].iter().all(|id| {
+                    let days: std::collections::BTreeSet<String> = msgs
+                        .iter()
+                        .filter(|m| m.topic.contains(id) && m.payload.contains("T16:00:00.000Z"))
+                        .map(|m| m.payload[..40].to_string())
+                        .collect();
+                    days.len() >= 7
+                })
+            },
+        )
+        .await;
+}
