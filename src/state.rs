@@ -44,7 +44,7 @@ pub struct OnDemandResult {
     pub clock_before: Option<f64>,
     pub clock_after: Option<f64>,
     /// With `Recollect`: the freezes found, by freeze time.
-    pub freezes: Vec<(std::time::SystemTime, Vec<(Arc<str>, f64)>)>,
+    pub freezes: Vec<(std::time::SystemTime, crate::bus::Values)>,
 }
 
 /// Requests waiting per bus, at most: a master cannot queue more reads than a line could
