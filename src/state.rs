@@ -32,6 +32,9 @@ pub enum OnDemandKind {
     Recollect { from: i64, to: i64 },
 }
 
+/// A daily freeze's values, by quantity.
+pub type FreezeValues = Vec<(Arc<str>, f64)>;
+
 /// What an on-demand read got: the values (journaled like any reading, with this `seq`) and
 /// the errors met, per group.
 #[derive(Debug, Clone, Default)]
@@ -44,7 +47,7 @@ pub struct OnDemandResult {
     pub clock_before: Option<f64>,
     pub clock_after: Option<f64>,
     /// With `Recollect`: the freezes found, by freeze time.
-    pub freezes: Vec<(std::time::SystemTime, crate::bus::Values)>,
+    pub freezes: Vec<(std::time::SystemTime, FreezeValues)>,
 }
 
 /// Requests waiting per bus, at most: a master cannot queue more reads than a line could
