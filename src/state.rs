@@ -30,6 +30,11 @@ pub enum OnDemandKind {
     /// Read back its daily freezes from `from` to `to` (days since the epoch, the meter's
     /// local calendar), journaled with their freeze times.
     Recollect { from: i64, to: i64 },
+    /// Remote control of its supply relay, and the state read back.
+    Relay {
+        command: meterd_protocols::dlt645::request::RelayCommand,
+        creds: meterd_protocols::dlt645::request::Credentials,
+    },
 }
 
 /// A daily freeze's values, by quantity.
@@ -46,6 +51,8 @@ pub struct OnDemandResult {
     /// With `SyncClock`: the meter's clock offset before and after, in seconds.
     pub clock_before: Option<f64>,
     pub clock_after: Option<f64>,
+    /// With `Relay`: the relay's state read back after the command.
+    pub relay: Option<meterd_protocols::dlt645::request::RelayState>,
     /// With `Recollect`: the freezes found, by freeze time.
     pub freezes: Vec<(std::time::SystemTime, FreezeValues)>,
 }

@@ -113,6 +113,8 @@ pub enum Kind {
     JournalUnwritable,
     /// A sink has failed to deliver for longer than the rule's `for`.
     SinkUnreachable,
+    /// A remote relay command was refused (forged, replayed, for a meter not listed…).
+    RelayRefused { hold: Duration },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,6 +147,8 @@ pub struct Status {
     pub journal_used: f64,
     /// Readings dropped by the journal since the start, over all sinks.
     pub journal_dropped: u64,
+    /// Remote relay commands refused since the start.
+    pub relay_refused: u64,
     pub journal_failure: Option<String>,
     /// Per sink: failing since when, if failing.
     pub sinks: BTreeMap<String, Option<SystemTime>>,
@@ -228,6 +232,7 @@ pub struct Engine {
     counters: BTreeMap<String, BTreeMap<Arc<str>, (f64, SystemTime)>>,
     started: SystemTime,
     dropped_seen: u64,
+    relay_refused_seen: u64,
     /// Reused for alert keys (see `observe`).
     key_buf: String,
 }
@@ -278,6 +283,7 @@ fn default_summary(kind: &Kind) -> &'static str {
         Kind::JournalDropping { .. } => "journal dropped {value} undelivered readings (full, or unwritable with its memory full)",
         Kind::JournalUnwritable => "journal cannot be written: readings are only in memory",
         Kind::SinkUnreachable => "sink {sink} has failed to deliver for {value} s",
+        Kind::RelayRefused { .. } => "{value} remote relay command(s) refused: see the audit topic",
     }
 }
 
@@ -294,6 +300,7 @@ impl Engine {
             counters: BTreeMap::new(),
             started: now,
             dropped_seen: 0,
+            relay_refused_seen: 0,
             key_buf: String::new(),
         }
     }

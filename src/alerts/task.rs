@@ -133,6 +133,12 @@ fn status(
         meters: meters.then(|| live.last_seen()),
         journal_used: log.used_fraction(),
         journal_dropped: log.dropped_total(),
+        relay_refused: live
+            .commands()
+            .iter()
+            .filter(|((c, st), _)| *c == "relay" && *st == "refused")
+            .map(|(_, n)| *n)
+            .sum(),
         journal_failure: log.failure(),
         sinks,
     }

@@ -190,6 +190,32 @@ impl Dlt645Link {
         r
     }
 
+    /// Remote control of the meter's supply relay (C=1C), then its state read back from status
+    /// word 3.
+    pub async fn relay(
+        &mut self,
+        address: Address,
+        creds: request::Credentials,
+        command: request::RelayCommand,
+        valid_until_local: i64,
+    ) -> Result<request::RelayState, PollError> {
+        let f = request::relay_control(address, creds, command, valid_until_local);
+        let r = self
+            .exchange(f, 1, |f| match f.control.0 {
+                0x9C => Step::Done(Vec::new()),
+                0xDC => Step::Refused(f.data.first().copied().unwrap_or(0)),
+                _ => Step::Ignore,
+            })
+            .await;
+        if matches!(r, Err(PollError::Timeout(_) | PollError::Link(_))) {
+            self.stream = None;
+        }
+        r?;
+        let word = self.read(address, request::STATUS_WORD_3).await?;
+        request::RelayState::from_status_word(&word)
+            .ok_or_else(|| PollError::BadValue(format!("status word 3: {word:02X?}")))
+    }
+
     /// Ask for the address of the only meter on the line (C=13 to AA..AA). With several meters
     /// their replies collide: that is a timeout or garbage, and probing addresses is the way.
     pub async fn read_address(&mut self) -> Result<Address, PollError> {

@@ -266,6 +266,33 @@ pub async fn set_clock(link: &mut BusLink, t: &PollTarget, retries: u32) -> Resu
     }
 }
 
+/// Remote control of `t`'s supply relay (DL/T 645-2007 C=1C), valid for five minutes, and
+/// its state read back.
+pub async fn relay(
+    link: &mut BusLink,
+    t: &PollTarget,
+    command: meterd_protocols::dlt645::request::RelayCommand,
+    creds: meterd_protocols::dlt645::request::Credentials,
+) -> Result<meterd_protocols::dlt645::request::RelayState, PollError> {
+    match (link, &t.meter) {
+        (BusLink::Dlt645(l), MeterTarget::Dlt645(m)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let r = l
+                .relay(m.address, creds, command, now + m.utc_offset_s + 300)
+                .await;
+            if !t.frame_gap.is_zero() {
+                tokio::time::sleep(t.frame_gap).await;
+            }
+            r
+        }
+        _ => Err(PollError::Protocol(
+            "remote relay control is for DL/T 645-2007 meters".into(),
+        )),
+    }
+}
+
 /// Read back the daily freezes of `t`'s meter from day `from` to day `to` (days since the
 /// epoch in the meter's local calendar), oldest first, into `dated`. Bounded: at most a
 /// month (the request says so) and one exchange per day or stored freeze.

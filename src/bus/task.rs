@@ -65,6 +65,9 @@ fn on_demand_groups(meters: &[MeterRt], r: &OnDemandRead) -> Result<(usize, Vec<
     match &r.kind {
         OnDemandKind::SyncClock => with(|g| g.clock, "clock"),
         OnDemandKind::Recollect { .. } => with(|g| g.daily_freeze, "daily freeze"),
+        // Any group's target carries the meter's address; the first will do.
+        OnDemandKind::Relay { .. } if !groups.is_empty() => Ok((meter, vec![0])),
+        OnDemandKind::Relay { .. } => Err("the meter's profile has no groups".into()),
         OnDemandKind::Read { group: None } => Ok((meter, (0..groups.len()).collect())),
         OnDemandKind::Read { group: Some(name) } => groups
             .iter()
@@ -230,6 +233,7 @@ pub async fn run_bus(
                     let ts = SystemTime::now();
                     let started = Instant::now();
                     let mut results = Vec::with_capacity(scheduled_targets.len() + 2);
+                    let mut relay_state = None;
                     for target in &scheduled_targets {
                         match kind {
                             OnDemandKind::Read { .. } => {
@@ -248,14 +252,19 @@ pub async fn run_bus(
                             OnDemandKind::Recollect { from, to } => results.push(
                                 super::recollect(&mut link, target, from, to, retries).await,
                             ),
+                            OnDemandKind::Relay { command, creds } => {
+                                // Never retried: a trip is not sent twice on a guess.
+                                let r = super::relay(&mut link, target, command, creds).await;
+                                relay_state = Some(r);
+                            }
                         }
                     }
-                    (work, link, ts, started.elapsed(), results)
+                    (work, link, ts, started.elapsed(), results, relay_state)
                 });
             }
             let wake = sched.next_wakeup();
             tokio::select! {
-                Some((work, link, ts, took, mut results)) = inflight.next() => match work {
+                Some((work, link, ts, took, mut results, relay_state)) = inflight.next() => match work {
                 Work::OnDemand { meter, groups, request } => {
                     idle.push(link);
                     sched.release(meter);
@@ -267,7 +276,19 @@ pub async fn run_bus(
                     let offset = |r: &GroupResult| {
                         r.values.iter().find(|(q, _)| &**q == "meter_clock_offset_s").map(|(_, v)| *v)
                     };
-                    if let OnDemandKind::Recollect { .. } = request.kind {
+                    if let OnDemandKind::Relay { command, .. } = request.kind {
+                        match relay_state {
+                            Some(Ok(state)) => {
+                                answer.relay = Some(state);
+                                warn!(meter = %m.id, ?command, open = state.open, "remote relay command carried out");
+                            }
+                            Some(Err(e)) => {
+                                warn!(meter = %m.id, ?command, error = %e, "remote relay command failed");
+                                answer.errors.push(format!("relay: {e}"));
+                            }
+                            None => answer.errors.push("relay: not sent".into()),
+                        }
+                    } else if let OnDemandKind::Recollect { .. } = request.kind {
                         for r in &results {
                             answer.errors.extend(r.errors.iter().map(|e| format!("daily freeze: {e}")));
                             for (when, values) in &r.dated {

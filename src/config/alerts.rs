@@ -77,6 +77,13 @@ const BUILTINS: &[(&str, &str, Severity, u64, &[&str])] = &[
         &[],
     ),
     (
+        "relay_refused",
+        "RelayCommandRefused",
+        Severity::Critical,
+        0,
+        &["hold"],
+    ),
+    (
         "sink_unreachable",
         "SinkUnreachable",
         Severity::Warning,
@@ -297,6 +304,9 @@ pub(super) fn check_alerts(
                 hold: b.hold.unwrap_or(Duration::from_secs(3600)),
             },
             "journal_unwritable" => Kind::JournalUnwritable,
+            "relay_refused" => Kind::RelayRefused {
+                hold: b.hold.unwrap_or(Duration::from_secs(3600)),
+            },
             _ => Kind::SinkUnreachable,
         };
         rules.push(Rule {

@@ -236,9 +236,13 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
     }
     let fsync = raw.journal.fsync.unwrap_or(Duration::from_secs(1));
     let alerts = alerts::check_alerts(r, raw.alerts, &buses, base);
+    let meter_protocols: Vec<(String, BusProtocol)> = buses
+        .iter()
+        .flat_map(|b| b.meters.iter().map(|m| (m.id.clone(), b.protocol)))
+        .collect();
     let remote = raw
         .remote
-        .and_then(|rm| super::remote::check_remote(r, rm, mqtt.is_some(), base));
+        .and_then(|rm| super::remote::check_remote(r, rm, mqtt.is_some(), &meter_protocols, base));
     let gateway = gateway?;
     Some(Config {
         gateway_id: gateway.id,

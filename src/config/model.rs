@@ -29,11 +29,17 @@ pub struct RemoteConfig {
     pub keys: crate::remote::Keys,
     pub window: Duration,
     pub rate_limit: std::collections::HashMap<crate::remote::Command, u32>,
+    /// Meters whose relay may be commanded.
+    pub relay_meters: Vec<String>,
+    /// Password and operator code for relay commands.
+    pub relay_credentials: Option<meterd_protocols::dlt645::request::Credentials>,
 }
 
 impl PartialEq for RemoteConfig {
     fn eq(&self, other: &RemoteConfig) -> bool {
-        self.commands == other.commands
+        self.relay_meters == other.relay_meters
+            && self.relay_credentials == other.relay_credentials
+            && self.commands == other.commands
             && self.keys.command == other.keys.command
             && self.keys.relay == other.keys.relay
             && self.window == other.window

@@ -182,6 +182,15 @@ pub struct RawRemote {
     /// Requests per minute, by command.
     #[serde(default)]
     pub rate_limit: std::collections::BTreeMap<String, u32>,
+    /// Meters whose supply relay may be commanded (DL/T 645-2007 meters of this config).
+    #[serde(default)]
+    pub relay_meters: Vec<String>,
+    /// The meters' remote-control password: 8 digits, the level then the password
+    /// (`02123456`), from a file or the environment.
+    pub relay_password_file: Option<PathBuf>,
+    pub relay_password_env: Option<String>,
+    /// The operator code sent with relay commands (8 digits).
+    pub relay_operator: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

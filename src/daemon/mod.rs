@@ -300,6 +300,8 @@ impl Daemon {
             let executor = crate::remote::task::Executor {
                 live: live.clone(),
                 meters: task.meters.clone(),
+                relay_meters: task.remote.relay_meters.clone(),
+                relay_credentials: task.remote.relay_credentials,
             };
             crate::remote::task::run(
                 task.remote.clone(),

@@ -28,6 +28,9 @@ pub struct Executor {
     pub live: Arc<LiveState>,
     /// The meters configured on this gateway.
     pub meters: Vec<MeterRef>,
+    /// Meters whose relay may be commanded, and the credentials to do it with.
+    pub relay_meters: Vec<String>,
+    pub relay_credentials: Option<meterd_protocols::dlt645::request::Credentials>,
 }
 
 /// A configured meter as commands see it.
@@ -164,11 +167,69 @@ impl Executor {
                     )
                 }))
             }
-            // Validation lets only the commands above be enabled (config/remote.rs).
-            _ => Outcome::Now(Some(Reply::refused(
-                &request.id,
-                Refusal::Disabled(request.command.as_str()),
-            ))),
+            Args::Relay { meter, action } => {
+                let id = request.id.clone();
+                let (Some(creds), true) = (
+                    self.relay_credentials,
+                    self.relay_meters.iter().any(|m| m == meter),
+                ) else {
+                    return Outcome::Now(Some(Reply::refused(
+                        &id,
+                        Refusal::NotRelayCapable(meter.clone()),
+                    )));
+                };
+                use crate::remote::request::RelayAction;
+                use meterd_protocols::dlt645::request::RelayCommand;
+                let command = match action {
+                    RelayAction::Trip => RelayCommand::Trip,
+                    RelayAction::ClosePermit => RelayCommand::ClosePermit,
+                    RelayAction::Alarm => RelayCommand::Alarm,
+                    RelayAction::AlarmRelease => RelayCommand::AlarmRelease,
+                };
+                let bus = self
+                    .meters
+                    .iter()
+                    .find(|m| &m.id == meter)
+                    .map(|m| m.bus.clone())
+                    .unwrap_or_default();
+                let (live, meter) = (self.live.clone(), meter.clone());
+                later(async move {
+                    let Some(queue) = live.on_demand(&bus) else {
+                        return Reply::failed(&id, format!("bus {bus} is not running"));
+                    };
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let work = OnDemandRead {
+                        meter: meter.clone(),
+                        kind: OnDemandKind::Relay { command, creds },
+                        reply: tx,
+                    };
+                    if queue.send(work).await.is_err() {
+                        return Reply::failed(&id, "the bus stopped");
+                    }
+                    match tokio::time::timeout(READ_TIMEOUT, rx).await {
+                        Err(_) => Reply {
+                            reason: Some(format!("no result within {READ_TIMEOUT:?}")),
+                            ..Reply::new(&id, Status::Timeout)
+                        },
+                        Ok(Err(_)) => Reply::failed(&id, "the bus stopped before the command"),
+                        Ok(Ok(r)) => match r.relay {
+                            Some(state) => Reply::ok(
+                                &id,
+                                serde_json::json!({
+                                    "meter": meter,
+                                    "command": format!("{command:?}"),
+                                    "relay": {
+                                        "open": state.open,
+                                        "trip_commanded": state.trip_commanded,
+                                        "alarm": state.alarm,
+                                    },
+                                }),
+                            ),
+                            None => Reply::failed(&id, r.errors.join("; ")),
+                        },
+                    }
+                })
+            }
         }
     }
 }

@@ -115,6 +115,26 @@ impl Dlt645Sim {
             .map(|e| e.drift_s)
     }
 
+    /// Give the meter a supply relay that obeys remote control (C=1C) with this password
+    /// (`PA P0 P1 P2`).
+    pub fn set_relay_password(&self, address: Address, password: [u8; 4]) {
+        for e in lock(&self.entries)
+            .iter_mut()
+            .filter(|e| e.meter.address == address)
+        {
+            let m = std::mem::replace(&mut e.meter, SimMeter::new(address));
+            e.meter = m.with_relay(password);
+        }
+    }
+
+    /// The meter's relay: open (tripped) or not.
+    pub fn relay_open(&self, address: Address) -> Option<bool> {
+        lock(&self.entries)
+            .iter()
+            .find(|e| e.meter.address == address)
+            .map(|e| e.meter.relay.open)
+    }
+
     /// Whether the meter answers block reads (FF identifiers); real meters differ.
     pub fn set_blocks(&self, address: Address, blocks: bool) {
         for e in lock(&self.entries)

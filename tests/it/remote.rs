@@ -695,3 +695,148 @@ async fn recollect_reads_a_week_of_daily_freezes_back_from_dlt645_and_dlt698_met
         )
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_trips_and_closes_a_listed_meter_and_refuses_everything_else() {
+    use meterd::{
+        protocols::dlt645::Version,
+        sim::{self, dlt645::Dlt645Sim},
+    };
+    let broker = servers::mosquitto();
+    let pub_bin = servers::binary("mosquitto_pub", "mosquitto-clients");
+    let set = meterd::config::ProfileSet::builtin();
+    let dl = Dlt645Sim::new(Version::V2007, None);
+    let profile = set.get("dlt645-2007-single-phase").cloned().unwrap();
+    // r1: relay, our password; r2: relay, another password; plain: no relay, not listed.
+    let (r1, r2, plain) = (
+        "000000000001".parse().unwrap(),
+        "000000000002".parse().unwrap(),
+        "000000000003".parse().unwrap(),
+    );
+    for a in [r1, r2, plain] {
+        dl.add_meter(a, profile.clone(), true);
+    }
+    dl.set_relay_password(r1, [0x02, 0x56, 0x34, 0x12]);
+    dl.set_relay_password(r2, [0x02, 0x11, 0x11, 0x11]);
+    let (master, _keep, pty) = sim::pty_pair().expect("pty");
+    tokio::spawn(dl.clone().serve(master));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("remote.key"), KEY).unwrap();
+    std::fs::write(
+        dir.path().join("relay.key"),
+        "the relay's own key, long enough",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("relay.password"), "02123456\n").unwrap();
+    let cfg = dir.path().join("meterd.toml");
+    let mut text = format!(
+        "[gateway]\nid = \"gw-rc\"\nstate_dir = \"{}\"\n\
+         [[bus]]\nname = \"dl\"\nprotocol = \"dlt645-2007\"\nserial = {{ device = \"{pty}\" }}\n",
+        dir.path().join("state").display()
+    );
+    for (id, addr) in [
+        ("r1", "000000000001"),
+        ("r2", "000000000002"),
+        ("plain", "000000000003"),
+    ] {
+        text += &format!("[[bus.meter]]\nid = \"{id}\"\naddress = \"{addr}\"\nprofile = \"dlt645-2007-single-phase\"\n");
+    }
+    text += &format!(
+        "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
+         [remote]\ncommands = [\"relay\"]\nkey_file = \"remote.key\"\nrelay_key_file = \"relay.key\"\n\
+         relay_meters = [\"r1\", \"r2\"]\nrelay_password_file = \"relay.password\"\nrelay_operator = \"00000001\"\n",
+        broker.port,
+        servers::free_port()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let readings = Collector::start(broker.port, "meterd/gw-rc/meter/+/reading").await;
+    let audit = Collector::start(broker.port, "meterd/gw-rc/audit").await;
+    let alerts = Collector::start(broker.port, "meterd/gw-rc/alert").await;
+    let _meterd = Meterd::run(&cfg);
+    readings
+        .wait_for("a reading", Duration::from_secs(20), |m| !m.is_empty())
+        .await;
+    let relay = |meter: &'static str, action: &'static str| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_meterd"))
+                .args(["cmd", "-c"])
+                .arg(&cfg)
+                .args(["relay", "--meter", meter, "--action", action])
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                serde_json::from_str::<serde_json::Value>(
+                    String::from_utf8_lossy(&out.stdout).trim(),
+                )
+                .unwrap_or_default(),
+            )
+        })
+    };
+    let (code, v) = relay("r1", "trip").await.unwrap();
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["result"]["relay"]["open"], true, "read back: {v}");
+    assert_eq!(dl.relay_open(r1), Some(true));
+    let (code, v) = relay("r1", "close-permit").await.unwrap();
+    assert_eq!(
+        (code, &v["result"]["relay"]["open"]),
+        (Some(0), &serde_json::json!(false)),
+        "{v}"
+    );
+    assert_eq!(dl.relay_open(r1), Some(false));
+
+    // Refused: a meter not listed; failed: the meter refuses our password.
+    let (code, v) = relay("plain", "trip").await.unwrap();
+    assert_eq!(code, Some(1));
+    assert_eq!(v["status"], "refused");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not listed as relay-capable"),
+        "{v}"
+    );
+    let (code, v) = relay("r2", "trip").await.unwrap();
+    assert_eq!(code, Some(1));
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("password error"),
+        "{v}"
+    );
+    assert_eq!(dl.relay_open(r2), Some(false), "nothing done");
+
+    // A relay command signed with the commands' key is refused: relay has a key of its own.
+    let forged = signed(
+        "relay",
+        "r-forged",
+        "nonce-relay-000001",
+        now(),
+        serde_json::json!({"meter": "r1", "action": "trip"}),
+        KEY,
+    );
+    Command::new(&pub_bin)
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
+        .args(["-t", "meterd/gw-rc/cmd/relay", "-m", &forged])
+        .status()
+        .unwrap();
+    audit
+        .wait_for(
+            "the forged relay's audit event",
+            Duration::from_secs(10),
+            |m| {
+                m.iter()
+                    .any(|a| a.payload.contains("r-forged") && a.payload.contains("bad signature"))
+            },
+        )
+        .await;
+    assert_eq!(dl.relay_open(r1), Some(false), "nothing done");
+    // A refused relay command reaches the on-call engineer.
+    alerts
+        .wait_for("RelayCommandRefused firing", Duration::from_secs(10), |m| {
+            m.iter().any(|a| {
+                a.payload.contains("RelayCommandRefused") && a.payload.contains("\"firing\"")
+            })
+        })
+        .await;
+}

@@ -204,6 +204,11 @@ pub struct SimMeter {
     /// Value bytes per reply frame; longer values are split into follow-up frames.
     pub max_value_bytes: usize,
     pending: Option<(u32, Vec<u8>)>,
+    /// The remote-control password (`PA P0 P1 P2`) the meter accepts for C=1C; `None`:
+    /// it has no relay and refuses.
+    pub relay_password: Option<[u8; 4]>,
+    /// Its supply relay, as status word 3 (04000503) reports it.
+    pub relay: super::request::RelayState,
 }
 
 impl SimMeter {
@@ -215,7 +220,23 @@ impl SimMeter {
             blocks: true,
             max_value_bytes: 200,
             pending: None,
+            relay_password: None,
+            relay: super::request::RelayState {
+                open: false,
+                trip_commanded: false,
+                alarm: false,
+            },
         }
+    }
+
+    /// A meter with a supply relay that obeys C=1C given this password.
+    pub fn with_relay(mut self, password: [u8; 4]) -> SimMeter {
+        self.relay_password = Some(password);
+        self.values.insert(
+            super::request::STATUS_WORD_3,
+            self.relay.status_word().to_vec(),
+        );
+        self
     }
 
     /// The value bytes of `di`, a block concatenated from its members.
@@ -293,6 +314,35 @@ impl SimMeter {
                 } else {
                     self.reply((read + 1) | 0x80, data)
                 }
+            }
+            0x1C if self.version == Version::V2007 => {
+                // PA P0 P1 P2 C0..C3 N1 N2 + 6 bytes of validity.
+                let (Some(pw), Some(&n1)) = (self.relay_password, req.data.get(8)) else {
+                    return self.reply(0xDC, vec![0x01]);
+                };
+                if req.data.get(..4) != Some(&pw[..]) {
+                    // Error bit 2: password error / unauthorized.
+                    return self.reply(0xDC, vec![0x04]);
+                }
+                match n1 {
+                    0x1A => {
+                        self.relay.open = true;
+                        self.relay.trip_commanded = true;
+                    }
+                    0x1B => {
+                        // Close permitted: the simulated customer closes it at once.
+                        self.relay.open = false;
+                        self.relay.trip_commanded = false;
+                    }
+                    0x2A => self.relay.alarm = true,
+                    0x2B => self.relay.alarm = false,
+                    _ => return self.reply(0xDC, vec![0x01]),
+                }
+                self.values.insert(
+                    super::request::STATUS_WORD_3,
+                    self.relay.status_word().to_vec(),
+                );
+                self.reply(0x9C, Vec::new())
             }
             _ => self.reply(req.control.0 | 0xC0, vec![0x01]),
         }

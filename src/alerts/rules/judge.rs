@@ -239,6 +239,10 @@ impl Engine {
                     let value = (s.journal_dropped as f64, 0.0);
                     self.event(i, &[], value, hold, now, &mut out);
                 }
+                Kind::RelayRefused { hold } if s.relay_refused > self.relay_refused_seen => {
+                    let value = (s.relay_refused as f64, 0.0);
+                    self.event(i, &[], value, hold, now, &mut out);
+                }
                 Kind::JournalUnwritable => {
                     let cond = if s.journal_failure.is_some() {
                         Cond::Bad {
@@ -270,6 +274,7 @@ impl Engine {
             }
         }
         self.dropped_seen = self.dropped_seen.max(s.journal_dropped);
+        self.relay_refused_seen = self.relay_refused_seen.max(s.relay_refused);
         // Events resolve once their hold has passed without a new occurrence.
         let expired: Vec<String> = self
             .active
