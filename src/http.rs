@@ -289,6 +289,17 @@ async fn api_meters(State(s): State<HttpState>) -> impl IntoResponse {
     Json(serde_json::json!({ "meters": meters }))
 }
 
+/// Remote commands: the latest audit events (newest last) and the counts by command and status.
+async fn api_commands(State(s): State<HttpState>) -> impl IntoResponse {
+    let counts: Vec<serde_json::Value> = s
+        .live
+        .commands()
+        .into_iter()
+        .map(|((command, status), n)| serde_json::json!({"command": command, "status": status, "count": n}))
+        .collect();
+    Json(serde_json::json!({ "recent": s.live.audit(), "counts": counts }))
+}
+
 async fn api_alerts(State(s): State<HttpState>) -> impl IntoResponse {
     let alerts: Vec<serde_json::Value> = s
         .live
@@ -358,6 +369,7 @@ pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiv
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/api/meters", get(api_meters))
+        .route("/api/commands", get(api_commands))
         .route("/api/alerts", get(api_alerts))
         .route("/api/sinks", get(api_sinks))
         .with_state(state);
@@ -385,7 +397,7 @@ pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiv
             }
         }
     };
-    info!(%listen, "HTTP endpoints: / (status page) /metrics /healthz /api/meters /api/alerts /api/sinks");
+    info!(%listen, "HTTP endpoints: / (status page) /metrics /healthz /api/meters /api/alerts /api/sinks /api/commands");
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let (closing_tx, closing) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();

@@ -282,7 +282,12 @@ pub struct LiveState {
     commands: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Each running bus's queue of on-demand reads.
     on_demand: Mutex<BTreeMap<String, mpsc::Sender<OnDemandRead>>>,
+    /// The latest remote-command audit events, newest last (the status page shows them).
+    audit: Mutex<std::collections::VecDeque<serde_json::Value>>,
 }
+
+/// Audit events kept in memory for the status page (the file keeps them all).
+pub const AUDIT_KEPT: usize = 50;
 
 impl Default for LiveState {
     fn default() -> Self {
@@ -296,6 +301,7 @@ impl Default for LiveState {
             alerts: Mutex::new(Vec::new()),
             commands: Mutex::new(BTreeMap::new()),
             on_demand: Mutex::new(BTreeMap::new()),
+            audit: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 }
@@ -318,6 +324,25 @@ impl LiveState {
             .unwrap_or_else(|e| e.into_inner())
             .get(bus)
             .cloned()
+    }
+
+    /// Keep a remote-command audit event for the status page.
+    pub fn push_audit(&self, event: serde_json::Value) {
+        let mut a = self.audit.lock().unwrap_or_else(|e| e.into_inner());
+        if a.len() == AUDIT_KEPT {
+            a.pop_front();
+        }
+        a.push_back(event);
+    }
+
+    /// The latest audit events, newest last.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        self.audit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Count one remote command and how it ended.

@@ -138,6 +138,7 @@ struct RemoteTask {
     mqtt: MqttConfig,
     gateway: String,
     meters: Vec<crate::remote::task::MeterRef>,
+    state_dir: PathBuf,
 }
 
 struct Daemon {
@@ -308,6 +309,7 @@ impl Daemon {
                 task.mqtt.clone(),
                 task.gateway.clone(),
                 executor,
+                crate::remote::task::AuditLog::new(&task.state_dir),
                 stop,
             )
         })
@@ -374,6 +376,7 @@ impl Daemon {
                     remote: r.clone(),
                     mqtt: m.clone(),
                     gateway: new.gateway_id.clone(),
+                    state_dir: new.state_dir.clone(),
                     meters: new
                         .buses
                         .iter()

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 
 use rumqttc::{AsyncClient, Event, Incoming, QoS};
 use tokio::sync::watch;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{error, info, info_span, warn, Instrument};
 
 use super::{
     auth::{Guard, Verdict},
@@ -507,10 +507,59 @@ impl Handler {
     }
 }
 
-/// Publish `reply` on the request topic's `/reply`, its audit event, and count it.
+/// The audit trail on disk: one JSON line per command, written and synced before the reply
+/// goes out; at 8 MiB the file becomes `audit.jsonl.1` (the one before is dropped).
+pub struct AuditLog {
+    pub path: std::path::PathBuf,
+    failed: bool,
+}
+
+/// The size at which the audit file is rotated.
+const AUDIT_MAX: u64 = 8 << 20;
+
+impl AuditLog {
+    pub fn new(state_dir: &std::path::Path) -> AuditLog {
+        AuditLog {
+            path: state_dir.join("audit.jsonl"),
+            failed: false,
+        }
+    }
+
+    fn append(&mut self, line: &str) {
+        use std::io::Write;
+        let r = (|| -> std::io::Result<()> {
+            if std::fs::metadata(&self.path).is_ok_and(|m| m.len() > AUDIT_MAX) {
+                std::fs::rename(&self.path, self.path.with_extension("jsonl.1"))?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            f.write_all(format!("{line}\n").as_bytes())?;
+            f.sync_data()
+        })();
+        match r {
+            Ok(()) if self.failed => {
+                info!(path = %self.path.display(), "audit file written again");
+                self.failed = false;
+            }
+            Ok(()) => {}
+            Err(e) if !self.failed => {
+                error!(path = %self.path.display(), error = %e, "cannot write the audit file; audit events still go to MQTT");
+                self.failed = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Publish `reply` on the request topic's `/reply` and its audit event (after writing it to
+/// the audit file), and count it.
+#[allow(clippy::too_many_arguments)]
 fn answer(
     client: &AsyncClient,
     live: &LiveState,
+    audit_log: &mut AuditLog,
     audit_topic: &str,
     request_topic: &str,
     command: &str,
@@ -524,7 +573,10 @@ fn answer(
     } else {
         info!(command = %command, id = %reply.id, status = status_name(reply.status), "remote command");
     }
-    let audit = audit_json(std::time::SystemTime::now(), command, request, reply).to_string();
+    let event = audit_json(std::time::SystemTime::now(), command, request, reply);
+    let audit = event.to_string();
+    audit_log.append(&audit);
+    live.push_audit(event);
     let _ = client.try_publish(
         format!("{request_topic}/reply"),
         QoS::AtLeastOnce,
@@ -540,6 +592,7 @@ pub async fn run(
     mqtt: MqttConfig,
     gateway: String,
     executor: Executor,
+    mut audit_log: AuditLog,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let span = info_span!("remote", broker = %format!("{}:{}", mqtt.host, mqtt.port));
@@ -594,7 +647,7 @@ pub async fn run(
                             handler.handle(&command, &p.payload, secs, std::time::Instant::now());
                         match outcome {
                             Outcome::Now(Some(reply)) => {
-                                answer(&client, &live, &audit_topic, &p.topic, &command, request.as_ref(), &reply);
+                                answer(&client, &live, &mut audit_log, &audit_topic, &p.topic, &command, request.as_ref(), &reply);
                             }
                             Outcome::Now(None) => {}
                             Outcome::Later(start) => {
@@ -621,7 +674,7 @@ pub async fn run(
                 Some((topic, command, request, reply)) = done_rx.recv() => {
                     let duplicates = handler.finished(&reply);
                     for _ in 0..=duplicates {
-                        answer(&client, &live, &audit_topic, &topic, &command, request.as_ref(), &reply);
+                        answer(&client, &live, &mut audit_log, &audit_topic, &topic, &command, request.as_ref(), &reply);
                     }
                 }
                 changed = shutdown.changed() => {

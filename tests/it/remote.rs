@@ -266,6 +266,30 @@ async fn commands_are_answered_when_signed_and_refused_with_an_audit_event_other
     // Still serving after all of it.
     let (code, _) = harness::http_get(http, "/healthz").await.unwrap();
     assert_eq!(code, 200);
+    // Every command is in the audit file (synced before its reply went out) and on the
+    // status page's API.
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("state/audit.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert!(lines.len() > cases.len(), "{} audit lines", lines.len());
+    for id in ["r-read", "r-sig", "r-old", "r-meter", "r-ok", "r-replay"] {
+        assert!(
+            lines.iter().any(|l| l["id"] == id),
+            "{id} not in the audit file"
+        );
+    }
+    let api = harness::http_json(http, "/api/commands").await.unwrap();
+    assert!(
+        api["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == "r-sig" && e["status"] == "refused"),
+        "{api}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
