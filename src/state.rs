@@ -22,8 +22,12 @@ pub struct OnDemandRead {
 /// What to do with the meter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OnDemandKind {
-    /// Read one point group by name; every group when `None`.
-    Read { group: Option<String> },
+    /// Read one point group by name (every group when `None` and no identifiers), and these
+    /// identifiers (DL/T 645 DIs, DL/T 698.45 OADs).
+    Read {
+        group: Option<String>,
+        identifiers: Vec<String>,
+    },
     /// Set the meter's clock: read it, set it to the gateway's time (DL/T 645: broadcast;
     /// DL/T 698.45: SET 4000), read it again.
     SyncClock,
@@ -51,6 +55,8 @@ pub struct OnDemandResult {
     /// With `SyncClock`: the meter's clock offset before and after, in seconds.
     pub clock_before: Option<f64>,
     pub clock_after: Option<f64>,
+    /// With identifiers: each one's decoded value (name, value, unit), or its error.
+    pub identifiers: Vec<(String, serde_json::Value)>,
     /// With `Relay`: the relay's state read back after the command.
     pub relay: Option<meterd_protocols::dlt645::request::RelayState>,
     /// With `Recollect`: the freezes found, by freeze time.

@@ -382,6 +382,24 @@ async fn read_daily_freezes(
     Ok(())
 }
 
+/// One identifier, retried like a poll's reads.
+pub async fn read_one(
+    link: &mut Dlt645Link,
+    address: Address,
+    di: u32,
+    retries: u32,
+    frame_gap: Duration,
+    requests: &mut u32,
+) -> Result<Vec<u8>, PollError> {
+    read_retrying(link, address, di, retries, frame_gap, requests, None).await
+}
+
+impl Dlt645Link {
+    pub fn version(&self) -> Version {
+        self.version
+    }
+}
+
 /// Daily freezes whose day is between `from` and `to` (meter-local days since the epoch),
 /// from the meter's freeze history (newest first, at most [`plan::MAX_FREEZES`] back), handed
 /// back oldest first. The first read the meter does not answer ends it.

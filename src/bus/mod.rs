@@ -293,6 +293,90 @@ pub async fn relay(
     }
 }
 
+/// Read identifiers of `t`'s meter by hand: DL/T 645 DIs (decoded through the catalogue, raw
+/// bytes otherwise) or DL/T 698.45 OADs (scaled and named through the catalogue). Each gives
+/// a JSON description or an error.
+pub async fn read_identifiers(
+    link: &mut BusLink,
+    t: &PollTarget,
+    ids: &[String],
+    retries: u32,
+) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    match (link, &t.meter) {
+        (BusLink::Dlt645(l), MeterTarget::Dlt645(m)) => {
+            for id in ids {
+                let Ok(di) = u32::from_str_radix(id, 16) else {
+                    out.push((
+                        id.clone(),
+                        serde_json::json!({"error": "not a DI (hex digits)"}),
+                    ));
+                    continue;
+                };
+                let mut requests = 0;
+                let r =
+                    dlt645::read_one(l, m.address, di, retries, t.frame_gap, &mut requests).await;
+                let v = match r {
+                    Ok(bytes) => match meterd_protocols::dlt645::di::decode_values(l.version(), di, &bytes) {
+                        Ok(values) if !values.is_empty() => serde_json::json!(values
+                            .iter()
+                            .map(|d| serde_json::json!({
+                                "di": format!("{:08X}", d.di),
+                                "name": d.name,
+                                "value": match &d.value {
+                                    meterd_protocols::dlt645::di::Value::Number(x) => serde_json::json!(x),
+                                    meterd_protocols::dlt645::di::Value::Text(s) => serde_json::json!(s),
+                                },
+                                "unit": d.unit,
+                            }))
+                            .collect::<Vec<_>>()),
+                        Ok(_) => serde_json::json!({"raw": bytes.iter().map(|b| format!("{b:02X}")).collect::<String>()}),
+                        Err(e) => serde_json::json!({"error": e.to_string()}),
+                    },
+                    Err(e) => serde_json::json!({"error": e.to_string()}),
+                };
+                out.push((id.clone(), v));
+            }
+        }
+        (BusLink::Dlt698(l), MeterTarget::Dlt698(m)) => {
+            let mut oads = Vec::new();
+            for id in ids {
+                match id.parse::<meterd_protocols::dlt698::Oad>() {
+                    Ok(o) => oads.push(o),
+                    Err(e) => out.push((id.clone(), serde_json::json!({"error": e.to_string()}))),
+                }
+            }
+            if !oads.is_empty() {
+                match dlt698::read_oads(l, m, &oads, retries, t.frame_gap).await {
+                    Ok(results) => {
+                        for r in &results {
+                            let item = meterd_protocols::dlt698::describe::result_item(r);
+                            out.push((
+                                r.oad.to_string(),
+                                serde_json::to_value(item).unwrap_or_default(),
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        for o in &oads {
+                            out.push((o.to_string(), serde_json::json!({"error": e.to_string()})));
+                        }
+                    }
+                }
+            }
+        }
+        _ => {
+            for id in ids {
+                out.push((
+                    id.clone(),
+                    serde_json::json!({"error": "identifiers are for DL/T 645 and 698.45 meters; Modbus meters are read by group or quantity"}),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Read back the daily freezes of `t`'s meter from day `from` to day `to` (days since the
 /// epoch in the meter's local calendar), oldest first, into `dated`. Bounded: at most a
 /// month (the request says so) and one exchange per day or stored freeze.

@@ -68,8 +68,15 @@ fn on_demand_groups(meters: &[MeterRt], r: &OnDemandRead) -> Result<(usize, Vec<
         // Any group's target carries the meter's address; the first will do.
         OnDemandKind::Relay { .. } if !groups.is_empty() => Ok((meter, vec![0])),
         OnDemandKind::Relay { .. } => Err("the meter's profile has no groups".into()),
-        OnDemandKind::Read { group: None } => Ok((meter, (0..groups.len()).collect())),
-        OnDemandKind::Read { group: Some(name) } => groups
+        // Identifiers alone: any group's target carries the meter's address.
+        OnDemandKind::Read {
+            group: None,
+            identifiers,
+        } if !identifiers.is_empty() && !groups.is_empty() => Ok((meter, vec![0])),
+        OnDemandKind::Read { group: None, .. } => Ok((meter, (0..groups.len()).collect())),
+        OnDemandKind::Read {
+            group: Some(name), ..
+        } => groups
             .iter()
             .position(|g| &g.name == name)
             .map(|g| (meter, vec![g]))
@@ -221,7 +228,10 @@ pub async fn run_bus(
                     Work::Scheduled(job) => (
                         if job.probe { 0 } else { bus.retries },
                         vec![targets[job.meter][job.group].clone()],
-                        OnDemandKind::Read { group: None },
+                        OnDemandKind::Read {
+                            group: None,
+                            identifiers: Vec::new(),
+                        },
                     ),
                     Work::OnDemand { meter, groups, request } => (
                         bus.retries,
@@ -234,10 +244,16 @@ pub async fn run_bus(
                     let started = Instant::now();
                     let mut results = Vec::with_capacity(scheduled_targets.len() + 2);
                     let mut relay_state = None;
+                    let mut identifiers = Vec::new();
                     for target in &scheduled_targets {
-                        match kind {
-                            OnDemandKind::Read { .. } => {
-                                results.push(poll(&mut link, target, retries).await)
+                        match &kind {
+                            OnDemandKind::Read { group, identifiers: ids } => {
+                                if !ids.is_empty() && identifiers.is_empty() {
+                                    identifiers = super::read_identifiers(&mut link, target, ids, retries).await;
+                                }
+                                if group.is_some() || ids.is_empty() {
+                                    results.push(poll(&mut link, target, retries).await);
+                                }
                             }
                             OnDemandKind::SyncClock => {
                                 // The clock read before, the setting, and the clock read after.
@@ -250,21 +266,21 @@ pub async fn run_bus(
                                 results.push(poll(&mut link, target, retries).await);
                             }
                             OnDemandKind::Recollect { from, to } => results.push(
-                                super::recollect(&mut link, target, from, to, retries).await,
+                                super::recollect(&mut link, target, *from, *to, retries).await,
                             ),
                             OnDemandKind::Relay { command, creds } => {
                                 // Never retried: a trip is not sent twice on a guess.
-                                let r = super::relay(&mut link, target, command, creds).await;
+                                let r = super::relay(&mut link, target, *command, *creds).await;
                                 relay_state = Some(r);
                             }
                         }
                     }
-                    (work, link, ts, started.elapsed(), results, relay_state)
+                    (work, link, ts, started.elapsed(), results, relay_state, identifiers)
                 });
             }
             let wake = sched.next_wakeup();
             tokio::select! {
-                Some((work, link, ts, took, mut results, relay_state)) = inflight.next() => match work {
+                Some((work, link, ts, took, mut results, relay_state, identifiers)) = inflight.next() => match work {
                 Work::OnDemand { meter, groups, request } => {
                     idle.push(link);
                     sched.release(meter);
@@ -272,7 +288,7 @@ pub async fn run_bus(
                     let busy = took.as_secs_f64() / bus.concurrency as f64;
                     window_busy += busy;
                     live.update_bus(&bus.name, |b| b.busy_seconds += busy);
-                    let mut answer = OnDemandResult { ts: Some(ts), ..Default::default() };
+                    let mut answer = OnDemandResult { ts: Some(ts), identifiers, ..Default::default() };
                     let offset = |r: &GroupResult| {
                         r.values.iter().find(|(q, _)| &**q == "meter_clock_offset_s").map(|(_, v)| *v)
                     };

@@ -97,14 +97,19 @@ impl Executor {
                     )));
                 };
                 let (tx, rx) = tokio::sync::oneshot::channel();
+                // Points that are hex identifiers (DL/T 645 DIs, DL/T 698.45 OADs) are read by
+                // hand; the others name quantities of the groups read.
+                let (identifiers, quantities): (Vec<String>, Vec<String>) =
+                    points.iter().cloned().partition(|p| is_identifier(p));
                 let read = OnDemandRead {
                     meter: meter.clone(),
                     kind: OnDemandKind::Read {
                         group: group.clone(),
+                        identifiers,
                     },
                     reply: tx,
                 };
-                let (meter, points) = (meter.clone(), points.clone());
+                let meter = meter.clone();
                 later(async move {
                     if queue.try_send(read).is_err() {
                         return Reply::failed(&id, "the bus has too many reads waiting; try again");
@@ -115,7 +120,7 @@ impl Executor {
                             ..Reply::new(&id, Status::Timeout)
                         },
                         Ok(Err(_)) => Reply::failed(&id, "the bus stopped before the read"),
-                        Ok(Ok(r)) => read_reply(&id, &meter, &points, r),
+                        Ok(Ok(r)) => read_reply(&id, &meter, &quantities, r),
                     }
                 })
             }
@@ -360,6 +365,11 @@ async fn recollect(
     }
 }
 
+/// A DL/T 645 DI (4 or 8 hex digits) or DL/T 698.45 OAD (8), as opposed to a quantity name.
+fn is_identifier(p: &str) -> bool {
+    matches!(p.len(), 4 | 8) && p.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The reply to a `read`: the values (only the named ones when `points` are given), the errors
 /// met, the reading's time and `seq` in the journal.
 fn read_reply(id: &str, meter: &str, points: &[String], r: OnDemandResult) -> Reply {
@@ -375,14 +385,21 @@ fn read_reply(id: &str, meter: &str, points: &[String], r: OnDemandResult) -> Re
             errors.push(format!("{p}: not among the meter's quantities"));
         }
     }
+    let identifiers: serde_json::Map<String, serde_json::Value> =
+        r.identifiers.iter().cloned().collect();
+    let identified = r
+        .identifiers
+        .iter()
+        .any(|(_, v)| v.get("error").is_none() && v.get("dar").is_none());
     let result = serde_json::json!({
         "meter": meter,
         "ts": r.ts.map(crate::contract::rfc3339),
         "seq": r.seq,
         "values": values,
+        "identifiers": identifiers,
         "errors": errors,
     });
-    if values.is_empty() {
+    if values.is_empty() && !identified {
         Reply {
             reason: Some(if errors.is_empty() {
                 "no values".into()

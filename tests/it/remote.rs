@@ -527,7 +527,7 @@ async fn timesync_sets_dlt645_and_dlt698_clocks_and_reports_each_offset_before_a
              [[bus]]\nname = \"p\"\nprotocol = \"dlt698\"\nserial = {{ device = \"{pty698}\" }}\n\
              [[bus.meter]]\nid = \"d698\"\naddress = \"000000000321\"\nprofile = \"dlt698-single-phase\"\n\
              [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
-             [remote]\ncommands = [\"timesync\"]\nkey_file = \"remote.key\"\n",
+             [remote]\ncommands = [\"timesync\", \"read\"]\nkey_file = \"remote.key\"\n",
             dir.path().join("state").display(),
             broker.port,
             servers::free_port()
@@ -576,6 +576,37 @@ async fn timesync_sets_dlt645_and_dlt698_clocks_and_reports_each_offset_before_a
     }
     assert!(dl.clock_drift(a645).unwrap().abs() <= 2);
     assert!(p698.clock_drift(&a698).unwrap().abs() <= 2);
+
+    // Identifiers by hand: a DL/T 645 DI and a DL/T 698.45 OAD, decoded and scaled.
+    let read = |meter: &'static str, points: &'static [&'static str]| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_meterd"));
+            c.args(["cmd", "-c"])
+                .arg(&cfg)
+                .args(["read", "--meter", meter]);
+            for p in points {
+                c.args(["--point", p]);
+            }
+            let out = c.output().unwrap();
+            serde_json::from_str::<serde_json::Value>(String::from_utf8_lossy(&out.stdout).trim())
+                .unwrap()
+        })
+    };
+    let v = read("d645", &["02010100", "0201FF00"]).await.unwrap();
+    assert_eq!(v["status"], "ok", "{v}");
+    let volts = &v["result"]["identifiers"]["02010100"][0];
+    assert_eq!(volts["unit"], "V", "{v}");
+    assert!(volts["value"].as_f64().unwrap() > 200.0, "{v}");
+    let v = read("d698", &["20000201", "40010200"]).await.unwrap();
+    assert_eq!(v["status"], "ok", "{v}");
+    let ids = &v["result"]["identifiers"];
+    assert!(ids["20000201"]["value"].as_f64().unwrap() > 200.0, "{v}");
+    assert_eq!(
+        ids["20000201"]["quantities"]["voltage_l1_v"],
+        ids["20000201"]["value"]
+    );
+    assert_eq!(ids["40010200"]["value"], "000000000321");
 }
 
 /// `YYYY-MM-DD` of a day number.

@@ -233,6 +233,11 @@ fn name_of(oad: Oad) -> Option<&'static str> {
         .or_else(|| catalogue::object_name(oad.oi))
 }
 
+/// An OAD's result as shown: scaled and named where the catalogue knows it.
+pub fn result_item(r: &ResultNormal) -> Item {
+    result_normal(r)
+}
+
 /// An OAD and its value: scaled and named where the catalogue knows it.
 fn item(oad: Oad, data: Option<&Data>, dar: Option<Dar>) -> Item {
     let mut it = Item {
