@@ -54,6 +54,7 @@ fn alerts(c: &mut Criterion) {
                     ts: t,
                     seq: 0,
                     values: values.clone(),
+                    on_demand: false,
                 };
                 black_box(e.on_reading(&r, t))
             })

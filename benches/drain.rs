@@ -71,6 +71,7 @@ fn main() {
                         .enumerate()
                         .map(|(i, q)| (q.clone(), 230.0 + i as f64 + (k % 10) as f64 / 10.0))
                         .collect(),
+                    on_demand: false,
                 });
             }
         }

@@ -31,6 +31,7 @@ fn sdm630_reading(i: u64) -> Reading {
         ts: SystemTime::now(),
         seq: 0,
         values,
+        on_demand: false,
     }
 }
 

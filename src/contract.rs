@@ -98,7 +98,12 @@ impl Reading {
             out.push(b':');
             let _ = f.write_f64(&mut out, *v);
         }
-        out.extend_from_slice(b"}}");
+        out.push(b'}');
+        if self.on_demand {
+            // Not in the contract's example: readings a remote `read` made say so.
+            out.extend_from_slice(b",\"on_demand\":true");
+        }
+        out.push(b'}');
         out
     }
 
@@ -300,6 +305,7 @@ mod tests {
                 ("voltage_l1_v".into(), 230.1),
                 ("energy_import_kwh".into(), 12345.67),
             ],
+            on_demand: false,
         }
     }
 
@@ -324,6 +330,19 @@ mod tests {
             String::from_utf8(r.to_json()).unwrap(),
             r#"{"ts":"2026-11-27T08:30:05.123Z","meter":"m \"7\"","bus":"rs485 1","seq":1234,"values":{"voltage_l1_v":230.1,"energy_import_kwh":12345.67,"frequency_hz":50.0}}"#
         );
+    }
+
+    #[test]
+    fn a_reading_made_on_demand_says_so_after_the_contracts_keys() {
+        let mut r = reading();
+        r.on_demand = true;
+        let json = String::from_utf8(r.to_json()).unwrap();
+        assert!(
+            json.ends_with(r#""energy_import_kwh":12345.67},"on_demand":true}"#),
+            "{json}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["on_demand"], true);
     }
 
     #[test]

@@ -13,4 +13,6 @@ pub struct Reading {
     /// Per meter, +1 per reading; assigned when the reading enters the log.
     pub seq: u64,
     pub values: Vec<(Arc<str>, f64)>,
+    /// Read on demand (a remote `read`), not on the meter's schedule.
+    pub on_demand: bool,
 }

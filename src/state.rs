@@ -495,6 +495,7 @@ mod tests {
                 ts: std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs),
                 seq: 0,
                 values: values.iter().map(|(q, v)| (Arc::from(*q), *v)).collect(),
+                on_demand: false,
             })
         };
         let mut m = MeterState::default();

@@ -66,6 +66,7 @@ pub(super) fn reading(meter: &str, at: u64, values: &[(&str, f64)]) -> Reading {
         ts: t(at),
         seq: 0,
         values: values.iter().map(|(q, v)| (Arc::from(*q), *v)).collect(),
+        on_demand: false,
     }
 }
 

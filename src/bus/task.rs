@@ -315,6 +315,7 @@ pub async fn run_bus(
                                     ts: *when,
                                     seq: 0,
                                     values: values.clone(),
+                                    on_demand: false,
                                 });
                                 answer.freezes.push((*when, values.clone()));
                             }
@@ -344,6 +345,7 @@ pub async fn run_bus(
                             ts,
                             seq: 0,
                             values: answer.values.clone(),
+                            on_demand: true,
                         });
                         answer.seq = Some(stored.seq);
                         live.publish_reading(stored);
@@ -368,6 +370,7 @@ pub async fn run_bus(
                             ts: *when,
                             seq: 0,
                             values: values.clone(),
+                            on_demand: false,
                         });
                     }
                     let stored = (!result.values.is_empty()).then(|| {
@@ -378,6 +381,7 @@ pub async fn run_bus(
                             ts,
                             seq: 0,
                             values: std::mem::take(&mut result.values),
+                            on_demand: false,
                         })
                     });
                     let group = &m.profile.groups[job.group].name;

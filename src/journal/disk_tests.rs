@@ -22,6 +22,7 @@ pub(super) fn reading(meter: &str, i: u64) -> Reading {
             ("voltage_l1_v".into(), 230.0 + (i % 10) as f64 / 10.0),
             ("energy_import_kwh".into(), 12345678.91 + i as f64),
         ],
+        on_demand: false,
     }
 }
 

@@ -4,7 +4,7 @@
 //! segment  := header record*
 //! header   := "MTRJ" version:u8 0 0 0                       (8 bytes)
 //! record   := magic:u16=0x4A52 len:u32 crc:u32 payload[len]  (little-endian; crc = CRC-32C of payload)
-//! payload  := 1 shape | 2 reading | 3 seqs
+//! payload  := 1 shape | 2 reading | 3 seqs | 4 reading (read on demand)
 //! shape    := id:var meter:str bus:str profile:str n:var quantity:str{n}
 //! seqs     := n:var (meter:str seq:var){n}        (first record of a segment)
 //! reading  := pos:var shape:var ts_ms:var seq:var kinds:u8{ceil(n/8)} value{n}
@@ -35,6 +35,8 @@ const CRC32C: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
 const KIND_SHAPE: u8 = 1;
 const KIND_READING: u8 = 2;
 const KIND_SEQS: u8 = 3;
+/// A reading made on demand (a remote `read`): the same layout as [`KIND_READING`].
+const KIND_READING_ON_DEMAND: u8 = 4;
 
 /// What a group of readings has in common.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -69,13 +71,18 @@ pub fn encode_reading(
     shape: u32,
     ts_ms: u64,
     seq: u64,
+    on_demand: bool,
     values: impl ExactSizeIterator<Item = f64>,
 ) {
     let start = out.len();
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&[0; 8]); // length and checksum, filled in below
     let payload = out.len();
-    out.push(KIND_READING);
+    out.push(if on_demand {
+        KIND_READING_ON_DEMAND
+    } else {
+        KIND_READING
+    });
     put_var(out, pos);
     put_var(out, u64::from(shape));
     put_var(out, ts_ms);
@@ -103,6 +110,7 @@ pub struct RawReading {
     pub ts_ms: u64,
     pub seq: u64,
     pub values: Vec<f64>,
+    pub on_demand: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -223,7 +231,11 @@ impl Record {
                 }
             }
             Record::Reading(r) => {
-                out.push(KIND_READING);
+                out.push(if r.on_demand {
+                    KIND_READING_ON_DEMAND
+                } else {
+                    KIND_READING
+                });
                 put_var(&mut out, r.pos);
                 put_var(&mut out, u64::from(r.shape));
                 put_var(&mut out, r.ts_ms);
@@ -295,7 +307,7 @@ impl Record {
                     .collect::<Result<_, _>>()?;
                 Ok(Record::Seqs(seqs))
             }
-            Some(&KIND_READING) => {
+            Some(&kind @ (KIND_READING | KIND_READING_ON_DEMAND)) => {
                 let pos = c.var()?;
                 let shape =
                     u32::try_from(c.var()?).map_err(|_| FrameError::Malformed("shape id"))?;
@@ -321,6 +333,7 @@ impl Record {
                     ts_ms,
                     seq,
                     values,
+                    on_demand: kind == KIND_READING_ON_DEMAND,
                 }))
             }
             _ => Err(FrameError::Malformed("unknown record kind")),
@@ -399,8 +412,22 @@ mod tests {
             ts_ms: 1_795_768_205_123,
             seq: 99,
             values: vec![230.1, 12345678.91, -0.5],
+            on_demand: false,
         });
         assert_eq!(roundtrip(&r, 3), r);
+        let od = Record::Reading(RawReading {
+            pos: 5,
+            shape: 3,
+            ts_ms: 1_795_768_205_123,
+            seq: 100,
+            values: vec![230.1, 1.0, 2.0],
+            on_demand: true,
+        });
+        assert_eq!(
+            roundtrip(&od, 3),
+            od,
+            "a reading made on demand stays marked"
+        );
         let q = Record::Seqs(vec![("m-1".into(), 7), ("m-2".into(), 1 << 50)]);
         assert_eq!(roundtrip(&q, 0), q);
     }
@@ -423,6 +450,7 @@ mod tests {
                 ts_ms: 1_795_768_205_123,
                 seq: 42,
                 values: values.clone(),
+                on_demand: n == 9,
             });
             let mut out = vec![1, 2, 3];
             encode_reading(
@@ -431,6 +459,7 @@ mod tests {
                 7,
                 1_795_768_205_123,
                 42,
+                n == 9,
                 values.into_iter(),
             );
             assert_eq!(out[..3], [1, 2, 3]);
@@ -447,6 +476,7 @@ mod tests {
             ts_ms: 1_795_768_205_123,
             seq: 12_345,
             values,
+            on_demand: false,
         });
         assert!(r.encode().len() <= 160, "{} bytes", r.encode().len());
     }
@@ -478,7 +508,7 @@ mod tests {
         fn any_reading_round_trips_exactly(pos in any::<u64>(), ts in any::<u64>(), seq in any::<u64>(),
                                            values in proptest::collection::vec(any::<f64>().prop_filter("finite", |v| v.is_finite()), 0..40)) {
             let n = values.len();
-            let r = Record::Reading(RawReading { pos, shape: 7, ts_ms: ts, seq, values });
+            let r = Record::Reading(RawReading { pos, shape: 7, ts_ms: ts, seq, values, on_demand: seq % 2 == 0 });
             prop_assert_eq!(roundtrip(&r, n), r);
         }
 

@@ -543,6 +543,7 @@ mod tests {
             ts: SystemTime::now(),
             seq: 0,
             values: vec![],
+            on_demand: false,
         }
     }
 

@@ -34,6 +34,7 @@ pub(super) fn to_reading(r: RawReading, s: &Shape) -> Reading {
         ts: SystemTime::UNIX_EPOCH + Duration::from_millis(r.ts_ms),
         seq: r.seq,
         values: s.quantities.iter().cloned().zip(r.values).collect(),
+        on_demand: r.on_demand,
     }
 }
 

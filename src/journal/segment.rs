@@ -259,6 +259,7 @@ impl Disk {
             id,
             ts_ms(r.ts),
             r.seq,
+            r.on_demand,
             r.values.iter().map(|(_, v)| *v),
         );
         w.buf_upto = pos + 1;

@@ -373,6 +373,21 @@ async fn an_on_demand_read_overtakes_a_busy_lines_poll_queue() {
         served <= 8,
         "{served} transactions between the request and its reply"
     );
+    // The reading it made is journaled and published like any other, marked as on demand.
+    let seq = v["result"]["seq"].as_u64().unwrap();
+    readings
+        .wait_for(
+            "the on-demand reading on MQTT",
+            Duration::from_secs(10),
+            |msgs| {
+                msgs.iter().any(|m| {
+                    m.topic.ends_with("/m10/reading")
+                        && m.payload.contains(&format!("\"seq\":{seq},"))
+                        && m.payload.ends_with(",\"on_demand\":true}")
+                })
+            },
+        )
+        .await;
 
     // Named points only; a name the meter does not have is reported.
     let out = cmd(&[
