@@ -374,9 +374,8 @@ async fn read_daily_freezes(
         .await?;
         let values =
             plan::freeze_energy(n, &bytes).map_err(|e| PollError::BadValue(e.to_string()))?;
-        let utc = u64::try_from(local - t.utc_offset_s).unwrap_or(0);
         out.dated
-            .push((std::time::UNIX_EPOCH + Duration::from_secs(utc), values));
+            .push((super::local_to_time(local, t.utc_offset_s), values));
         *t.last_freeze.lock().unwrap_or_else(|e| e.into_inner()) = Some(local);
     }
     Ok(())
@@ -454,9 +453,8 @@ pub async fn recollect(
         .and_then(|b| plan::freeze_energy(n, &b).map_err(|e| PollError::BadValue(e.to_string())));
         match energy {
             Ok(values) => {
-                let utc = u64::try_from(local - t.utc_offset_s).unwrap_or(0);
                 out.dated
-                    .push((std::time::UNIX_EPOCH + Duration::from_secs(utc), values));
+                    .push((super::local_to_time(local, t.utc_offset_s), values));
             }
             Err(e) => {
                 let fatal = !e.is_answer();

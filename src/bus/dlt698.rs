@@ -495,9 +495,8 @@ async fn read_freezes(
             if seen.is_some_and(|s| local <= s) {
                 continue;
             }
-            let utc = u64::try_from(local - t.utc_offset_s).unwrap_or(0);
             out.dated
-                .push((std::time::UNIX_EPOCH + Duration::from_secs(utc), values));
+                .push((super::local_to_time(local, t.utc_offset_s), values));
             let mut last = t.last_freeze.lock().unwrap_or_else(|e| e.into_inner());
             if last.is_none_or(|l| local > l) {
                 *last = Some(local);
@@ -528,9 +527,8 @@ pub async fn recollect(
         match rows {
             Ok(rows) => {
                 for (local, values) in rows {
-                    let utc = u64::try_from(local - t.utc_offset_s).unwrap_or(0);
                     out.dated
-                        .push((std::time::UNIX_EPOCH + Duration::from_secs(utc), values));
+                        .push((super::local_to_time(local, t.utc_offset_s), values));
                 }
             }
             Err(e) => {

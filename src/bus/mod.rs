@@ -130,6 +130,12 @@ impl GroupResult {
     }
 }
 
+/// A meter's local time (seconds since the epoch in its own time zone, `utc_offset_s` ahead
+/// of UTC) as a time stamp.
+pub fn local_to_time(local: i64, utc_offset_s: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(local - utc_offset_s).unwrap_or(0))
+}
+
 /// Quantities and their values, as a reading carries them.
 pub type Values = Vec<(Arc<str>, f64)>;
 

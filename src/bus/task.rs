@@ -94,6 +94,21 @@ fn on_demand_groups(meters: &[MeterRt], r: &OnDemandRead) -> Result<(usize, Vec<
     }
 }
 
+/// Readings that carry their own time (daily freezes) into the journal.
+fn append_dated(log: &Journal, m: &MeterRt, bus: &Arc<str>, dated: &[(SystemTime, super::Values)]) {
+    for (when, values) in dated {
+        log.append(Reading {
+            meter: m.id.clone(),
+            bus: bus.clone(),
+            profile: m.profile_name.clone(),
+            ts: *when,
+            seq: 0,
+            values: values.clone(),
+            on_demand: false,
+        });
+    }
+}
+
 /// The first waiting on-demand read whose meter is free (claimed for it).
 fn take_on_demand(
     pending: &mut VecDeque<OnDemandRead>,
@@ -307,18 +322,8 @@ pub async fn run_bus(
                     } else if let OnDemandKind::Recollect { .. } = request.kind {
                         for r in &results {
                             answer.errors.extend(r.errors.iter().map(|e| format!("daily freeze: {e}")));
-                            for (when, values) in &r.dated {
-                                log.append(Reading {
-                                    meter: m.id.clone(),
-                                    bus: bus_name.clone(),
-                                    profile: m.profile_name.clone(),
-                                    ts: *when,
-                                    seq: 0,
-                                    values: values.clone(),
-                                    on_demand: false,
-                                });
-                                answer.freezes.push((*when, values.clone()));
-                            }
+                            append_dated(&log, m, &bus_name, &r.dated);
+                            answer.freezes.extend(r.dated.iter().cloned());
                         }
                     } else if request.kind == OnDemandKind::SyncClock {
                         let name = groups.first().map_or("clock", |g| m.profile.groups[*g].name.as_str());
@@ -362,17 +367,7 @@ pub async fn run_bus(
                     live.update_bus(&bus.name, |b| b.busy_seconds += busy);
                     let outcome = result.outcome();
                     let transition = sched.complete(job, outcome, Instant::now());
-                    for (when, values) in &result.dated {
-                        log.append(Reading {
-                            meter: m.id.clone(),
-                            bus: bus_name.clone(),
-                            profile: m.profile_name.clone(),
-                            ts: *when,
-                            seq: 0,
-                            values: values.clone(),
-                            on_demand: false,
-                        });
-                    }
+                    append_dated(&log, m, &bus_name, &result.dated);
                     let stored = (!result.values.is_empty()).then(|| {
                         log.append(Reading {
                             meter: m.id.clone(),

@@ -10,11 +10,13 @@ pub(super) struct CmdArgs {
     pub(super) config: PathBuf,
     /// read, timesync, recollect, relay or status.
     pub(super) command: String,
+    /// The meter (read, relay, status; timesync and recollect: one meter).
     #[arg(long)]
     pub(super) meter: Option<String>,
+    /// timesync, recollect: every meter of a bus.
     #[arg(long)]
     pub(super) bus: Option<String>,
-    /// timesync: every meter.
+    /// timesync, recollect: every meter.
     #[arg(long)]
     pub(super) all: bool,
     /// read: a point group.
@@ -23,9 +25,10 @@ pub(super) struct CmdArgs {
     /// read: points (DIs, OADs, quantities); repeatable.
     #[arg(long = "point")]
     pub(super) points: Vec<String>,
-    /// recollect: first and last day, YYYY-MM-DD.
+    /// recollect: the first day, YYYY-MM-DD.
     #[arg(long)]
     pub(super) from: Option<String>,
+    /// recollect: the last day, YYYY-MM-DD (at most 31 days after --from).
     #[arg(long)]
     pub(super) to: Option<String>,
     /// relay: trip, close-permit, alarm or alarm-release.

@@ -64,6 +64,20 @@ fn later(work: impl std::future::Future<Output = Reply> + Send + 'static) -> Out
 }
 
 impl Executor {
+    /// The meters `scope` names that `can` do what is asked.
+    fn in_scope(&self, scope: &Scope, can: impl Fn(&MeterRef) -> bool) -> Vec<MeterRef> {
+        self.meters
+            .iter()
+            .filter(|m| can(m))
+            .filter(|m| match scope {
+                Scope::Meter(id) => &m.id == id,
+                Scope::Bus(b) => &m.bus == b,
+                Scope::All => true,
+            })
+            .cloned()
+            .collect()
+    }
+
     fn execute(&self, request: &Request) -> Outcome {
         match &request.args {
             Args::Status { meter } => {
@@ -125,17 +139,7 @@ impl Executor {
                 })
             }
             Args::Timesync(scope) => {
-                let chosen: Vec<MeterRef> = self
-                    .meters
-                    .iter()
-                    .filter(|m| m.clock)
-                    .filter(|m| match scope {
-                        Scope::Meter(id) => &m.id == id,
-                        Scope::Bus(b) => &m.bus == b,
-                        Scope::All => true,
-                    })
-                    .cloned()
-                    .collect();
+                let chosen = self.in_scope(scope, |m| m.clock);
                 let id = request.id.clone();
                 if chosen.is_empty() {
                     return Outcome::Now(Some(Reply::failed(
@@ -147,17 +151,7 @@ impl Executor {
                 later(async move { timesync(&id, &live, chosen).await })
             }
             Args::Recollect { scope, from, to } => {
-                let chosen: Vec<MeterRef> = self
-                    .meters
-                    .iter()
-                    .filter(|m| m.freezes)
-                    .filter(|m| match scope {
-                        Scope::Meter(id) => &m.id == id,
-                        Scope::Bus(b) => &m.bus == b,
-                        Scope::All => true,
-                    })
-                    .cloned()
-                    .collect();
+                let chosen = self.in_scope(scope, |m| m.freezes);
                 let id = request.id.clone();
                 if chosen.is_empty() {
                     return Outcome::Now(Some(Reply::failed(

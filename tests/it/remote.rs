@@ -497,67 +497,103 @@ async fn a_command_sent_while_the_gateway_is_away_is_executed_once_when_it_is_ba
         .await;
 }
 
+/// A gateway with one DL/T 645-2007 meter (`d645`, 123456789012) and one DL/T 698.45 meter
+/// (`d698`, 000000000321, its clock `drift698` s off) on ptys, `commands` enabled, running
+/// until dropped, both meters already read once.
+struct TwoProtocols {
+    broker: servers::Server,
+    dl: std::sync::Arc<meterd::sim::dlt645::Dlt645Sim>,
+    p698: std::sync::Arc<meterd::sim::dlt698::Dlt698Sim>,
+    a645: meterd::protocols::dlt645::Address,
+    a698: meterd::protocols::dlt698::ServerAddress,
+    cfg: std::path::PathBuf,
+    readings: Collector,
+    _dir: tempfile::TempDir,
+    _ptys: Vec<std::fs::File>,
+    _meterd: Meterd,
+}
+
+impl TwoProtocols {
+    async fn start(commands: &[&str], drift698: i64) -> TwoProtocols {
+        use meterd::{
+            protocols::dlt645::Version,
+            sim::{self, dlt645::Dlt645Sim, dlt698::Dlt698Sim},
+        };
+        let broker = servers::mosquitto();
+        let set = meterd::config::ProfileSet::builtin();
+        let dl = Dlt645Sim::new(Version::V2007, None);
+        let a645 = "123456789012".parse().unwrap();
+        dl.add_meter(
+            a645,
+            set.get("dlt645-2007-single-phase").cloned().unwrap(),
+            true,
+        );
+        let (m1, k1, pty645) = sim::pty_pair().expect("pty");
+        tokio::spawn(dl.clone().serve(m1));
+        let p698 = Dlt698Sim::new(None);
+        let a698 = meterd::protocols::dlt698::ServerAddress::single("000000000321").unwrap();
+        p698.add_meter(
+            a698.clone(),
+            set.get("dlt698-single-phase").cloned().unwrap(),
+            true,
+        );
+        p698.set_drift(&a698, drift698);
+        let (m2, k2, pty698) = sim::pty_pair().expect("pty");
+        tokio::spawn(p698.clone().serve(m2));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("remote.key"), KEY).unwrap();
+        let cfg = dir.path().join("meterd.toml");
+        let commands: Vec<String> = commands.iter().map(|c| format!("\"{c}\"")).collect();
+        std::fs::write(
+            &cfg,
+            format!(
+                "[gateway]\nid = \"gw-rc\"\nstate_dir = \"{}\"\n\
+                 [[bus]]\nname = \"dl\"\nprotocol = \"dlt645-2007\"\nserial = {{ device = \"{pty645}\" }}\n\
+                 [[bus.meter]]\nid = \"d645\"\naddress = \"123456789012\"\nprofile = \"dlt645-2007-single-phase\"\n\
+                 [[bus]]\nname = \"p\"\nprotocol = \"dlt698\"\nserial = {{ device = \"{pty698}\" }}\n\
+                 [[bus.meter]]\nid = \"d698\"\naddress = \"000000000321\"\nprofile = \"dlt698-single-phase\"\n\
+                 [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
+                 [remote]\ncommands = [{}]\nkey_file = \"remote.key\"\n",
+                dir.path().join("state").display(),
+                broker.port,
+                servers::free_port(),
+                commands.join(", ")
+            ),
+        )
+        .unwrap();
+        let readings = Collector::start(broker.port, "meterd/gw-rc/meter/+/reading").await;
+        let meterd = Meterd::run(&cfg);
+        readings
+            .wait_for("readings of both meters", Duration::from_secs(20), |m| {
+                ["d645", "d698"]
+                    .iter()
+                    .all(|id| m.iter().any(|r| r.topic.contains(id)))
+            })
+            .await;
+        TwoProtocols {
+            broker,
+            dl,
+            p698,
+            a645,
+            a698,
+            cfg,
+            readings,
+            _dir: dir,
+            _ptys: vec![k1, k2],
+            _meterd: meterd,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timesync_sets_dlt645_and_dlt698_clocks_and_reports_each_offset_before_and_after() {
-    use meterd::{
-        protocols::dlt645::Version,
-        sim::{self, dlt645::Dlt645Sim, dlt698::Dlt698Sim},
-    };
-    let broker = servers::mosquitto();
-    let set = meterd::config::ProfileSet::builtin();
-    let dl = Dlt645Sim::new(Version::V2007, None);
-    let a645 = "123456789012".parse().unwrap();
-    dl.add_meter(
-        a645,
-        set.get("dlt645-2007-single-phase").cloned().unwrap(),
-        true,
-    );
-    let (m1, _k1, pty645) = sim::pty_pair().expect("pty");
-    tokio::spawn(dl.clone().serve(m1));
-    let p698 = Dlt698Sim::new(None);
-    let a698 = meterd::protocols::dlt698::ServerAddress::single("000000000321").unwrap();
-    p698.add_meter(
-        a698.clone(),
-        set.get("dlt698-single-phase").cloned().unwrap(),
-        true,
-    );
-    p698.set_drift(&a698, -75);
-    let (m2, _k2, pty698) = sim::pty_pair().expect("pty");
-    tokio::spawn(p698.clone().serve(m2));
+    let g = TwoProtocols::start(&["timesync", "read"], -75).await;
+    let (dl, p698, a645, a698, cfg) = (&g.dl, &g.p698, g.a645, &g.a698, g.cfg.clone());
     let drift645 = dl.clock_drift(a645).unwrap();
     assert!(
         drift645.abs() >= 2,
         "the simulated DL/T 645 clock starts off: {drift645}"
     );
-
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("remote.key"), KEY).unwrap();
-    let cfg = dir.path().join("meterd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[gateway]\nid = \"gw-rc\"\nstate_dir = \"{}\"\n\
-             [[bus]]\nname = \"dl\"\nprotocol = \"dlt645-2007\"\nserial = {{ device = \"{pty645}\" }}\n\
-             [[bus.meter]]\nid = \"d645\"\naddress = \"123456789012\"\nprofile = \"dlt645-2007-single-phase\"\n\
-             [[bus]]\nname = \"p\"\nprotocol = \"dlt698\"\nserial = {{ device = \"{pty698}\" }}\n\
-             [[bus.meter]]\nid = \"d698\"\naddress = \"000000000321\"\nprofile = \"dlt698-single-phase\"\n\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
-             [remote]\ncommands = [\"timesync\", \"read\"]\nkey_file = \"remote.key\"\n",
-            dir.path().join("state").display(),
-            broker.port,
-            servers::free_port()
-        ),
-    )
-    .unwrap();
-    let readings = Collector::start(broker.port, "meterd/gw-rc/meter/+/reading").await;
-    let _meterd = Meterd::run(&cfg);
-    readings
-        .wait_for("readings of both meters", Duration::from_secs(20), |m| {
-            ["d645", "d698"]
-                .iter()
-                .all(|id| m.iter().any(|r| r.topic.contains(id)))
-        })
-        .await;
     let cfg2 = cfg.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_meterd"))
@@ -590,7 +626,7 @@ async fn timesync_sets_dlt645_and_dlt698_clocks_and_reports_each_offset_before_a
         assert!(after.abs() <= 2.0, "{id}: after {after}: {m}");
     }
     assert!(dl.clock_drift(a645).unwrap().abs() <= 2);
-    assert!(p698.clock_drift(&a698).unwrap().abs() <= 2);
+    assert!(p698.clock_drift(a698).unwrap().abs() <= 2);
 
     // Identifiers by hand: a DL/T 645 DI and a DL/T 698.45 OAD, decoded and scaled.
     let read = |meter: &'static str, points: &'static [&'static str]| {
@@ -633,60 +669,10 @@ fn date(day: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recollect_reads_a_week_of_daily_freezes_back_from_dlt645_and_dlt698_meters() {
-    use meterd::{
-        protocols::dlt645::Version,
-        sim::{self, dlt645::Dlt645Sim, dlt698::Dlt698Sim},
-    };
-    let broker = servers::mosquitto();
-    let set = meterd::config::ProfileSet::builtin();
-    let dl = Dlt645Sim::new(Version::V2007, None);
-    dl.add_meter(
-        "123456789012".parse().unwrap(),
-        set.get("dlt645-2007-single-phase").cloned().unwrap(),
-        true,
-    );
-    let (m1, _k1, pty645) = sim::pty_pair().expect("pty");
-    tokio::spawn(dl.clone().serve(m1));
-    let p698 = Dlt698Sim::new(None);
-    let a698 = meterd::protocols::dlt698::ServerAddress::single("000000000321").unwrap();
-    p698.add_meter(
-        a698.clone(),
-        set.get("dlt698-single-phase").cloned().unwrap(),
-        true,
-    );
-    p698.set_drift(&a698, 0);
-    let (m2, _k2, pty698) = sim::pty_pair().expect("pty");
-    tokio::spawn(p698.clone().serve(m2));
-
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("remote.key"), KEY).unwrap();
-    let cfg = dir.path().join("meterd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[gateway]\nid = \"gw-rc\"\nstate_dir = \"{}\"\n\
-             [[bus]]\nname = \"dl\"\nprotocol = \"dlt645-2007\"\nserial = {{ device = \"{pty645}\" }}\n\
-             [[bus.meter]]\nid = \"d645\"\naddress = \"123456789012\"\nprofile = \"dlt645-2007-single-phase\"\n\
-             [[bus]]\nname = \"p\"\nprotocol = \"dlt698\"\nserial = {{ device = \"{pty698}\" }}\n\
-             [[bus.meter]]\nid = \"d698\"\naddress = \"000000000321\"\nprofile = \"dlt698-single-phase\"\n\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n\
-             [remote]\ncommands = [\"recollect\"]\nkey_file = \"remote.key\"\n",
-            dir.path().join("state").display(),
-            broker.port,
-            servers::free_port()
-        ),
-    )
-    .unwrap();
-    let readings = Collector::start(broker.port, "meterd/gw-rc/meter/+/reading").await;
-    let replies = Collector::start(broker.port, "meterd/gw-rc/cmd/recollect/reply").await;
-    let _meterd = Meterd::run(&cfg);
-    readings
-        .wait_for("readings of both meters", Duration::from_secs(20), |m| {
-            ["d645", "d698"]
-                .iter()
-                .all(|id| m.iter().any(|r| r.topic.contains(id)))
-        })
-        .await;
+    let g = TwoProtocols::start(&["recollect"], 0).await;
+    let cfg = g.cfg.clone();
+    let readings = &g.readings;
+    let replies = Collector::start(g.broker.port, "meterd/gw-rc/cmd/recollect/reply").await;
     // The meters keep China Standard Time: their "today" begins at 16:00 UTC.
     let today = (now() + 8 * 3600).div_euclid(86_400);
     let (from, to) = (date(today - 6), date(today));
