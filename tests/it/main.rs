@@ -18,6 +18,7 @@ mod http;
 mod influx;
 mod layout;
 mod pipeline;
+mod profiles;
 mod reload;
 mod remote;
 mod scale;
