@@ -36,6 +36,38 @@ fn signed(
     body.to_string()
 }
 
+/// Publishes `payload` to `meterd/gw-rc/cmd/{command}` at QoS 1 with `mosquitto_pub`, as a
+/// master station would.
+fn publish(pub_bin: &std::path::Path, port: u16, command: &str, payload: &str) {
+    let ok = Command::new(pub_bin)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", &format!("meterd/gw-rc/cmd/{command}"), "-m", payload])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mosquitto_pub {command}");
+}
+
+/// Runs `meterd cmd -c CFG ARGS…` off the runtime and returns its output.
+async fn meterd_cmd(cfg: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let cfg = cfg.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_meterd"))
+            .args(["cmd", "-c"])
+            .arg(&cfg)
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// The JSON reply `meterd cmd` printed, or `null` when it printed none.
+fn reply_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_are_answered_when_signed_and_refused_with_an_audit_event_otherwise() {
     let broker = servers::mosquitto();
@@ -65,17 +97,7 @@ async fn commands_are_answered_when_signed_and_refused_with_an_audit_event_other
         .await;
 
     // The operator's path: meterd cmd signs with the config's key and waits for the reply.
-    let cfg2 = cfg.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_meterd"))
-            .args(["cmd", "-c"])
-            .arg(&cfg2)
-            .args(["status", "--meter", "m1", "--timeout", "10s"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = meterd_cmd(&cfg, &["status", "--meter", "m1", "--timeout", "10s"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -176,13 +198,8 @@ async fn commands_are_answered_when_signed_and_refused_with_an_audit_event_other
             "nonce already used",
         ),
     ];
-    for (what, command, payload, _) in &cases {
-        let ok = Command::new(&pub_bin)
-            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
-            .args(["-t", &format!("meterd/gw-rc/cmd/{command}"), "-m", payload])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "{what}: mosquitto_pub");
+    for (_, command, payload, _) in &cases {
+        publish(&pub_bin, broker.port, command, payload);
     }
     let n = cases.len() + 1; // the cases and meterd cmd's request
     replies
@@ -238,11 +255,7 @@ async fn commands_are_answered_when_signed_and_refused_with_an_audit_event_other
 
     // The same request again (a QoS 1 redelivery): answered with the same reply, not re-run.
     let again = status("r-ok", "nonce-000000000006", t, KEY);
-    Command::new(&pub_bin)
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
-        .args(["-t", "meterd/gw-rc/cmd/status", "-m", &again])
-        .status()
-        .unwrap();
+    publish(&pub_bin, broker.port, "status", &again);
     let metrics = harness::eventually(
         "the commands in /metrics",
         Duration::from_secs(10),
@@ -332,21 +345,8 @@ async fn an_on_demand_read_overtakes_a_busy_lines_poll_queue() {
         .wait_for("the line busy", Duration::from_secs(15), |m| m.len() >= 10)
         .await;
 
-    let cmd = |args: &'static [&'static str]| {
-        let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_meterd"))
-                .args(["cmd", "-c"])
-                .arg(&cfg)
-                .args(args)
-                .output()
-                .unwrap()
-        })
-    };
     let before = sim.requests.load(std::sync::atomic::Ordering::Relaxed);
-    let out = cmd(&["read", "--meter", "m10", "--group", "realtime"])
-        .await
-        .unwrap();
+    let out = meterd_cmd(&cfg, &["read", "--meter", "m10", "--group", "realtime"]).await;
     let after = sim.requests.load(std::sync::atomic::Ordering::Relaxed);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -390,19 +390,20 @@ async fn an_on_demand_read_overtakes_a_busy_lines_poll_queue() {
         .await;
 
     // Named points only; a name the meter does not have is reported.
-    let out = cmd(&[
-        "read",
-        "--meter",
-        "m3",
-        "--point",
-        "voltage_l1_v",
-        "--point",
-        "volts",
-    ])
-    .await
-    .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let out = meterd_cmd(
+        &cfg,
+        &[
+            "read",
+            "--meter",
+            "m3",
+            "--point",
+            "voltage_l1_v",
+            "--point",
+            "volts",
+        ],
+    )
+    .await;
+    let v = reply_of(&out);
     let values = v["result"]["values"].as_object().unwrap();
     assert_eq!(values.keys().collect::<Vec<_>>(), ["voltage_l1_v"], "{v}");
     assert_eq!(
@@ -410,11 +411,8 @@ async fn an_on_demand_read_overtakes_a_busy_lines_poll_queue() {
         serde_json::json!(["volts: not among the meter's quantities"])
     );
     // A group the profile lacks: failed, with the groups it has.
-    let out = cmd(&["read", "--meter", "m3", "--group", "fast"])
-        .await
-        .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let out = meterd_cmd(&cfg, &["read", "--meter", "m3", "--group", "fast"]).await;
+    let v = reply_of(&out);
     assert_eq!(v["status"], "failed", "{v}");
     assert!(
         v["reason"].as_str().unwrap().contains("no group \"fast\""),
@@ -461,12 +459,7 @@ async fn a_command_sent_while_the_gateway_is_away_is_executed_once_when_it_is_ba
     );
     for _ in 0..2 {
         // Sent twice while away (a master retrying): one execution.
-        let ok = Command::new(&pub_bin)
-            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
-            .args(["-t", "meterd/gw-rc/cmd/read", "-m", &request])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        publish(&pub_bin, broker.port, "read", &request);
     }
     let _meterd = Meterd::run(&cfg);
     replies
@@ -594,17 +587,7 @@ async fn timesync_sets_dlt645_and_dlt698_clocks_and_reports_each_offset_before_a
         drift645.abs() >= 2,
         "the simulated DL/T 645 clock starts off: {drift645}"
     );
-    let cfg2 = cfg.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_meterd"))
-            .args(["cmd", "-c"])
-            .arg(&cfg2)
-            .args(["timesync", "--all", "--timeout", "30s"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = meterd_cmd(&cfg, &["timesync", "--all", "--timeout", "30s"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -630,26 +613,19 @@ async fn timesync_sets_dlt645_and_dlt698_clocks_and_reports_each_offset_before_a
 
     // Identifiers by hand: a DL/T 645 DI and a DL/T 698.45 OAD, decoded and scaled.
     let read = |meter: &'static str, points: &'static [&'static str]| {
+        let mut args = vec!["read", "--meter", meter];
+        for p in points {
+            args.extend(["--point", p]);
+        }
         let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_meterd"));
-            c.args(["cmd", "-c"])
-                .arg(&cfg)
-                .args(["read", "--meter", meter]);
-            for p in points {
-                c.args(["--point", p]);
-            }
-            let out = c.output().unwrap();
-            serde_json::from_str::<serde_json::Value>(String::from_utf8_lossy(&out.stdout).trim())
-                .unwrap()
-        })
+        async move { reply_of(&meterd_cmd(&cfg, &args).await) }
     };
-    let v = read("d645", &["02010100", "0201FF00"]).await.unwrap();
+    let v = read("d645", &["02010100", "0201FF00"]).await;
     assert_eq!(v["status"], "ok", "{v}");
     let volts = &v["result"]["identifiers"]["02010100"][0];
     assert_eq!(volts["unit"], "V", "{v}");
     assert!(volts["value"].as_f64().unwrap() > 200.0, "{v}");
-    let v = read("d698", &["20000201", "40010200"]).await.unwrap();
+    let v = read("d698", &["20000201", "40010200"]).await;
     assert_eq!(v["status"], "ok", "{v}");
     let ids = &v["result"]["identifiers"];
     assert!(ids["20000201"]["value"].as_f64().unwrap() > 200.0, "{v}");
@@ -676,26 +652,20 @@ async fn recollect_reads_a_week_of_daily_freezes_back_from_dlt645_and_dlt698_met
     // The meters keep China Standard Time: their "today" begins at 16:00 UTC.
     let today = (now() + 8 * 3600).div_euclid(86_400);
     let (from, to) = (date(today - 6), date(today));
-    let cfg2 = cfg.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_meterd"))
-            .args(["cmd", "-c"])
-            .arg(&cfg2)
-            .args([
-                "recollect",
-                "--all",
-                "--from",
-                &from,
-                "--to",
-                &to,
-                "--timeout",
-                "60s",
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = meterd_cmd(
+        &cfg,
+        &[
+            "recollect",
+            "--all",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -814,27 +784,16 @@ async fn relay_trips_and_closes_a_listed_meter_and_refuses_everything_else() {
         .await;
     let relay = |meter: &'static str, action: &'static str| {
         let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || {
-            let out = Command::new(env!("CARGO_BIN_EXE_meterd"))
-                .args(["cmd", "-c"])
-                .arg(&cfg)
-                .args(["relay", "--meter", meter, "--action", action])
-                .output()
-                .unwrap();
-            (
-                out.status.code(),
-                serde_json::from_str::<serde_json::Value>(
-                    String::from_utf8_lossy(&out.stdout).trim(),
-                )
-                .unwrap_or_default(),
-            )
-        })
+        async move {
+            let out = meterd_cmd(&cfg, &["relay", "--meter", meter, "--action", action]).await;
+            (out.status.code(), reply_of(&out))
+        }
     };
-    let (code, v) = relay("r1", "trip").await.unwrap();
+    let (code, v) = relay("r1", "trip").await;
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["result"]["relay"]["open"], true, "read back: {v}");
     assert_eq!(dl.relay_open(r1), Some(true));
-    let (code, v) = relay("r1", "close-permit").await.unwrap();
+    let (code, v) = relay("r1", "close-permit").await;
     assert_eq!(
         (code, &v["result"]["relay"]["open"]),
         (Some(0), &serde_json::json!(false)),
@@ -843,7 +802,7 @@ async fn relay_trips_and_closes_a_listed_meter_and_refuses_everything_else() {
     assert_eq!(dl.relay_open(r1), Some(false));
 
     // Refused: a meter not listed; failed: the meter refuses our password.
-    let (code, v) = relay("plain", "trip").await.unwrap();
+    let (code, v) = relay("plain", "trip").await;
     assert_eq!(code, Some(1));
     assert_eq!(v["status"], "refused");
     assert!(
@@ -853,7 +812,7 @@ async fn relay_trips_and_closes_a_listed_meter_and_refuses_everything_else() {
             .contains("not listed as relay-capable"),
         "{v}"
     );
-    let (code, v) = relay("r2", "trip").await.unwrap();
+    let (code, v) = relay("r2", "trip").await;
     assert_eq!(code, Some(1));
     assert_eq!(v["status"], "failed", "{v}");
     assert!(
@@ -871,11 +830,7 @@ async fn relay_trips_and_closes_a_listed_meter_and_refuses_everything_else() {
         serde_json::json!({"meter": "r1", "action": "trip"}),
         KEY,
     );
-    Command::new(&pub_bin)
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
-        .args(["-t", "meterd/gw-rc/cmd/relay", "-m", &forged])
-        .status()
-        .unwrap();
+    publish(&pub_bin, broker.port, "relay", &forged);
     audit
         .wait_for(
             "the forged relay's audit event",
