@@ -97,44 +97,20 @@ impl Executor {
                 group,
                 points,
             } => {
-                let id = request.id.clone();
-                let bus = self
-                    .meters
-                    .iter()
-                    .find(|m| &m.id == meter)
-                    .map(|m| m.bus.clone())
-                    .unwrap_or_default();
-                let Some(queue) = self.live.on_demand(&bus) else {
-                    return Outcome::Now(Some(Reply::failed(
-                        &id,
-                        format!("bus {bus} is not running"),
-                    )));
-                };
-                let (tx, rx) = tokio::sync::oneshot::channel();
+                let (id, live, meter) = (request.id.clone(), self.live.clone(), meter.clone());
+                let bus = self.bus_of(&meter);
                 // Points that are hex identifiers (DL/T 645 DIs, DL/T 698.45 OADs) are read by
                 // hand; the others name quantities of the groups read.
                 let (identifiers, quantities): (Vec<String>, Vec<String>) =
                     points.iter().cloned().partition(|p| is_identifier(p));
-                let read = OnDemandRead {
-                    meter: meter.clone(),
-                    kind: OnDemandKind::Read {
-                        group: group.clone(),
-                        identifiers,
-                    },
-                    reply: tx,
+                let kind = OnDemandKind::Read {
+                    group: group.clone(),
+                    identifiers,
                 };
-                let meter = meter.clone();
                 later(async move {
-                    if queue.try_send(read).is_err() {
-                        return Reply::failed(&id, "the bus has too many reads waiting; try again");
-                    }
-                    match tokio::time::timeout(READ_TIMEOUT, rx).await {
-                        Err(_) => Reply {
-                            reason: Some(format!("no result within {READ_TIMEOUT:?}")),
-                            ..Reply::new(&id, Status::Timeout)
-                        },
-                        Ok(Err(_)) => Reply::failed(&id, "the bus stopped before the read"),
-                        Ok(Ok(r)) => read_reply(&id, &meter, &quantities, r),
+                    match on_bus(&live, &bus, &meter, kind, READ_TIMEOUT).await {
+                        Ok(r) => read_reply(&id, &meter, &quantities, r),
+                        Err(missed) => missed.reply(&id),
                     }
                 })
             }
@@ -185,33 +161,13 @@ impl Executor {
                     RelayAction::Alarm => RelayCommand::Alarm,
                     RelayAction::AlarmRelease => RelayCommand::AlarmRelease,
                 };
-                let bus = self
-                    .meters
-                    .iter()
-                    .find(|m| &m.id == meter)
-                    .map(|m| m.bus.clone())
-                    .unwrap_or_default();
+                let bus = self.bus_of(meter);
                 let (live, meter) = (self.live.clone(), meter.clone());
                 later(async move {
-                    let Some(queue) = live.on_demand(&bus) else {
-                        return Reply::failed(&id, format!("bus {bus} is not running"));
-                    };
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let work = OnDemandRead {
-                        meter: meter.clone(),
-                        kind: OnDemandKind::Relay { command, creds },
-                        reply: tx,
-                    };
-                    if queue.send(work).await.is_err() {
-                        return Reply::failed(&id, "the bus stopped");
-                    }
-                    match tokio::time::timeout(READ_TIMEOUT, rx).await {
-                        Err(_) => Reply {
-                            reason: Some(format!("no result within {READ_TIMEOUT:?}")),
-                            ..Reply::new(&id, Status::Timeout)
-                        },
-                        Ok(Err(_)) => Reply::failed(&id, "the bus stopped before the command"),
-                        Ok(Ok(r)) => match r.relay {
+                    let kind = OnDemandKind::Relay { command, creds };
+                    match on_bus(&live, &bus, &meter, kind, READ_TIMEOUT).await {
+                        Err(missed) => missed.reply(&id),
+                        Ok(r) => match r.relay {
                             Some(state) => Reply::ok(
                                 &id,
                                 serde_json::json!({
@@ -231,6 +187,107 @@ impl Executor {
             }
         }
     }
+
+    /// The bus `meter` is on (the handler has checked that it is configured).
+    fn bus_of(&self, meter: &str) -> String {
+        self.meters
+            .iter()
+            .find(|m| m.id == meter)
+            .map(|m| m.bus.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Why work put on a bus brought no result.
+#[derive(Debug, Clone, PartialEq)]
+enum Missed {
+    /// No task owns that bus.
+    NotRunning(String),
+    /// Its queue is full (reads only: the master may retry).
+    Busy,
+    /// The bus task went away before answering.
+    Stopped,
+    /// No answer within this long.
+    TimedOut(Duration),
+}
+
+impl std::fmt::Display for Missed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Missed::NotRunning(bus) => write!(f, "bus {bus} is not running"),
+            Missed::Busy => f.write_str("the bus has too many reads waiting; try again"),
+            Missed::Stopped => f.write_str("the bus stopped before it was done"),
+            Missed::TimedOut(d) => write!(f, "no result within {d:?}"),
+        }
+    }
+}
+
+impl Missed {
+    /// The reply to a one-meter command that missed: `timeout` or `failed`.
+    fn reply(&self, id: &str) -> Reply {
+        let status = match self {
+            Missed::TimedOut(_) => Status::Timeout,
+            _ => Status::Failed,
+        };
+        Reply {
+            reason: Some(self.to_string()),
+            ..Reply::new(id, status)
+        }
+    }
+}
+
+/// Puts `kind` for `meter` on its bus's queue and returns where its result will come. A read
+/// finding the queue full is refused at once (the master may retry); the other commands wait
+/// for room.
+async fn enqueue(
+    live: &LiveState,
+    bus: &str,
+    meter: &str,
+    kind: OnDemandKind,
+) -> Result<tokio::sync::oneshot::Receiver<OnDemandResult>, Missed> {
+    use tokio::sync::mpsc::error::TrySendError;
+    let queue = live
+        .on_demand(bus)
+        .ok_or_else(|| Missed::NotRunning(bus.to_string()))?;
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let refuse_when_full = matches!(kind, OnDemandKind::Read { .. });
+    let job = OnDemandRead {
+        meter: meter.to_string(),
+        kind,
+        reply,
+    };
+    if refuse_when_full {
+        queue.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => Missed::Busy,
+            TrySendError::Closed(_) => Missed::Stopped,
+        })?;
+    } else {
+        queue.send(job).await.map_err(|_| Missed::Stopped)?;
+    }
+    Ok(rx)
+}
+
+/// The result of queued work, waited for at most `limit`.
+async fn result(
+    rx: tokio::sync::oneshot::Receiver<OnDemandResult>,
+    limit: Duration,
+) -> Result<OnDemandResult, Missed> {
+    match tokio::time::timeout(limit, rx).await {
+        Err(_) => Err(Missed::TimedOut(limit)),
+        Ok(Err(_)) => Err(Missed::Stopped),
+        Ok(Ok(r)) => Ok(r),
+    }
+}
+
+/// Queued work's result: [`enqueue`] then [`result`].
+async fn on_bus(
+    live: &LiveState,
+    bus: &str,
+    meter: &str,
+    kind: OnDemandKind,
+    limit: Duration,
+) -> Result<OnDemandResult, Missed> {
+    result(enqueue(live, bus, meter, kind).await?, limit).await
 }
 
 /// Set the clocks of `meters`, each through its bus's queue (one after another on a line,
@@ -238,30 +295,15 @@ impl Executor {
 async fn timesync(id: &str, live: &LiveState, meters: Vec<MeterRef>) -> Reply {
     let mut waiting = Vec::new();
     for m in &meters {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let queued = match live.on_demand(&m.bus) {
-            Some(q) => q
-                .send(OnDemandRead {
-                    meter: m.id.clone(),
-                    kind: OnDemandKind::SyncClock,
-                    reply: tx,
-                })
-                .await
-                .is_ok(),
-            None => false,
-        };
-        waiting.push((m.id.clone(), queued.then_some(rx)));
+        let queued = enqueue(live, &m.bus, &m.id, OnDemandKind::SyncClock).await;
+        waiting.push((m.id.clone(), queued));
     }
     let mut report = Vec::new();
     let mut synced = 0;
-    for (meter, rx) in waiting {
-        let r = match rx {
-            None => Err("its bus is not running".to_string()),
-            Some(rx) => match tokio::time::timeout(READ_TIMEOUT, rx).await {
-                Err(_) => Err(format!("no result within {READ_TIMEOUT:?}")),
-                Ok(Err(_)) => Err("the bus stopped before the setting".into()),
-                Ok(Ok(r)) => Ok(r),
-            },
+    for (meter, queued) in waiting {
+        let r = match queued {
+            Ok(rx) => result(rx, READ_TIMEOUT).await,
+            Err(e) => Err(e),
         };
         report.push(match r {
             Ok(r) => {
@@ -275,7 +317,7 @@ async fn timesync(id: &str, live: &LiveState, meters: Vec<MeterRef>) -> Reply {
                     "errors": r.errors,
                 })
             }
-            Err(e) => serde_json::json!({"meter": meter, "errors": [e]}),
+            Err(e) => serde_json::json!({"meter": meter, "errors": [e.to_string()]}),
         });
     }
     let result = serde_json::json!({ "meters": report });
@@ -304,27 +346,9 @@ async fn recollect(
     let mut found = 0;
     let total = meters.len();
     for (i, m) in meters.into_iter().enumerate() {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let queued = match live.on_demand(&m.bus) {
-            Some(q) => q
-                .send(OnDemandRead {
-                    meter: m.id.clone(),
-                    kind: OnDemandKind::Recollect { from, to },
-                    reply: tx,
-                })
-                .await
-                .is_ok(),
-            None => false,
-        };
-        let r = match queued {
-            false => Err("its bus is not running".to_string()),
-            // A month of freezes on a slow line: a generous bound.
-            true => match tokio::time::timeout(READ_TIMEOUT * 4, rx).await {
-                Err(_) => Err(format!("no result within {:?}", READ_TIMEOUT * 4)),
-                Ok(Err(_)) => Err("the bus stopped before the read".into()),
-                Ok(Ok(r)) => Ok(r),
-            },
-        };
+        // A month of freezes on a slow line: a generous bound.
+        let kind = OnDemandKind::Recollect { from, to };
+        let r = on_bus(live, &m.bus, &m.id, kind, READ_TIMEOUT * 4).await;
         let entry = match r {
             Ok(r) => {
                 found += r.freezes.len();
@@ -337,7 +361,7 @@ async fn recollect(
                     "errors": r.errors,
                 })
             }
-            Err(e) => serde_json::json!({"meter": m.id, "freezes": [], "errors": [e]}),
+            Err(e) => serde_json::json!({"meter": m.id, "freezes": [], "errors": [e.to_string()]}),
         };
         if total > 1 {
             progress(Reply {
@@ -536,6 +560,9 @@ impl AuditLog {
         }
     }
 
+    /// Appends and syncs `line`. A failure (a full disk) is logged once, and once more when
+    /// the file takes lines again; a line the disk took only part of is cut off again, so
+    /// every line in the file stays whole JSON.
     fn append(&mut self, line: &str) {
         use std::io::Write;
         let r = (|| -> std::io::Result<()> {
@@ -546,8 +573,14 @@ impl AuditLog {
                 .create(true)
                 .append(true)
                 .open(&self.path)?;
-            f.write_all(format!("{line}\n").as_bytes())?;
-            f.sync_data()
+            let before = f.metadata()?.len();
+            let written = f
+                .write_all(format!("{line}\n").as_bytes())
+                .and_then(|()| f.sync_data());
+            if written.is_err() {
+                let _ = f.set_len(before);
+            }
+            written
         })();
         match r {
             Ok(()) if self.failed => {
@@ -562,15 +595,28 @@ impl AuditLog {
             Err(_) => {}
         }
     }
+
+    /// [`AuditLog::append`] on the blocking pool: the daemon's runtime has one thread, and an
+    /// fsync per command (a flood of refused ones included) must not stall polling and sinks.
+    async fn append_off_runtime(log: &Arc<std::sync::Mutex<AuditLog>>, line: String) {
+        let log = log.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            log.lock().unwrap_or_else(|e| e.into_inner()).append(&line)
+        })
+        .await;
+        if let Err(e) = r {
+            error!(error = %e, "audit file writer failed");
+        }
+    }
 }
 
 /// Publish `reply` on the request topic's `/reply` and its audit event (after writing it to
 /// the audit file), and count it.
 #[allow(clippy::too_many_arguments)]
-fn answer(
+async fn answer(
     client: &AsyncClient,
     live: &LiveState,
-    audit_log: &mut AuditLog,
+    audit_log: &Arc<std::sync::Mutex<AuditLog>>,
     audit_topic: &str,
     request_topic: &str,
     command: &str,
@@ -586,7 +632,7 @@ fn answer(
     }
     let event = audit_json(std::time::SystemTime::now(), command, request, reply);
     let audit = event.to_string();
-    audit_log.append(&audit);
+    AuditLog::append_off_runtime(audit_log, audit.clone()).await;
     live.push_audit(event);
     let _ = client.try_publish(
         format!("{request_topic}/reply"),
@@ -603,12 +649,13 @@ pub async fn run(
     mqtt: MqttConfig,
     gateway: String,
     executor: Executor,
-    mut audit_log: AuditLog,
+    audit_log: AuditLog,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let span = info_span!("remote", broker = %format!("{}:{}", mqtt.host, mqtt.port));
     async move {
         let live = executor.live.clone();
+        let audit_log = Arc::new(std::sync::Mutex::new(audit_log));
         let mut handler = Handler::new(&gateway, &cfg, executor);
         let prefix = format!("{}/{gateway}", mqtt.topic_prefix);
         let subscription = format!("{prefix}/cmd/+");
@@ -658,7 +705,7 @@ pub async fn run(
                             handler.handle(&command, &p.payload, secs, std::time::Instant::now());
                         match outcome {
                             Outcome::Now(Some(reply)) => {
-                                answer(&client, &live, &mut audit_log, &audit_topic, &p.topic, &command, request.as_ref(), &reply);
+                                answer(&client, &live, &audit_log, &audit_topic, &p.topic, &command, request.as_ref(), &reply).await;
                             }
                             Outcome::Now(None) => {}
                             Outcome::Later(start) => {
@@ -685,7 +732,7 @@ pub async fn run(
                 Some((topic, command, request, reply)) = done_rx.recv() => {
                     let duplicates = handler.finished(&reply);
                     for _ in 0..=duplicates {
-                        answer(&client, &live, &mut audit_log, &audit_topic, &topic, &command, request.as_ref(), &reply);
+                        answer(&client, &live, &audit_log, &audit_topic, &topic, &command, request.as_ref(), &reply).await;
                     }
                 }
                 changed = shutdown.changed() => {
@@ -701,4 +748,229 @@ pub async fn run(
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the task owning bus `b` does with the work queued on it.
+    #[derive(Debug, Clone, Copy)]
+    enum Bus {
+        /// No task owns it.
+        Absent,
+        /// Its queue is full and it takes nothing.
+        Full,
+        /// It takes work and drops it unanswered (a task that died).
+        DropsWork,
+        /// It takes work and never answers (a line stuck on a stalling meter).
+        Stalls,
+        /// It answers: 230 V, the clock 5 s off and then set.
+        Answers,
+    }
+
+    fn job() -> OnDemandRead {
+        OnDemandRead {
+            meter: "m1".into(),
+            kind: OnDemandKind::SyncClock,
+            reply: tokio::sync::oneshot::channel().0,
+        }
+    }
+
+    /// The gateway's state with bus `b` behaving as told; what keeps it so is returned.
+    fn gateway(bus: Bus) -> (Arc<LiveState>, Option<tokio::task::JoinHandle<()>>) {
+        let live = Arc::new(LiveState::default());
+        let task = match bus {
+            Bus::Absent => None,
+            Bus::Full => {
+                let rx = live.on_demand_queue("b");
+                let tx = live.on_demand("b").unwrap();
+                while tx.try_send(job()).is_ok() {}
+                Some(tokio::spawn(async move {
+                    let _taking_nothing = rx;
+                    std::future::pending::<()>().await
+                }))
+            }
+            Bus::DropsWork => {
+                let mut rx = live.on_demand_queue("b");
+                Some(tokio::spawn(
+                    async move { while rx.recv().await.is_some() {} },
+                ))
+            }
+            Bus::Stalls => {
+                let mut rx = live.on_demand_queue("b");
+                Some(tokio::spawn(async move {
+                    let mut held = Vec::new();
+                    while let Some(work) = rx.recv().await {
+                        held.push(work);
+                    }
+                }))
+            }
+            Bus::Answers => {
+                let mut rx = live.on_demand_queue("b");
+                Some(tokio::spawn(async move {
+                    while let Some(work) = rx.recv().await {
+                        let _ = work.reply.send(OnDemandResult {
+                            values: vec![("voltage_l1_v".into(), 230.0)],
+                            clock_before: Some(5.0),
+                            clock_after: Some(0.0),
+                            ..OnDemandResult::default()
+                        });
+                    }
+                }))
+            }
+        };
+        (live, task)
+    }
+
+    fn executor(live: Arc<LiveState>) -> Executor {
+        let meter = |id: &str, bus: &str| MeterRef {
+            id: id.into(),
+            bus: bus.into(),
+            clock: true,
+            freezes: true,
+        };
+        Executor {
+            live,
+            meters: vec![meter("m1", "b"), meter("m2", "gone")],
+            relay_meters: vec![],
+            relay_credentials: None,
+        }
+    }
+
+    async fn reply_to(executor: &Executor, command: &str, args: &str) -> Reply {
+        let request = Request::parse(
+            command,
+            format!(r#"{{"id":"r-1","ts":1764511200,"nonce":"0123456789abcdef","by":"ms","args":{args},"sig":"00"}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        match executor.execute(&request) {
+            Outcome::Now(reply) => reply.unwrap(),
+            Outcome::Later(start) => start(Arc::new(|_| {})).await,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_a_bus_cannot_do_is_answered_with_the_reason_and_never_left_hanging() {
+        let cases: Vec<(Bus, &str, &str, Status, &str)> = vec![
+            (Bus::Answers, "read", r#"{"meter":"m1"}"#, Status::Ok, ""),
+            (
+                Bus::Absent,
+                "read",
+                r#"{"meter":"m1"}"#,
+                Status::Failed,
+                "bus b is not running",
+            ),
+            (
+                Bus::Full,
+                "read",
+                r#"{"meter":"m1"}"#,
+                Status::Failed,
+                "too many reads waiting; try again",
+            ),
+            (
+                Bus::DropsWork,
+                "read",
+                r#"{"meter":"m1"}"#,
+                Status::Failed,
+                "the bus stopped before it was done",
+            ),
+            (
+                Bus::Stalls,
+                "read",
+                r#"{"meter":"m1"}"#,
+                Status::Timeout,
+                "no result within 30s",
+            ),
+            (
+                Bus::Stalls,
+                "recollect",
+                r#"{"meter":"m1","from":"2026-11-20","to":"2026-11-26"}"#,
+                Status::Failed,
+                "no daily freezes in that range",
+            ),
+            // Two meters, one on a bus that is gone: the other is still set.
+            (
+                Bus::Answers,
+                "timesync",
+                r#"{"all":true}"#,
+                Status::Failed,
+                "1 of 2 meters set",
+            ),
+            (
+                Bus::Stalls,
+                "timesync",
+                r#"{"meter":"m1"}"#,
+                Status::Failed,
+                "0 of 1 meters set",
+            ),
+        ];
+        for (bus, command, args, status, reason) in cases {
+            let (live, _task) = gateway(bus);
+            let started = tokio::time::Instant::now();
+            let reply = reply_to(&executor(live), command, args).await;
+            let what = format!("{command} {args} with bus {bus:?}: {reply:?}");
+            assert_eq!(reply.status, status, "{what}");
+            assert!(
+                reply.reason.as_deref().unwrap_or("").contains(reason),
+                "{what}"
+            );
+            // Nothing waits longer than its bound (a recollect's is four reads').
+            assert!(started.elapsed() <= READ_TIMEOUT * 4, "{what}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_meter_of_a_timesync_reports_its_own_outcome() {
+        let (live, _task) = gateway(Bus::Answers);
+        let reply = reply_to(&executor(live), "timesync", r#"{"all":true}"#).await;
+        let result = reply.result.unwrap();
+        assert_eq!(
+            result["meters"],
+            serde_json::json!([
+                {"meter": "m1", "offset_before_s": 5.0, "offset_after_s": 0.0, "errors": []},
+                {"meter": "m2", "errors": ["bus gone is not running"]},
+            ])
+        );
+        // A stalled line: the error says how long was waited.
+        let (live, _task) = gateway(Bus::Stalls);
+        let reply = reply_to(
+            &executor(live),
+            "recollect",
+            r#"{"all":true,"from":"2026-11-20","to":"2026-11-26"}"#,
+        )
+        .await;
+        let meters = &reply.result.unwrap()["meters"];
+        assert_eq!(
+            meters[0]["errors"],
+            serde_json::json!(["no result within 120s"])
+        );
+        assert_eq!(
+            meters[1]["errors"],
+            serde_json::json!(["bus gone is not running"])
+        );
+    }
+
+    #[test]
+    fn the_audit_file_survives_a_full_disk_with_whole_lines_and_takes_lines_again_after() {
+        let disk = crate::testing::Tmpfs::mount(64 << 10);
+        let mut log = AuditLog::new(disk.path());
+        let first = serde_json::json!({"id": "r-1", "status": "ok"}).to_string();
+        log.append(&first);
+        assert!(!log.failed);
+        disk.fill();
+        // Longer than what is left of the file's last page: the disk takes part of it.
+        let long = serde_json::json!({"id": "r-2", "reason": "x".repeat(8000)}).to_string();
+        log.append(&long);
+        assert!(log.failed, "the full disk is noticed");
+        let text = std::fs::read_to_string(&log.path).unwrap();
+        assert_eq!(text, format!("{first}\n"), "no torn line is left behind");
+        disk.free();
+        let third = serde_json::json!({"id": "r-3", "status": "ok"}).to_string();
+        log.append(&third);
+        assert!(!log.failed, "written again once there is room");
+        let text = std::fs::read_to_string(&log.path).unwrap();
+        assert_eq!(text, format!("{first}\n{third}\n"));
+    }
 }
