@@ -328,6 +328,32 @@ async fn read_retrying(
     }
 }
 
+/// Freeze `n`'s time (meter-local seconds), read and decoded.
+async fn freeze_time(
+    link: &mut Dlt645Link,
+    address: Address,
+    n: u32,
+    (retries, frame_gap): (u32, Duration),
+    requests: &mut u32,
+) -> Result<i64, PollError> {
+    let di = plan::freeze_time_di(n);
+    let bytes = read_retrying(link, address, di, retries, frame_gap, requests, None).await?;
+    plan::freeze_time(n, &bytes).map_err(|e| PollError::BadValue(e.to_string()))
+}
+
+/// Freeze `n`'s energy registers, read and decoded.
+async fn freeze_energy(
+    link: &mut Dlt645Link,
+    address: Address,
+    n: u32,
+    (retries, frame_gap): (u32, Duration),
+    requests: &mut u32,
+) -> Result<Vec<(std::sync::Arc<str>, f64)>, PollError> {
+    let di = plan::freeze_energy_di(n);
+    let bytes = read_retrying(link, address, di, retries, frame_gap, requests, None).await?;
+    plan::freeze_energy(n, &bytes).map_err(|e| PollError::BadValue(e.to_string()))
+}
+
 /// Publish daily freezes the gateway has not published yet, oldest first, each with its own
 /// freeze time. After a gap (the meter unreachable for days) the missed days are read back
 /// from the meter's freeze history; right after a start only the newest is taken.
@@ -341,18 +367,9 @@ async fn read_daily_freezes(
     let address = t.address;
     let seen = *t.last_freeze.lock().unwrap_or_else(|e| e.into_inner());
     let mut new = Vec::new();
+    let retry = (retries, frame_gap);
     for n in 1..=plan::MAX_FREEZES {
-        let time = read_retrying(
-            link,
-            address,
-            plan::freeze_time_di(n),
-            retries,
-            frame_gap,
-            &mut out.requests,
-            None,
-        )
-        .await?;
-        let local = plan::freeze_time(n, &time).map_err(|e| PollError::BadValue(e.to_string()))?;
+        let local = freeze_time(link, address, n, retry, &mut out.requests).await?;
         if seen.is_some_and(|s| local <= s) {
             break;
         }
@@ -362,18 +379,7 @@ async fn read_daily_freezes(
         }
     }
     for &(n, local) in new.iter().rev() {
-        let bytes = read_retrying(
-            link,
-            address,
-            plan::freeze_energy_di(n),
-            retries,
-            frame_gap,
-            &mut out.requests,
-            None,
-        )
-        .await?;
-        let values =
-            plan::freeze_energy(n, &bytes).map_err(|e| PollError::BadValue(e.to_string()))?;
+        let values = freeze_energy(link, address, n, retry, &mut out.requests).await?;
         out.dated
             .push((super::local_to_time(local, t.utc_offset_s), values));
         *t.last_freeze.lock().unwrap_or_else(|e| e.into_inner()) = Some(local);
@@ -411,20 +417,9 @@ pub async fn recollect(
     frame_gap: Duration,
 ) -> GroupResult {
     let mut out = GroupResult::default();
-    let address = t.address;
+    let (address, retry) = (t.address, (retries, frame_gap));
     for n in 1..=plan::MAX_FREEZES {
-        let time = read_retrying(
-            link,
-            address,
-            plan::freeze_time_di(n),
-            retries,
-            frame_gap,
-            &mut out.requests,
-            None,
-        )
-        .await
-        .and_then(|b| plan::freeze_time(n, &b).map_err(|e| PollError::BadValue(e.to_string())));
-        let local = match time {
+        let local = match freeze_time(link, address, n, retry, &mut out.requests).await {
             Ok(l) => l,
             // "No requested data": the meter's history ends here.
             Err(PollError::Refused { err, .. }) if err & plan::NO_SUCH_DATA != 0 => break,
@@ -440,18 +435,7 @@ pub async fn recollect(
         if day < from {
             break;
         }
-        let energy = read_retrying(
-            link,
-            address,
-            plan::freeze_energy_di(n),
-            retries,
-            frame_gap,
-            &mut out.requests,
-            None,
-        )
-        .await
-        .and_then(|b| plan::freeze_energy(n, &b).map_err(|e| PollError::BadValue(e.to_string())));
-        match energy {
+        match freeze_energy(link, address, n, retry, &mut out.requests).await {
             Ok(values) => {
                 out.dated
                     .push((super::local_to_time(local, t.utc_offset_s), values));

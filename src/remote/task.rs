@@ -953,6 +953,25 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_file_past_8_mib_becomes_audit_jsonl_1_and_a_new_one_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = AuditLog::new(dir.path());
+        let old = dir.path().join("audit.jsonl.1");
+        std::fs::write(&old, "the rotation before\n").unwrap();
+        std::fs::File::create(&log.path)
+            .unwrap()
+            .set_len(AUDIT_MAX + 1)
+            .unwrap();
+        log.append("{\"id\":\"r-1\"}");
+        assert_eq!(std::fs::metadata(&old).unwrap().len(), AUDIT_MAX + 1);
+        assert_eq!(
+            std::fs::read_to_string(&log.path).unwrap(),
+            "{\"id\":\"r-1\"}\n"
+        );
+        assert!(!log.failed);
+    }
+
+    #[test]
     fn the_audit_file_survives_a_full_disk_with_whole_lines_and_takes_lines_again_after() {
         let disk = crate::testing::Tmpfs::mount(64 << 10);
         let mut log = AuditLog::new(disk.path());

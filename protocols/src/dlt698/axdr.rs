@@ -57,9 +57,6 @@ impl<'a> Reader<'a> {
     pub fn u8(&mut self, what: &'static str) -> Result<u8, Dlt698Error> {
         Ok(self.bytes(1, what)?[0])
     }
-    pub fn peek(&self) -> Option<u8> {
-        self.buf.get(self.pos).copied()
-    }
     pub fn u16(&mut self, what: &'static str) -> Result<u16, Dlt698Error> {
         Ok(u16::from_be_bytes(self.array(what)?))
     }
@@ -170,12 +167,6 @@ impl<'a> Reader<'a> {
         let r = f(self);
         self.depth -= 1;
         r
-    }
-    pub fn depth(&self) -> usize {
-        self.depth
-    }
-    pub fn with_depth(buf: &'a [u8], depth: usize) -> Reader<'a> {
-        Reader { buf, pos: 0, depth }
     }
     pub fn unknown(&self, what: &'static str, choice: u8) -> Dlt698Error {
         Dlt698Error::UnknownChoice {

@@ -439,8 +439,7 @@ impl Data {
     }
 }
 
-fn check_range(r: &Reader, what: &'static str, at: usize, v: u32, ok: bool) -> R<()> {
-    let _ = r;
+fn check_range(what: &'static str, at: usize, v: u32, ok: bool) -> R<()> {
     if ok {
         Ok(())
     } else {
@@ -453,14 +452,8 @@ fn check_range(r: &Reader, what: &'static str, at: usize, v: u32, ok: bool) -> R
 }
 
 /// `v` within `lo..=hi`, or the "unspecified" `FF`.
-fn field(r: &Reader, what: &'static str, at: usize, v: u8, lo: u8, hi: u8) -> R<()> {
-    check_range(
-        r,
-        what,
-        at,
-        u32::from(v),
-        v == 0xFF || (lo..=hi).contains(&v),
-    )
+fn field(what: &'static str, at: usize, v: u8, lo: u8, hi: u8) -> R<()> {
+    check_range(what, at, u32::from(v), v == 0xFF || (lo..=hi).contains(&v))
 }
 
 pub(crate) fn read_dts(r: &mut Reader) -> R<DateTimeS> {
@@ -474,11 +467,11 @@ pub(crate) fn read_dts(r: &mut Reader) -> R<DateTimeS> {
         minute: b[5],
         second: b[6],
     };
-    field(r, "month", at + 2, d.month, 1, 12)?;
-    field(r, "day", at + 3, d.day, 1, 31)?;
-    field(r, "hour", at + 4, d.hour, 0, 23)?;
-    field(r, "minute", at + 5, d.minute, 0, 59)?;
-    field(r, "second", at + 6, d.second, 0, 59)?;
+    field("month", at + 2, d.month, 1, 12)?;
+    field("day", at + 3, d.day, 1, 31)?;
+    field("hour", at + 4, d.hour, 0, 23)?;
+    field("minute", at + 5, d.minute, 0, 59)?;
+    field("second", at + 6, d.second, 0, 59)?;
     Ok(d)
 }
 
@@ -500,14 +493,13 @@ pub(crate) fn read_date_time(r: &mut Reader) -> R<DateTime> {
         second: b[7],
         millis: u16::from_be_bytes([b[8], b[9]]),
     };
-    field(r, "month", at + 2, d.month, 1, 12)?;
-    field(r, "day", at + 3, d.day, 1, 31)?;
-    field(r, "weekday", at + 4, d.weekday, 0, 6)?;
-    field(r, "hour", at + 5, d.hour, 0, 23)?;
-    field(r, "minute", at + 6, d.minute, 0, 59)?;
-    field(r, "second", at + 7, d.second, 0, 59)?;
+    field("month", at + 2, d.month, 1, 12)?;
+    field("day", at + 3, d.day, 1, 31)?;
+    field("weekday", at + 4, d.weekday, 0, 6)?;
+    field("hour", at + 5, d.hour, 0, 23)?;
+    field("minute", at + 6, d.minute, 0, 59)?;
+    field("second", at + 7, d.second, 0, 59)?;
     check_range(
-        r,
         "milliseconds",
         at + 8,
         u32::from(d.millis),
@@ -799,7 +791,7 @@ pub(crate) fn read_data(r: &mut Reader) -> R<Data> {
         2 => Data::Structure(r.seq("structure", read_data)?),
         3 => {
             let v = r.u8("bool")?;
-            check_range(r, "bool", at + 1, u32::from(v), v <= 1)?;
+            check_range("bool", at + 1, u32::from(v), v <= 1)?;
             Data::Bool(v == 1)
         }
         4 => {
@@ -831,17 +823,17 @@ pub(crate) fn read_data(r: &mut Reader) -> R<Data> {
                 day: b[3],
                 weekday: b[4],
             };
-            field(r, "month", at + 2, d.month, 1, 12)?;
-            field(r, "day", at + 3, d.day, 1, 31)?;
-            field(r, "weekday", at + 4, d.weekday, 0, 6)?;
+            field("month", at + 2, d.month, 1, 12)?;
+            field("day", at + 3, d.day, 1, 31)?;
+            field("weekday", at + 4, d.weekday, 0, 6)?;
             Data::Date(d)
         }
         27 => {
             let at = r.pos();
             let b: [u8; 3] = r.array("time")?;
-            field(r, "hour", at, b[0], 0, 23)?;
-            field(r, "minute", at + 1, b[1], 0, 59)?;
-            field(r, "second", at + 2, b[2], 0, 59)?;
+            field("hour", at, b[0], 0, 23)?;
+            field("minute", at + 1, b[1], 0, 59)?;
+            field("second", at + 2, b[2], 0, 59)?;
             Data::Time(Time {
                 hour: b[0],
                 minute: b[1],
