@@ -441,9 +441,7 @@ pub async fn recollect(
                     .push((super::local_to_time(local, t.utc_offset_s), values));
             }
             Err(e) => {
-                let fatal = !e.is_answer();
-                out.errors.push(e);
-                if fatal {
+                if !out.carry_on_after(e) {
                     break;
                 }
             }
@@ -493,9 +491,7 @@ pub async fn poll_group(
     let mut out = GroupResult::default();
     if group.daily_freeze {
         if let Err(e) = read_daily_freezes(link, t, retries, frame_gap, &mut out).await {
-            let fatal = !e.is_answer();
-            out.errors.push(e);
-            if fatal {
+            if !out.carry_on_after(e) {
                 return out;
             }
         }
@@ -528,9 +524,7 @@ pub async fn poll_group(
                 }
             }
             Err(e) => {
-                let fatal = !e.is_answer();
-                out.errors.push(e);
-                if fatal {
+                if !out.carry_on_after(e) {
                     return out;
                 }
             }

@@ -532,9 +532,7 @@ pub async fn recollect(
                 }
             }
             Err(e) => {
-                let fatal = !e.is_answer();
-                out.errors.push(e);
-                if fatal {
+                if !out.carry_on_after(e) {
                     break;
                 }
             }
@@ -552,26 +550,24 @@ pub async fn poll_group(
     frame_gap: Duration,
 ) -> GroupResult {
     let mut out = GroupResult::default();
-    let steps: [(bool, u8); 3] = [
-        (group.daily_freeze, 0),
-        (group.clock, 1),
-        (!group.oads.is_empty(), 2),
-    ];
-    for (wanted, step) in steps {
-        if !wanted {
-            continue;
-        }
-        let r = match step {
-            0 => read_freezes(link, t, retries, frame_gap, &mut out).await,
-            1 => read_clock(link, t, retries, frame_gap, &mut out).await,
-            _ => read_points(link, t, &group.oads, retries, frame_gap, &mut out).await,
-        };
-        if let Err(e) = r {
-            let fatal = !e.is_answer();
-            out.errors.push(e);
-            if fatal {
-                break;
+    // Freezes, clock, then the points: each only when the group asks for it.
+    if group.daily_freeze {
+        if let Err(e) = read_freezes(link, t, retries, frame_gap, &mut out).await {
+            if !out.carry_on_after(e) {
+                return out;
             }
+        }
+    }
+    if group.clock {
+        if let Err(e) = read_clock(link, t, retries, frame_gap, &mut out).await {
+            if !out.carry_on_after(e) {
+                return out;
+            }
+        }
+    }
+    if !group.oads.is_empty() {
+        if let Err(e) = read_points(link, t, &group.oads, retries, frame_gap, &mut out).await {
+            out.errors.push(e);
         }
     }
     out

@@ -120,6 +120,14 @@ pub struct GroupResult {
 }
 
 impl GroupResult {
+    /// Records `e`; whether the exchanges may go on (the meter answered, if only to refuse):
+    /// the first one it did not answer ends the poll.
+    pub fn carry_on_after(&mut self, e: PollError) -> bool {
+        let answered = e.is_answer();
+        self.errors.push(e);
+        answered
+    }
+
     pub fn outcome(&self) -> Outcome {
         Outcome {
             answered: !self.values.is_empty()
