@@ -24,30 +24,29 @@ pub const AVAILABLE: &[Command] = &[
 /// Keys shorter than this are refused: HMAC is only as strong as its key.
 const MIN_KEY_BYTES: usize = 16;
 
-/// `digits` (8 of them, as printed) as the 4 bytes DL/T 645 sends: the first two digits as
-/// the first byte (the password level), the rest low byte first (`02123456` → 02 56 34 12).
-fn bcd4(digits: &str) -> Option<[u8; 4]> {
-    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let b: Vec<u8> = digits
-        .as_bytes()
-        .chunks(2)
-        .map(|p| (p[0] - b'0') << 4 | (p[1] - b'0'))
-        .collect();
-    Some([b[0], b[3], b[2], b[1]])
-}
-
-/// The operator code, 8 digits, low byte first on the wire (`00000001` → 01 00 00 00).
-fn operator(digits: &str) -> Option<[u8; 4]> {
+/// 8 decimal digits as 4 BCD bytes in the order printed (`02123456` → 02 12 34 56).
+fn bcd_pairs(digits: &str) -> Option<[u8; 4]> {
     if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let mut b = [0u8; 4];
     for (i, p) in digits.as_bytes().chunks(2).enumerate() {
-        b[3 - i] = (p[0] - b'0') << 4 | (p[1] - b'0');
+        b[i] = (p[0] - b'0') << 4 | (p[1] - b'0');
     }
     Some(b)
+}
+
+/// The password as DL/T 645 sends it: the first two digits (the password level) first, the
+/// rest low byte first (`02123456` → 02 56 34 12).
+fn relay_password(digits: &str) -> Option<[u8; 4]> {
+    let p = bcd_pairs(digits)?;
+    Some([p[0], p[3], p[2], p[1]])
+}
+
+/// The operator code, low byte first on the wire (`00000001` → 01 00 00 00).
+fn operator(digits: &str) -> Option<[u8; 4]> {
+    let p = bcd_pairs(digits)?;
+    Some([p[3], p[2], p[1], p[0]])
 }
 
 pub(super) fn check_remote(
@@ -152,7 +151,7 @@ pub(super) fn check_remote(
         base,
     );
     let relay_credentials = match (password, &raw.relay_operator) {
-        (Some(pw), Some(op)) => match (bcd4(pw.trim()), operator(op)) {
+        (Some(pw), Some(op)) => match (relay_password(pw.trim()), operator(op)) {
             (Some(password), Some(operator)) => {
                 Some(meterd_protocols::dlt645::request::Credentials { password, operator })
             }
@@ -233,4 +232,21 @@ pub(super) fn check_remote(
         relay_meters: raw.relay_meters,
         relay_credentials,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn relay_credentials_are_put_in_the_order_dlt645_sends_them() {
+        assert_eq!(
+            super::relay_password("02123456"),
+            Some([0x02, 0x56, 0x34, 0x12])
+        );
+        assert_eq!(super::operator("00000001"), Some([0x01, 0x00, 0x00, 0x00]));
+        assert_eq!(super::operator("12345678"), Some([0x78, 0x56, 0x34, 0x12]));
+        for bad in ["0212345", "021234567", "0212345x", "", "０２１２３４５６"] {
+            assert_eq!(super::relay_password(bad), None, "{bad:?}");
+            assert_eq!(super::operator(bad), None, "{bad:?}");
+        }
+    }
 }
