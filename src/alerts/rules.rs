@@ -16,7 +16,7 @@
 //! transitions into firing and out of it: nothing is repeated while a condition persists.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -225,7 +225,8 @@ pub struct Saved {
 pub struct Engine {
     gateway: String,
     rules: Vec<Rule>,
-    meters: BTreeMap<String, Arc<MeterInfo>>,
+    /// By id: looked up for every reading (a hash, not a dozen string comparisons).
+    meters: HashMap<String, Arc<MeterInfo>>,
     /// Key: rule name plus the target's labels.
     active: BTreeMap<String, (usize, Alert)>,
     /// meter → quantity → last value and its time (nested so a lookup allocates nothing).
@@ -562,12 +563,16 @@ impl Engine {
             .clamp(Duration::from_secs(1), Duration::from_secs(10))
     }
 
+    /// The meters a rule covers, in id order (events come out in a stable order).
     fn meters_in(&self, rule: usize) -> Vec<Arc<MeterInfo>> {
-        self.meters
+        let mut meters: Vec<Arc<MeterInfo>> = self
+            .meters
             .values()
             .filter(|m| self.rules[rule].scope.matches(m))
             .cloned()
-            .collect()
+            .collect();
+        meters.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        meters
     }
 }
 

@@ -44,6 +44,7 @@ pub const BOUNDS: &[Bound] = &[
     b("influxdb.timeout", Duration::from_millis(100), Duration::from_secs(600), "a write that takes ten minutes has failed"),
     b("remote.window", Duration::from_secs(10), H, "a signed command is valid this long either way of the gateway's clock: clocks drift seconds, and a replay window of more than an hour is an invitation"),
     b("journal.fsync", Duration::from_millis(10), H, "the bound on what a power failure loses: an hour is already much"),
+    b("journal.cursor_sync", Duration::from_millis(10), H, "the bound on what a power failure makes a sink send twice: an hour of duplicates is already much"),
     b("alerts.resend", S, D, "Alertmanager forgets a firing alert that is not sent again before it expires"),
     b("alerts.rule.*.for", Duration::ZERO, Duration::from_secs(30 * 86_400), "a condition held for a month is long past alerting"),
     b("alerts.builtin.*.for", Duration::ZERO, Duration::from_secs(30 * 86_400), "a condition held for a month is long past alerting"),

@@ -235,6 +235,10 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
         );
     }
     let fsync = raw.journal.fsync.unwrap_or(Duration::from_secs(1));
+    let cursor_sync = raw
+        .journal
+        .cursor_sync
+        .unwrap_or(crate::journal::DEFAULT_CURSOR_SYNC);
     let alerts = alerts::check_alerts(r, raw.alerts, &buses, base);
     let meter_protocols: Vec<(String, BusProtocol)> = buses
         .iter()
@@ -254,6 +258,7 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
             max_size,
             memory,
             fsync,
+            cursor_sync,
         },
         http: HttpConfig {
             listen: raw

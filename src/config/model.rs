@@ -312,6 +312,8 @@ pub struct JournalConfig {
     /// Bytes of readings held in memory (recent ones, and what a failing disk cannot take).
     pub memory: u64,
     pub fsync: Duration,
+    /// How often moved sink cursors are written to disk (a clean stop always writes them).
+    pub cursor_sync: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -164,6 +164,8 @@ pub struct RawJournal {
     pub memory: Option<ByteSize>,
     #[serde(default, with = "humantime_serde")]
     pub fsync: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub cursor_sync: Option<Duration>,
 }
 
 /// `[remote]`: commands from the master station over MQTT (off unless listed). Keys come

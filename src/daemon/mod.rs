@@ -500,7 +500,10 @@ pub async fn run(
         Err(e) => warn!(error = %e, "cannot raise the open-files limit"),
     }
     let journal_dir = config.state_dir.join("journal");
-    let opts = journal::Options::new(config.journal.max_size, config.journal.memory as usize);
+    let opts = journal::Options {
+        cursor_every: config.journal.cursor_sync,
+        ..journal::Options::new(config.journal.max_size, config.journal.memory as usize)
+    };
     let log = match Journal::open(&journal_dir, opts.clone()) {
         Ok((j, report)) => {
             if report.truncated_bytes > 0 || report.skipped_regions > 0 {

@@ -1,5 +1,5 @@
 //! Group commit: every `journal.fsync` the journal's buffer is handed to its file and fsynced
-//! and moved cursors are persisted, on a blocking thread; a disk that refused writes is tried
+//! (and every `journal.cursor_sync` moved cursors are persisted), on a blocking thread; a disk that refused writes is tried
 //! again from here (see the module doc). In a task of its own, so nothing else (a reload
 //! waiting for a sink to flush) can stretch the power-loss window.
 
@@ -25,7 +25,7 @@ pub async fn run(log: Arc<Journal>, every: Duration, mut stop: watch::Receiver<b
             }
         }
         let log = log.clone();
-        let r = tokio::task::spawn_blocking(move || log.sync())
+        let r = tokio::task::spawn_blocking(move || log.commit())
             .await
             .unwrap_or_else(|e| Err(JournalError::Task(e.to_string())));
         match (&r, failing) {

@@ -32,6 +32,7 @@ pub(super) fn opts() -> Options {
         segment_size: 4096,
         memory: 8 * footprint(&reading("a", 0)),
         retry: Duration::ZERO,
+        cursor_every: crate::journal::DEFAULT_CURSOR_SYNC,
     }
 }
 
@@ -188,6 +189,33 @@ fn a_missing_cursor_file_replays_from_the_oldest_reading() {
 }
 
 #[test]
+fn the_group_commit_writes_moved_cursors_every_cursor_sync_and_a_clean_stop_always() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = open(dir.path());
+    let file = dir.path().join("mqtt.cursor");
+    let on_disk = || super::cursor::read_cursor(&file).unwrap();
+    let c = j.cursor("mqtt");
+    fill(&j, 10); // and a full sync, which writes the cursor at 0
+    let t0 = Instant::now();
+    let every = opts().cursor_every;
+    // (acknowledged up to, commit at (after the full sync), cursor file after)
+    for (acked, at, expected) in [
+        (3, Duration::ZERO, Some(0)),
+        (6, Duration::from_secs(1), Some(0)),
+        (7, every, Some(7)),
+        (8, every + Duration::from_secs(1), Some(7)),
+        (8, every * 2, Some(8)),
+        (9, every * 2 + Duration::from_secs(1), Some(8)),
+    ] {
+        j.ack(c, acked);
+        j.commit_at(t0 + at).unwrap();
+        assert_eq!(on_disk(), expected, "acked {acked}, commit at {at:?}");
+    }
+    j.sync().unwrap();
+    assert_eq!(on_disk(), Some(9), "a clean stop writes every moved cursor");
+}
+
+#[test]
 fn a_cursor_pointing_past_the_end_is_clamped() {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -316,6 +344,7 @@ fn a_full_journal_drops_the_oldest_segment_and_counts_it_per_sink() {
             segment_size: 4096,
             memory: 8 * footprint(&reading("a", 0)),
             retry: Duration::ZERO,
+            cursor_every: crate::journal::DEFAULT_CURSOR_SYNC,
         },
     )
     .unwrap();

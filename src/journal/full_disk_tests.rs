@@ -21,6 +21,7 @@ fn on_tmpfs(size: u64, memory: usize) -> (crate::testing::Tmpfs, Journal) {
             segment_size: 8 << 10,
             memory: memory * footprint(&reading("a", 0)),
             retry: Duration::from_secs(1),
+            cursor_every: crate::journal::DEFAULT_CURSOR_SYNC,
         },
     )
     .expect("open");

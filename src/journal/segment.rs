@@ -75,6 +75,8 @@ pub(super) struct Disk {
     pub(super) written_upto: u64,
     pub(super) opts: Options,
     pub(super) failed: Option<Failed>,
+    /// When the group commit next replaces moved cursor files (`None`: at the next one).
+    pub(super) cursors_due: Option<Instant>,
 }
 
 pub(super) fn segment_path(dir: &Path, first: u64) -> PathBuf {
