@@ -68,6 +68,12 @@ impl Reading {
     /// numbers formatted by serde_json. (Building a `serde_json::Value` first cost a map, a key
     /// string and a node per value: a large share of a reading's CPU.)
     pub fn to_json(&self) -> Vec<u8> {
+        self.to_json_only(|_| true)
+    }
+
+    /// [`Reading::to_json`] with only the values at the indices `keep` accepts (report by
+    /// exception).
+    pub fn to_json_only(&self, keep: impl Fn(usize) -> bool) -> Vec<u8> {
         use serde_json::ser::Formatter as _;
         let mut out = Vec::with_capacity(96 + self.values.len() * 32);
         let mut f = serde_json::ser::CompactFormatter;
@@ -89,7 +95,8 @@ impl Reading {
         let _ = f.write_u64(&mut out, self.seq);
         out.extend_from_slice(b",\"values\":{");
         let mut first = true;
-        for (q, v) in self.values.iter().filter(|(_, v)| v.is_finite()) {
+        let kept = self.values.iter().enumerate();
+        for (_, (q, v)) in kept.filter(|(i, (_, v))| v.is_finite() && keep(*i)) {
             if !first {
                 out.push(b',');
             }
@@ -111,6 +118,12 @@ impl Reading {
     /// quantity, millisecond timestamp), appended to `out` with a trailing newline. A reading
     /// without values writes nothing.
     pub fn write_line(&self, gateway: &str, out: &mut String) {
+        self.write_line_only(gateway, out, |_| true)
+    }
+
+    /// [`Reading::write_line`] with only the fields at the indices `keep` accepts (report by
+    /// exception); with none left it writes nothing.
+    pub fn write_line_only(&self, gateway: &str, out: &mut String, keep: impl Fn(usize) -> bool) {
         let start = out.len();
         out.push_str("meter,gateway=");
         escape_tag(gateway, out);
@@ -126,7 +139,8 @@ impl Reading {
         // whole batch.
         let mut digits = ryu::Buffer::new();
         let mut sep = ' ';
-        for (q, v) in self.values.iter().filter(|(_, v)| v.is_finite()) {
+        let kept = self.values.iter().enumerate();
+        for (_, (q, v)) in kept.filter(|(i, (_, v))| v.is_finite() && keep(*i)) {
             out.push(sep);
             sep = ',';
             escape_tag(q, out);

@@ -132,7 +132,7 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
         &'static str,
         fn(&HttpState, &crate::state::SinkInfo, std::time::SystemTime) -> String,
     );
-    let per_sink: [SinkMetric; 6] = [
+    let per_sink: [SinkMetric; 8] = [
         (
             "meterd_sink_depth",
             "gauge",
@@ -168,6 +168,18 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
             "counter",
             "Readings (InfluxDB: batches) refused for good by the far end and skipped.",
             |_, k, _| k.stats.rejected.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "meterd_sink_left_out_values_total",
+            "counter",
+            "Report by exception: values not sent because they had not moved past their deadband and no heartbeat was due.",
+            |_, k, _| k.stats.values_left_out.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "meterd_sink_left_out_readings_total",
+            "counter",
+            "Report by exception: readings of which no value was sent (the cursor passes them; the journal keeps them).",
+            |_, k, _| k.stats.readings_left_out.load(Ordering::Relaxed).to_string(),
         ),
         (
             "meterd_sink_dropped_total",

@@ -8,6 +8,7 @@ pub mod bus;
 pub mod config;
 pub mod contract;
 pub mod daemon;
+pub mod exception;
 pub mod failing;
 pub mod files;
 pub mod http;

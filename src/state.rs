@@ -224,9 +224,28 @@ pub struct SinkStats {
     pub failing: crate::failing::FailingSince,
     /// From sampling time to confirmation, per reading.
     pub lag: Mutex<Histogram>,
+    /// Report by exception: values not sent because they had not moved, and readings of
+    /// which nothing was sent.
+    pub values_left_out: std::sync::atomic::AtomicU64,
+    pub readings_left_out: std::sync::atomic::AtomicU64,
 }
 
 impl SinkStats {
+    /// Report by exception judged `r` and sends what `pick` keeps of it.
+    pub fn left_out(&self, r: &crate::reading::Reading, pick: &crate::exception::Pick) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dropped = r
+            .values
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, v))| v.is_finite() && !pick.keeps(*i))
+            .count();
+        self.values_left_out.fetch_add(dropped as u64, Relaxed);
+        if *pick == crate::exception::Pick::Nothing {
+            self.readings_left_out.fetch_add(1, Relaxed);
+        }
+    }
+
     /// The far end confirmed readings sampled at `sampled`, now: count them and their lag.
     pub fn confirmed(&self, sampled: impl IntoIterator<Item = std::time::SystemTime>) {
         let now = std::time::SystemTime::now();

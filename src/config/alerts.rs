@@ -461,7 +461,7 @@ pub(super) fn check_alerts(
 
 /// A threshold rule whose quantity no meter in its scope reports would never fire: most
 /// likely a typo. Not checked when no meter is in scope (a config without buses yet).
-fn check_quantity(r: &mut Reporter, at: &[Seg], pattern: &str, scope: &Scope, buses: &[BusConfig]) {
+pub(super) fn check_quantity(r: &mut Reporter, at: &[Seg], pattern: &str, scope: &Scope, buses: &[BusConfig]) {
     let mut known = std::collections::BTreeSet::new();
     for b in buses {
         for m in &b.meters {
@@ -482,7 +482,7 @@ fn check_quantity(r: &mut Reporter, at: &[Seg], pattern: &str, scope: &Scope, bu
     }
 }
 
-fn check_scope(
+pub(super) fn check_scope(
     r: &mut Reporter,
     at: &[Seg],
     meters: &[String],

@@ -72,6 +72,7 @@ pub(super) fn check_influx(r: &mut Reporter, i: RawInflux, base: &Path) -> Optio
         r.error(&at("batch_size"), "must be at least 1");
     }
     Some(InfluxConfig {
+        exception: None,
         url: i.url.trim_end_matches('/').to_string(),
         auth,
         batch_size: batch_size.max(1),

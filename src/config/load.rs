@@ -9,6 +9,7 @@ use std::{
 
 use super::{
     alerts,
+    exception::check_exception,
     influx::check_influx,
     model::*,
     mqtt::check_mqtt,
@@ -215,8 +216,18 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
     let buses = super::bus::check_buses(r, raw.buses, &profiles);
 
     let gateway_id = gateway.as_ref().map(|g| g.id.clone()).unwrap_or_default();
-    let mqtt = raw.mqtt.and_then(|m| check_mqtt(r, m, &gateway_id, base));
-    let influx = raw.influx.and_then(|i| check_influx(r, i, base));
+    let mqtt = raw.mqtt.and_then(|mut m| {
+        let exception = m.exception.take();
+        let mut c = check_mqtt(r, m, &gateway_id, base)?;
+        c.exception = exception.map(|e| check_exception(r, "mqtt", e, &buses));
+        Some(c)
+    });
+    let influx = raw.influx.and_then(|mut i| {
+        let exception = i.exception.take();
+        let mut c = check_influx(r, i, base)?;
+        c.exception = exception.map(|e| check_exception(r, "influxdb", e, &buses));
+        Some(c)
+    });
 
     let max_size = raw.journal.max_size.map_or(1 << 30, |s| s.as_u64());
     if max_size < 1 << 20 {

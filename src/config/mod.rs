@@ -7,6 +7,7 @@
 mod alerts;
 pub mod bounds;
 mod bus;
+mod exception;
 mod influx;
 mod load;
 pub mod model;

@@ -279,6 +279,8 @@ pub struct MqttConfig {
     pub client_key_file: Option<PathBuf>,
     pub keep_alive: Duration,
     pub inflight: u16,
+    /// Report by exception (`[mqtt.exception]`); `None`: every value of every reading.
+    pub exception: Option<Arc<crate::exception::Exception>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -304,6 +306,8 @@ pub struct InfluxConfig {
     pub batch_interval: Duration,
     pub status_interval: Duration,
     pub timeout: Duration,
+    /// Report by exception (`[influxdb.exception]`); `None`: every value of every reading.
+    pub exception: Option<Arc<crate::exception::Exception>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

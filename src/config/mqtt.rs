@@ -87,6 +87,7 @@ pub(super) fn check_mqtt(
         }
     }
     Some(MqttConfig {
+        exception: None,
         host,
         port,
         tls,

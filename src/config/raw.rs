@@ -113,6 +113,44 @@ pub struct RawMqtt {
     pub keep_alive: Option<Duration>,
     /// Publishes awaiting PUBACK at once.
     pub inflight: Option<u16>,
+    pub exception: Option<RawException>,
+}
+
+/// `[mqtt.exception]`, `[influxdb.exception]`: send a value only when it moved by more than
+/// its deadband or its heartbeat is due; `rule`s (first match) refine it per meter, bus,
+/// profile and quantity.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawException {
+    pub deadband: Option<RawDeadband>,
+    #[serde(default, with = "humantime_serde")]
+    pub heartbeat: Option<Duration>,
+    #[serde(default)]
+    pub rule: Vec<RawExceptionRule>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawExceptionRule {
+    #[serde(default)]
+    pub meters: Vec<String>,
+    #[serde(default)]
+    pub buses: Vec<String>,
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    #[serde(default)]
+    pub quantities: Vec<String>,
+    pub deadband: Option<RawDeadband>,
+    #[serde(default, with = "humantime_serde")]
+    pub heartbeat: Option<Duration>,
+}
+
+/// A deadband as written: a number (the quantity's unit) or text (`"1%"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawDeadband {
+    Number(f64),
+    Text(String),
 }
 
 fn default_prefix() -> String {
@@ -155,6 +193,7 @@ pub struct RawInflux {
     pub status_interval: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    pub exception: Option<RawException>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

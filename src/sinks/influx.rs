@@ -19,6 +19,7 @@ use crate::backoff::Backoff;
 use crate::{
     config::{InfluxAuth, InfluxConfig},
     contract::{alert_line, status_lines},
+    exception::{Filter, Pick},
 };
 
 #[derive(Debug, PartialEq)]
@@ -168,6 +169,9 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
         // Gateway, bus and meter status points every `status_interval`, for the fleet dashboard.
         let mut status_tick = tokio::time::interval(cfg.status_interval);
         let mut status_due = false;
+        // Report by exception: judged once per reading, in journal order (a batch sent again
+        // after a failure goes whole).
+        let mut filter = cfg.exception.clone().map(Filter::new);
         loop {
             // Give way on the daemon's single thread, whatever the branches below do.
             tokio::task::consume_budget().await;
@@ -244,10 +248,26 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
             }
             let upto = batch.last().map_or(pos, |(p, _)| p + 1);
             let mut body = String::with_capacity(batch.len() * 400);
-            for (_, r) in &batch {
-                r.write_line(&gateway, &mut body);
+            // The sampling times of the readings written (report by exception may leave
+            // some out).
+            let mut written = Vec::with_capacity(batch.len());
+            for (pos, r) in &batch {
+                match filter.as_mut().map(|f| f.pick(*pos, r)) {
+                    None | Some(Pick::All) => r.write_line(&gateway, &mut body),
+                    Some(pick) => {
+                        stats.left_out(r, &pick);
+                        if pick == Pick::Nothing {
+                            continue;
+                        }
+                        r.write_line_only(&gateway, &mut body, |i| pick.keeps(i));
+                    }
+                }
+                written.push(r.ts);
             }
-            let result = if stopping {
+            let result = if body.is_empty() {
+                // Nothing moved in the whole batch: nothing to write, nothing to wait for.
+                Ok(())
+            } else if stopping {
                 tokio::time::timeout(Duration::from_secs(3), writer.write(body))
                     .await
                     .unwrap_or_else(|_| Err(WriteError::Retry("timed out while stopping".into())))
@@ -263,7 +283,7 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                     backoff.reset();
                     stats.failing.ok();
                     log.ack(cursor, upto);
-                    stats.confirmed(batch.iter().map(|(_, r)| r.ts));
+                    stats.confirmed(written);
                 }
                 Err(WriteError::Rejected(msg)) => {
                     stats.rejected.fetch_add(1, Ordering::Relaxed);

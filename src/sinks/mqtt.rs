@@ -20,7 +20,11 @@ use tokio::sync::watch;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::backoff::Backoff;
-use crate::{config::MqttConfig, contract::Topics};
+use crate::{
+    config::MqttConfig,
+    contract::Topics,
+    exception::{Filter, Pick},
+};
 
 /// What a publish was for, in the order they were handed to rumqttc.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -116,6 +120,8 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
         let (client, mut el) = AsyncClient::new(opts, capacity);
         let qos = if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
         let mut s = Session::new(log.position(cursor));
+        // Report by exception: judged once per reading, in journal order.
+        let mut filter = cfg.exception.clone().map(Filter::new);
         // What a confirmation means for the journal and the alert outbox.
         let apply = |c: Confirmed| {
             if let Some(upto) = c.upto {
@@ -207,7 +213,19 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                             full = true;
                             break;
                         }
-                        let publish = Publish::new(topics.reading(&r.meter), qos, r.to_json());
+                        let payload = match filter.as_mut().map(|f| f.pick(pos, &r)) {
+                            None | Some(Pick::All) => r.to_json(),
+                            Some(Pick::Nothing) => {
+                                stats.left_out(&r, &Pick::Nothing);
+                                apply(s.left_out(pos));
+                                continue;
+                            }
+                            Some(pick) => {
+                                stats.left_out(&r, &pick);
+                                r.to_json_only(|i| pick.keeps(i))
+                            }
+                        };
+                        let publish = Publish::new(topics.reading(&r.meter), qos, payload);
                         if let Err(e) = feed(&mut el, publish).await {
                             broken = Some(e);
                             break;
@@ -384,8 +402,9 @@ struct Session {
     fifo: VecDeque<Sent>,
     /// Packet id → publish, awaiting PUBACK.
     pending: BTreeMap<u16, Sent>,
-    /// Reading positions published in order, their sampling times, and whether confirmed.
-    window: VecDeque<(u64, SystemTime, bool)>,
+    /// Reading positions published in order, their sampling times (`None`: left out by
+    /// report by exception, nothing sent), and whether confirmed.
+    window: VecDeque<(u64, Option<SystemTime>, bool)>,
     /// The next log position to publish.
     next: u64,
     /// Alert events published, awaiting PUBACK.
@@ -408,8 +427,16 @@ impl Session {
     /// A reading handed to rumqttc.
     fn published(&mut self, pos: u64, sampled: SystemTime) {
         self.fifo.push_back(Sent::Reading(pos));
-        self.window.push_back((pos, sampled, false));
+        self.window.push_back((pos, Some(sampled), false));
         self.next = pos + 1;
+    }
+
+    /// A reading report by exception left out: nothing to confirm, so it is done at once,
+    /// and the cursor passes it with the confirmed prefix.
+    fn left_out(&mut self, pos: u64) -> Confirmed {
+        self.window.push_back((pos, None, true));
+        self.next = pos + 1;
+        self.confirmed_prefix()
     }
 
     fn all_confirmed(&self) -> bool {
@@ -465,12 +492,19 @@ impl Session {
                 if let Ok(i) = self.window.binary_search_by_key(&pos, |(p, _, _)| *p) {
                     self.window[i].2 = true;
                 }
-                while let Some(&(p, sampled, true)) = self.window.front() {
-                    self.window.pop_front();
-                    out.upto = Some(p + 1);
-                    out.sampled.push(sampled);
-                }
+                out = self.confirmed_prefix();
             }
+        }
+        out
+    }
+
+    /// Take the confirmed readings off the front of the window: the cursor may pass them.
+    fn confirmed_prefix(&mut self) -> Confirmed {
+        let mut out = Confirmed::default();
+        while let Some(&(p, sampled, true)) = self.window.front() {
+            self.window.pop_front();
+            out.upto = Some(p + 1);
+            out.sampled.extend(sampled);
         }
         out
     }
@@ -507,6 +541,19 @@ mod tests {
         assert_eq!(upto(s.on_puback(2)), None);
         assert_eq!(upto(s.on_puback(1)), Some(2));
         assert_eq!(upto(s.on_puback(3)), Some(3));
+    }
+
+    #[test]
+    fn a_reading_left_out_is_passed_with_the_confirmed_prefix_and_has_no_lag() {
+        let mut s = session_with(1);
+        // 1 left out while 0 awaits its PUBACK: the cursor may not pass 0 yet.
+        assert_eq!(upto(s.left_out(1)), None);
+        assert_eq!(s.on_outgoing(5, QoS::AtLeastOnce), Confirmed::default());
+        let c = s.on_puback(5);
+        assert_eq!((c.upto, c.sampled), (Some(2), vec![sampled(0)]));
+        // With nothing in flight it is passed at once.
+        assert_eq!(upto(s.left_out(2)), Some(3));
+        assert!(s.all_confirmed());
     }
 
     #[test]

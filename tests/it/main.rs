@@ -10,6 +10,7 @@ mod config;
 mod dlt645;
 mod dlt698;
 mod durability;
+mod exception;
 mod faults;
 mod flood;
 mod full_disk;
