@@ -9,7 +9,7 @@
 use std::{
     fmt::Write as _,
     net::SocketAddr,
-    sync::{atomic::Ordering, Arc},
+    sync::{atomic::Ordering, Arc, Mutex},
     time::Duration,
 };
 
@@ -30,6 +30,8 @@ pub struct HttpState {
     pub sinks: SinkList,
     /// Alert outboxes: events waiting for their receiver.
     pub outboxes: crate::state::OutboxList,
+    /// The last hour, for the status page's trends (sampled while the server runs).
+    pub history: Arc<Mutex<crate::history::History>>,
 }
 
 fn label(v: &str) -> String {
@@ -359,6 +361,67 @@ async fn api_sinks(State(s): State<HttpState>) -> impl IntoResponse {
     Json(serde_json::json!({ "sinks": out }))
 }
 
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    meter: Option<String>,
+}
+
+async fn api_history(
+    State(s): State<HttpState>,
+    axum::extract::Query(q): axum::extract::Query<HistoryQuery>,
+) -> impl IntoResponse {
+    let h = s.history.lock().unwrap_or_else(|e| e.into_inner());
+    Json(h.json(std::time::SystemTime::now(), q.meter.as_deref()))
+}
+
+/// Sample the trends: alerts every second (a short-lived one still makes the timeline),
+/// meters, buses and sinks every [`crate::history::STEP`] (and once at the start). Nothing
+/// per reading: the polling path pays nothing for the page.
+async fn sample_history(s: HttpState) {
+    let mut alerts = tokio::time::interval(Duration::from_secs(1));
+    alerts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut series = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(2),
+        crate::history::STEP,
+    );
+    series.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let now = std::time::SystemTime::now();
+        tokio::select! {
+            _ = alerts.tick() => {
+                let active = s.live.alerts();
+                s.history.lock().unwrap_or_else(|e| e.into_inner()).alerts(now, &active);
+            }
+            _ = series.tick() => {
+                let (meters, buses) = s.live.history_sample();
+                let sinks: Vec<(String, crate::history::SinkSample)> = s
+                    .sinks
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|k| {
+                        let age = s
+                            .journal
+                            .oldest_undelivered(k.cursor)
+                            .and_then(|ts| now.duration_since(ts).ok());
+                        let sample = crate::history::SinkSample {
+                            waiting: s.journal.depth(k.cursor),
+                            oldest_age_s: age.map_or(0.0, |a| a.as_secs_f64()),
+                        };
+                        (k.name.clone(), sample)
+                    })
+                    .collect();
+                let sample = crate::history::Sample {
+                    meters: meters.iter().map(|(id, v)| (&**id, v.clone())).collect(),
+                    buses: buses.into_iter().collect(),
+                    sinks,
+                };
+                s.history.lock().unwrap_or_else(|e| e.into_inner()).sample(now, sample);
+            }
+        }
+    }
+}
+
 /// Connections served at once. Well below any descriptor limit (systemd's default soft limit
 /// is 1,024; the unit sets 16,384): a flood of connections never takes the descriptors that
 /// buses, the journal and the sinks need. A connection beyond it is closed at once.
@@ -384,7 +447,11 @@ pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiv
         .route("/api/commands", get(api_commands))
         .route("/api/alerts", get(api_alerts))
         .route("/api/sinks", get(api_sinks))
-        .with_state(state);
+        .route("/api/history", get(api_history))
+        .with_state(state.clone());
+    // The trends are sampled while the server runs, and stop with it.
+    let sampler = tokio::spawn(sample_history(state));
+    let _sampler = AbortOnDrop(sampler);
     // A port that cannot be bound is retried with back-off, said once when it fails and once
     // when it works (the task does not end: that would be a restart per attempt).
     let mut backoff = crate::backoff::Backoff::default();
@@ -409,7 +476,7 @@ pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiv
             }
         }
     };
-    info!(%listen, "HTTP endpoints: / (status page) /metrics /healthz /api/meters /api/alerts /api/sinks /api/commands");
+    info!(%listen, "HTTP endpoints: / (status page) /metrics /healthz /api/meters /api/alerts /api/sinks /api/commands /api/history");
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let (closing_tx, closing) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -496,4 +563,13 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &crate::state::Histo
     }
     let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+/// Aborts its task when dropped (the history sampler ends with the server).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

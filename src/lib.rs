@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod exception;
 pub mod failing;
 pub mod files;
+pub mod history;
 pub mod http;
 pub mod journal;
 pub mod reading;

@@ -470,6 +470,40 @@ impl LiveState {
             .clone()
     }
 
+    /// For the status page's trends: each meter's latest main values, and per bus its
+    /// utilisation and its meters' polls, failures and summed poll time. One pass under the
+    /// lock, copying only the few values the trends show.
+    pub fn history_sample(&self) -> (Vec<(Arc<str>, BTreeMap<Arc<str>, f64>)>, BTreeMap<String, crate::history::BusSample>) {
+        let mut buses: BTreeMap<String, crate::history::BusSample> = self
+            .buses()
+            .into_iter()
+            .map(|(name, b)| {
+                let s = crate::history::BusSample {
+                    utilisation: b.utilisation,
+                    ..Default::default()
+                };
+                (name, s)
+            })
+            .collect();
+        let mut meters = Vec::new();
+        for (id, m) in self.lock().iter() {
+            let main: BTreeMap<Arc<str>, f64> = m
+                .last_by_group
+                .iter()
+                .flatten()
+                .flat_map(|r| r.values.iter())
+                .filter(|(q, _)| crate::history::MAIN.contains(&&**q))
+                .cloned()
+                .collect();
+            meters.push((id.clone(), main));
+            let b = buses.entry(m.bus.clone()).or_default();
+            b.polls += m.polls;
+            b.failures += m.timeouts + m.link_errors + m.exceptions;
+            b.poll_seconds += m.latency.sum;
+        }
+        (meters, buses)
+    }
+
     pub fn snapshot(&self) -> BTreeMap<String, MeterState> {
         self.lock()
             .iter()

@@ -575,6 +575,7 @@ pub async fn run(
     d.reconcile_all(&config, &mut changes).await;
     let http = {
         let state = crate::http::HttpState {
+            history: Default::default(),
             live: live.clone(),
             journal: log.clone(),
             sinks: d.sink_list.clone(),

@@ -30,6 +30,21 @@ fn render(url: &str, profile_dir: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A PNG of the page at `size` ("W,H") after its scripts ran.
+fn screenshot(url: &str, profile_dir: &std::path::Path, size: &str, png: &std::path::Path) {
+    let chromium = servers::binary("chromium", "chromium");
+    let out = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile_dir.display()))
+        .arg(format!("--window-size={size}"))
+        .arg(format!("--screenshot={}", png.display()))
+        .args(["--virtual-time-budget=2500", url])
+        .output()
+        .expect("run chromium");
+    assert!(png.is_file(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// The seq shown in the page's row of `meter`.
 fn seq_shown(dom: &str, meter: &str) -> Option<u64> {
     let row = dom.split(&format!("data-meter=\"{meter}\"")).nth(1)?;
@@ -67,7 +82,9 @@ async fn the_status_page_shows_every_meter_online_the_firing_alerts_and_updates(
                 let dom = tokio::task::spawn_blocking(move || render(&url, &profile))
                     .await
                     .ok()?;
-                (dom.contains("2 of 2 meters online") && dom.contains("1 alerts firing"))
+                (dom.contains("2 of 2 meters online")
+                    && dom.contains("1 alerts firing")
+                    && dom.contains("<polyline"))
                     .then_some(dom)
             }
         },
@@ -79,10 +96,43 @@ async fn the_status_page_shows_every_meter_online_the_firing_alerts_and_updates(
             "{meter} not on the page:\n{first}"
         );
     }
+    // Main quantities with their units, each with a sparkline of the last hour (the first
+    // sample is taken two seconds after the start); the rest behind "more values".
+    let m2 = first
+        .split("data-meter=\"m2\"")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_default();
+    for shown in ["voltage</span>", " V · ", " A · ", "<svg class=\"spark\"", "<polyline", "more values", "frequency_hz = ", " Hz"] {
+        assert!(m2.contains(shown), "{shown:?} missing from m2's row:\n{m2}");
+    }
+    // Per bus its utilisation, poll time and failures; the alert on the timeline.
+    assert!(first.contains("data-bus=\"b\""), "the bus row:\n{first}");
     assert!(
-        first.contains("voltage_l1_v = "),
-        "values are shown:\n{first}"
+        first.contains("data-event=\"firing\"") && first.contains("FrequencyHigh firing"),
+        "the alert timeline:\n{first}"
     );
+    // The JSON behind the charts.
+    let history = crate::harness::http_json(port, "/api/history?meter=m2").await.unwrap();
+    assert_eq!(history["step_s"], 30);
+    assert!(history["meters"]["m2"]["voltage_l3_v"].as_array().is_some_and(|p| !p.is_empty()), "{history}");
+    assert!(history["meters"].get("m1").is_none(), "?meter= gives one meter: {history}");
+    assert!(history["buses"]["b"]["utilisation"].as_array().is_some_and(|p| !p.is_empty()), "{history}");
+    // Screenshots, desktop and phone, into the test output.
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    for (name, size) in [("desktop", "1280,1500"), ("phone", "390,2400")] {
+        let png = shots.join(format!("status-page-{name}.png"));
+        let _ = std::fs::remove_file(&png);
+        let (url, profile) = (url.clone(), dir.path().join(format!("chromium-{name}")));
+        let png2 = png.clone();
+        tokio::task::spawn_blocking(move || screenshot(&url, &profile, size, &png2))
+            .await
+            .unwrap();
+        let bytes = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+        assert!(bytes > 20_000, "{}: {bytes} bytes", png.display());
+        println!("screenshot: {}", png.display());
+    }
     assert!(
         first.contains("data-alert=\"FrequencyHigh\"") && first.contains("m2 on b"),
         "the firing alert is listed with its meter:\n{first}"

@@ -3,6 +3,7 @@
 //! Debian package to install.
 
 mod alerts;
+mod arm;
 mod broker;
 mod browser;
 mod cli;
