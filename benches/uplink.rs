@@ -86,19 +86,12 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let broker = servers::mosquitto();
-        let (mut sim, line) = harness::simulate(&[
-            "--tcp",
-            "127.0.0.1:0",
+        let (mut sim, addr) = harness::simulate_tcp(&[
             "--profile",
             "eastron-sdm630",
             "--count",
             &meters.to_string(),
         ]);
-        let addr = line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_else(|| panic!("simulator said {line:?}"))
-            .to_string();
         let exception = format!(
             "[mqtt.exception]\ndeadband = \"{deadband}\"\nheartbeat = \"{heartbeat}\"\n\
              [[mqtt.exception.rule]]\nquantities = [\"energy_*\", \"reactive_energy_*\"]\ndeadband = 0.1\n"

@@ -365,6 +365,20 @@ pub fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// `meterd simulate --tcp 127.0.0.1:0 ARGS`: the process and the address it serves on.
+pub fn simulate_tcp(args: &[&str]) -> (Child, String) {
+    let mut all = vec!["--tcp", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let (child, line) = simulate(&all);
+    // "modbus-tcp 127.0.0.1:PORT units [...]"
+    let addr = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("simulator said {line:?}"))
+        .to_string();
+    (child, addr)
+}
+
 /// `meterd simulate ARGS` in the background (the binary Cargo built, whatever `METERD_BIN`
 /// says: simulators are test equipment) and the first line it prints (where it serves).
 pub fn simulate(args: &[&str]) -> (Child, String) {

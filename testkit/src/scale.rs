@@ -185,23 +185,14 @@ impl Drop for Procs {
 
 /// `meterd simulate` serving `count` meters on a free port; returns the process and address.
 fn simulator(model: Model, count: usize, profiles: &Path) -> (Child, String) {
-    let (child, line) = harness::simulate(&[
-        "--tcp",
-        "127.0.0.1:0",
+    harness::simulate_tcp(&[
         "--profile",
         model.profile(),
         "--profiles-dir",
         &profiles.display().to_string(),
         "--count",
         &count.to_string(),
-    ]);
-    // "modbus-tcp 127.0.0.1:PORT units [...]"
-    let addr = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_else(|| panic!("simulator said {line:?}"))
-        .to_string();
-    (child, addr)
+    ])
 }
 
 /// Sum of a metric's samples whose labels contain `filter`, from `/metrics` text.

