@@ -216,21 +216,52 @@ mod tests {
     fn a_value_is_sent_when_it_moved_past_its_deadband_or_its_heartbeat_is_due() {
         // (meter, sampled at s, values, what is sent)
         #[rustfmt::skip]
-        let steps: &[(&str, u64, &[(&str, f64)], &[&str])] = &[
-            ("m1", 0, &[("voltage_l1_v", 230.0), ("energy_import_kwh", 100.0)], &["voltage_l1_v", "energy_import_kwh"]),
+        type Step<'a> = (&'a str, u64, &'a [(&'a str, f64)], &'a [&'a str]);
+        let steps: &[Step] = &[
+            (
+                "m1",
+                0,
+                &[("voltage_l1_v", 230.0), ("energy_import_kwh", 100.0)],
+                &["voltage_l1_v", "energy_import_kwh"],
+            ),
             // 1 % of 230 V is 2.3 V: 232 V is within it; 0.05 kWh is within 0.1 kWh.
-            ("m1", 5, &[("voltage_l1_v", 232.0), ("energy_import_kwh", 100.05)], &[]),
+            (
+                "m1",
+                5,
+                &[("voltage_l1_v", 232.0), ("energy_import_kwh", 100.05)],
+                &[],
+            ),
             // Judged against the value last *sent* (230), not the last read: a drift adds up.
-            ("m1", 10, &[("voltage_l1_v", 232.4), ("energy_import_kwh", 100.11)], &["voltage_l1_v", "energy_import_kwh"]),
-            ("m1", 15, &[("voltage_l1_v", 230.2), ("energy_import_kwh", 100.12)], &[]),
+            (
+                "m1",
+                10,
+                &[("voltage_l1_v", 232.4), ("energy_import_kwh", 100.11)],
+                &["voltage_l1_v", "energy_import_kwh"],
+            ),
+            (
+                "m1",
+                15,
+                &[("voltage_l1_v", 230.2), ("energy_import_kwh", 100.12)],
+                &[],
+            ),
             // Another meter has its own history; m2's rule sends every change.
             ("m2", 15, &[("voltage_l1_v", 230.0)], &["voltage_l1_v"]),
             ("m2", 20, &[("voltage_l1_v", 230.0)], &[]),
             ("m2", 25, &[("voltage_l1_v", 230.01)], &["voltage_l1_v"]),
             // The voltage's heartbeat (15 min after it was last sent, at 10 s) is due; the
             // energy counter's (1 h) is not.
-            ("m1", 910, &[("voltage_l1_v", 232.4), ("energy_import_kwh", 100.12)], &["voltage_l1_v"]),
-            ("m1", 3610, &[("voltage_l1_v", 232.4), ("energy_import_kwh", 100.12)], &["voltage_l1_v", "energy_import_kwh"]),
+            (
+                "m1",
+                910,
+                &[("voltage_l1_v", 232.4), ("energy_import_kwh", 100.12)],
+                &["voltage_l1_v"],
+            ),
+            (
+                "m1",
+                3610,
+                &[("voltage_l1_v", 232.4), ("energy_import_kwh", 100.12)],
+                &["voltage_l1_v", "energy_import_kwh"],
+            ),
             // Not a number is never sent, and does not count as left out.
             ("m1", 3615, &[("voltage_l1_v", f64::NAN)], &[]),
         ];
@@ -263,7 +294,11 @@ mod tests {
         assert_eq!(f.pick(7, &a), Pick::All);
         assert_eq!(f.pick(8, &b), Pick::All, "sent again: at least once");
         let c = reading("m1", 10, &[("voltage_l1_v", 230.2)]);
-        assert_eq!(f.pick(9, &c), Pick::Nothing, "new readings are judged again");
+        assert_eq!(
+            f.pick(9, &c),
+            Pick::Nothing,
+            "new readings are judged again"
+        );
     }
 
     #[test]

@@ -311,8 +311,8 @@ mod tests {
     use std::sync::Arc;
 
     fn t(s: u64) -> SystemTime {
-        // A whole step, so that `s` counts seconds into a step.
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 - 1_800_000_000 % 30 + s)
+        // 1,800,000,000 is a whole number of 30 s steps: `s` counts seconds into a step.
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
     }
 
     fn values(pairs: &[(&str, f64)]) -> BTreeMap<Arc<str>, f64> {
@@ -323,7 +323,13 @@ mod tests {
         Sample {
             meters,
             buses: vec![("rs485-1".into(), bus)],
-            sinks: vec![("mqtt".into(), SinkSample { waiting: 3, oldest_age_s: 1.5 })],
+            sinks: vec![(
+                "mqtt".into(),
+                SinkSample {
+                    waiting: 3,
+                    oldest_age_s: 1.5,
+                },
+            )],
         }
     }
 
@@ -333,16 +339,38 @@ mod tests {
         // (seconds, voltage): two samples in the first step (the later wins), a step with
         // none, then one far later (the hour before it is all that is shown).
         for (at, v) in [(0, 230.0), (10, 231.0), (65, 232.0), (3600 + 60, 233.0)] {
-            h.sample(t(at), sample(vec![("m1", values(&[("voltage_l1_v", v), ("energy_import_kwh", 1.0)]))], BusSample::default()));
+            h.sample(
+                t(at),
+                sample(
+                    vec![(
+                        "m1",
+                        values(&[("voltage_l1_v", v), ("energy_import_kwh", 1.0)]),
+                    )],
+                    BusSample::default(),
+                ),
+            );
             if at == 65 {
                 let j = h.json(t(at), None);
-                let ms = |s: u64| t(s).duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64;
-                assert_eq!(j["meters"]["m1"]["voltage_l1_v"], serde_json::json!([[ms(0), 231.0], [ms(60), 232.0]]));
-                assert!(j["meters"]["m1"].get("energy_import_kwh").is_none(), "only the main quantities");
+                let ms = |s: u64| {
+                    t(s).duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis() as u64
+                };
+                assert_eq!(
+                    j["meters"]["m1"]["voltage_l1_v"],
+                    serde_json::json!([[ms(0), 231.0], [ms(60), 232.0]])
+                );
+                assert!(
+                    j["meters"]["m1"].get("energy_import_kwh").is_none(),
+                    "only the main quantities"
+                );
             }
         }
         let j = h.json(t(3660), None);
-        let points = j["meters"]["m1"]["voltage_l1_v"].as_array().unwrap().clone();
+        let points = j["meters"]["m1"]["voltage_l1_v"]
+            .as_array()
+            .unwrap()
+            .clone();
         assert_eq!(points.len(), 1, "{points:?}");
         assert_eq!(points[0][1], 233.0);
     }
@@ -350,8 +378,16 @@ mod tests {
     #[test]
     fn a_bus_shows_its_mean_poll_time_and_failures_between_samples_and_gone_meters_are_forgotten() {
         let mut h = History::default();
-        let bus = |polls, failures, secs| BusSample { utilisation: 0.5, polls, failures, poll_seconds: secs };
-        h.sample(t(0), sample(vec![("m1", values(&[("power_w", 1.0)]))], bus(10, 1, 1.0)));
+        let bus = |polls, failures, secs| BusSample {
+            utilisation: 0.5,
+            polls,
+            failures,
+            poll_seconds: secs,
+        };
+        h.sample(
+            t(0),
+            sample(vec![("m1", values(&[("power_w", 1.0)]))], bus(10, 1, 1.0)),
+        );
         h.sample(t(30), sample(vec![], bus(30, 4, 2.0)));
         let j = h.json(t(30), None);
         let b = &j["buses"]["rs485-1"];
@@ -359,7 +395,10 @@ mod tests {
         assert_eq!(b["failures"][0][1], 3.0);
         assert_eq!(b["utilisation"].as_array().unwrap().len(), 2);
         assert_eq!(j["sinks"]["mqtt"]["waiting"][1][1], 3.0);
-        assert!(j["meters"].get("m1").is_none(), "m1 is no longer configured");
+        assert!(
+            j["meters"].get("m1").is_none(),
+            "m1 is no longer configured"
+        );
     }
 
     #[test]
@@ -389,10 +428,15 @@ mod tests {
         ] {
             h.alerts(t(at), &active);
         }
-        let states: Vec<(String, String)> = h.events.iter().map(|e| (e.state.clone(), e.target.clone())).collect();
+        let states: Vec<(String, String)> = h
+            .events
+            .iter()
+            .map(|e| (e.state.clone(), e.target.clone()))
+            .collect();
         assert_eq!(
             states,
-            [("pending", "m1"), ("firing", "m1"), ("resolved", "m1")].map(|(s, m)| (s.to_string(), m.to_string()))
+            [("pending", "m1"), ("firing", "m1"), ("resolved", "m1")]
+                .map(|(s, m)| (s.to_string(), m.to_string()))
         );
     }
 }

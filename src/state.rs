@@ -287,6 +287,11 @@ pub struct BusState {
     pub utilisation: f64,
 }
 
+/// A meter's latest values of the quantities the status page's trends show.
+pub type MainValues = BTreeMap<Arc<str>, f64>;
+/// Per bus, what the status page's trends record.
+pub type BusSamples = BTreeMap<String, crate::history::BusSample>;
+
 /// Shared state; `changed()` wakes whoever watches availability.
 #[derive(Debug)]
 pub struct LiveState {
@@ -473,8 +478,8 @@ impl LiveState {
     /// For the status page's trends: each meter's latest main values, and per bus its
     /// utilisation and its meters' polls, failures and summed poll time. One pass under the
     /// lock, copying only the few values the trends show.
-    pub fn history_sample(&self) -> (Vec<(Arc<str>, BTreeMap<Arc<str>, f64>)>, BTreeMap<String, crate::history::BusSample>) {
-        let mut buses: BTreeMap<String, crate::history::BusSample> = self
+    pub fn history_sample(&self) -> (Vec<(Arc<str>, MainValues)>, BusSamples) {
+        let mut buses: BusSamples = self
             .buses()
             .into_iter()
             .map(|(name, b)| {

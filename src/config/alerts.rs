@@ -461,7 +461,13 @@ pub(super) fn check_alerts(
 
 /// A threshold rule whose quantity no meter in its scope reports would never fire: most
 /// likely a typo. Not checked when no meter is in scope (a config without buses yet).
-pub(super) fn check_quantity(r: &mut Reporter, at: &[Seg], pattern: &str, scope: &Scope, buses: &[BusConfig]) {
+pub(super) fn check_quantity(
+    r: &mut Reporter,
+    at: &[Seg],
+    pattern: &str,
+    scope: &Scope,
+    buses: &[BusConfig],
+) {
     let mut known = std::collections::BTreeSet::new();
     for b in buses {
         for m in &b.meters {

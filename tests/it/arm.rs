@@ -61,7 +61,11 @@ fn the_arm64_build_validates_the_example_config() {
     let example = format!("{}/config/meterd.example.toml", env!("CARGO_MANIFEST_DIR"));
     let out = arm(&["validate", "-c", &example]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains(": ok ("), "{text}");
 }
 
@@ -73,15 +77,28 @@ fn the_arm64_build_decodes_every_shared_vector_as_this_machines_build_does() {
         .lines()
         .filter_map(|l| {
             let cols: Vec<&str> = l.split('|').map(str::trim).collect();
-            (cols.len() >= 4 && cols[2].starts_with('`')).then(|| cols[2].trim_matches('`').to_string())
+            (cols.len() >= 4 && cols[2].starts_with('`'))
+                .then(|| cols[2].trim_matches('`').to_string())
         })
         .collect();
     let dlt698: Vec<String> = shared("dlt698-vectors.md")
         .lines()
-        .filter_map(|l| Some(l.strip_prefix("- hex: ")?.trim().trim_matches('`').to_string()))
+        .filter_map(|l| {
+            Some(
+                l.strip_prefix("- hex: ")?
+                    .trim()
+                    .trim_matches('`')
+                    .to_string(),
+            )
+        })
         .filter(|h| !h.is_empty())
         .collect();
-    assert!(dlt645.len() >= 50 && dlt698.len() >= 60, "{} and {} vectors", dlt645.len(), dlt698.len());
+    assert!(
+        dlt645.len() >= 50 && dlt698.len() >= 60,
+        "{} and {} vectors",
+        dlt645.len(),
+        dlt698.len()
+    );
     for (protocol, frames) in [("dlt645-2007", &dlt645), ("dlt698", &dlt698)] {
         let mut args = vec!["decode", "--protocol", protocol, "--json"];
         args.extend(frames.iter().map(String::as_str));
@@ -93,31 +110,58 @@ fn the_arm64_build_decodes_every_shared_vector_as_this_machines_build_does() {
             String::from_utf8_lossy(&there.stdout),
         );
         assert_eq!(here.lines().count(), frames.len(), "{protocol}: {here}");
-        assert!(here == there, "{protocol}: the arm64 build decodes differently:\n{there}");
+        assert!(
+            here == there,
+            "{protocol}: the arm64 build decodes differently:\n{there}"
+        );
     }
 }
 
 #[test]
 #[ignore = "opt-in: needs scripts/cross aarch64; blocked under qemu-user here (README, ARM builds)"]
 fn the_arm64_build_simulates_meters_and_reads_them_over_tcp() {
-    let mut sim = arm(&["simulate", "--tcp", "127.0.0.1:0", "--frozen", "--profile", "eastron-sdm630"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut sim = arm(&[
+        "simulate",
+        "--tcp",
+        "127.0.0.1:0",
+        "--frozen",
+        "--profile",
+        "eastron-sdm630",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(sim.stdout.take().unwrap()),
         &mut line,
     )
     .unwrap();
-    let addr = line.split_whitespace().nth(1).unwrap_or_default().to_string();
-    let args = ["read", "--addr", &addr, "--unit", "1", "--profile", "eastron-sdm630", "--json"];
+    let addr = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let args = [
+        "read",
+        "--addr",
+        &addr,
+        "--unit",
+        "1",
+        "--profile",
+        "eastron-sdm630",
+        "--json",
+    ];
     let there = arm(&args).output().unwrap();
     let here = native(&args);
     let _ = sim.kill();
     let _ = sim.wait();
-    assert!(there.status.success(), "{}", String::from_utf8_lossy(&there.stderr));
+    assert!(
+        there.status.success(),
+        "{}",
+        String::from_utf8_lossy(&there.stderr)
+    );
     let values = |o: &Output| -> serde_json::Value {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
         v["values"].clone()
@@ -148,20 +192,25 @@ async fn the_arm64_build_runs_and_publishes_readings_to_mosquitto() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    mqtt.wait_for("readings from the arm64 build", Duration::from_secs(30), |m| {
-        m.iter()
-            .filter(|m| m.topic == "meterd/gw-arm/meter/m1/reading")
-            .count()
-            >= 3
-    })
+    mqtt.wait_for(
+        "readings from the arm64 build",
+        Duration::from_secs(30),
+        |m| {
+            m.iter()
+                .filter(|m| m.topic == "meterd/gw-arm/meter/m1/reading")
+                .count()
+                >= 3
+        },
+    )
     .await;
-    let _ = Command::new("kill").arg("-TERM").arg(run.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(run.id().to_string())
+        .status();
     let status = run.wait().unwrap();
     assert!(status.success(), "SIGTERM: a clean stop, exit 0 ({status})");
-    let r: serde_json::Value = serde_json::from_str(
-        &mqtt.on("meterd/gw-arm/meter/m1/reading")[0].payload,
-    )
-    .unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&mqtt.on("meterd/gw-arm/meter/m1/reading")[0].payload).unwrap();
     assert_eq!(r["meter"], "m1");
     assert!(r["values"]["voltage_l1_v"].as_f64().is_some(), "{r}");
 }

@@ -34,15 +34,29 @@ fn render(url: &str, profile_dir: &std::path::Path) -> String {
 fn screenshot(url: &str, profile_dir: &std::path::Path, size: &str, png: &std::path::Path) {
     let chromium = servers::binary("chromium", "chromium");
     let out = Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"])
-        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
         .arg(format!("--user-data-dir={}", profile_dir.display()))
         .arg(format!("--window-size={size}"))
         .arg(format!("--screenshot={}", png.display()))
         .args(["--virtual-time-budget=2500", url])
         .output()
         .expect("run chromium");
-    assert!(png.is_file(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        png.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The seq shown in the page's row of `meter`.
@@ -85,7 +99,7 @@ async fn the_status_page_shows_every_meter_online_the_firing_alerts_and_updates(
                 (dom.contains("2 of 2 meters online")
                     && dom.contains("1 alerts firing")
                     && dom.contains("<polyline"))
-                    .then_some(dom)
+                .then_some(dom)
             }
         },
     )
@@ -103,7 +117,16 @@ async fn the_status_page_shows_every_meter_online_the_firing_alerts_and_updates(
         .nth(1)
         .and_then(|r| r.split("</tr>").next())
         .unwrap_or_default();
-    for shown in ["voltage</span>", " V · ", " A · ", "<svg class=\"spark\"", "<polyline", "more values", "frequency_hz = ", " Hz"] {
+    for shown in [
+        "voltage</span>",
+        " V · ",
+        " A · ",
+        "<svg class=\"spark\"",
+        "<polyline",
+        "more values",
+        "frequency_hz = ",
+        " Hz",
+    ] {
         assert!(m2.contains(shown), "{shown:?} missing from m2's row:\n{m2}");
     }
     // Per bus its utilisation, poll time and failures; the alert on the timeline.
@@ -113,11 +136,26 @@ async fn the_status_page_shows_every_meter_online_the_firing_alerts_and_updates(
         "the alert timeline:\n{first}"
     );
     // The JSON behind the charts.
-    let history = crate::harness::http_json(port, "/api/history?meter=m2").await.unwrap();
+    let history = crate::harness::http_json(port, "/api/history?meter=m2")
+        .await
+        .unwrap();
     assert_eq!(history["step_s"], 30);
-    assert!(history["meters"]["m2"]["voltage_l3_v"].as_array().is_some_and(|p| !p.is_empty()), "{history}");
-    assert!(history["meters"].get("m1").is_none(), "?meter= gives one meter: {history}");
-    assert!(history["buses"]["b"]["utilisation"].as_array().is_some_and(|p| !p.is_empty()), "{history}");
+    assert!(
+        history["meters"]["m2"]["voltage_l3_v"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
+        "{history}"
+    );
+    assert!(
+        history["meters"].get("m1").is_none(),
+        "?meter= gives one meter: {history}"
+    );
+    assert!(
+        history["buses"]["b"]["utilisation"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
+        "{history}"
+    );
     // Screenshots, desktop and phone, into the test output.
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();

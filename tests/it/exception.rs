@@ -116,12 +116,20 @@ async fn mqtt_gets_a_value_only_when_it_moved_past_its_deadband_or_its_heartbeat
         .iter()
         .filter_map(|r| r["values"]["voltage_l1_v"].as_f64())
         .collect();
-    assert_eq!(volts[1..], [240.0], "240.5 V is within 1 % of the 240 V sent");
+    assert_eq!(
+        volts[1..],
+        [240.0],
+        "240.5 V is within 1 % of the 240 V sent"
+    );
     let energies: Vec<f64> = sent
         .iter()
         .filter_map(|r| r["values"]["energy_import_kwh"].as_f64())
         .collect();
-    assert_eq!(energies, [energy, energy + 0.6], "0.3 kWh is within its step");
+    assert_eq!(
+        energies,
+        [energy, energy + 0.6],
+        "0.3 kWh is within its step"
+    );
     // The heartbeat is by sampling time: 2 s apart, give or take one 200 ms poll.
     let beats: Vec<i64> = sent
         .iter()
@@ -145,8 +153,14 @@ async fn mqtt_gets_a_value_only_when_it_moved_past_its_deadband_or_its_heartbeat
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or_else(|| panic!("{name} for mqtt in {metrics}"))
     };
-    assert!(counter("meterd_sink_left_out_readings_total") > 5.0, "{metrics}");
-    assert!(counter("meterd_sink_left_out_values_total") > 50.0, "{metrics}");
+    assert!(
+        counter("meterd_sink_left_out_readings_total") > 5.0,
+        "{metrics}"
+    );
+    assert!(
+        counter("meterd_sink_left_out_values_total") > 50.0,
+        "{metrics}"
+    );
 
     // InfluxDB, without an exception section, has every reading; each MQTT message carries
     // its reading's sampling time.
