@@ -1,9 +1,8 @@
 //! The arm64 release build (`scripts/cross aarch64`) under qemu-user: `validate`, `decode` of
 //! every shared protocol vector (the same output as this machine's build, byte for byte),
 //! `simulate` + `read` over loopback TCP, and a short `run` that publishes to a real Mosquitto.
-//! Opt-in (`cargo test --test it arm -- --ignored` after `scripts/cross aarch64`): on this
-//! machine kind the arm64 build spins in glibc under qemu-user (Debian bookworm's qemu 7.2)
-//! as soon as a command starts its runtime; `--version` runs. See README, "ARM builds".
+//! `scripts/test` builds it first (`scripts/cross aarch64 --no-deb`); without it these tests
+//! fail and say how to build it.
 
 use std::{
     path::PathBuf,
@@ -36,9 +35,17 @@ fn arm_bin() -> PathBuf {
 }
 
 /// The arm64 `meterd ARGS` under qemu-aarch64.
+///
+/// The loader comes from the cross sysroot (libc6-arm64-cross), and so must libc: with
+/// `libstd-rust-web-dev:arm64` installed, Debian's multiarch `libc6:arm64` is in
+/// /lib/aarch64-linux-gnu too, qemu's `-L` falls back to it for libraries, and a loader and a
+/// libc of two builds hang in the first `pthread_create`. `LD_LIBRARY_PATH` keeps them one.
 fn arm(args: &[&str]) -> Command {
     let mut c = Command::new("qemu-aarch64");
-    c.args(["-L", SYSROOT]).arg(arm_bin()).args(args);
+    c.args(["-L", SYSROOT, "-E"])
+        .arg(format!("LD_LIBRARY_PATH={SYSROOT}/lib"))
+        .arg(arm_bin())
+        .args(args);
     c
 }
 
@@ -56,7 +63,6 @@ fn shared(file: &str) -> String {
 }
 
 #[test]
-#[ignore = "opt-in: needs scripts/cross aarch64; blocked under qemu-user here (README, ARM builds)"]
 fn the_arm64_build_validates_the_example_config() {
     let example = format!("{}/config/meterd.example.toml", env!("CARGO_MANIFEST_DIR"));
     let out = arm(&["validate", "-c", &example]).output().unwrap();
@@ -70,7 +76,6 @@ fn the_arm64_build_validates_the_example_config() {
 }
 
 #[test]
-#[ignore = "opt-in: needs scripts/cross aarch64; blocked under qemu-user here (README, ARM builds)"]
 fn the_arm64_build_decodes_every_shared_vector_as_this_machines_build_does() {
     // DL/T 645: the table rows `| ID | `hex` | … |`; DL/T 698.45: the `- hex:` lines.
     let dlt645: Vec<String> = shared("dlt645-vectors.md")
@@ -118,7 +123,6 @@ fn the_arm64_build_decodes_every_shared_vector_as_this_machines_build_does() {
 }
 
 #[test]
-#[ignore = "opt-in: needs scripts/cross aarch64; blocked under qemu-user here (README, ARM builds)"]
 fn the_arm64_build_simulates_meters_and_reads_them_over_tcp() {
     let mut sim = arm(&[
         "simulate",
@@ -173,7 +177,6 @@ fn the_arm64_build_simulates_meters_and_reads_them_over_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "opt-in: needs scripts/cross aarch64; blocked under qemu-user here (README, ARM builds)"]
 async fn the_arm64_build_runs_and_publishes_readings_to_mosquitto() {
     let broker = servers::mosquitto();
     let (_sim, addr) = crate::harness::tcp_sim(&[(1, "eastron-sdm120")], true).await;
