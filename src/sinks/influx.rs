@@ -264,10 +264,13 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                 }
                 written.push(r.ts);
             }
-            let result = if body.is_empty() {
-                // Nothing moved in the whole batch: nothing to write, nothing to wait for.
-                Ok(())
-            } else if stopping {
+            if body.is_empty() {
+                // Nothing moved in the whole batch: nothing to write, nothing to wait for. (Not
+                // a write that worked either: a failing InfluxDB stays failing.)
+                log.ack(cursor, upto);
+                continue;
+            }
+            let result = if stopping {
                 tokio::time::timeout(Duration::from_secs(3), writer.write(body))
                     .await
                     .unwrap_or_else(|_| Err(WriteError::Retry("timed out while stopping".into())))
