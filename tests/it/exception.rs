@@ -192,3 +192,56 @@ async fn mqtt_gets_a_value_only_when_it_moved_past_its_deadband_or_its_heartbeat
         assert!(times.contains(&sampled_ms(r)), "{r}: not a sampling time");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb_with_an_exception_section_stores_only_what_moved_at_its_sampling_time() {
+    let influx = servers::influxdb1();
+    servers::influxql(&influx, "", "CREATE DATABASE meters").await;
+    let (sim, addr) = tcp_sim(&[(1, "eastron-sdm120")], true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = one_meter_config(
+        dir.path(),
+        "gw-y",
+        &dir.path().join("state"),
+        &addr,
+        "200ms",
+        &format!(
+            "[influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"meters\"\nbatch_interval = \"200ms\"\n\
+             [influxdb.exception]\ndeadband = \"1%\"\nheartbeat = \"1h\"\n",
+            influx.url()
+        ),
+    );
+    let mut meterd = Meterd::run(&cfg);
+    let count = |field: &'static str| {
+        let influx = &influx;
+        async move {
+            let q = format!("SELECT {field} FROM meter");
+            let rows = servers::influxql(influx, "meters", &q).await;
+            rows["results"][0]["series"][0]["values"]
+                .as_array()
+                .map(|r| r.iter().map(|row| row[1].clone()).collect::<Vec<Value>>())
+                .unwrap_or_default()
+        }
+    };
+    eventually(
+        "the first reading in InfluxDB",
+        Duration::from_secs(20),
+        || async { (!count("voltage_l1_v").await.is_empty()).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sim.set_value(1, "voltage_l1_v", Some(240.0));
+    let volts = eventually("240 V in InfluxDB", Duration::from_secs(20), || async {
+        let v = count("voltage_l1_v").await;
+        v.iter().any(|x| x == 240.0).then_some(v)
+    })
+    .await;
+    // Several polls of a frozen meter, but only the first value and the one that moved.
+    assert_eq!(volts.len(), 2, "{volts:?}");
+    assert_eq!(
+        count("frequency_hz").await.len(),
+        1,
+        "frequency never moved"
+    );
+    assert!(meterd.terminate(Duration::from_secs(10)).is_some());
+}
