@@ -101,8 +101,17 @@ impl Pick {
     }
 }
 
-/// Per meter and quantity: the value last sent and its sampling time.
-type Sent = HashMap<Arc<str>, HashMap<Arc<str>, (f64, SystemTime)>>;
+/// Per meter and quantity: its deadband and heartbeat (found once: the rules' patterns are
+/// not matched again for every value of every reading), and the value last sent with its
+/// sampling time.
+type Sent = HashMap<Arc<str>, HashMap<Arc<str>, Judged>>;
+
+#[derive(Debug)]
+struct Judged {
+    band: Deadband,
+    heartbeat: Duration,
+    last: Option<(f64, SystemTime)>,
+}
 
 /// One sink's judge: what it sent last, per meter and quantity.
 #[derive(Debug)]
@@ -112,9 +121,6 @@ pub struct Filter {
     /// Readings below this position were judged before (a retry or a reconnection sends
     /// them again): they go whole.
     judged_upto: u64,
-    /// Values left out, and readings left out entirely, since the start.
-    pub values_left_out: u64,
-    pub readings_left_out: u64,
 }
 
 impl Filter {
@@ -123,8 +129,6 @@ impl Filter {
             cfg,
             sent: HashMap::new(),
             judged_upto: 0,
-            values_left_out: 0,
-            readings_left_out: 0,
         }
     }
 
@@ -143,25 +147,27 @@ impl Filter {
                 keep.push(false);
                 continue;
             }
-            let (band, heartbeat) = self.cfg.band(r, q);
+            let judged = per_meter.entry(q.clone()).or_insert_with(|| {
+                let (band, heartbeat) = self.cfg.band(r, q);
+                Judged {
+                    band,
+                    heartbeat,
+                    last: None,
+                }
+            });
             let send = r.on_demand
-                || match per_meter.get(q) {
-                    None => true,
-                    Some(&(last, at)) => {
-                        band.moved(last, *v)
-                            || r.ts.duration_since(at).unwrap_or_default() >= heartbeat
-                    }
-                };
+                || judged.last.is_none_or(|(last, at)| {
+                    judged.band.moved(last, *v)
+                        || r.ts.duration_since(at).unwrap_or_default() >= judged.heartbeat
+                });
             if send {
-                per_meter.insert(q.clone(), (*v, r.ts));
+                judged.last = Some((*v, r.ts));
             }
             keep.push(send);
         }
         let sent = keep.iter().filter(|k| **k).count();
         let finite = r.values.iter().filter(|(_, v)| v.is_finite()).count();
-        self.values_left_out += (finite - sent) as u64;
         if sent == 0 && finite > 0 {
-            self.readings_left_out += 1;
             Pick::Nothing
         } else if sent == finite {
             Pick::All
@@ -266,9 +272,12 @@ mod tests {
             ("m1", 3615, &[("voltage_l1_v", f64::NAN)], &[]),
         ];
         let mut f = Filter::new(exception());
+        // The sink's counters (`/metrics`), as the sinks feed them.
+        let stats = crate::state::SinkStats::default();
         for (pos, (meter, at, values, expected)) in steps.iter().enumerate() {
             let r = reading(meter, *at, values);
             let pick = f.pick(pos as u64, &r);
+            stats.left_out(&r, &pick);
             let sent: Vec<&str> = r
                 .values
                 .iter()
@@ -280,7 +289,14 @@ mod tests {
             let all = expected.len() == values.iter().filter(|(_, v)| v.is_finite()).count();
             assert_eq!(pick == Pick::All, all, "{meter} at {at} s: {pick:?}");
         }
-        assert_eq!((f.readings_left_out, f.values_left_out), (3, 6));
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            (
+                count(&stats.readings_left_out),
+                count(&stats.values_left_out)
+            ),
+            (3, 6)
+        );
     }
 
     #[test]

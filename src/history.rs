@@ -8,7 +8,7 @@
 //! most [`MAIN`]'s seven per meter: under 3.5 KB per meter; the timeline keeps [`EVENTS`].
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, VecDeque},
     time::{Duration, SystemTime},
 };
 
@@ -139,16 +139,14 @@ pub struct History {
     buses: BTreeMap<String, BusSeries>,
     sinks: BTreeMap<String, SinkSeries>,
     events: VecDeque<Event>,
-    /// The active alerts last seen, by key, with their state, and as they were (a resolved
-    /// event is told by the alert that went away).
-    active: HashMap<String, String>,
+    /// The active alerts as last seen.
     last_alerts: Vec<Alert>,
 }
 
 /// What [`History::sample`] records.
-pub struct Sample<'a> {
-    /// Per meter: its latest values.
-    pub meters: Vec<(&'a str, BTreeMap<std::sync::Arc<str>, f64>)>,
+pub struct Sample {
+    /// Per meter: its latest values of the [`MAIN`] quantities.
+    pub meters: Vec<(std::sync::Arc<str>, crate::state::MainValues)>,
     pub buses: Vec<(String, BusSample)>,
     pub sinks: Vec<(String, SinkSample)>,
 }
@@ -159,7 +157,7 @@ impl History {
         let at = slot(now);
         let mut meters = BTreeMap::new();
         for (id, values) in s.meters {
-            let mut series = self.meters.remove(id).unwrap_or_default();
+            let mut series = self.meters.remove(&*id).unwrap_or_default();
             for q in MAIN {
                 if let Some(v) = values.get(q).filter(|v| v.is_finite()) {
                     series.entry(q).or_default().put(at, *v);
@@ -198,37 +196,20 @@ impl History {
     }
 
     /// The alert engine's active alerts now: each new one, each change of state and each
-    /// that went away becomes an event.
+    /// that went away (told by the alert as last seen) becomes an event. An alert is known by
+    /// its labels.
     pub fn alerts(&mut self, now: SystemTime, active: &[Alert]) {
-        let key = |a: &Alert| format!("{:?}", a.labels);
-        let mut seen = HashMap::new();
+        let same = |a: &Alert, b: &Alert| a.labels == b.labels;
         for a in active {
-            let k = key(a);
-            let state = a.state.as_str().to_string();
-            if self.active.get(&k) != Some(&state) {
-                self.push(event(a, &state, a.at.unwrap_or(now)));
-            }
-            seen.insert(k, state);
-        }
-        let gone: Vec<String> = self
-            .active
-            .keys()
-            .filter(|k| !seen.contains_key(*k))
-            .cloned()
-            .collect();
-        if !gone.is_empty() {
-            // Resolved: told by the alerts last seen (kept for this).
-            let went: Vec<Alert> = self
-                .last_alerts
-                .drain(..)
-                .filter(|a| gone.contains(&key(a)))
-                .collect();
-            for a in went {
-                self.push(event(&a, "resolved", now));
+            let before = self.last_alerts.iter().find(|b| same(a, b));
+            if before.is_none_or(|b| b.state != a.state) {
+                self.push(event(a, a.state.as_str(), a.at.unwrap_or(now)));
             }
         }
-        self.active = seen;
-        self.last_alerts = active.to_vec();
+        let last = std::mem::replace(&mut self.last_alerts, active.to_vec());
+        for gone in last.iter().filter(|b| !active.iter().any(|a| same(a, b))) {
+            self.push(event(gone, "resolved", now));
+        }
     }
 
     fn push(&mut self, e: Event) {
@@ -319,9 +300,12 @@ mod tests {
         pairs.iter().map(|(q, v)| (Arc::from(*q), *v)).collect()
     }
 
-    fn sample<'a>(meters: Vec<(&'a str, BTreeMap<Arc<str>, f64>)>, bus: BusSample) -> Sample<'a> {
+    fn sample(meters: Vec<(&str, BTreeMap<Arc<str>, f64>)>, bus: BusSample) -> Sample {
         Sample {
-            meters,
+            meters: meters
+                .into_iter()
+                .map(|(id, v)| (Arc::from(id), v))
+                .collect(),
             buses: vec![("rs485-1".into(), bus)],
             sinks: vec![(
                 "mqtt".into(),

@@ -412,7 +412,7 @@ async fn sample_history(s: HttpState) {
                     })
                     .collect();
                 let sample = crate::history::Sample {
-                    meters: meters.iter().map(|(id, v)| (&**id, v.clone())).collect(),
+                    meters,
                     buses: buses.into_iter().collect(),
                     sinks,
                 };
