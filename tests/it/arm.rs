@@ -1,8 +1,10 @@
-//! The arm64 release build (`scripts/cross aarch64`) under qemu-user: `validate`, `decode` of
-//! every shared protocol vector (the same output as this machine's build, byte for byte),
-//! `simulate` + `read` over loopback TCP, and a short `run` that publishes to a real Mosquitto.
-//! `scripts/test` builds it first (`scripts/cross aarch64 --no-deb`); without it these tests
-//! fail and say how to build it.
+//! The ARM release builds (`scripts/cross aarch64|armhf`) under qemu-user: `validate`,
+//! `decode` of every shared protocol vector (the same output as this machine's build, byte for
+//! byte), `simulate` + `read` over loopback TCP, and a short `run` that publishes to a real
+//! Mosquitto. `scripts/test` builds arm64 first (`scripts/cross aarch64 --no-deb`); without it
+//! these tests fail and say how to build it. The armhf tests are opt-in (ignored by default:
+//! a second cross build adds 6 to 15 minutes): `scripts/cross armhf --no-deb`, then
+//! `cargo test --test it armhf -- --ignored`.
 
 use std::{
     path::PathBuf,
@@ -15,38 +17,66 @@ use crate::{
     servers,
 };
 
-const TRIPLE: &str = "aarch64-unknown-linux-gnu";
-const SYSROOT: &str = "/usr/aarch64-linux-gnu";
-
-fn arm_bin() -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join(TRIPLE)
-        .join("release/meterd");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it with `scripts/cross aarch64` (as root it installs rustc-web, \
-         cargo-web, libstd-rust-web-dev:arm64, gcc-aarch64-linux-gnu, libc6-dev-arm64-cross \
-         and qemu-user); scripts/test does",
-        bin.display()
-    );
-    servers::binary("qemu-aarch64", "qemu-user");
-    bin
+/// One ARM target: its Rust triple, `scripts/cross` argument, cross sysroot and qemu.
+struct Arm {
+    triple: &'static str,
+    script: &'static str,
+    debarch: &'static str,
+    gnu: &'static str,
+    qemu: &'static str,
 }
 
-/// The arm64 `meterd ARGS` under qemu-aarch64.
-///
-/// The loader comes from the cross sysroot (libc6-arm64-cross), and so must libc: with
-/// `libstd-rust-web-dev:arm64` installed, Debian's multiarch `libc6:arm64` is in
-/// /lib/aarch64-linux-gnu too, qemu's `-L` falls back to it for libraries, and a loader and a
-/// libc of two builds hang in the first `pthread_create`. `LD_LIBRARY_PATH` keeps them one.
-fn arm(args: &[&str]) -> Command {
-    let mut c = Command::new("qemu-aarch64");
-    c.args(["-L", SYSROOT, "-E"])
-        .arg(format!("LD_LIBRARY_PATH={SYSROOT}/lib"))
-        .arg(arm_bin())
-        .args(args);
-    c
+const ARM64: Arm = Arm {
+    triple: "aarch64-unknown-linux-gnu",
+    script: "aarch64",
+    debarch: "arm64",
+    gnu: "aarch64-linux-gnu",
+    qemu: "qemu-aarch64",
+};
+
+const ARMHF: Arm = Arm {
+    triple: "armv7-unknown-linux-gnueabihf",
+    script: "armhf",
+    debarch: "armhf",
+    gnu: "arm-linux-gnueabihf",
+    qemu: "qemu-arm",
+};
+
+impl Arm {
+    fn bin(&self) -> PathBuf {
+        let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join(self.triple)
+            .join("release/meterd");
+        assert!(
+            bin.is_file(),
+            "{} is missing: build it with `scripts/cross {}` (as root it installs rustc-web, \
+             cargo-web, libstd-rust-web-dev:{}, gcc-{}, libc6-dev-{}-cross and qemu-user)",
+            bin.display(),
+            self.script,
+            self.debarch,
+            self.gnu,
+            self.debarch,
+        );
+        servers::binary(self.qemu, "qemu-user");
+        bin
+    }
+
+    /// This build's `meterd ARGS` under qemu-user.
+    ///
+    /// The loader comes from the cross sysroot (libc6-ARCH-cross), and so must libc: with
+    /// `libstd-rust-web-dev:ARCH` installed, Debian's multiarch `libc6:ARCH` is in /lib/GNU
+    /// too, qemu's `-L` falls back to it for libraries, and a loader and a libc of two builds
+    /// hang in the first `pthread_create`. `LD_LIBRARY_PATH` keeps them one.
+    fn meterd(&self, args: &[&str]) -> Command {
+        let sysroot = format!("/usr/{}", self.gnu);
+        let mut c = Command::new(self.qemu);
+        c.args(["-L", &sysroot, "-E"])
+            .arg(format!("LD_LIBRARY_PATH={sysroot}/lib"))
+            .arg(self.bin())
+            .args(args);
+        c
+    }
 }
 
 fn native(args: &[&str]) -> Output {
@@ -62,10 +92,9 @@ fn shared(file: &str) -> String {
         .unwrap_or_else(|e| panic!("{path}: {e} (the shared folder sits beside the project)"))
 }
 
-#[test]
-fn the_arm64_build_validates_the_example_config() {
+fn validates_the_example_config(arm: &Arm) {
     let example = format!("{}/config/meterd.example.toml", env!("CARGO_MANIFEST_DIR"));
-    let out = arm(&["validate", "-c", &example]).output().unwrap();
+    let out = arm.meterd(&["validate", "-c", &example]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -75,8 +104,7 @@ fn the_arm64_build_validates_the_example_config() {
     assert!(text.contains(": ok ("), "{text}");
 }
 
-#[test]
-fn the_arm64_build_decodes_every_shared_vector_as_this_machines_build_does() {
+fn decodes_every_shared_vector_as_this_machines_build_does(arm: &Arm) {
     // DL/T 645: the table rows `| ID | `hex` | … |`; DL/T 698.45: the `- hex:` lines.
     let dlt645: Vec<String> = shared("dlt645-vectors.md")
         .lines()
@@ -108,7 +136,7 @@ fn the_arm64_build_decodes_every_shared_vector_as_this_machines_build_does() {
         let mut args = vec!["decode", "--protocol", protocol, "--json"];
         args.extend(frames.iter().map(String::as_str));
         let here = native(&args);
-        let there = arm(&args).output().unwrap();
+        let there = arm.meterd(&args).output().unwrap();
         assert_eq!(there.status.code(), here.status.code(), "{protocol}");
         let (here, there) = (
             String::from_utf8_lossy(&here.stdout),
@@ -117,25 +145,26 @@ fn the_arm64_build_decodes_every_shared_vector_as_this_machines_build_does() {
         assert_eq!(here.lines().count(), frames.len(), "{protocol}: {here}");
         assert!(
             here == there,
-            "{protocol}: the arm64 build decodes differently:\n{there}"
+            "{protocol}: the {} build decodes differently:\n{there}",
+            arm.debarch
         );
     }
 }
 
-#[test]
-fn the_arm64_build_simulates_meters_and_reads_them_over_tcp() {
-    let mut sim = arm(&[
-        "simulate",
-        "--tcp",
-        "127.0.0.1:0",
-        "--frozen",
-        "--profile",
-        "eastron-sdm630",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+fn simulates_meters_and_reads_them_over_tcp(arm: &Arm) {
+    let mut sim = arm
+        .meterd(&[
+            "simulate",
+            "--tcp",
+            "127.0.0.1:0",
+            "--frozen",
+            "--profile",
+            "eastron-sdm630",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(sim.stdout.take().unwrap()),
@@ -157,7 +186,7 @@ fn the_arm64_build_simulates_meters_and_reads_them_over_tcp() {
         "eastron-sdm630",
         "--json",
     ];
-    let there = arm(&args).output().unwrap();
+    let there = arm.meterd(&args).output().unwrap();
     let here = native(&args);
     let _ = sim.kill();
     let _ = sim.wait();
@@ -176,8 +205,7 @@ fn the_arm64_build_simulates_meters_and_reads_them_over_tcp() {
     assert_eq!(a, b);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_arm64_build_runs_and_publishes_readings_to_mosquitto() {
+async fn runs_and_publishes_readings_to_mosquitto(arm: &Arm) {
     let broker = servers::mosquitto();
     let (_sim, addr) = crate::harness::tcp_sim(&[(1, "eastron-sdm120")], true).await;
     let mqtt = Collector::start(broker.port, "meterd/gw-arm/#").await;
@@ -190,13 +218,14 @@ async fn the_arm64_build_runs_and_publishes_readings_to_mosquitto() {
         "500ms",
         &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n", broker.port),
     );
-    let mut run = arm(&["run", "-c", &cfg.display().to_string()])
+    let mut run = arm
+        .meterd(&["run", "-c", &cfg.display().to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     mqtt.wait_for(
-        "readings from the arm64 build",
+        &format!("readings from the {} build", arm.debarch),
         Duration::from_secs(30),
         |m| {
             m.iter()
@@ -216,4 +245,50 @@ async fn the_arm64_build_runs_and_publishes_readings_to_mosquitto() {
         serde_json::from_str(&mqtt.on("meterd/gw-arm/meter/m1/reading")[0].payload).unwrap();
     assert_eq!(r["meter"], "m1");
     assert!(r["values"]["voltage_l1_v"].as_f64().is_some(), "{r}");
+}
+
+#[test]
+fn the_arm64_build_validates_the_example_config() {
+    validates_the_example_config(&ARM64);
+}
+
+#[test]
+fn the_arm64_build_decodes_every_shared_vector_as_this_machines_build_does() {
+    decodes_every_shared_vector_as_this_machines_build_does(&ARM64);
+}
+
+#[test]
+fn the_arm64_build_simulates_meters_and_reads_them_over_tcp() {
+    simulates_meters_and_reads_them_over_tcp(&ARM64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_arm64_build_runs_and_publishes_readings_to_mosquitto() {
+    runs_and_publishes_readings_to_mosquitto(&ARM64).await;
+}
+
+// armhf: opt-in, see the module doc. The `ignore` reason is what `cargo test` prints.
+
+#[test]
+#[ignore = "opt-in: scripts/cross armhf --no-deb, then cargo test --test it armhf -- --ignored"]
+fn the_armhf_build_validates_the_example_config() {
+    validates_the_example_config(&ARMHF);
+}
+
+#[test]
+#[ignore = "opt-in: scripts/cross armhf --no-deb, then cargo test --test it armhf -- --ignored"]
+fn the_armhf_build_decodes_every_shared_vector_as_this_machines_build_does() {
+    decodes_every_shared_vector_as_this_machines_build_does(&ARMHF);
+}
+
+#[test]
+#[ignore = "opt-in: scripts/cross armhf --no-deb, then cargo test --test it armhf -- --ignored"]
+fn the_armhf_build_simulates_meters_and_reads_them_over_tcp() {
+    simulates_meters_and_reads_them_over_tcp(&ARMHF);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "opt-in: scripts/cross armhf --no-deb, then cargo test --test it armhf -- --ignored"]
+async fn the_armhf_build_runs_and_publishes_readings_to_mosquitto() {
+    runs_and_publishes_readings_to_mosquitto(&ARMHF).await;
 }
