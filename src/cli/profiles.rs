@@ -21,22 +21,23 @@ pub(super) fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result
     let set = profile_set(dir);
     match name {
         None => {
-            outln!(
-                "{:<24} {:<18} {:<32} {:>10}  origin",
-                "name",
-                "manufacturer",
-                "model",
-                "quantities"
-            );
-            for p in set.profiles.values() {
-                outln!(
-                    "{:<24} {:<18} {:<32} {:>10}  {}",
-                    p.name,
-                    p.manufacturer,
-                    p.model,
-                    p.quantities().count(),
-                    p.origin
-                );
+            let rows: Vec<[String; 5]> = set
+                .profiles
+                .values()
+                .map(|p| {
+                    [
+                        p.name.clone(),
+                        p.manufacturer.clone(),
+                        p.model.clone(),
+                        p.quantities().count().to_string(),
+                        p.origin.to_string(),
+                    ]
+                })
+                .collect();
+            let header =
+                ["name", "manufacturer", "model", "quantities", "origin"].map(String::from);
+            for line in table(&header, &rows) {
+                outln!("{line}");
             }
         }
         Some(n) => {
@@ -127,4 +128,32 @@ pub(super) fn profiles(name: Option<&str>, dir: Option<&Path>) -> anyhow::Result
         }
     }
     Ok(0)
+}
+
+/// Rows as columns as wide as their widest cell (in characters), two spaces apart; the fourth
+/// column (a count) is right-aligned, and the last is not padded.
+fn table(header: &[String; 5], rows: &[[String; 5]]) -> Vec<String> {
+    let mut width = [0usize; 5];
+    for row in std::iter::once(header).chain(rows) {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    std::iter::once(header)
+        .chain(rows)
+        .map(|r| {
+            format!(
+                "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                w0 = width[0],
+                w1 = width[1],
+                w2 = width[2],
+                w3 = width[3],
+            )
+        })
+        .collect()
 }

@@ -145,6 +145,32 @@ fn profiles_lists_the_built_in_ones_and_prints_one_with_its_requests() {
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
+    // Columns line up whatever the length of a manufacturer's name ("Saia Burgess Controls"),
+    // and DL/T 645 profiles count their quantities too.
+    let origin_at: Vec<(usize, &str)> = text
+        .lines()
+        .map(|l| {
+            let at = l.find("  builtin:").or_else(|| l.find("  origin"));
+            (at.map_or(0, |i| l[..i].chars().count()), l)
+        })
+        .collect();
+    assert!(origin_at.len() > 20, "{text}");
+    for (at, line) in &origin_at {
+        assert_eq!(
+            *at, origin_at[0].0,
+            "misaligned:\n{line}\n{}",
+            origin_at[0].1
+        );
+    }
+    for line in text.lines().filter(|l| l.starts_with("dlt645-")) {
+        let count: usize = line
+            .split_whitespace()
+            .rev()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        assert!(count >= 8, "{line}");
+    }
     let out = meterd()
         .args(["profiles", "eastron-sdm630"])
         .output()
