@@ -12,7 +12,7 @@ const ALLOWED: &[&str] = &[
     "thiserror", // typed errors
     "crc",       // checksums
     "humantime", // intervals in profiles
-    "ryu",       // shortest decimals of float registers
+    "zmij",      // shortest decimals of float registers
 ];
 
 #[test]

@@ -226,3 +226,86 @@ async fn points_influxdb_rejects_are_logged_and_skipped_and_the_rest_keeps_flowi
         "{log}"
     );
 }
+
+/// The line protocol meterd writes prints very large and very small values with an exponent
+/// (`1.5e+300`, `1e-7`, the shortest decimal that reads back as the value): both databases
+/// read them back as the same numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb_1x_and_victoria_metrics_read_values_in_exponent_notation_exactly() {
+    let cases = [
+        ("huge", 1.5e300),
+        ("tiny", 1e-7),
+        ("negative_tiny", -2.5e-12),
+        ("big", 2.5e16),
+        ("plain", 231.7),
+    ];
+    let reading = meterd::reading::Reading {
+        meter: "m-exp".into(),
+        bus: "b".into(),
+        profile: "p".into(),
+        ts: std::time::SystemTime::now(),
+        seq: 1,
+        values: cases.iter().map(|(q, v)| (Arc::from(*q), *v)).collect(),
+        on_demand: false,
+    };
+    let mut line = String::new();
+    reading.write_line("gw-exp", &mut line);
+    assert!(
+        line.contains("huge=1.5e+300") && line.contains("tiny=1e-7"),
+        "{line}"
+    );
+    let http = reqwest::Client::new();
+
+    let influx = servers::influxdb1();
+    servers::influxql(&influx, "", "CREATE DATABASE exp").await;
+    let r = http
+        .post(format!("{}/write?db=exp&precision=ms", influx.url()))
+        .body(line.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204, "{}", r.text().await.unwrap());
+    let fields = cases.map(|(q, _)| q).join(", ");
+    let a = servers::influxql(&influx, "exp", &format!("SELECT {fields} FROM meter")).await;
+    let row = &a["results"][0]["series"][0]["values"][0];
+    for (i, (q, v)) in cases.iter().enumerate() {
+        assert_eq!(row[i + 1].as_f64(), Some(*v), "InfluxDB 1.x, {q}: {a}");
+    }
+
+    let vm = servers::victoria_metrics();
+    let r = http
+        .post(format!(
+            "{}/api/v2/write?org=o&bucket=b&precision=ms",
+            vm.url()
+        ))
+        .body(line)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    for (q, v) in cases {
+        let values = eventually(
+            "the value in VictoriaMetrics",
+            Duration::from_secs(10),
+            || {
+                let (http, url) = (http.clone(), vm.url());
+                async move {
+                    let _ = http.get(format!("{url}/internal/force_flush")).send().await;
+                    let text = http
+                        .get(format!("{url}/api/v1/export"))
+                        .query(&[("match[]", format!("{{__name__=\"meter_{q}\"}}"))])
+                        .send()
+                        .await
+                        .ok()?
+                        .text()
+                        .await
+                        .ok()?;
+                    let s: serde_json::Value = serde_json::from_str(text.lines().next()?).ok()?;
+                    Some(s["values"].clone())
+                }
+            },
+        )
+        .await;
+        assert_eq!(values[0].as_f64(), Some(v), "VictoriaMetrics, {q}");
+    }
+}

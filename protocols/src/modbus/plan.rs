@@ -92,7 +92,7 @@ pub fn shortest_f32(f: f32) -> Option<f64> {
     if !f.is_finite() {
         return None;
     }
-    ryu::Buffer::new().format_finite(f).parse().ok()
+    zmij::Buffer::new().format_finite(f).parse().ok()
 }
 
 /// `v` rounded to `digits` significant decimal digits, as the nearest f64 to that decimal.
