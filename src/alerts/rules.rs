@@ -229,8 +229,9 @@ pub struct Engine {
     meters: HashMap<String, Arc<MeterInfo>>,
     /// Key: rule name plus the target's labels.
     active: BTreeMap<String, (usize, Alert)>,
-    /// meter → quantity → last value and its time (nested so a lookup allocates nothing).
-    counters: BTreeMap<String, BTreeMap<Arc<str>, (f64, SystemTime)>>,
+    /// meter → quantity → last value and its time (nested so a lookup allocates nothing;
+    /// by hash: looked up for every reading with energy counters).
+    counters: HashMap<String, BTreeMap<Arc<str>, (f64, SystemTime)>>,
     started: SystemTime,
     dropped_seen: u64,
     relay_refused_seen: u64,
@@ -298,7 +299,7 @@ impl Engine {
                 .map(|m| (m.id.clone(), Arc::new(m)))
                 .collect(),
             active: BTreeMap::new(),
-            counters: BTreeMap::new(),
+            counters: HashMap::new(),
             started: now,
             dropped_seen: 0,
             relay_refused_seen: 0,
@@ -320,7 +321,7 @@ impl Engine {
     }
 
     pub fn save(&self) -> Saved {
-        Saved {
+        let mut saved = Saved {
             alerts: self
                 .active
                 .iter()
@@ -335,7 +336,12 @@ impl Engine {
                         .map(move |(q, (v, t))| (m.clone(), q.to_string(), *v, ms(*t)))
                 })
                 .collect(),
-        }
+        };
+        // In meter order, whatever the map's: the file reads the same for the same state.
+        saved
+            .counters
+            .sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        saved
     }
 
     /// Take back what a previous run saved. Firing alerts stay firing without a new event
