@@ -402,14 +402,16 @@ impl LiveState {
     pub fn update(&self, meter: &str, f: impl FnOnce(&mut MeterState)) {
         let changed = {
             let mut g = self.lock();
-            // Look up before inserting: no key allocated on the hot path.
-            if !g.contains_key(meter) {
-                g.insert(meter.into(), MeterState::default());
+            let apply = |s: &mut MeterState| {
+                let before = s.online;
+                f(s);
+                s.online != before
+            };
+            // One lookup on the hot path, and no key allocated.
+            match g.get_mut(meter) {
+                Some(s) => apply(s),
+                None => apply(g.entry(meter.into()).or_default()),
             }
-            let Some(s) = g.get_mut(meter) else { return };
-            let before = s.online;
-            f(s);
-            s.online != before
         };
         if changed {
             self.version.send_modify(|v| *v += 1);
@@ -418,11 +420,9 @@ impl LiveState {
 
     pub fn update_bus(&self, bus: &str, f: impl FnOnce(&mut BusState)) {
         let mut g = self.buses.lock().unwrap_or_else(|e| e.into_inner());
-        if !g.contains_key(bus) {
-            g.insert(bus.to_string(), BusState::default());
-        }
-        if let Some(b) = g.get_mut(bus) {
-            f(b);
+        match g.get_mut(bus) {
+            Some(b) => f(b),
+            None => f(g.entry(bus.to_string()).or_default()),
         }
     }
 
