@@ -33,6 +33,20 @@ pub const MAIN: [&str; 7] = [
     "current_l3_a",
 ];
 
+/// Where `q` sits in [`MAIN`].
+pub fn main_index(q: &str) -> Option<usize> {
+    Some(match q {
+        "power_w" => 0,
+        "voltage_l1_v" => 1,
+        "voltage_l2_v" => 2,
+        "voltage_l3_v" => 3,
+        "current_l1_a" => 4,
+        "current_l2_a" => 5,
+        "current_l3_a" => 6,
+        _ => return None,
+    })
+}
+
 fn slot(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
@@ -158,9 +172,9 @@ impl History {
         let mut meters = BTreeMap::new();
         for (id, values) in s.meters {
             let mut series = self.meters.remove(&*id).unwrap_or_default();
-            for q in MAIN {
-                if let Some(v) = values.get(q).filter(|v| v.is_finite()) {
-                    series.entry(q).or_default().put(at, *v);
+            for (q, v) in MAIN.into_iter().zip(values) {
+                if let Some(v) = v.filter(|v| v.is_finite()) {
+                    series.entry(q).or_default().put(at, v);
                 }
             }
             meters.insert(id.to_string(), series);
@@ -296,11 +310,26 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
     }
 
-    fn values(pairs: &[(&str, f64)]) -> BTreeMap<Arc<str>, f64> {
-        pairs.iter().map(|(q, v)| (Arc::from(*q), *v)).collect()
+    /// A meter's values as the live state hands them over: the main quantities only.
+    fn values(pairs: &[(&str, f64)]) -> crate::state::MainValues {
+        let mut main = crate::state::MainValues::default();
+        for (q, v) in pairs {
+            if let Some(i) = main_index(q) {
+                main[i] = Some(*v);
+            }
+        }
+        main
     }
 
-    fn sample(meters: Vec<(&str, BTreeMap<Arc<str>, f64>)>, bus: BusSample) -> Sample {
+    #[test]
+    fn every_main_quantity_has_its_own_index() {
+        for (i, q) in MAIN.iter().enumerate() {
+            assert_eq!(main_index(q), Some(i), "{q}");
+        }
+        assert_eq!(main_index("energy_import_kwh"), None);
+    }
+
+    fn sample(meters: Vec<(&str, crate::state::MainValues)>, bus: BusSample) -> Sample {
         Sample {
             meters: meters
                 .into_iter()

@@ -235,6 +235,29 @@ pub fn victoria_metrics() -> Server {
     start("victoria-metrics", bin, args, dir, port, &[])
 }
 
+/// VictoriaMetrics' series that match `selector` (a series selector such as
+/// `{__name__="meter_power_w"}`), after a flush that makes fresh samples visible: one JSON
+/// object per series (`metric`, `values`, `timestamps`); `None` if it did not answer.
+pub async fn vm_export(vm: &Server, selector: &str) -> Option<Vec<serde_json::Value>> {
+    let http = reqwest::Client::new();
+    let url = vm.url();
+    let _ = http.get(format!("{url}/internal/force_flush")).send().await;
+    let text = http
+        .get(format!("{url}/api/v1/export"))
+        .query(&[("match[]", selector)])
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+    )
+}
+
 /// InfluxQL against InfluxDB 1.x; returns the JSON answer (times as epoch milliseconds).
 pub async fn influxql(server: &Server, db: &str, q: &str) -> serde_json::Value {
     reqwest::Client::new()

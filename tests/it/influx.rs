@@ -284,25 +284,13 @@ async fn influxdb_1x_and_victoria_metrics_read_values_in_exponent_notation_exact
         .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     for (q, v) in cases {
+        let selector = format!("{{__name__=\"meter_{q}\"}}");
         let values = eventually(
             "the value in VictoriaMetrics",
             Duration::from_secs(10),
-            || {
-                let (http, url) = (http.clone(), vm.url());
-                async move {
-                    let _ = http.get(format!("{url}/internal/force_flush")).send().await;
-                    let text = http
-                        .get(format!("{url}/api/v1/export"))
-                        .query(&[("match[]", format!("{{__name__=\"meter_{q}\"}}"))])
-                        .send()
-                        .await
-                        .ok()?
-                        .text()
-                        .await
-                        .ok()?;
-                    let s: serde_json::Value = serde_json::from_str(text.lines().next()?).ok()?;
-                    Some(s["values"].clone())
-                }
+            || async {
+                let series = servers::vm_export(&vm, &selector).await?;
+                Some(series.first()?["values"].clone())
             },
         )
         .await;

@@ -235,30 +235,12 @@ async fn readings_reach_victoria_metrics_through_the_influxdb_v2_write_api() {
     )
     .unwrap();
     let _meterd = Meterd::run(&cfg);
-    let http = reqwest::Client::new();
     let series = eventually(
         "every meter's energy in VictoriaMetrics",
         Duration::from_secs(20),
-        || {
-            let http = http.clone();
-            let url = vm.url();
-            async move {
-                let _ = http.get(format!("{url}/internal/force_flush")).send().await;
-                let text = http
-                    .get(format!("{url}/api/v1/export"))
-                    .query(&[("match[]", "{__name__=\"meter_energy_import_kwh\"}")])
-                    .send()
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
-                let lines: Vec<serde_json::Value> = text
-                    .lines()
-                    .filter_map(|l| serde_json::from_str(l).ok())
-                    .collect();
-                (lines.len() == METERS.len()).then_some(lines)
-            }
+        || async {
+            let series = servers::vm_export(&vm, "{__name__=\"meter_energy_import_kwh\"}").await?;
+            (series.len() == METERS.len()).then_some(series)
         },
     )
     .await;
