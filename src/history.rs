@@ -4,8 +4,10 @@
 //!
 //! Pure and clock-injected: [`History::sample`] is given the time and what to record, once
 //! per [`STEP`] at most per series (a later sample in the same step replaces the earlier).
-//! Bounded: [`KEPT`] steps of f32 per series, allocated only for quantities a meter has, at
-//! most [`MAIN`]'s seven per meter: under 3.5 KB per meter; the timeline keeps [`EVENTS`].
+//! Bounded: [`KEPT`] steps of f32 per series (NaN where nothing was sampled), allocated at
+//! once and only for quantities a meter has, at most [`MAIN`]'s seven per meter: 1.7 KB of
+//! values per meter, about 4 MB at 2,000 meters; the timeline keeps [`EVENTS`]. A point a
+//! minute is as much as a sparkline of an hour shows, and half of what 30 s steps cost.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -17,9 +19,9 @@ use serde::Serialize;
 use crate::alerts::rules::Alert;
 
 /// One point per step and series.
-pub const STEP: Duration = Duration::from_secs(30);
+pub const STEP: Duration = Duration::from_secs(60);
 /// An hour of steps.
-pub const KEPT: usize = 120;
+pub const KEPT: usize = 60;
 /// Alert events kept for the timeline.
 pub const EVENTS: usize = 200;
 /// The quantities a meter's trend shows, those it has.
@@ -54,39 +56,42 @@ fn slot(t: SystemTime) -> u64 {
         / STEP.as_secs()
 }
 
-/// One series: a value per step, `None` where nothing was sampled.
+/// One series: a value per step, NaN where nothing was sampled (four bytes a step, where an
+/// `Option<f32>` takes eight).
 #[derive(Debug, Default, Clone)]
 pub struct Series {
     /// The step of `values[0]`.
     first: u64,
-    values: VecDeque<Option<f32>>,
+    values: VecDeque<f32>,
 }
 
 impl Series {
     fn put(&mut self, at: u64, v: f64) {
         if self.values.is_empty() {
             self.first = at;
+            // All of it at once, exactly: growing by doubling would end at 2 × KEPT.
+            self.values.reserve_exact(KEPT);
         }
         if at < self.first {
             // The clock went back: start again rather than draw a tangle.
             self.values.clear();
             self.first = at;
         }
-        let i = (at - self.first) as usize;
-        if i >= KEPT * 2 {
-            // A gap longer than the window: nothing of the old is still shown.
-            self.values.clear();
+        // Drop what falls out of the window before adding (after a long gap, all of it), so
+        // the length never passes KEPT.
+        let keep_from = at.saturating_sub(KEPT as u64 - 1);
+        while self.first < keep_from && !self.values.is_empty() {
+            self.values.pop_front();
+            self.first += 1;
+        }
+        if self.values.is_empty() {
             self.first = at;
         }
         let i = (at - self.first) as usize;
         while self.values.len() <= i {
-            self.values.push_back(None);
+            self.values.push_back(f32::NAN);
         }
-        self.values[i] = Some(v as f32);
-        while self.values.len() > KEPT {
-            self.values.pop_front();
-            self.first += 1;
-        }
+        self.values[i] = v as f32;
     }
 
     /// `[unix ms, value]` per sampled step, oldest first, within the hour before `now`.
@@ -97,7 +102,8 @@ impl Series {
             .enumerate()
             .filter_map(|(i, v)| {
                 let at = self.first + i as u64;
-                Some((at * STEP.as_millis() as u64, f64::from((*v)?))).filter(|_| at >= oldest)
+                let v = Some(f64::from(*v)).filter(|v| !v.is_nan())?;
+                Some((at * STEP.as_millis() as u64, v)).filter(|_| at >= oldest)
             })
             .collect()
     }
@@ -306,7 +312,7 @@ mod tests {
     use std::sync::Arc;
 
     fn t(s: u64) -> SystemTime {
-        // 1,800,000,000 is a whole number of 30 s steps: `s` counts seconds into a step.
+        // 1,800,000,000 is a whole number of 60 s steps: `s` counts seconds into a step.
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
     }
 
@@ -389,6 +395,18 @@ mod tests {
     }
 
     #[test]
+    fn a_series_never_holds_more_than_an_hour_of_steps() {
+        let mut s = Series::default();
+        // Every step for three hours, then a gap of ten steps, then a step back in time.
+        let steps = (0..180).chain(190..200).chain([150]);
+        for at in steps {
+            s.put(1_000 + at, at as f64);
+            assert!(s.values.len() <= KEPT, "{} at {at}", s.values.len());
+            assert_eq!(s.values.capacity(), KEPT, "allocated once, exactly");
+        }
+    }
+
+    #[test]
     fn a_bus_shows_its_mean_poll_time_and_failures_between_samples_and_gone_meters_are_forgotten() {
         let mut h = History::default();
         let bus = |polls, failures, secs| BusSample {
@@ -401,8 +419,8 @@ mod tests {
             t(0),
             sample(vec![("m1", values(&[("power_w", 1.0)]))], bus(10, 1, 1.0)),
         );
-        h.sample(t(30), sample(vec![], bus(30, 4, 2.0)));
-        let j = h.json(t(30), None);
+        h.sample(t(60), sample(vec![], bus(30, 4, 2.0)));
+        let j = h.json(t(60), None);
         let b = &j["buses"]["rs485-1"];
         assert_eq!(b["latency_ms"][0][1], 50.0, "1 s over 20 polls");
         assert_eq!(b["failures"][0][1], 3.0);
