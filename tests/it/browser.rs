@@ -139,7 +139,7 @@ async fn the_status_page_shows_every_meter_online_the_firing_alerts_and_updates(
     let history = crate::harness::http_json(port, "/api/history?meter=m2")
         .await
         .unwrap();
-    assert_eq!(history["step_s"], 30);
+    assert_eq!(history["step_s"], 60, "a point a minute");
     assert!(
         history["meters"]["m2"]["voltage_l3_v"]
             .as_array()
