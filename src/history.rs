@@ -37,16 +37,7 @@ pub const MAIN: [&str; 7] = [
 
 /// Where `q` sits in [`MAIN`].
 pub fn main_index(q: &str) -> Option<usize> {
-    Some(match q {
-        "power_w" => 0,
-        "voltage_l1_v" => 1,
-        "voltage_l2_v" => 2,
-        "voltage_l3_v" => 3,
-        "current_l1_a" => 4,
-        "current_l2_a" => 5,
-        "current_l3_a" => 6,
-        _ => return None,
-    })
+    MAIN.iter().position(|m| *m == q)
 }
 
 fn slot(t: SystemTime) -> u64 {

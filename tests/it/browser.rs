@@ -7,23 +7,28 @@ use crate::{
     servers,
 };
 
+/// Headless Chromium with a fresh profile in `profile_dir`, and without the background
+/// connections that a closed network refuses.
+fn chromium(profile_dir: &std::path::Path) -> Command {
+    let mut c = Command::new(servers::binary("chromium", "chromium"));
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ])
+    .arg(format!("--user-data-dir={}", profile_dir.display()));
+    c
+}
+
 /// The page's DOM after its scripts ran for a couple of (virtual) seconds.
 fn render(url: &str, profile_dir: &std::path::Path) -> String {
-    let chromium = servers::binary("chromium", "chromium");
-    let out = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-        ])
-        .args([
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile_dir.display()))
+    let out = chromium(profile_dir)
         .args(["--virtual-time-budget=2500", "--dump-dom", url])
         .output()
         .expect("run chromium");
@@ -32,21 +37,7 @@ fn render(url: &str, profile_dir: &std::path::Path) -> String {
 
 /// A PNG of the page at `size` ("W,H") after its scripts ran.
 fn screenshot(url: &str, profile_dir: &std::path::Path, size: &str, png: &std::path::Path) {
-    let chromium = servers::binary("chromium", "chromium");
-    let out = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--hide-scrollbars",
-        ])
-        .args([
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile_dir.display()))
+    let out = chromium(profile_dir)
         .arg(format!("--window-size={size}"))
         .arg(format!("--screenshot={}", png.display()))
         .args(["--virtual-time-budget=2500", url])
