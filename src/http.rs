@@ -450,8 +450,7 @@ pub async fn serve(listen: SocketAddr, state: HttpState, mut stop: watch::Receiv
         .route("/api/history", get(api_history))
         .with_state(state.clone());
     // The trends are sampled while the server runs, and stop with it.
-    let sampler = tokio::spawn(sample_history(state));
-    let _sampler = AbortOnDrop(sampler);
+    let _sampler = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(sample_history(state)));
     // A port that cannot be bound is retried with back-off, said once when it fails and once
     // when it works (the task does not end: that would be a restart per attempt).
     let mut backoff = crate::backoff::Backoff::default();
@@ -563,13 +562,4 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &crate::state::Histo
     }
     let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
-}
-
-/// Aborts its task when dropped (the history sampler ends with the server).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
