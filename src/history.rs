@@ -117,7 +117,7 @@ pub struct SinkSample {
     pub oldest_age_s: f64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct BusSeries {
     utilisation: Series,
     latency_ms: Series,
@@ -125,7 +125,7 @@ struct BusSeries {
     last: Option<BusSample>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct SinkSeries {
     waiting: Series,
     oldest_age_s: Series,
@@ -144,7 +144,7 @@ pub struct Event {
     pub summary: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct History {
     meters: BTreeMap<String, BTreeMap<&'static str, Series>>,
     buses: BTreeMap<String, BusSeries>,
