@@ -266,11 +266,16 @@ pub fn alert_line(gateway: &str, a: &Alert, out: &mut String) {
 /// All fields are floats, so a later change of value can never conflict with a field type.
 pub fn status_lines(gateway: &str, live: &LiveState, now: SystemTime, out: &mut String) {
     let ts = unix_ms(now);
-    let meters = live.snapshot();
-    let mut per_bus: std::collections::BTreeMap<&str, (f64, f64)> = Default::default();
-    for (id, m) in &meters {
+    let mut per_bus: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    // Written under the live state's lock, rather than from a copy of every meter.
+    live.each_meter(|id, m| {
         let online = m.online.unwrap_or(false);
-        let e = per_bus.entry(m.bus.as_str()).or_default();
+        if !per_bus.contains_key(&m.bus) {
+            per_bus.insert(m.bus.clone(), (0.0, 0.0));
+        }
+        let Some(e) = per_bus.get_mut(&m.bus) else {
+            return;
+        };
         e.0 += 1.0;
         e.1 += f64::from(u8::from(online));
         out.push_str("meter_status,gateway=");
@@ -286,14 +291,14 @@ pub fn status_lines(gateway: &str, live: &LiveState, now: SystemTime, out: &mut 
             m.polls as f64,
             (m.timeouts + m.link_errors + m.exceptions) as f64
         );
-    }
+    });
     let buses = live.buses();
     for (bus, (n, up)) in per_bus {
         out.push_str("bus_status,gateway=");
         escape_tag(gateway, out);
         out.push_str(",bus=");
-        escape_tag(bus, out);
-        let u = buses.get(bus).map_or(0.0, |b| b.utilisation);
+        escape_tag(&bus, out);
+        let u = buses.get(&bus).map_or(0.0, |b| b.utilisation);
         let _ = writeln!(
             out,
             " utilisation={u:?},meters={n:?},meters_online={up:?} {ts}"

@@ -518,6 +518,12 @@ impl LiveState {
         (meters, buses)
     }
 
+    /// `f` of every meter, in the order of their ids, under the lock: a copy of only what the
+    /// caller needs, where [`LiveState::snapshot`] copies every meter whole.
+    pub fn each_meter<T>(&self, mut f: impl FnMut(&str, &MeterState) -> T) -> Vec<T> {
+        self.lock().iter().map(|(id, m)| f(id, m)).collect()
+    }
+
     pub fn snapshot(&self) -> BTreeMap<String, MeterState> {
         self.lock()
             .iter()

@@ -81,11 +81,16 @@ impl Executor {
     fn execute(&self, request: &Request) -> Outcome {
         match &request.args {
             Args::Status { meter } => {
-                let snapshot = self.live.snapshot();
-                let meters: Vec<serde_json::Value> = snapshot
-                    .iter()
-                    .filter(|(id, _)| meter.as_deref().is_none_or(|m| m == id.as_str()))
-                    .map(|(id, m)| crate::contract::meter_json(id, m))
+                let meters: Vec<serde_json::Value> = self
+                    .live
+                    .each_meter(|id, m| {
+                        meter
+                            .as_deref()
+                            .is_none_or(|want| want == id)
+                            .then(|| crate::contract::meter_json(id, m))
+                    })
+                    .into_iter()
+                    .flatten()
                     .collect();
                 Outcome::Now(Some(Reply::ok(
                     &request.id,

@@ -145,6 +145,26 @@ impl Writer {
 }
 
 /// Runs until shutdown; on shutdown writes what is buffered (one attempt, a few seconds).
+/// A write's body stops growing once it reaches this, whatever `batch_size` allows. The body
+/// and hyper's copy of it are what a write holds in memory: hyper flattens a body into its
+/// connection buffer when the connection cannot take vectored writes, which reqwest's rustls
+/// connector cannot, and keeps that buffer with the pooled connection. A reading is one line of
+/// 8 to 40 fields, 300 to 1,000 bytes, so 5,000 of them made 4 MB, held twice, at 2,000
+/// meters. InfluxDB's advice of 5,000 lines a write assumes lines of about 100 bytes; 512 KiB
+/// is about that size, and at 2,000 SDM630 meters it still means only about 7 writes a second.
+pub const MAX_BODY: usize = 512 * 1024;
+
+/// How many readings to read for the next write: `batch_size`, or fewer when the last
+/// readings' lines say that `MAX_BODY` fills first (so a backlog is not read from disk only to
+/// be left for the next write).
+fn readings_per_write(batch_size: usize, bytes: usize, readings: usize) -> usize {
+    if bytes == 0 || readings == 0 {
+        return batch_size;
+    }
+    let per_reading = bytes.div_ceil(readings);
+    (MAX_BODY / per_reading + 1).clamp(1, batch_size)
+}
+
 pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Receiver<bool>) {
     let super::SinkCtx {
         gateway,
@@ -172,6 +192,9 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
         // Report by exception: judged once per reading, in journal order (a batch sent again
         // after a failure goes whole).
         let mut filter = cfg.exception.clone().map(Filter::new);
+        let mut per_write = cfg.batch_size;
+        // Bytes of line protocol per reading, from the last write (a first guess before it).
+        let mut line_bytes = 400;
         loop {
             // Give way on the daemon's single thread, whatever the branches below do.
             tokio::task::consume_budget().await;
@@ -214,14 +237,14 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                 if log.end() <= pos && !stopping {
                     continue;
                 }
-                if !stopping && log.end() - pos < cfg.batch_size as u64 {
+                if !stopping && log.end() - pos < per_write as u64 {
                     tokio::select! {
                         _ = tokio::time::sleep(cfg.batch_interval) => {}
                         _ = shutdown.changed() => { stopping = *shutdown.borrow(); }
                     }
                 }
             }
-            let batch = match log.read_from(pos, cfg.batch_size) {
+            let batch = match log.read_from(pos, per_write) {
                 Ok(b) => b,
                 Err(e) => {
                     // The journal could not be read (no descriptors, an I/O error): wait,
@@ -246,12 +269,20 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            let upto = batch.last().map_or(pos, |(p, _)| p + 1);
-            let mut body = String::with_capacity(batch.len() * 400);
+            // Room for MAX_BODY and the line that passes it, so the body never doubles.
+            let mut body = String::with_capacity((batch.len() * line_bytes).min(MAX_BODY + 16384));
             // The sampling times of the readings written (report by exception may leave
             // some out).
             let mut written = Vec::with_capacity(batch.len());
+            // Past the last reading this write takes.
+            let mut upto = pos;
+            let mut taken = 0;
             for (pos, r) in &batch {
+                if body.len() >= MAX_BODY {
+                    break;
+                }
+                upto = pos + 1;
+                taken += 1;
                 match filter.as_mut().map(|f| f.pick(*pos, r)) {
                     None | Some(Pick::All) => r.write_line(&gateway, &mut body),
                     Some(pick) => {
@@ -264,6 +295,10 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                 }
                 written.push(r.ts);
             }
+            if !body.is_empty() {
+                line_bytes = body.len().div_ceil(taken);
+            }
+            per_write = readings_per_write(cfg.batch_size, body.len(), taken);
             if body.is_empty() {
                 // Nothing moved in the whole batch: nothing to write, nothing to wait for. (Not
                 // a write that worked either: a failing InfluxDB stays failing.)
@@ -290,7 +325,7 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                 }
                 Err(WriteError::Rejected(msg)) => {
                     stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    error!(readings = batch.len(), reason = %msg, "InfluxDB rejected points of a batch; the rest of the batch was written, the rejected points are skipped");
+                    error!(readings = taken, reason = %msg, "InfluxDB rejected points of a batch; the rest of the batch was written, the rejected points are skipped");
                     log.ack(cursor, upto);
                 }
                 Err(WriteError::Retry(msg)) => {
@@ -325,6 +360,28 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_reads_as_many_readings_as_fill_its_body_and_never_more_than_the_batch_size() {
+        for (batch_size, bytes, readings, want) in [
+            // Nothing written yet, or nothing to go by: the batch size.
+            (5000, 0, 0, 5000),
+            (5000, 0, 40, 5000),
+            // SDM630 lines of about 800 bytes: 656 fill 512 KiB.
+            (5000, 800 * 100, 100, MAX_BODY / 800 + 1),
+            // Short lines: the batch size is reached first.
+            (5000, 50 * 1000, 1000, 5000),
+            (200, 800 * 100, 100, 200),
+            // A line larger than the whole body still goes, one at a time.
+            (5000, 2 * MAX_BODY, 1, 1),
+        ] {
+            assert_eq!(
+                readings_per_write(batch_size, bytes, readings),
+                want,
+                "{batch_size} {bytes} {readings}"
+            );
+        }
+    }
 
     #[test]
     fn a_bad_point_is_rejected_but_an_outage_or_a_wrong_token_is_retried() {

@@ -50,6 +50,16 @@ async fn metrics_health_and_the_meter_api_describe_a_running_gateway() {
         metrics.contains("meterd_meter_failures_total{bus=\"b\",meter=\"m1\",kind=\"timeout\"} 0"),
         "{metrics}"
     );
+    // The body is sent in pieces; each family is still declared once, its lines together.
+    let mut declared: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .collect();
+    let n = declared.len();
+    declared.sort();
+    declared.dedup();
+    assert_eq!(declared.len(), n, "a family declared twice:\n{metrics}");
+    assert!(n >= 20, "{metrics}");
     // Latency: a histogram whose +Inf bucket counts every poll, and the bus's busy time.
     let value = |prefix: &str| -> f64 {
         metrics

@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU16, AtomicU32, Ordering},
+        atomic::{AtomicU16, AtomicU32, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -22,6 +22,8 @@ struct FaultProxy {
     mode: Arc<AtomicU16>,
     failed: Arc<AtomicU32>,
     passed: Arc<AtomicU32>,
+    /// The largest body passed on.
+    largest: Arc<AtomicUsize>,
 }
 
 async fn fault_proxy(upstream: String) -> FaultProxy {
@@ -29,14 +31,21 @@ async fn fault_proxy(upstream: String) -> FaultProxy {
     let port = listener.local_addr().unwrap().port();
     let mode = Arc::new(AtomicU16::new(0));
     let (failed, passed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-    let (m, f, p) = (mode.clone(), failed.clone(), passed.clone());
+    let largest = Arc::new(AtomicUsize::new(0));
+    let (m, f, p, l) = (
+        mode.clone(),
+        failed.clone(),
+        passed.clone(),
+        largest.clone(),
+    );
     tokio::spawn(async move {
         let http = reqwest::Client::new();
         while let Ok((mut sock, _)) = listener.accept().await {
-            let (m, f, p, http, upstream) = (
+            let (m, f, p, l, http, upstream) = (
                 m.clone(),
                 f.clone(),
                 p.clone(),
+                l.clone(),
                 http.clone(),
                 upstream.clone(),
             );
@@ -78,6 +87,7 @@ async fn fault_proxy(upstream: String) -> FaultProxy {
                         (status, "{\"error\":\"injected\"}".to_string())
                     } else {
                         p.fetch_add(1, Ordering::SeqCst);
+                        l.fetch_max(body.len(), Ordering::SeqCst);
                         match http
                             .post(format!("{upstream}{target}"))
                             .body(body)
@@ -104,6 +114,7 @@ async fn fault_proxy(upstream: String) -> FaultProxy {
         mode,
         failed,
         passed,
+        largest,
     }
 }
 
@@ -296,4 +307,77 @@ async fn influxdb_1x_and_victoria_metrics_read_values_in_exponent_notation_exact
         .await;
         assert_eq!(values[0].as_f64(), Some(v), "VictoriaMetrics, {q}");
     }
+}
+
+/// After an outage the backlog goes in writes of at most `MAX_BODY` (and the line that passes
+/// it), so a write holds little memory however far behind the sink is; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_goes_in_writes_of_bounded_size_and_no_reading_is_lost() {
+    use meterd::sinks::influx::MAX_BODY;
+    let influx = servers::influxdb1();
+    servers::influxql(&influx, "", "CREATE DATABASE meters").await;
+    let proxy = fault_proxy(influx.url()).await;
+    let meters: Vec<(u8, &str)> = (1..=40).map(|u| (u, "eastron-sdm630")).collect();
+    let (_sim, addr) = tcp_sim(&meters, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = servers::free_port();
+    let mut cfg = format!(
+        "[gateway]\nid = \"gw-big\"\nstate_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n\
+         [influxdb]\nurl = \"http://127.0.0.1:{}\"\napi = \"v1\"\ndatabase = \"meters\"\nbatch_interval = \"100ms\"\n\
+         [[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\nconcurrency = 8\n",
+        dir.path().join("state").display(),
+        proxy.port
+    );
+    for (unit, profile) in &meters {
+        cfg += &format!(
+            "[[bus.meter]]\nid = \"m{unit}\"\nunit = {unit}\nprofile = \"{profile}\"\ninterval = \"100ms\"\n"
+        );
+    }
+    let path = dir.path().join("meterd.toml");
+    std::fs::write(&path, cfg).unwrap();
+    proxy.mode.store(503, Ordering::SeqCst);
+    let mut meterd = Meterd::run(&path);
+    // A backlog of several bodies: SDM630 lines are 300 to 800 bytes.
+    let depth = |metrics: &str| -> Option<u64> {
+        metrics.lines().find_map(|l| {
+            l.strip_prefix("meterd_sink_depth{sink=\"influxdb\"} ")?
+                .parse()
+                .ok()
+        })
+    };
+    eventually(
+        "a backlog of several writes",
+        Duration::from_secs(60),
+        || async {
+            let (_, m) = crate::harness::http_get(http, "/metrics").await?;
+            (depth(&m)? >= (4 * MAX_BODY / 300) as u64).then_some(())
+        },
+    )
+    .await;
+    proxy.mode.store(0, Ordering::SeqCst);
+    eventually("the backlog delivered", Duration::from_secs(60), || async {
+        let (_, m) = crate::harness::http_get(http, "/metrics").await?;
+        (depth(&m)? < 500).then_some(())
+    })
+    .await;
+    assert!(meterd
+        .terminate(Duration::from_secs(8))
+        .is_some_and(|s| s.success()));
+    let log = meterd.log_text();
+    let total = readings_at_stop(&log).expect("stop line with the reading count");
+    // Every SDM630 reading has one of these: the realtime group's voltage, the energy group's
+    // import.
+    let arrived = count(&influx, "voltage_l1_v", "gw-big").await
+        + count(&influx, "energy_import_kwh", "gw-big").await;
+    assert_eq!(arrived, total, "every reading arrived:\n{log}");
+    let largest = proxy.largest.load(Ordering::SeqCst);
+    assert!(
+        largest <= MAX_BODY + 16 * 1024,
+        "a write of {largest} bytes, over {MAX_BODY} and a line"
+    );
+    assert!(
+        largest >= MAX_BODY / 2,
+        "the backlog filled a write: the largest was {largest} bytes"
+    );
+    assert!(proxy.passed.load(Ordering::SeqCst) >= 4);
 }
