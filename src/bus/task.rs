@@ -136,20 +136,24 @@ fn targets(bus: &BusConfig) -> Vec<Vec<Arc<PollTarget>>> {
     let time_sync = bus
         .time_sync
         .map(|every| super::dlt645::TimeSync::new(every, bus.time_sync_max));
+    let mut plans = super::Plans::default();
     bus.meters
         .iter()
         .map(|m| {
-            PollTarget::for_meter(MeterOnBus {
-                profile: &m.profile,
-                unit: m.unit,
-                address: m.address,
-                server_address: m.server_address.clone(),
-                frame_gap: bus.frame_gap,
-                max_registers: bus.max_registers,
-                max_gap: bus.max_gap,
-                utc_offset_s: bus.utc_offset_s,
-                time_sync: time_sync.clone(),
-            })
+            PollTarget::for_meter_sharing(
+                MeterOnBus {
+                    profile: &m.profile,
+                    unit: m.unit,
+                    address: m.address,
+                    server_address: m.server_address.clone(),
+                    frame_gap: bus.frame_gap,
+                    max_registers: bus.max_registers,
+                    max_gap: bus.max_gap,
+                    utc_offset_s: bus.utc_offset_s,
+                    time_sync: time_sync.clone(),
+                },
+                &mut plans,
+            )
         })
         .collect()
 }

@@ -497,3 +497,34 @@ fn the_group_commit_fsyncs_only_what_was_written_since_the_last_one() {
     assert!(len2 > len);
     assert_eq!(synced2, len2);
 }
+
+#[test]
+fn the_shapes_of_meters_with_the_same_quantities_share_one_list_of_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(
+        dir.path(),
+        Options {
+            segment_size: 1 << 20,
+            ..opts()
+        },
+    )
+    .expect("open");
+    for (i, meter) in ["a", "b", "c"].into_iter().enumerate() {
+        // Each reading names its quantities with strings of its own, as after a reload.
+        j.append(reading(meter, i as u64));
+    }
+    let mut other = reading("d", 9);
+    other.values.pop();
+    j.append(other);
+    let g = j.lock();
+    let w = g
+        .disk
+        .as_ref()
+        .and_then(|d| d.writer.as_ref())
+        .expect("a segment being written");
+    assert_eq!(w.shapes.len(), 4);
+    assert_eq!(w.lists.len(), 2, "one list per distinct set of quantities");
+    let list = |m: &str| w.shapes[m][0].1.quantities.clone();
+    assert!(Arc::ptr_eq(&list("a"), &list("c")));
+    assert_eq!(&*list("d"), &[Arc::<str>::from("voltage_l1_v")]);
+}

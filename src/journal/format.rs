@@ -44,7 +44,9 @@ pub struct Shape {
     pub meter: Arc<str>,
     pub bus: Arc<str>,
     pub profile: Arc<str>,
-    pub quantities: Vec<Arc<str>>,
+    /// Shared by the shapes of a segment that name the same quantities (every meter of a
+    /// profile, per point group), rather than a list per meter.
+    pub quantities: Arc<[Arc<str>]>,
 }
 
 impl Shape {
@@ -54,13 +56,17 @@ impl Shape {
         same(&self.meter, &r.meter)
             && same(&self.bus, &r.bus)
             && same(&self.profile, &r.profile)
-            && self.quantities.len() == r.values.len()
-            && self
-                .quantities
-                .iter()
-                .zip(&r.values)
-                .all(|(q, (n, _))| same(q, n))
+            && names(&self.quantities, r)
     }
+}
+
+/// Whether `quantities` are `r`'s quantities, in order.
+pub fn names(quantities: &[Arc<str>], r: &crate::reading::Reading) -> bool {
+    quantities.len() == r.values.len()
+        && quantities
+            .iter()
+            .zip(&r.values)
+            .all(|(q, (n, _))| Arc::ptr_eq(q, n) || q == n)
 }
 
 /// A reading record, framed, appended to `out` as [`Record::encode`] would write it, without
@@ -218,7 +224,7 @@ impl Record {
                 put_str(&mut out, &s.bus);
                 put_str(&mut out, &s.profile);
                 put_var(&mut out, s.quantities.len() as u64);
-                for q in &s.quantities {
+                for q in s.quantities.iter() {
                     put_str(&mut out, q);
                 }
             }
@@ -387,11 +393,9 @@ mod tests {
             meter: "m-0001".into(),
             bus: "rs485-1".into(),
             profile: "eastron-sdm630".into(),
-            quantities: vec![
-                "voltage_l1_v".into(),
-                "energy_import_kwh".into(),
-                "power_w".into(),
-            ],
+            quantities: ["voltage_l1_v", "energy_import_kwh", "power_w"]
+                .map(Arc::from)
+                .into(),
         }
     }
 

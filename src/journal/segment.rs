@@ -45,6 +45,10 @@ pub(super) struct Writer {
     /// meter, then compared (`Arc` pointers first: a reading's names are the profile's), so a
     /// known shape costs no allocation and no hashing of every quantity name.
     pub(super) shapes: HashMap<Arc<str>, Vec<(u32, Shape)>>,
+    /// The distinct quantity lists of those shapes, each kept once (a profile's point group
+    /// names the same quantities for every meter): 0.5 KB per SDM630 meter when each shape had
+    /// its own. Few enough to search in order.
+    pub(super) lists: Vec<Arc<[Arc<str>]>>,
     pub(super) shape_count: u32,
     /// Bytes the file accepted, and how many of them are the header.
     pub(super) len: u64,
@@ -183,6 +187,7 @@ impl Disk {
             buf: Vec::with_capacity(WRITE_CHUNK),
             buf_upto: first,
             shapes: HashMap::new(),
+            lists: Vec::new(),
             shape_count: 0,
             len: head.len() as u64,
             head: head.len() as u64,
@@ -241,11 +246,19 @@ impl Disk {
             None => {
                 let id = w.shape_count;
                 w.shape_count += 1;
+                let quantities = match w.lists.iter().find(|l| format::names(l, r)) {
+                    Some(l) => l.clone(),
+                    None => {
+                        let l: Arc<[Arc<str>]> = r.values.iter().map(|(q, _)| q.clone()).collect();
+                        w.lists.push(l.clone());
+                        l
+                    }
+                };
                 let shape = Shape {
                     meter: r.meter.clone(),
                     bus: r.bus.clone(),
                     profile: r.profile.clone(),
-                    quantities: r.values.iter().map(|(q, _)| q.clone()).collect(),
+                    quantities,
                 };
                 w.buf.extend(Record::Shape(id, shape.clone()).encode());
                 w.shapes

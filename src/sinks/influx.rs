@@ -193,8 +193,9 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
         // after a failure goes whole).
         let mut filter = cfg.exception.clone().map(Filter::new);
         let mut per_write = cfg.batch_size;
-        // Bytes of line protocol per reading, from the last write (a first guess before it).
-        let mut line_bytes = 400;
+        // Bytes of line protocol per reading, from the last write (before it, a guess on the
+        // high side: a body too small at first doubles, up to twice MAX_BODY).
+        let mut line_bytes = 1024;
         loop {
             // Give way on the daemon's single thread, whatever the branches below do.
             tokio::task::consume_budget().await;
@@ -269,8 +270,10 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            // Room for MAX_BODY and the line that passes it, so the body never doubles.
-            let mut body = String::with_capacity((batch.len() * line_bytes).min(MAX_BODY + 16384));
+            // Room for the batch as the last one's lines go, a quarter more, at most for
+            // MAX_BODY and the line that passes it: the body seldom has to grow.
+            let guess = batch.len() * line_bytes;
+            let mut body = String::with_capacity((guess + guess / 4).min(MAX_BODY + 16384));
             // The sampling times of the readings written (report by exception may leave
             // some out).
             let mut written = Vec::with_capacity(batch.len());
