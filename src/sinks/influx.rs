@@ -8,7 +8,7 @@
 //! good ones of the batch and names the bad one; it is logged, counted and skipped.
 
 use std::{
-    sync::atomic::Ordering,
+    sync::{atomic::Ordering, Arc},
     time::{Duration, SystemTime},
 };
 
@@ -95,7 +95,8 @@ impl Writer {
         })
     }
 
-    async fn write(&self, body: String) -> Result<(), WriteError> {
+    async fn write(&self, body: impl Into<reqwest::Body>) -> Result<(), WriteError> {
+        let body = body.into();
         match self {
             Writer::V2 {
                 client,
@@ -145,24 +146,65 @@ impl Writer {
 }
 
 /// Runs until shutdown; on shutdown writes what is buffered (one attempt, a few seconds).
-/// A write's body stops growing once it reaches this, whatever `batch_size` allows. The body
-/// and hyper's copy of it are what a write holds in memory: hyper flattens a body into its
-/// connection buffer when the connection cannot take vectored writes, which reqwest's rustls
-/// connector cannot, and keeps that buffer with the pooled connection. A reading is one line of
-/// 8 to 40 fields, 300 to 1,000 bytes, so 5,000 of them made 4 MB, held twice, at 2,000
-/// meters. InfluxDB's advice of 5,000 lines a write assumes lines of about 100 bytes; 512 KiB
-/// is about that size, and at 2,000 SDM630 meters it still means only about 7 writes a second.
-pub const MAX_BODY: usize = 512 * 1024;
+/// A write's body is sent in pieces of about this size, each written only when hyper asks
+/// for more. Written whole, a batch of 5,000 SDM630 readings was a 2.5 MB string, and hyper
+/// kept a copy as large with the pooled connection: it flattens a body into its connection
+/// buffer when the connection cannot take vectored writes, which reqwest's rustls connector
+/// cannot. In pieces, hyper's buffer stops at its limit (about 400 KB) and asks for the next
+/// piece once it has sent some.
+pub const PIECE: usize = 64 * 1024;
 
-/// How many readings to read for the next write: `batch_size`, or fewer when the last
-/// readings' lines say that `MAX_BODY` fills first (so a backlog is not read from disk only to
-/// be left for the next write).
-fn readings_per_write(batch_size: usize, bytes: usize, readings: usize) -> usize {
-    if bytes == 0 || readings == 0 {
-        return batch_size;
-    }
-    let per_reading = bytes.div_ceil(readings);
-    (MAX_BODY / per_reading + 1).clamp(1, batch_size)
+/// How a reading of a batch is written: whole, or only some of its values (report by
+/// exception).
+enum Lines {
+    All,
+    Only(Pick),
+}
+
+/// The lines of `batch` (one per reading, with the values `lines` says) in pieces of about
+/// [`PIECE`] bytes, each written when it is asked for.
+fn pieces(
+    gateway: Arc<str>,
+    batch: Vec<(u64, Arc<crate::reading::Reading>)>,
+    lines: Vec<Option<Lines>>,
+) -> impl Iterator<Item = String> {
+    let mut next = 0;
+    std::iter::from_fn(move || {
+        let mut out = String::new();
+        while next < batch.len() && out.len() < PIECE {
+            if out.capacity() == 0 {
+                // A piece and the line that passes PIECE, without doubling.
+                out.reserve_exact(PIECE + 16 * 1024);
+            }
+            let r = &batch[next].1;
+            match &lines[next] {
+                Some(Lines::All) => r.write_line(&gateway, &mut out),
+                Some(Lines::Only(pick)) => r.write_line_only(&gateway, &mut out, |i| pick.keeps(i)),
+                None => {}
+            }
+            next += 1;
+        }
+        (!out.is_empty()).then_some(out)
+    })
+}
+
+/// The body of a write: [`pieces`], sent as they are written.
+fn streamed_body(
+    gateway: Arc<str>,
+    batch: Vec<(u64, Arc<crate::reading::Reading>)>,
+    lines: Vec<Option<Lines>>,
+) -> reqwest::Body {
+    let pieces = pieces(gateway, batch, lines)
+        .map(|p| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(p)));
+    reqwest::Body::wrap_stream(futures::stream::iter(pieces))
+}
+
+/// Whether `r` gives a line: some value kept is a number (the line protocol has no NaN).
+fn has_line(r: &crate::reading::Reading, keep: impl Fn(usize) -> bool) -> bool {
+    r.values
+        .iter()
+        .enumerate()
+        .any(|(i, (_, v))| v.is_finite() && keep(i))
 }
 
 pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Receiver<bool>) {
@@ -174,6 +216,7 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
         alerts,
         live,
     } = ctx;
+    let gateway: Arc<str> = gateway.into();
     let span = info_span!("influxdb", url = %crate::redact::url(&cfg.url));
     async move {
         let writer = match Writer::new(&cfg) {
@@ -192,10 +235,6 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
         // Report by exception: judged once per reading, in journal order (a batch sent again
         // after a failure goes whole).
         let mut filter = cfg.exception.clone().map(Filter::new);
-        let mut per_write = cfg.batch_size;
-        // Bytes of line protocol per reading, from the last write (before it, a guess on the
-        // high side: a body too small at first doubles, up to twice MAX_BODY).
-        let mut line_bytes = 1024;
         loop {
             // Give way on the daemon's single thread, whatever the branches below do.
             tokio::task::consume_budget().await;
@@ -238,14 +277,14 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                 if log.end() <= pos && !stopping {
                     continue;
                 }
-                if !stopping && log.end() - pos < per_write as u64 {
+                if !stopping && log.end() - pos < cfg.batch_size as u64 {
                     tokio::select! {
                         _ = tokio::time::sleep(cfg.batch_interval) => {}
                         _ = shutdown.changed() => { stopping = *shutdown.borrow(); }
                     }
                 }
             }
-            let batch = match log.read_from(pos, per_write) {
+            let batch = match log.read_from(pos, cfg.batch_size) {
                 Ok(b) => b,
                 Err(e) => {
                     // The journal could not be read (no descriptors, an I/O error): wait,
@@ -270,44 +309,39 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            // Room for the batch as the last one's lines go, a quarter more, at most for
-            // MAX_BODY and the line that passes it: the body seldom has to grow.
-            let guess = batch.len() * line_bytes;
-            let mut body = String::with_capacity((guess + guess / 4).min(MAX_BODY + 16384));
+            let upto = batch.last().map_or(pos, |(p, _)| p + 1);
             // The sampling times of the readings written (report by exception may leave
-            // some out).
+            // some out), and how each is written.
             let mut written = Vec::with_capacity(batch.len());
-            // Past the last reading this write takes.
-            let mut upto = pos;
-            let mut taken = 0;
+            let mut lines = Vec::with_capacity(batch.len());
+            let mut any_line = false;
             for (pos, r) in &batch {
-                if body.len() >= MAX_BODY {
-                    break;
-                }
-                upto = pos + 1;
-                taken += 1;
-                match filter.as_mut().map(|f| f.pick(*pos, r)) {
-                    None | Some(Pick::All) => r.write_line(&gateway, &mut body),
+                let how = match filter.as_mut().map(|f| f.pick(*pos, r)) {
+                    None | Some(Pick::All) => {
+                        any_line |= has_line(r, |_| true);
+                        Lines::All
+                    }
                     Some(pick) => {
                         stats.left_out(r, &pick);
                         if pick == Pick::Nothing {
+                            lines.push(None);
                             continue;
                         }
-                        r.write_line_only(&gateway, &mut body, |i| pick.keeps(i));
+                        any_line |= has_line(r, |i| pick.keeps(i));
+                        Lines::Only(pick)
                     }
-                }
+                };
+                lines.push(Some(how));
                 written.push(r.ts);
             }
-            if !body.is_empty() {
-                line_bytes = body.len().div_ceil(taken);
-            }
-            per_write = readings_per_write(cfg.batch_size, body.len(), taken);
-            if body.is_empty() {
+            if !any_line {
                 // Nothing moved in the whole batch: nothing to write, nothing to wait for. (Not
                 // a write that worked either: a failing InfluxDB stays failing.)
                 log.ack(cursor, upto);
                 continue;
             }
+            let readings = batch.len();
+            let body = streamed_body(gateway.clone(), batch, lines);
             let result = if stopping {
                 tokio::time::timeout(Duration::from_secs(3), writer.write(body))
                     .await
@@ -328,7 +362,7 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                 }
                 Err(WriteError::Rejected(msg)) => {
                     stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    error!(readings = taken, reason = %msg, "InfluxDB rejected points of a batch; the rest of the batch was written, the rejected points are skipped");
+                    error!(readings, reason = %msg, "InfluxDB rejected points of a batch; the rest of the batch was written, the rejected points are skipped");
                     log.ack(cursor, upto);
                 }
                 Err(WriteError::Retry(msg)) => {
@@ -365,24 +399,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_write_reads_as_many_readings_as_fill_its_body_and_never_more_than_the_batch_size() {
-        for (batch_size, bytes, readings, want) in [
-            // Nothing written yet, or nothing to go by: the batch size.
-            (5000, 0, 0, 5000),
-            (5000, 0, 40, 5000),
-            // SDM630 lines of about 800 bytes: 656 fill 512 KiB.
-            (5000, 800 * 100, 100, MAX_BODY / 800 + 1),
-            // Short lines: the batch size is reached first.
-            (5000, 50 * 1000, 1000, 5000),
-            (200, 800 * 100, 100, 200),
-            // A line larger than the whole body still goes, one at a time.
-            (5000, 2 * MAX_BODY, 1, 1),
-        ] {
-            assert_eq!(
-                readings_per_write(batch_size, bytes, readings),
-                want,
-                "{batch_size} {bytes} {readings}"
-            );
+    fn a_batch_is_written_in_pieces_that_join_into_its_lines() {
+        let reading = |i: u64| {
+            Arc::new(crate::reading::Reading {
+                meter: format!("m{i}").into(),
+                bus: "b".into(),
+                profile: "eastron-sdm630".into(),
+                ts: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_768_205_000 + i),
+                seq: i,
+                values: (0..32)
+                    .map(|q| (format!("quantity_{q}").into(), 230.0 + (i * q) as f64 / 7.0))
+                    .collect(),
+                on_demand: false,
+            })
+        };
+        for n in [1, 10, 500, 3000] {
+            let batch: Vec<(u64, Arc<crate::reading::Reading>)> =
+                (0..n).map(|i| (i, reading(i))).collect();
+            // Every third reading whole, every third with two values, every third not at all.
+            let how = |i: u64| match i % 3 {
+                0 => Some(Lines::All),
+                1 => Some(Lines::Only(Pick::Some(
+                    (0..32).map(|q| q == 3 || q == 30).collect(),
+                ))),
+                _ => None,
+            };
+            let mut expected = String::new();
+            for (i, r) in &batch {
+                match how(*i) {
+                    Some(Lines::All) => r.write_line("gw", &mut expected),
+                    Some(Lines::Only(p)) => r.write_line_only("gw", &mut expected, |q| p.keeps(q)),
+                    None => {}
+                }
+            }
+            let lines = (0..n).map(how).collect();
+            let written: Vec<String> = pieces("gw".into(), batch, lines).collect();
+            assert_eq!(written.concat(), expected, "{n} readings");
+            for p in &written {
+                assert!(p.ends_with('\n'), "a piece ends with a whole line");
+                assert!(p.len() < PIECE + 2048, "a piece of {} bytes", p.len());
+            }
+            // Every piece but the last is full.
+            for p in &written[..written.len() - 1] {
+                assert!(p.len() >= PIECE, "a piece of {} bytes", p.len());
+            }
+            if expected.len() > 3 * PIECE {
+                assert!(
+                    written.len() >= 3,
+                    "{n} readings in {} pieces",
+                    written.len()
+                );
+            }
         }
     }
 
