@@ -405,6 +405,41 @@ fn an_energy_counter_going_backwards_or_jumping_fires_once_and_resolves_after_th
 }
 
 #[test]
+fn an_energy_counter_is_judged_against_its_last_value_across_a_restart() {
+    let kind = Kind::EnergyCounter {
+        max_rate_kw: 1000.0,
+        tolerance: 0.1,
+        hold: Duration::from_secs(3600),
+    };
+    let counters =
+        |import: f64, export: f64| [("energy_import_kwh", import), ("energy_export_kwh", export)];
+    let mut e = engine(vec![rule("EnergyCounterImplausible", kind.clone(), 0)]);
+    assert!(e
+        .on_reading(&reading("m1", 0, &counters(100.0, 50.0)), t(0))
+        .is_empty());
+    assert!(e
+        .on_reading(&reading("m1", 10, &counters(100.5, 50.2)), t(10))
+        .is_empty());
+    let saved: Saved = serde_json::from_str(&serde_json::to_string(&e.save()).unwrap()).unwrap();
+    assert_eq!(
+        saved
+            .counters
+            .iter()
+            .map(|c| (c.1.as_str(), c.2))
+            .collect::<Vec<_>>(),
+        vec![("energy_export_kwh", 50.2), ("energy_import_kwh", 100.5)],
+        "saved in order, each at its last value"
+    );
+    let mut again = engine(vec![rule("EnergyCounterImplausible", kind, 0)]);
+    assert!(again.restore(saved, t(20)).is_empty());
+    // The export counter went back while meterd was down; the import counter grew.
+    let events = again.on_reading(&reading("m1", 30, &counters(101.0, 40.0)), t(30));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].labels["quantity"], "energy_export_kwh");
+    assert_eq!(events[0].labels["change"], "backwards");
+}
+
+#[test]
 fn clock_drift_counts_either_direction() {
     let mut e = engine(vec![rule(
         "MeterClockDrift",

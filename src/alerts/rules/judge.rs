@@ -156,7 +156,7 @@ impl Engine {
                     }
                     // The meter's counters, found once per reading; events raised after.
                     if !self.counters.contains_key(&meter.id) {
-                        self.counters.insert(meter.id.clone(), BTreeMap::new());
+                        self.counters.insert(meter.id.clone(), Default::default());
                     }
                     let Some(per_meter) = self.counters.get_mut(&meter.id) else {
                         continue;
@@ -166,7 +166,7 @@ impl Engine {
                         if !is_counter(q) {
                             continue;
                         }
-                        let prev = match per_meter.get_mut(&**q) {
+                        let prev = match per_meter.get_mut(q) {
                             Some(last) => {
                                 let prev = *last;
                                 if r.ts > prev.1 {
@@ -175,7 +175,7 @@ impl Engine {
                                 Some(prev)
                             }
                             None => {
-                                per_meter.insert(q.clone(), (*v, r.ts));
+                                per_meter.insert(q.clone(), *v, r.ts);
                                 None
                             }
                         };
