@@ -179,6 +179,16 @@ fn config(
     )
 }
 
+/// Stop meterd cleanly: the readings it made, by its stop line, and its log.
+fn stop(meterd: &mut Meterd) -> (u64, String) {
+    assert!(meterd
+        .terminate(Duration::from_secs(8))
+        .is_some_and(|s| s.success()));
+    let log = meterd.log_text();
+    let total = readings_at_stop(&log).expect("stop line with the reading count");
+    (total, log)
+}
+
 async fn count(influx: &servers::Server, field: &str, gateway: &str) -> u64 {
     let a = servers::influxql(
         influx,
@@ -224,11 +234,7 @@ async fn answers_500_and_429_are_retried_with_backoff_and_no_reading_is_lost() {
         || async { (count(&influx, "voltage_l1_v", "gw-retry").await >= 25).then_some(()) },
     )
     .await;
-    assert!(meterd
-        .terminate(Duration::from_secs(8))
-        .is_some_and(|s| s.success()));
-    let log = meterd.log_text();
-    let total = readings_at_stop(&log).expect("stop line with the reading count");
+    let (total, log) = stop(&mut meterd);
     // SDM120: one energy reading (interval 1 h), the rest realtime.
     assert_eq!(count(&influx, "energy_import_kwh", "gw-retry").await, 1);
     assert_eq!(
@@ -404,11 +410,7 @@ async fn a_backlog_goes_in_bodies_sent_in_pieces_and_no_reading_is_lost() {
         (depth(&m)? < 500).then_some(())
     })
     .await;
-    assert!(meterd
-        .terminate(Duration::from_secs(8))
-        .is_some_and(|s| s.success()));
-    let log = meterd.log_text();
-    let total = readings_at_stop(&log).expect("stop line with the reading count");
+    let (total, log) = stop(&mut meterd);
     // Every SDM630 reading has one of these: the realtime group's voltage, the energy group's
     // import.
     let arrived = count(&influx, "voltage_l1_v", "gw-big").await
