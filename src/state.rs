@@ -540,14 +540,6 @@ impl LiveState {
             .collect()
     }
 
-    /// Meters whose availability is known.
-    pub fn availability(&self) -> BTreeMap<String, bool> {
-        self.lock()
-            .iter()
-            .filter_map(|(m, s)| Some((m.to_string(), s.online?)))
-            .collect()
-    }
-
     /// A receiver that is marked changed whenever some meter's availability changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()

@@ -120,6 +120,8 @@ pub async fn poll_group(
     let Some(points) = profile.groups.get(group).map(|g| &g.points) else {
         return out;
     };
+    // Room for every point at once, rather than growing block by block.
+    out.values.reserve_exact(points.len());
     for block in blocks {
         let mut retry = super::Retry::new(retries, frame_gap);
         let result = loop {

@@ -147,18 +147,25 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
             if s.connected && !stopping && avail_dirty {
                 // Availability first: it is small, retained and what a dashboard shows.
                 avail_dirty = false;
-                let now_avail = live.availability();
-                for (m, online) in &now_avail {
-                    if published_avail.get(m) != Some(online) {
-                        let payload = if *online { "online" } else { "offline" };
-                        if client.try_publish(topics.availability(m), QoS::AtLeastOnce, true, payload).is_ok() {
-                            s.fifo.push_back(Sent::Control);
-                            published_avail.insert(m.clone(), *online);
-                        } else {
-                            // The request channel is full: try again on the next turn.
-                            avail_dirty = true;
-                            break;
-                        }
+                // Only the meters whose availability moved since it was last published: a
+                // bus going down or 2,000 meters coming up one by one wake this many times.
+                let moved: Vec<(String, bool)> = live
+                    .each_meter(|m, state| {
+                        let online = state.online?;
+                        (published_avail.get(m) != Some(&online)).then(|| (m.to_string(), online))
+                    })
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                for (m, online) in moved {
+                    let payload = if online { "online" } else { "offline" };
+                    if client.try_publish(topics.availability(&m), QoS::AtLeastOnce, true, payload).is_ok() {
+                        s.fifo.push_back(Sent::Control);
+                        published_avail.insert(m, online);
+                    } else {
+                        // The request channel is full: try again on the next turn.
+                        avail_dirty = true;
+                        break;
                     }
                 }
             }
