@@ -170,22 +170,61 @@ impl Reading {
 }
 
 /// One meter as `/api/meters` and the remote `status` command show it: state, counters, last
-/// error, last reading and its latest values.
+/// error, last reading and its latest values. Serialized straight from the live state: built
+/// as a `serde_json::Value` first, 2,000 meters' took 20 MB and 64 ms on every refresh of the
+/// status page (every 2 s).
+#[derive(serde::Serialize)]
+pub struct MeterJson<'a> {
+    meter: &'a str,
+    bus: &'a str,
+    online: Option<bool>,
+    refusing: bool,
+    polls: u64,
+    failures: Failures,
+    last_error: Option<&'a str>,
+    last_reading: Option<LastReading>,
+    values: std::collections::BTreeMap<std::sync::Arc<str>, f64>,
+}
+
+#[derive(serde::Serialize)]
+struct Failures {
+    timeout: u64,
+    link: u64,
+    refused: u64,
+}
+
+#[derive(serde::Serialize)]
+struct LastReading {
+    ts: String,
+    seq: u64,
+}
+
+impl<'a> MeterJson<'a> {
+    pub fn of(id: &'a str, m: &'a crate::state::MeterState) -> MeterJson<'a> {
+        MeterJson {
+            meter: id,
+            bus: &m.bus,
+            online: m.online,
+            refusing: m.refusing,
+            polls: m.polls,
+            failures: Failures {
+                timeout: m.timeouts,
+                link: m.link_errors,
+                refused: m.exceptions,
+            },
+            last_error: m.last_error.as_deref(),
+            last_reading: m.last_reading.as_ref().map(|r| LastReading {
+                ts: humantime::format_rfc3339_millis(r.ts).to_string(),
+                seq: r.seq,
+            }),
+            values: m.last_values(),
+        }
+    }
+}
+
+/// [`MeterJson`] as a JSON value (the remote `status` reply, which is built whole).
 pub fn meter_json(id: &str, m: &crate::state::MeterState) -> serde_json::Value {
-    serde_json::json!({
-        "meter": id,
-        "bus": m.bus,
-        "online": m.online,
-        "refusing": m.refusing,
-        "polls": m.polls,
-        "failures": {"timeout": m.timeouts, "link": m.link_errors, "refused": m.exceptions},
-        "last_error": m.last_error,
-        "last_reading": m.last_reading.as_ref().map(|r| serde_json::json!({
-            "ts": humantime::format_rfc3339_millis(r.ts).to_string(),
-            "seq": r.seq,
-        })),
-        "values": m.last_values(),
-    })
+    serde_json::to_value(MeterJson::of(id, m)).unwrap_or(serde_json::Value::Null)
 }
 
 /// Line-protocol escaping for tag keys, tag values and field keys.
@@ -329,7 +368,7 @@ pub fn status_lines(gateway: &str, live: &LiveState, now: SystemTime, out: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::{sync::Arc, time::Duration};
 
     fn reading() -> Reading {
         Reading {
@@ -344,6 +383,49 @@ mod tests {
             ],
             on_demand: false,
         }
+    }
+
+    #[test]
+    fn a_meter_in_the_api_has_its_state_counters_last_reading_and_latest_values() {
+        let mut older = reading();
+        older.ts -= Duration::from_secs(60);
+        older.values = vec![("power_w".into(), f64::NAN), ("voltage_l1_v".into(), 229.0)];
+        let mut m = crate::state::MeterState {
+            bus: "rs485 1".into(),
+            online: Some(true),
+            polls: 3,
+            timeouts: 1,
+            link_errors: 2,
+            last_error: Some("timeout \"after\" 1 s".into()),
+            ..Default::default()
+        };
+        m.keep_reading(1, Arc::new(older));
+        m.keep_reading(0, Arc::new(reading()));
+        let expected = serde_json::json!({
+            "meter": "m-0001",
+            "bus": "rs485 1",
+            "online": true,
+            "refusing": false,
+            "polls": 3,
+            "failures": {"timeout": 1, "link": 2, "refused": 0},
+            "last_error": "timeout \"after\" 1 s",
+            "last_reading": {"ts": "2026-11-27T08:30:05.123Z", "seq": 1234},
+            // The newer reading's voltage wins; a non-number is null.
+            "values": {"energy_import_kwh": 12345.67, "power_w": null, "voltage_l1_v": 230.1},
+        });
+        assert_eq!(meter_json("m-0001", &m), expected);
+        // Written straight to bytes (`/api/meters`), it reads back the same.
+        let bytes = serde_json::to_vec(&MeterJson::of("m-0001", &m)).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            expected
+        );
+        let fresh = crate::state::MeterState::default();
+        assert_eq!(
+            meter_json("m2", &fresh)["last_reading"],
+            serde_json::Value::Null
+        );
+        assert_eq!(meter_json("m2", &fresh)["online"], serde_json::Value::Null);
     }
 
     #[test]

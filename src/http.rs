@@ -360,8 +360,29 @@ async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn api_meters(State(s): State<HttpState>) -> impl IntoResponse {
-    let meters = s.live.each_meter(crate::contract::meter_json);
-    Json(serde_json::json!({ "meters": meters }))
+    // Each meter's JSON written under the lock, the body sent a meter at a time: no tree of
+    // values, no copy of the whole document.
+    let mut first = true;
+    let meters = s.live.each_meter(|id, m| {
+        let mut piece = Vec::with_capacity(1024);
+        if !std::mem::take(&mut first) {
+            piece.push(b',');
+        }
+        let at = piece.len();
+        if serde_json::to_writer(&mut piece, &crate::contract::MeterJson::of(id, m)).is_err() {
+            piece.truncate(at);
+            piece.extend_from_slice(b"null");
+        }
+        axum::body::Bytes::from(piece)
+    });
+    let pieces = std::iter::once(axum::body::Bytes::from_static(b"{\"meters\":["))
+        .chain(meters)
+        .chain(std::iter::once(axum::body::Bytes::from_static(b"]}")))
+        .map(Ok::<_, std::convert::Infallible>);
+    (
+        [("content-type", "application/json")],
+        axum::body::Body::from_stream(futures::stream::iter(pieces)),
+    )
 }
 
 /// Remote commands: the latest audit events (newest last) and the counts by command and status.
