@@ -285,6 +285,10 @@ pub async fn run(s: &Scenario) -> Report {
     cfg += &format!("[http]\nlisten = \"127.0.0.1:{http}\"\n");
     if let Some(m) = &mosquitto {
         cfg += &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nqos = 1\n", m.port);
+        // `MQTT_INFLIGHT=N`: publishes awaiting PUBACK at once (meterd's default otherwise).
+        if let Ok(n) = std::env::var("MQTT_INFLIGHT") {
+            cfg += &format!("inflight = {}\n", n.trim());
+        }
     }
     match (&influx, s.influx) {
         (Some(i), Influx::V1) => {
