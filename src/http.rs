@@ -46,7 +46,7 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// What `/metrics` prints of one meter, copied under the live state's lock: about 150 bytes a
+/// What `/metrics` prints of one meter, copied under the live state's lock: about 250 bytes a
 /// meter, where the text is about 1.7 KB (the latency histogram alone is 14 lines).
 struct MeterMetrics {
     /// `bus="…",meter="…"`, escaped.

@@ -8,6 +8,7 @@ pub mod modbus;
 pub mod scheduler;
 pub mod task;
 
+use meterd_protocols::{modbus::ReadBlock, profile::Profile};
 use std::{sync::Arc, time::Duration};
 
 pub use modbus::ModbusLink;
@@ -261,23 +262,28 @@ impl PollTarget {
 /// Modbus read plans by profile, group and coalescing limits, built once and shared by every
 /// meter of the same profile (a plan per meter cost about 0.4 KB per SDM630).
 #[derive(Default)]
-pub struct Plans(
-    std::collections::HashMap<(usize, usize, u16, u16), Arc<[meterd_protocols::modbus::ReadBlock]>>,
-);
+pub struct Plans(std::collections::HashMap<PlanKey, (Arc<Profile>, Arc<[ReadBlock]>)>);
+
+/// A profile by its address (held in the value, so the address is never another profile's),
+/// a group, and the coalescing limits.
+type PlanKey = (usize, usize, u16, u16);
 
 impl Plans {
     fn get(
         &mut self,
-        profile: &Arc<meterd_protocols::profile::Profile>,
+        profile: &Arc<Profile>,
         group: usize,
         max_registers: u16,
         max_gap: u16,
-    ) -> Arc<[meterd_protocols::modbus::ReadBlock]> {
-        // Keyed by the profile's address: the profiles outlive the plans built from them.
+    ) -> Arc<[ReadBlock]> {
         let key = (Arc::as_ptr(profile) as usize, group, max_registers, max_gap);
         self.0
             .entry(key)
-            .or_insert_with(|| profile.groups[group].plan(max_registers, max_gap).into())
+            .or_insert_with(|| {
+                let plan = profile.groups[group].plan(max_registers, max_gap).into();
+                (profile.clone(), plan)
+            })
+            .1
             .clone()
     }
 }

@@ -145,7 +145,6 @@ impl Writer {
     }
 }
 
-/// Runs until shutdown; on shutdown writes what is buffered (one attempt, a few seconds).
 /// A write's body is sent in pieces of about this size, each written only when hyper asks
 /// for more. Written whole, a batch of 5,000 SDM630 readings was a 2.5 MB string, and hyper
 /// kept a copy as large with the pooled connection: it flattens a body into its connection
@@ -207,6 +206,7 @@ fn has_line(r: &crate::reading::Reading, keep: impl Fn(usize) -> bool) -> bool {
         .any(|(i, (_, v))| v.is_finite() && keep(i))
 }
 
+/// Runs until shutdown; on shutdown writes what is buffered (one attempt, a few seconds).
 pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Receiver<bool>) {
     let super::SinkCtx {
         gateway,
