@@ -9,7 +9,8 @@
 //! 4. idle: 1,000 SDM630 meters at 15 minutes, measured between polls.
 //!
 //! Environment: `TARGETS=1,2,4` (which to run), `METERS=10,100,1000,2000` (target 2's
-//! sizes), `SECS=30` (window), `WARMUP=10`, `IDLE_SECS=60`.
+//! sizes), `SECS=30` (window), `WARMUP=10`, `IDLE_SECS=60`, `MQTT_INFLIGHT` (`mqtt.inflight`;
+//! meterd's default when unset). `METERD_BIN` runs another build (see `meterd_testkit`).
 use std::time::Duration;
 
 use meterd_testkit::{

@@ -340,6 +340,17 @@ pub fn one_meter_config_with(
     cfg
 }
 
+/// `[[bus.meter]]` tables, one per `(unit, profile)`: id `m{unit}`, with `polling` (say
+/// `interval = "1s"`) in each.
+pub fn meter_tables(meters: &[(u8, &str)], polling: &str) -> String {
+    meters
+        .iter()
+        .map(|(unit, profile)| {
+            format!("[[bus.meter]]\nid = \"m{unit}\"\nunit = {unit}\nprofile = \"{profile}\"\n{polling}\n")
+        })
+        .collect()
+}
+
 /// For the benches: write `config` to `dir/bench.toml` and start `meterd run` on it with its
 /// default log level (no debug lines to skew the measurement), stderr to `dir/meterd.log`.
 /// Returns the process and the log's path.

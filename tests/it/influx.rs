@@ -378,11 +378,7 @@ async fn a_backlog_goes_in_bodies_sent_in_pieces_and_no_reading_is_lost() {
         dir.path().join("state").display(),
         proxy.port
     );
-    for (unit, profile) in &meters {
-        cfg += &format!(
-            "[[bus.meter]]\nid = \"m{unit}\"\nunit = {unit}\nprofile = \"{profile}\"\ninterval = \"100ms\"\n"
-        );
-    }
+    cfg += &crate::harness::meter_tables(&meters, "interval = \"100ms\"");
     let path = dir.path().join("meterd.toml");
     std::fs::write(&path, cfg).unwrap();
     proxy.mode.store(503, Ordering::SeqCst);

@@ -482,11 +482,7 @@ async fn a_full_mqtt_window_stalls_neither_the_daemon_nor_delivery() {
          [[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\nconcurrency = 4\n",
         dir.path().join("state").display(),
     );
-    for (u, p) in &units {
-        cfg += &format!(
-            "[[bus.meter]]\nid = \"m{u}\"\nunit = {u}\nprofile = \"{p}\"\ninterval = \"1s\"\n"
-        );
-    }
+    cfg += &crate::harness::meter_tables(&units, "interval = \"1s\"");
     let path = dir.path().join("meterd.toml");
     std::fs::write(&path, cfg).unwrap();
     let meterd = Meterd::run(&path);
