@@ -6,7 +6,12 @@
 //!    journal + MQTT QoS 1 + InfluxDB 1.x;
 //! 2. and 3. SDM630 meters (32 values, both groups every second) at 10, 100, 1,000 and 2,000
 //!    meters, journal + MQTT QoS 1 + VictoriaMetrics (InfluxDB v2 write API);
-//! 4. idle: 1,000 SDM630 meters at 15 minutes, measured between polls.
+//! 4. idle: 1,000 SDM630 meters at 15 minutes, measured between polls;
+//! 5. opt-in (`TARGETS=1,5`): Node-RED 4 + node-red-contrib-modbus on target 1's workload, one
+//!    MQTT message per value at QoS 0, right after target 1 for the ratio the issue asks for
+//!    (installed with npm into `target/node-red` on first use; see `meterd_testkit::node_red`);
+//! 6. opt-in (`TARGETS=1,6`): where target 1's CPU goes, stage by stage: the same workload
+//!    into the journal only, then with MQTT (target 1 adds InfluxDB).
 //!
 //! Environment: `TARGETS=1,2,4` (which to run), `METERS=10,100,1000,2000` (target 2's
 //! sizes), `SECS=30` (window), `WARMUP=10`, `IDLE_SECS=60`, `MQTT_INFLIGHT` (`mqtt.inflight`;
@@ -15,6 +20,7 @@ use std::time::Duration;
 
 use meterd_testkit::{
     harness::env_or,
+    node_red,
     scale::{self, Influx, Model, Scenario},
 };
 
@@ -76,14 +82,46 @@ fn main() {
             },
         ));
     }
+    if targets.contains(&6) {
+        runs.push((
+            "6: target 1's workload, journal only",
+            Scenario {
+                mqtt: false,
+                influx: Influx::None,
+                ..base.clone()
+            },
+        ));
+        runs.push((
+            "6: target 1's workload, journal + MQTT",
+            Scenario {
+                influx: Influx::None,
+                ..base.clone()
+            },
+        ));
+    }
+    if targets.contains(&5) {
+        runs.push((
+            "5: Node-RED on target 1's workload, MQTT QoS 0",
+            base.clone(),
+        ));
+    }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut rows = Vec::new();
+    let mut per_1000 = Vec::new();
     for (what, s) in &runs {
         eprintln!("running {what}: {} meters ...", s.meters);
-        let r = rt.block_on(scale::run(s));
+        let r = if what.starts_with("5:") {
+            rt.block_on(node_red::run(s))
+        } else {
+            rt.block_on(scale::run(s))
+        };
         let row = format!("| {what} {}", scale::row(s, &r));
         eprintln!("{row}");
         rows.push(row);
+        per_1000.push((
+            what.split(':').next().unwrap_or(""),
+            r.cpu_s_per_1000_values(),
+        ));
     }
     let (names, rule) = scale::HEADER
         .split_once('\n')
@@ -91,5 +129,12 @@ fn main() {
     println!("| target {names}\n|---{rule}");
     for r in rows {
         println!("{r}");
+    }
+    let of = |t: &str| per_1000.iter().find(|(w, _)| *w == t).map(|(_, v)| *v);
+    if let (Some(meterd), Some(red)) = (of("1"), of("5")) {
+        println!(
+            "\nNode-RED used {:.1}× meterd's CPU per value (target 1: at least 20×).",
+            red / meterd
+        );
     }
 }

@@ -1,11 +1,12 @@
 //! Test support shared by meterd's integration tests (`tests/it`) and its end-to-end benches:
 //! real servers started on free loopback ports and stopped on drop ([`servers`]), the meterd
-//! process and MQTT collectors ([`harness`]), an HTTP receiver for webhooks ([`receiver`]), the scale bench ([`scale`]) and the
-//! line-utilisation window ([`line`]).
+//! process and MQTT collectors ([`harness`]), an HTTP receiver for webhooks ([`receiver`]), the scale bench ([`scale`]), Node-RED
+//! on its first workload for comparison ([`node_red`]) and the line-utilisation window ([`line`]).
 //! Dev-only: nothing here ships.
 
 pub mod harness;
 pub mod line;
+pub mod node_red;
 pub mod receiver;
 pub mod scale;
 pub mod servers;

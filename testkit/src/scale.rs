@@ -50,7 +50,7 @@ impl Model {
 }
 
 /// The issue's workload as a user profile: 8 float32 values in one block of input registers.
-const EIGHT_F32: &str = r#"
+pub(crate) const EIGHT_F32: &str = r#"
 name = "bench-eight-f32"
 manufacturer = "bench"
 model = "eight float32 input registers"
@@ -184,7 +184,7 @@ impl Drop for Procs {
 }
 
 /// `meterd simulate` serving `count` meters on a free port; returns the process and address.
-fn simulator(model: Model, count: usize, profiles: &Path) -> (Child, String) {
+pub(crate) fn simulator(model: Model, count: usize, profiles: &Path) -> (Child, String) {
     harness::simulate_tcp(&[
         "--profile",
         model.profile(),
@@ -406,7 +406,13 @@ pub fn row(s: &Scenario, r: &Report) -> String {
     let sinks = r
         .sinks
         .iter()
-        .map(|(n, d, lag)| format!("{n} {d} (p99 ≤ {lag} s)"))
+        .map(|(n, d, lag)| {
+            if !lag.is_nan() {
+                format!("{n} {d} (p99 ≤ {lag} s)")
+            } else {
+                format!("{n} {d}")
+            }
+        })
         .collect::<Vec<_>>()
         .join("; ");
     format!(
