@@ -11,7 +11,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Instant,
 };
 
@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 
 use crate::{
     harness::Collector,
-    scale::{cpu_ticks, simulator, status_kib, wakeups, Model, Report, Scenario},
+    scale::{
+        cpu_between, cpu_ticks, simulator, status_kib, wakeups, Model, Procs, Report, Scenario,
+    },
     servers,
 };
 
@@ -136,17 +138,6 @@ pub fn flow(sims: &[(String, usize)], interval_ms: u128, mqtt_port: u16) -> Valu
     Value::Array(nodes)
 }
 
-struct Killed(Vec<Child>);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Run target 1's workload (`s.model` must be [`Model::Eight`]) through Node-RED and measure
 /// it like [`crate::scale::run`] measures meterd.
 pub async fn run(s: &Scenario) -> Report {
@@ -167,7 +158,7 @@ pub async fn run(s: &Scenario) -> Report {
     let mosquitto = servers::mosquitto();
     let collector = Collector::start(mosquitto.port, "nr/#").await;
 
-    let mut procs = Killed(Vec::new());
+    let mut procs = Procs(Vec::new());
     let mut sims = Vec::new();
     let per_sim = s.per_sim.clamp(1, 247);
     let mut left = s.meters;
@@ -218,11 +209,7 @@ pub async fn run(s: &Scenario) -> Report {
     drop(procs);
 
     let values = (n1 - n0) as f64;
-    let sim_cpu: Vec<f64> = sim0
-        .iter()
-        .zip(&sim1)
-        .map(|(a, b)| (b - a) as f64 / 100.0)
-        .collect();
+    let (sim_cpu_s, sim_cpu_max_s) = cpu_between(&sim0, &sim1);
     Report {
         meters: s.meters,
         window_s,
@@ -233,8 +220,8 @@ pub async fn run(s: &Scenario) -> Report {
         cpu_s: (cpu1 - cpu0) as f64 / 100.0,
         rss_peak_kib,
         rss_end_kib,
-        sim_cpu_s: sim_cpu.iter().sum(),
-        sim_cpu_max_s: sim_cpu.iter().cloned().fold(0.0, f64::max),
+        sim_cpu_s,
+        sim_cpu_max_s,
         wakeups: woken1.saturating_sub(woken0),
         sinks: vec![("mqtt QoS 0".to_string(), values as u64, f64::NAN)],
     }

@@ -172,7 +172,7 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
 }
 
 /// Processes killed on drop.
-struct Procs(Vec<Child>);
+pub(crate) struct Procs(pub(crate) Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -379,11 +379,7 @@ pub async fn run(s: &Scenario) -> Report {
         );
         sinks.push((name.to_string(), delivered as u64, lag));
     }
-    let sim_cpu: Vec<f64> = sim0
-        .iter()
-        .zip(&sim1)
-        .map(|(a, b)| (b - a) as f64 / 100.0)
-        .collect();
+    let (sim_cpu_s, sim_cpu_max_s) = cpu_between(&sim0, &sim1);
     Report {
         meters: s.meters,
         window_s,
@@ -394,11 +390,22 @@ pub async fn run(s: &Scenario) -> Report {
         cpu_s: (cpu1 - cpu0) as f64 / 100.0,
         rss_peak_kib,
         rss_end_kib,
-        sim_cpu_s: sim_cpu.iter().sum(),
-        sim_cpu_max_s: sim_cpu.iter().cloned().fold(0.0, f64::max),
+        sim_cpu_s,
+        sim_cpu_max_s,
         wakeups: woken1.saturating_sub(woken0),
         sinks,
     }
+}
+
+/// CPU seconds of several processes between two readings of their [`cpu_ticks`]: all of
+/// them, and the busiest one's.
+pub(crate) fn cpu_between(before: &[u64], after: &[u64]) -> (f64, f64) {
+    let each: Vec<f64> = before
+        .iter()
+        .zip(after)
+        .map(|(a, b)| b.saturating_sub(*a) as f64 / 100.0)
+        .collect();
+    (each.iter().sum(), each.iter().cloned().fold(0.0, f64::max))
 }
 
 /// The report as one Markdown table row (see [`HEADER`]).

@@ -16,7 +16,8 @@ use crate::{
 };
 
 /// An HTTP proxy in front of a real server that answers with `mode`'s status instead while
-/// `mode` is not 0. Counts what it answered.
+/// `mode` is not 0, or with [`STALL`] takes a request's head and then neither reads its body
+/// nor answers until `mode` changes. Counts what it answered (a stalled request as failed).
 struct FaultProxy {
     port: u16,
     mode: Arc<AtomicU16>,
@@ -27,6 +28,9 @@ struct FaultProxy {
     /// The most pieces a body came in (sent with `Transfer-Encoding: chunked`).
     pieces: Arc<AtomicUsize>,
 }
+
+/// `mode` for a server that stops reading after a request's headers.
+const STALL: u16 = 1;
 
 async fn fault_proxy(upstream: String) -> FaultProxy {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -67,6 +71,13 @@ async fn fault_proxy(upstream: String) -> FaultProxy {
                             Ok(n) => buf.extend_from_slice(&chunk[..n]),
                         }
                     };
+                    if m.load(Ordering::SeqCst) == STALL {
+                        f.fetch_add(1, Ordering::SeqCst);
+                        while m.load(Ordering::SeqCst) == STALL {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        return;
+                    }
                     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
                     let header = |name: &str| {
                         head.lines().find_map(|l| {
@@ -425,4 +436,56 @@ async fn a_backlog_goes_in_bodies_sent_in_pieces_and_no_reading_is_lost() {
         "a body of {largest} bytes came in {pieces} pieces"
     );
     assert!(proxy.passed.load(Ordering::SeqCst) >= 3);
+}
+
+/// A stuck InfluxDB: it takes a write's headers and then reads nothing more and never answers.
+/// `influxdb.timeout` ends each attempt, the batch goes again, and once the server reads again
+/// every reading is there exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_stalled_after_its_headers_times_out_and_goes_again_and_no_reading_is_lost() {
+    let influx = servers::influxdb1();
+    servers::influxql(&influx, "", "CREATE DATABASE meters").await;
+    let proxy = fault_proxy(influx.url()).await;
+    let meters: Vec<(u8, &str)> = (1..=10).map(|u| (u, "eastron-sdm630")).collect();
+    let (_sim, addr) = tcp_sim(&meters, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = format!(
+        "[gateway]\nid = \"gw-stall\"\nstate_dir = \"{}\"\n\
+         [influxdb]\nurl = \"http://127.0.0.1:{}\"\napi = \"v1\"\ndatabase = \"meters\"\nbatch_interval = \"100ms\"\ntimeout = \"1s\"\n\
+         [[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"{addr}\"\nconcurrency = 4\n",
+        dir.path().join("state").display(),
+        proxy.port
+    );
+    cfg += &crate::harness::meter_tables(&meters, "interval = \"200ms\"");
+    let path = dir.path().join("meterd.toml");
+    std::fs::write(&path, cfg).unwrap();
+    proxy.mode.store(STALL, Ordering::SeqCst);
+    let mut meterd = Meterd::run(&path);
+    // The status points' write and the readings' first write stall and time out; the
+    // readings' second write is held too.
+    eventually(
+        "a write of readings again after one timed out",
+        Duration::from_secs(30),
+        || async { (proxy.failed.load(Ordering::SeqCst) >= 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        count(&influx, "voltage_l1_v", "gw-stall").await,
+        0,
+        "nothing passed the stalled server"
+    );
+    proxy.mode.store(0, Ordering::SeqCst);
+    eventually("readings in InfluxDB", Duration::from_secs(30), || async {
+        (count(&influx, "voltage_l1_v", "gw-stall").await > 0).then_some(())
+    })
+    .await;
+    let (total, log) = stop(&mut meterd);
+    let arrived = count(&influx, "voltage_l1_v", "gw-stall").await
+        + count(&influx, "energy_import_kwh", "gw-stall").await;
+    assert_eq!(arrived, total, "every reading arrived once:\n{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("InfluxDB write failed") && l.contains("timed out")),
+        "the log says a write of readings timed out:\n{log}"
+    );
 }
