@@ -54,6 +54,29 @@ fn main() {
     if targets.contains(&1) {
         runs.push(("1: issue workload, MQTT + InfluxDB 1.x", base.clone()));
     }
+    if targets.contains(&5) {
+        runs.push((
+            "5: Node-RED on target 1's workload, MQTT QoS 0",
+            base.clone(),
+        ));
+    }
+    if targets.contains(&6) {
+        runs.push((
+            "6: target 1's workload, journal only",
+            Scenario {
+                mqtt: false,
+                influx: Influx::None,
+                ..base.clone()
+            },
+        ));
+        runs.push((
+            "6: target 1's workload, journal + MQTT",
+            Scenario {
+                influx: Influx::None,
+                ..base.clone()
+            },
+        ));
+    }
     if targets.contains(&2) || targets.contains(&3) {
         for n in list("METERS", "10,100,1000,2000") {
             runs.push((
@@ -80,29 +103,6 @@ fn main() {
                 window: Duration::from_secs(env_or("IDLE_SECS", 60)),
                 ..base.clone()
             },
-        ));
-    }
-    if targets.contains(&6) {
-        runs.push((
-            "6: target 1's workload, journal only",
-            Scenario {
-                mqtt: false,
-                influx: Influx::None,
-                ..base.clone()
-            },
-        ));
-        runs.push((
-            "6: target 1's workload, journal + MQTT",
-            Scenario {
-                influx: Influx::None,
-                ..base.clone()
-            },
-        ));
-    }
-    if targets.contains(&5) {
-        runs.push((
-            "5: Node-RED on target 1's workload, MQTT QoS 0",
-            base.clone(),
         ));
     }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
