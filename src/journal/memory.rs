@@ -22,6 +22,62 @@ pub(super) struct CursorState {
     pub(super) dropped: u64,
     /// A released cursor (its sink was removed by a reload) holds nothing back.
     pub(super) active: bool,
+    /// The end of what the sink last took ([`super::Journal::take`]): readings it may have
+    /// sent and be waiting to hear about.
+    pub(super) taken: u64,
+    /// Readings let go while the sink had them in flight: they count as dropped only if the
+    /// sink gives them up (takes again from below them); a confirmation clears them.
+    pub(super) in_flight_lost: Vec<(u64, u64)>,
+}
+
+impl CursorState {
+    pub(super) fn new(name: &str, pos: u64, persisted: Option<u64>) -> CursorState {
+        CursorState {
+            name: name.to_string(),
+            pos,
+            persisted,
+            dropped: 0,
+            active: true,
+            taken: pos,
+            in_flight_lost: Vec::new(),
+        }
+    }
+
+    /// The far end confirmed everything before `upto`: readings in flight there arrived.
+    pub(super) fn confirmed(&mut self, upto: u64) {
+        self.in_flight_lost.retain_mut(|(a, b)| {
+            *a = (*a).max(upto);
+            a < b
+        });
+    }
+
+    /// The sink takes readings from `pos` on, up to `most`. Below what it had taken, it
+    /// gave up on what it had in flight from `pos` on (a new connection, a failed write): of
+    /// that, what is gone is dropped. What it still has in flight below `pos` stays pending.
+    pub(super) fn takes_from(&mut self, pos: u64, most: u64) {
+        if pos < self.taken {
+            self.drop_in_flight_from(pos);
+        }
+        self.taken = most;
+    }
+
+    fn drop_in_flight_from(&mut self, pos: u64) {
+        for (a, b) in &mut self.in_flight_lost {
+            let from = (*a).max(pos);
+            if *b > from {
+                self.dropped += *b - from;
+                *b = from;
+            }
+        }
+        self.in_flight_lost.retain(|(a, b)| a < b);
+    }
+
+    /// The take ended at `end`: what was let go past it during the read never reached the
+    /// sink, and is dropped.
+    pub(super) fn took(&mut self, end: u64) {
+        self.drop_in_flight_from(end);
+        self.taken = end;
+    }
 }
 
 #[derive(Debug)]
@@ -118,13 +174,22 @@ impl Inner {
     }
 
     /// Positions `from..to`, held nowhere, are lost: count them for every active sink that
-    /// had not delivered them, move cursors out of the gap, remember the gap.
+    /// had not delivered them (those a sink has in flight once it gives them up), move cursors
+    /// out of the gap, remember the gap.
     pub(super) fn lose(&mut self, from: u64, to: u64) {
         let mut needed = false;
         for c in self.cursors.iter_mut().filter(|c| c.active && c.pos < to) {
             needed = true;
-            c.dropped += to - c.pos.max(from);
-            if c.pos >= from {
+            // What the sink has in flight is counted only if it never gets confirmed.
+            let start = c.pos.max(from);
+            let in_flight = c.taken.clamp(start, to);
+            if in_flight > start {
+                c.in_flight_lost.push((start, in_flight));
+            }
+            c.dropped += to - in_flight;
+            // Out of the gap, but not past what is in flight: a sink that starts again from
+            // its cursor gives those up, and they are counted then.
+            if c.pos >= from && in_flight == start {
                 c.pos = to;
             }
         }

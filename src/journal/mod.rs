@@ -253,13 +253,7 @@ impl Journal {
             },
         };
         info!(sink = name, cursor = pos, oldest, end, "sink cursor");
-        g.cursors.push(CursorState {
-            name: name.to_string(),
-            pos,
-            persisted,
-            dropped: 0,
-            active: true,
-        });
+        g.cursors.push(CursorState::new(name, pos, persisted));
         CursorId(g.cursors.len() - 1)
     }
 
@@ -408,6 +402,26 @@ impl Journal {
         Ok(out)
     }
 
+    /// What sink `c` sends next: [`Journal::read_from`], remembered as in flight, so that
+    /// a reading let go from memory before its confirmation is counted as dropped only if the
+    /// confirmation never comes (the sink takes again from below it).
+    pub fn take(
+        &self,
+        c: CursorId,
+        pos: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Arc<Reading>)>, JournalError> {
+        // While the read runs, all it may return counts as in flight; then exactly what it did.
+        self.lock().cursors[c.0].takes_from(pos, pos.saturating_add(max as u64));
+        let batch = self.read_from(pos, max);
+        let end = match &batch {
+            Ok(b) => b.last().map_or(pos, |(p, _)| p + 1),
+            Err(_) => pos,
+        };
+        self.lock().cursors[c.0].took(end);
+        batch
+    }
+
     /// The sink's far end confirmed everything before `upto`.
     /// Returns how many readings that newly confirms (gaps stepped over are not readings).
     pub fn ack(&self, c: CursorId, upto: u64) -> u64 {
@@ -416,6 +430,7 @@ impl Journal {
         let before = g.cursors[c.0].pos;
         let after = before.max(upto.max(oldest)).min(end);
         g.cursors[c.0].pos = after;
+        g.cursors[c.0].confirmed(upto);
         let confirmed = after - before - g.holes_within(before, after);
         g.release_delivered();
         confirmed
@@ -633,6 +648,78 @@ mod tests {
         assert_eq!(log.dropped(a), 0);
         assert_eq!(log.dropped(b), 2);
         assert_eq!(log.position(b), 2);
+    }
+
+    /// What the sink does after it took (sent) readings 0..5 and memory let 0..4 go before
+    /// any confirmation came.
+    enum Then {
+        /// The far end confirms what was sent.
+        Confirmed,
+        /// A new connection: it starts again from its cursor.
+        StartsAgain,
+        /// It had sent 0..3 only (its window was full) and takes on from 3.
+        TakesOnFrom3,
+        /// It had sent 0..3, takes on from 3, then the far end confirms 0..3.
+        TakesOnFrom3AndIsConfirmed,
+    }
+
+    #[test]
+    fn readings_let_go_while_in_flight_count_as_dropped_only_if_the_sink_gives_them_up() {
+        for (then, dropped) in [
+            (Then::Confirmed, 0),
+            (Then::StartsAgain, 4),
+            (Then::TakesOnFrom3, 1),
+            (Then::TakesOnFrom3AndIsConfirmed, 1),
+        ] {
+            let log = Journal::memory(5 * footprint(&reading("m")));
+            let sink = log.cursor("mqtt");
+            for _ in 0..5 {
+                log.append(reading("m"));
+            }
+            let sent: Vec<u64> = log.take(sink, 0, 5).unwrap().iter().map(|r| r.0).collect();
+            assert_eq!(sent, [0, 1, 2, 3, 4]);
+            for _ in 0..4 {
+                log.append(reading("m"));
+            }
+            assert_eq!(log.read_from(0, 1).unwrap()[0].0, 4, "0..4 were let go");
+            assert_eq!(log.dropped(sink), 0, "in flight: not yet dropped");
+            match then {
+                Then::Confirmed => {
+                    log.ack(sink, 5);
+                }
+                Then::StartsAgain => {
+                    let again = log.take(sink, log.position(sink), 100).unwrap();
+                    assert_eq!(again[0].0, 4, "it goes on past the gap");
+                }
+                Then::TakesOnFrom3 => {
+                    log.take(sink, 3, 100).unwrap();
+                }
+                Then::TakesOnFrom3AndIsConfirmed => {
+                    log.take(sink, 3, 100).unwrap();
+                    log.ack(sink, 3);
+                }
+            }
+            assert_eq!(log.dropped(sink), dropped);
+            // Whatever came before, a new start from the cursor counts the rest, never twice.
+            log.take(sink, log.position(sink), 100).unwrap();
+            let rest = match then {
+                Then::Confirmed | Then::StartsAgain => dropped,
+                Then::TakesOnFrom3 => 4,
+                Then::TakesOnFrom3AndIsConfirmed => 1,
+            };
+            assert_eq!(log.dropped(sink), rest);
+        }
+    }
+
+    #[test]
+    fn readings_let_go_before_the_sink_took_them_are_dropped_at_once() {
+        let log = Journal::memory(2 * footprint(&reading("m")));
+        let sink = log.cursor("influxdb");
+        for _ in 0..5 {
+            log.append(reading("m"));
+        }
+        assert_eq!(log.dropped(sink), 3);
+        assert_eq!(log.position(sink), 3, "the cursor steps out of the gap");
     }
 }
 

@@ -284,7 +284,7 @@ pub async fn run(cfg: InfluxConfig, ctx: super::SinkCtx, mut shutdown: watch::Re
                     }
                 }
             }
-            let batch = match log.read_from(pos, cfg.batch_size) {
+            let batch = match log.take(cursor, pos, cfg.batch_size) {
                 Ok(b) => b,
                 Err(e) => {
                     // The journal could not be read (no descriptors, an I/O error): wait,

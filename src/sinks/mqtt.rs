@@ -186,7 +186,7 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
             if s.connected && !stopping && read_retry.is_none() {
                 // Top up when half the window is free: backlog comes off disk in batches.
                 while s.window.len() <= window_max / 2 {
-                    let batch = match log.read_from(s.next, window_max - s.window.len()) {
+                    let batch = match log.take(cursor, s.next, window_max - s.window.len()) {
                         Ok(b) => b,
                         Err(e) => {
                             // The journal could not be read (no descriptors, an I/O error):

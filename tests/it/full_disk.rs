@@ -2,8 +2,8 @@
 //! and fails otherwise): meterd keeps polling and answering, tries one segment with back-off
 //! instead of a file per reading, logs the failure and the recovery once, holds what fits in
 //! its memory bound, counts every reading it had to drop, and delivers everything it kept once
-//! space and broker are back. Every reading missing on MQTT must be counted as dropped:
-//! nothing is lost behind anyone's back.
+//! space and broker are back. The MQTT gap must equal the dropped count exactly: nothing is
+//! lost behind anyone's back.
 
 use std::{
     collections::BTreeMap,
@@ -215,15 +215,9 @@ async fn a_full_disk_with_the_broker_down_keeps_meterd_working_and_loses_nothing
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    // Nothing is lost uncounted: every reading MQTT never saw was counted as dropped. The count
-    // can be higher, by readings the MQTT sink had already published (awaiting PUBACK, at most
-    // `mqtt.inflight`, 500 by default) when memory let them go as the broker came back: they
-    // are counted when dropped, and the PUBACK that then arrives does not take them back
-    // (seen once in a loaded full suite: 1,861 counted, 1,860 missing). See README, "When the
-    // disk cannot be written".
-    assert!(
-        missing as f64 <= dropped && dropped <= missing as f64 + 500.0,
-        "the readings MQTT never saw ({missing}) are those counted as dropped ({dropped})"
+    assert_eq!(
+        missing as f64, dropped,
+        "the readings MQTT never saw are exactly those counted as dropped"
     );
     assert!(drain.terminate(Duration::from_secs(10)).is_some());
 }
