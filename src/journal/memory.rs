@@ -72,11 +72,38 @@ impl CursorState {
         self.in_flight_lost.retain(|(a, b)| a < b);
     }
 
-    /// The take ended at `end`: what was let go past it during the read never reached the
-    /// sink, and is dropped.
-    pub(super) fn took(&mut self, end: u64) {
-        self.drop_in_flight_from(end);
-        self.taken = end;
+    /// The take from `pos` returned the positions `got`: what was let go from `pos` on and is
+    /// not among them was gone before the sink had it, and is dropped.
+    pub(super) fn took(&mut self, pos: u64, got: &[u64]) {
+        let mut kept: Vec<(u64, u64)> = Vec::new();
+        for (a, b) in std::mem::take(&mut self.in_flight_lost) {
+            if b <= pos {
+                kept.push((a, b));
+                continue;
+            }
+            if a < pos {
+                kept.push((a, pos));
+            }
+            let a = a.max(pos);
+            let (lo, hi) = (
+                got.partition_point(|&p| p < a),
+                got.partition_point(|&p| p < b),
+            );
+            self.dropped += (b - a) - (hi - lo) as u64;
+            for &p in &got[lo..hi] {
+                push_merged(&mut kept, p, p + 1);
+            }
+        }
+        self.in_flight_lost = kept;
+        self.taken = got.last().map_or(pos, |p| p + 1);
+    }
+}
+
+/// Add `a..b` to ranges kept in order, joined to the last one when they touch.
+fn push_merged(ranges: &mut Vec<(u64, u64)>, a: u64, b: u64) {
+    match ranges.last_mut() {
+        Some(last) if last.1 == a => last.1 = b,
+        _ => ranges.push((a, b)),
     }
 }
 
@@ -184,7 +211,7 @@ impl Inner {
             let start = c.pos.max(from);
             let in_flight = c.taken.clamp(start, to);
             if in_flight > start {
-                c.in_flight_lost.push((start, in_flight));
+                push_merged(&mut c.in_flight_lost, start, in_flight);
             }
             c.dropped += to - in_flight;
             // Out of the gap, but not past what is in flight: a sink that starts again from

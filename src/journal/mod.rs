@@ -414,11 +414,8 @@ impl Journal {
         // While the read runs, all it may return counts as in flight; then exactly what it did.
         self.lock().cursors[c.0].takes_from(pos, pos.saturating_add(max as u64));
         let batch = self.read_from(pos, max);
-        let end = match &batch {
-            Ok(b) => b.last().map_or(pos, |(p, _)| p + 1),
-            Err(_) => pos,
-        };
-        self.lock().cursors[c.0].took(end);
+        let got: Vec<u64> = batch.iter().flatten().map(|(p, _)| *p).collect();
+        self.lock().cursors[c.0].took(pos, &got);
         batch
     }
 
@@ -708,6 +705,30 @@ mod tests {
                 Then::TakesOnFrom3AndIsConfirmed => 1,
             };
             assert_eq!(log.dropped(sink), rest);
+        }
+    }
+
+    #[test]
+    fn readings_let_go_while_a_take_ran_count_as_dropped_unless_the_take_returned_them() {
+        // (in flight and let go before, taken from, positions returned) → (dropped, still
+        // pending)
+        for (pending, from, got, dropped, left) in [
+            (vec![(2, 6)], 2, vec![4, 5, 6, 7], 2, vec![(4, 6)]),
+            (vec![(2, 6)], 2, vec![2, 3, 4, 5, 6], 0, vec![(2, 6)]),
+            (vec![(2, 6)], 2, vec![], 4, vec![]),
+            (vec![(0, 2), (3, 5)], 3, vec![6], 2, vec![(0, 2)]),
+            (vec![(0, 4)], 2, vec![2, 3], 0, vec![(0, 4)]),
+            (vec![(0, 4)], 2, vec![3], 1, vec![(0, 2), (3, 4)]),
+        ] {
+            let mut c = memory::CursorState::new("s", 0, None);
+            c.in_flight_lost = pending.clone();
+            c.took(from, &got);
+            assert_eq!(
+                (c.dropped, &c.in_flight_lost),
+                (dropped, &left),
+                "{pending:?} taken from {from}, got {got:?}"
+            );
+            assert_eq!(c.taken, got.last().map_or(from, |p| p + 1));
         }
     }
 
