@@ -72,9 +72,9 @@ impl CursorState {
         self.in_flight_lost.retain(|(a, b)| a < b);
     }
 
-    /// The take from `pos` returned the positions `got`: what was let go from `pos` on and is
-    /// not among them was gone before the sink had it, and is dropped.
-    pub(super) fn took(&mut self, pos: u64, got: &[u64]) {
+    /// The take from `pos` returned `got`: what was let go from `pos` on and is not among
+    /// it was gone before the sink had it, and is dropped.
+    pub(super) fn took(&mut self, pos: u64, got: &[(u64, Arc<Reading>)]) {
         let mut kept: Vec<(u64, u64)> = Vec::new();
         for (a, b) in std::mem::take(&mut self.in_flight_lost) {
             if b <= pos {
@@ -86,16 +86,16 @@ impl CursorState {
             }
             let a = a.max(pos);
             let (lo, hi) = (
-                got.partition_point(|&p| p < a),
-                got.partition_point(|&p| p < b),
+                got.partition_point(|r| r.0 < a),
+                got.partition_point(|r| r.0 < b),
             );
             self.dropped += (b - a) - (hi - lo) as u64;
-            for &p in &got[lo..hi] {
-                push_merged(&mut kept, p, p + 1);
+            for (p, _) in &got[lo..hi] {
+                push_merged(&mut kept, *p, p + 1);
             }
         }
         self.in_flight_lost = kept;
-        self.taken = got.last().map_or(pos, |p| p + 1);
+        self.taken = got.last().map_or(pos, |r| r.0 + 1);
     }
 }
 

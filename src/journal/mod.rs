@@ -414,8 +414,8 @@ impl Journal {
         // While the read runs, all it may return counts as in flight; then exactly what it did.
         self.lock().cursors[c.0].takes_from(pos, pos.saturating_add(max as u64));
         let batch = self.read_from(pos, max);
-        let got: Vec<u64> = batch.iter().flatten().map(|(p, _)| *p).collect();
-        self.lock().cursors[c.0].took(pos, &got);
+        let got = batch.as_deref().unwrap_or_default();
+        self.lock().cursors[c.0].took(pos, got);
         batch
     }
 
@@ -722,13 +722,15 @@ mod tests {
         ] {
             let mut c = memory::CursorState::new("s", 0, None);
             c.in_flight_lost = pending.clone();
+            let got: Vec<(u64, Arc<Reading>)> =
+                got.iter().map(|p| (*p, Arc::new(reading("m")))).collect();
             c.took(from, &got);
             assert_eq!(
                 (c.dropped, &c.in_flight_lost),
                 (dropped, &left),
                 "{pending:?} taken from {from}, got {got:?}"
             );
-            assert_eq!(c.taken, got.last().map_or(from, |p| p + 1));
+            assert_eq!(c.taken, got.last().map_or(from, |p| p.0 + 1));
         }
     }
 
