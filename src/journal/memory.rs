@@ -26,7 +26,8 @@ pub(super) struct CursorState {
     /// sent and be waiting to hear about.
     pub(super) taken: u64,
     /// Readings let go while the sink had them in flight: they count as dropped only if the
-    /// sink gives them up (takes again from below them); a confirmation clears them.
+    /// sink gives them up (takes again from below them, see `took`); a confirmation clears
+    /// them.
     pub(super) in_flight_lost: Vec<(u64, u64)>,
 }
 
@@ -51,29 +52,17 @@ impl CursorState {
         });
     }
 
-    /// The sink takes readings from `pos` on, up to `most`. Below what it had taken, it
-    /// gave up on what it had in flight from `pos` on (a new connection, a failed write): of
-    /// that, what is gone is dropped. What it still has in flight below `pos` stays pending.
-    pub(super) fn takes_from(&mut self, pos: u64, most: u64) {
-        if pos < self.taken {
-            self.drop_in_flight_from(pos);
-        }
+    /// The sink takes readings from `pos` on, up to `most`: while the read runs, all of them
+    /// count as in flight.
+    pub(super) fn takes_from(&mut self, most: u64) {
         self.taken = most;
     }
 
-    fn drop_in_flight_from(&mut self, pos: u64) {
-        for (a, b) in &mut self.in_flight_lost {
-            let from = (*a).max(pos);
-            if *b > from {
-                self.dropped += *b - from;
-                *b = from;
-            }
-        }
-        self.in_flight_lost.retain(|(a, b)| a < b);
-    }
-
-    /// The take from `pos` returned `got`: what was let go from `pos` on and is not among
-    /// it was gone before the sink had it, and is dropped.
+    /// The take from `pos` returned `got`. What was let go from `pos` on and is not among it
+    /// is dropped: it went before this read, or the sink gave it up by taking again from
+    /// below it (a new connection, a failed write). What was let go below `pos` is still in
+    /// flight. (A position let go is never read again, so only one let go during the read can
+    /// be in `got`.)
     pub(super) fn took(&mut self, pos: u64, got: &[(u64, Arc<Reading>)]) {
         let mut kept: Vec<(u64, u64)> = Vec::new();
         for (a, b) in std::mem::take(&mut self.in_flight_lost) {

@@ -412,7 +412,7 @@ impl Journal {
         max: usize,
     ) -> Result<Vec<(u64, Arc<Reading>)>, JournalError> {
         // While the read runs, all it may return counts as in flight; then exactly what it did.
-        self.lock().cursors[c.0].takes_from(pos, pos.saturating_add(max as u64));
+        self.lock().cursors[c.0].takes_from(pos.saturating_add(max as u64));
         let batch = self.read_from(pos, max);
         let got = batch.as_deref().unwrap_or_default();
         self.lock().cursors[c.0].took(pos, got);

@@ -25,7 +25,8 @@ use crate::{
     servers,
 };
 
-/// The quantities of target 1's profile, in register order (two registers each).
+/// The quantities of target 1's profile ([`crate::scale::EIGHT_F32`]), in register order
+/// (two registers each); a test keeps the two the same.
 const QUANTITIES: [&str; 8] = [
     "voltage_l1_v",
     "voltage_l2_v",
@@ -235,6 +236,18 @@ mod tests {
         flow.as_array()
             .map(|a| a.iter().filter(|n| n["type"] == kind).collect())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_decoded_names_are_the_bench_profiles_quantities_in_register_order() {
+        for (i, q) in QUANTITIES.iter().enumerate() {
+            let point = format!("{{ quantity = \"{q}\", address = {} }}", 2 * i);
+            assert!(crate::scale::EIGHT_F32.contains(&point), "{point}");
+        }
+        assert_eq!(
+            crate::scale::EIGHT_F32.matches("quantity =").count(),
+            QUANTITIES.len()
+        );
     }
 
     #[test]
