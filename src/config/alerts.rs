@@ -470,7 +470,7 @@ pub(super) fn check_quantity(
 ) {
     let mut known = std::collections::BTreeSet::new();
     for b in buses {
-        for m in &b.meters {
+        for m in b.meters.iter() {
             if scope.matches(&m.info(b)) {
                 known.extend(m.profile.quantities().map(str::to_string));
             }

@@ -332,7 +332,7 @@ pub(super) fn check_buses(
                 utc_offset_s,
                 time_sync: b.time_sync,
                 time_sync_max: b.time_sync_max.unwrap_or(Duration::from_secs(300)),
-                meters,
+                meters: meters.into(),
             });
         }
     }
