@@ -53,7 +53,7 @@ fn alerts(c: &mut Criterion) {
                     profile: "eastron-sdm630".into(),
                     ts: t,
                     seq: 0,
-                    values: values.clone(),
+                    values: values.clone().into(),
                     on_demand: false,
                 };
                 black_box(e.on_reading(&r, t))

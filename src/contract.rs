@@ -114,7 +114,7 @@ impl Reading {
             first = false;
             string(&mut out, q);
             out.push(b':');
-            let _ = f.write_f64(&mut out, *v);
+            let _ = f.write_f64(&mut out, v);
         }
         out.push(b'}');
         if self.on_demand {
@@ -157,7 +157,7 @@ impl Reading {
             sep = ',';
             escape_tag(q, out);
             out.push('=');
-            out.push_str(digits.format_finite(*v));
+            out.push_str(digits.format_finite(v));
         }
         if sep == ' ' {
             out.truncate(start);
@@ -380,7 +380,8 @@ mod tests {
             values: vec![
                 ("voltage_l1_v".into(), 230.1),
                 ("energy_import_kwh".into(), 12345.67),
-            ],
+            ]
+            .into(),
             on_demand: false,
         }
     }
@@ -389,7 +390,7 @@ mod tests {
     fn a_meter_in_the_api_has_its_state_counters_last_reading_and_latest_values() {
         let mut older = reading();
         older.ts -= Duration::from_secs(60);
-        older.values = vec![("power_w".into(), f64::NAN), ("voltage_l1_v".into(), 229.0)];
+        older.values = vec![("power_w".into(), f64::NAN), ("voltage_l1_v".into(), 229.0)].into();
         let mut m = crate::state::MeterState {
             bus: "rs485 1".into(),
             online: Some(true),
@@ -443,8 +444,12 @@ mod tests {
     fn the_mqtt_payload_keeps_the_contracts_key_order_escapes_strings_and_leaves_out_non_numbers() {
         let mut r = reading();
         r.meter = "m \"7\"".into();
-        r.values.push(("power_w".into(), f64::NAN));
-        r.values.push(("frequency_hz".into(), 50.0));
+        r.values = r
+            .values
+            .iter()
+            .map(|(q, v)| (q.clone(), v))
+            .chain([("power_w".into(), f64::NAN), ("frequency_hz".into(), 50.0)])
+            .collect();
         assert_eq!(
             String::from_utf8(r.to_json()).unwrap(),
             r#"{"ts":"2026-11-27T08:30:05.123Z","meter":"m \"7\"","bus":"rs485 1","seq":1234,"values":{"voltage_l1_v":230.1,"energy_import_kwh":12345.67,"frequency_hz":50.0}}"#
@@ -507,7 +512,8 @@ mod tests {
                 ("x".into(), f64::NAN),
                 ("power_w".into(), v),
                 ("y".into(), f64::INFINITY),
-            ];
+            ]
+            .into();
             let mut out = String::new();
             r.write_line("gw", &mut out);
             let field = out.trim_end().rsplit(' ').nth(1).unwrap();
@@ -519,7 +525,7 @@ mod tests {
     #[test]
     fn a_reading_with_only_non_numbers_writes_no_line() {
         let mut r = reading();
-        r.values = vec![("x".into(), f64::NAN)];
+        r.values = vec![("x".into(), f64::NAN)].into();
         let mut out = String::from("before\n");
         r.write_line("gw", &mut out);
         assert_eq!(out, "before\n");

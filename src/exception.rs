@@ -157,11 +157,11 @@ impl Filter {
             });
             let send = r.on_demand
                 || judged.last.is_none_or(|(last, at)| {
-                    judged.band.moved(last, *v)
+                    judged.band.moved(last, v)
                         || r.ts.duration_since(at).unwrap_or_default() >= judged.heartbeat
                 });
             if send {
-                judged.last = Some((*v, r.ts));
+                judged.last = Some((v, r.ts));
             }
             keep.push(send);
         }

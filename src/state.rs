@@ -97,7 +97,7 @@ impl MeterState {
         latest.sort_by_key(|r| r.ts);
         latest
             .iter()
-            .flat_map(|r| r.values.iter().cloned())
+            .flat_map(|r| r.values.iter().map(|(q, v)| (q.clone(), v)))
             .collect()
     }
 
@@ -503,7 +503,7 @@ impl LiveState {
                 .flat_map(|r| r.values.iter());
             for (q, v) in values {
                 if let Some(i) = crate::history::main_index(q) {
-                    main[i] = Some(*v);
+                    main[i] = Some(v);
                 }
             }
             meters.push((id.clone(), main));
@@ -574,7 +574,10 @@ mod tests {
         let v = m.last_values();
         assert_eq!(v["voltage_l1_v"], 3.0);
         assert_eq!(v["energy_import_kwh"], 5.0);
-        assert_eq!(m.last_reading.as_ref().map(|r| r.values[0].1), Some(3.0));
+        assert_eq!(
+            m.last_reading.as_ref().map(|r| r.values.nums()[0]),
+            Some(3.0)
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     config::BusConfig,
     journal::Journal,
-    reading::Reading,
+    reading::{Reading, Values},
     state::{LiveState, OnDemandKind, OnDemandRead, OnDemandResult},
 };
 
@@ -103,7 +103,7 @@ fn append_dated(log: &Journal, m: &MeterRt, bus: &Arc<str>, dated: &[(SystemTime
             profile: m.profile_name.clone(),
             ts: *when,
             seq: 0,
-            values: values.clone(),
+            values: values.clone().into(),
             on_demand: false,
         });
     }
@@ -200,6 +200,8 @@ pub async fn run_bus(
         let mut od_rx = live.on_demand_queue(&bus.name);
         let mut pending: VecDeque<OnDemandRead> = VecDeque::new();
         let mut od_turn = true;
+        // The lists of quantity names this bus's readings share (one per point group).
+        let mut names = Vec::new();
         // Bus utilisation: busy link time over each 10 s window.
         let mut utilisation_tick = tokio::time::interval(std::time::Duration::from_secs(10));
         utilisation_tick.tick().await;
@@ -353,7 +355,7 @@ pub async fn run_bus(
                             profile: m.profile_name.clone(),
                             ts,
                             seq: 0,
-                            values: answer.values.clone(),
+                            values: answer.values.clone().into(),
                             on_demand: true,
                         });
                         answer.seq = Some(stored.seq);
@@ -379,7 +381,7 @@ pub async fn run_bus(
                             profile: m.profile_name.clone(),
                             ts,
                             seq: 0,
-                            values: std::mem::take(&mut result.values),
+                            values: Values::shared(std::mem::take(&mut result.values), &mut names),
                             on_demand: false,
                         })
                     });

@@ -61,12 +61,14 @@ impl Shape {
 }
 
 /// Whether `quantities` are `r`'s quantities, in order.
-pub fn names(quantities: &[Arc<str>], r: &crate::reading::Reading) -> bool {
-    quantities.len() == r.values.len()
-        && quantities
-            .iter()
-            .zip(&r.values)
-            .all(|(q, (n, _))| Arc::ptr_eq(q, n) || q == n)
+pub fn names(quantities: &Arc<[Arc<str>]>, r: &crate::reading::Reading) -> bool {
+    let theirs = r.values.names();
+    Arc::ptr_eq(quantities, theirs)
+        || (quantities.len() == theirs.len()
+            && quantities
+                .iter()
+                .zip(theirs.iter())
+                .all(|(q, n)| Arc::ptr_eq(q, n) || q == n))
 }
 
 /// A reading record, framed, appended to `out` as [`Record::encode`] would write it, without

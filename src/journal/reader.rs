@@ -33,7 +33,7 @@ pub(super) fn to_reading(r: RawReading, s: &Shape) -> Reading {
         profile: s.profile.clone(),
         ts: SystemTime::UNIX_EPOCH + Duration::from_millis(r.ts_ms),
         seq: r.seq,
-        values: s.quantities.iter().cloned().zip(r.values).collect(),
+        values: crate::reading::Values::new(s.quantities.clone(), r.values),
         on_demand: r.on_demand,
     }
 }

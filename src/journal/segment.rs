@@ -249,7 +249,7 @@ impl Disk {
                 let quantities = match w.lists.iter().find(|l| format::names(l, r)) {
                     Some(l) => l.clone(),
                     None => {
-                        let l: Arc<[Arc<str>]> = r.values.iter().map(|(q, _)| q.clone()).collect();
+                        let l = r.values.names().clone();
                         w.lists.push(l.clone());
                         l
                     }
@@ -275,7 +275,7 @@ impl Disk {
             ts_ms(r.ts),
             r.seq,
             r.on_demand,
-            r.values.iter().map(|(_, v)| *v),
+            r.values.nums().iter().copied(),
         );
         w.buf_upto = pos + 1;
         let added = (w.buf.len() - before) as u64;

@@ -19,7 +19,7 @@ fn is_counter(q: &str) -> bool {
 }
 
 impl Named {
-    fn of(values: &[(Arc<str>, f64)]) -> Named {
+    fn of(values: &crate::reading::Values) -> Named {
         let mut n = Named::default();
         for (q, v) in values {
             // The first of a name counts, as a search would find it.
@@ -34,7 +34,7 @@ impl Named {
                     continue;
                 }
             };
-            slot.get_or_insert(*v);
+            slot.get_or_insert(v);
         }
         n
     }
@@ -65,16 +65,16 @@ impl Engine {
                             continue;
                         }
                         let cond = match (above, below) {
-                            (Some(t), _) if *v > t => Cond::Bad {
-                                value: *v,
+                            (Some(t), _) if v > t => Cond::Bad {
+                                value: v,
                                 threshold: t,
                             },
-                            (Some(_), _) if *v < clear => Cond::Good,
-                            (None, Some(t)) if *v < t => Cond::Bad {
-                                value: *v,
+                            (Some(_), _) if v < clear => Cond::Good,
+                            (None, Some(t)) if v < t => Cond::Bad {
+                                value: v,
                                 threshold: t,
                             },
-                            (None, Some(_)) if *v > clear => Cond::Good,
+                            (None, Some(_)) if v > clear => Cond::Good,
                             _ => Cond::Hold,
                         };
                         self.observe(
@@ -170,12 +170,12 @@ impl Engine {
                             Some(last) => {
                                 let prev = *last;
                                 if r.ts > prev.1 {
-                                    *last = (*v, r.ts);
+                                    *last = (v, r.ts);
                                 }
                                 Some(prev)
                             }
                             None => {
-                                per_meter.insert(q.clone(), *v, r.ts);
+                                per_meter.insert(q.clone(), v, r.ts);
                                 None
                             }
                         };
@@ -191,9 +191,9 @@ impl Engine {
                         // a change of exactly the tolerance is within it.
                         let noise = 8.0 * f64::EPSILON * v.abs().max(pv.abs());
                         if grew < -(tolerance + noise) {
-                            bad.push((&**q, "backwards", *v, pv));
+                            bad.push((&**q, "backwards", v, pv));
                         } else if grew > tolerance + noise && grew / hours.max(1e-9) > max_rate_kw {
-                            bad.push((&**q, "jump", *v, pv));
+                            bad.push((&**q, "jump", v, pv));
                         }
                     }
                     for (q, name, v, pv) in bad {
