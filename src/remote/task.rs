@@ -816,7 +816,7 @@ mod tests {
                 Some(tokio::spawn(async move {
                     while let Some(work) = rx.recv().await {
                         let _ = work.reply.send(OnDemandResult {
-                            values: vec![("voltage_l1_v".into(), 230.0)].into(),
+                            values: vec![("voltage_l1_v".into(), 230.0)],
                             clock_before: Some(5.0),
                             clock_after: Some(0.0),
                             ..OnDemandResult::default()
