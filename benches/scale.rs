@@ -16,7 +16,13 @@
 //! Environment: `TARGETS=1,2,4` (which to run), `METERS=10,100,1000,2000` (target 2's
 //! sizes), `SECS=30` (window), `WARMUP=10`, `IDLE_SECS=60`, `MQTT_INFLIGHT` (`mqtt.inflight`;
 //! meterd's default when unset). `METERD_BIN` runs another build (see `meterd_testkit`).
-use std::time::Duration;
+//!
+//! Without `METERD_BIN`, the bench first builds meterd as it ships (`cargo build --release`,
+//! into `target/shipped`) and measures that. The binary `cargo bench` builds beside the
+//! bench is not it: there, the dev-dependencies' features join the build's (tokio's
+//! `test-util`, more of regex, …), and that binary was 0.5 MB larger, 0.6 MiB more RSS
+//! and its CPU differed by about 10 % from the shipped one's (BENCHMARKS.md, "Seventh session").
+use std::{path::PathBuf, process::Command, time::Duration};
 
 use meterd_testkit::{
     harness::env_or,
@@ -32,9 +38,36 @@ fn list(name: &str, default: &str) -> Vec<u64> {
         .collect()
 }
 
+/// meterd as `cargo build --release` builds it, in a target directory of its own so that
+/// `cargo bench` does not replace it with its own build of the binary.
+fn shipped_build() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("shipped");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "building meterd as it ships (cargo build --release) into {}",
+        target.display()
+    );
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "--bin", "meterd", "--target-dir"])
+        .arg(&target)
+        .status();
+    match status {
+        Ok(s) if s.success() => target.join("release").join("meterd"),
+        other => panic!("cargo build --release failed: {other:?}"),
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
+    }
+    if std::env::var_os("METERD_BIN").is_none() {
+        // Set before any thread starts.
+        std::env::set_var("METERD_BIN", shipped_build());
     }
     let targets = list("TARGETS", "1,2,4");
     let window = Duration::from_secs(env_or("SECS", 30));
