@@ -16,7 +16,7 @@ use meterd::{
 
 fn engine(meters: usize) -> Engine {
     let cfg = config::load_str(config::TEMPLATE, "meterd.example.toml").expect("example config");
-    let infos = (0..meters)
+    let infos: Vec<MeterInfo> = (0..meters)
         .map(|i| MeterInfo {
             id: format!("m-{i:04}"),
             bus: format!("b-{}", i / 100),

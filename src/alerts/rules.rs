@@ -263,6 +263,18 @@ pub struct Engine {
 
 use crate::contract::unix_ms as ms;
 
+fn by_id(
+    meters: impl IntoIterator<Item = impl Into<Arc<MeterInfo>>>,
+) -> HashMap<String, Arc<MeterInfo>> {
+    meters
+        .into_iter()
+        .map(|m| {
+            let m = m.into();
+            (m.id.clone(), m)
+        })
+        .collect()
+}
+
 /// `*` matches any run of characters.
 pub fn glob(pattern: &str, s: &str) -> bool {
     match pattern.split_once('*') {
@@ -312,14 +324,17 @@ fn default_summary(kind: &Kind) -> &'static str {
 }
 
 impl Engine {
-    pub fn new(gateway: &str, rules: Vec<Rule>, meters: Vec<MeterInfo>, now: SystemTime) -> Engine {
+    /// `meters` as they are or shared (`Arc`s, as the daemon keeps them).
+    pub fn new(
+        gateway: &str,
+        rules: Vec<Rule>,
+        meters: impl IntoIterator<Item = impl Into<Arc<MeterInfo>>>,
+        now: SystemTime,
+    ) -> Engine {
         Engine {
             gateway: gateway.to_string(),
             rules,
-            meters: meters
-                .into_iter()
-                .map(|m| (m.id.clone(), Arc::new(m)))
-                .collect(),
+            meters: by_id(meters),
             active: BTreeMap::new(),
             counters: HashMap::new(),
             started: now,
@@ -393,14 +408,11 @@ impl Engine {
     pub fn reconfigure(
         &mut self,
         rules: Vec<Rule>,
-        meters: Vec<MeterInfo>,
+        meters: impl IntoIterator<Item = impl Into<Arc<MeterInfo>>>,
         now: SystemTime,
     ) -> Vec<Alert> {
         self.rules = rules;
-        self.meters = meters
-            .into_iter()
-            .map(|m| (m.id.clone(), Arc::new(m)))
-            .collect();
+        self.meters = by_id(meters);
         let meters = &self.meters;
         self.counters.retain(|m, _| meters.contains_key(m));
         let active = std::mem::take(&mut self.active);

@@ -66,7 +66,7 @@ fn a_tick_without_a_meter_sample_leaves_meter_and_bus_alerts_as_they_are() {
 #[test]
 fn meters_are_sampled_every_polling_interval_but_at_most_every_second_and_at_least_every_ten() {
     let engine_with = |every: &[u64]| {
-        let meters = every
+        let meters: Vec<MeterInfo> = every
             .iter()
             .enumerate()
             .map(|(i, s)| MeterInfo {

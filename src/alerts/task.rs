@@ -23,7 +23,7 @@ use crate::{
 /// A reload: new rules and meters, and the outboxes events now go to.
 pub struct Reconfigure {
     pub rules: Vec<Rule>,
-    pub meters: Vec<MeterInfo>,
+    pub meters: Vec<Arc<MeterInfo>>,
     pub outboxes: Vec<Arc<Outbox>>,
 }
 
@@ -218,7 +218,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         let mut t = AlertTask {
-            engine: Engine::new("gw", vec![], vec![], SystemTime::now()),
+            engine: Engine::new("gw", vec![], Vec::<MeterInfo>::new(), SystemTime::now()),
             state_file: Some(path.clone()),
             outboxes: vec![],
             firing: Arc::new(watch::channel(Vec::new()).0),

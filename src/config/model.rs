@@ -49,10 +49,12 @@ impl PartialEq for RemoteConfig {
 
 impl Config {
     /// What the alert engine needs to know of every configured meter.
-    pub fn meter_infos(&self) -> Vec<crate::alerts::rules::MeterInfo> {
+    /// Shared: the alert engine's settings (kept for an engine started again) and the
+    /// running engine hold the same ones.
+    pub fn meter_infos(&self) -> Vec<Arc<crate::alerts::rules::MeterInfo>> {
         self.buses
             .iter()
-            .flat_map(|b| b.meters.iter().map(move |m| m.info(b)))
+            .flat_map(|b| b.meters.iter().map(move |m| Arc::new(m.info(b))))
             .collect()
     }
 

@@ -57,7 +57,7 @@ where
 struct AlertSettings {
     gateway: String,
     rules: Vec<Rule>,
-    meters: Vec<MeterInfo>,
+    meters: Vec<Arc<MeterInfo>>,
     outboxes: Vec<Arc<Outbox>>,
 }
 
@@ -107,7 +107,12 @@ impl AlertEngine {
     }
 
     /// New rules, meters and outboxes: kept for later instances, and sent to the running one.
-    fn reconfigure(&self, rules: Vec<Rule>, meters: Vec<MeterInfo>, outboxes: Vec<Arc<Outbox>>) {
+    fn reconfigure(
+        &self,
+        rules: Vec<Rule>,
+        meters: Vec<Arc<MeterInfo>>,
+        outboxes: Vec<Arc<Outbox>>,
+    ) {
         let mut s = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         s.rules = rules.clone();
         s.meters = meters.clone();
