@@ -588,6 +588,30 @@ mod tests {
     }
 
     #[test]
+    fn asking_for_no_meter_gives_the_buses_sinks_and_timeline_only() {
+        let mut h = History::default();
+        h.sample(
+            t(0),
+            sample(
+                vec![("m1", values(&[("power_w", 1.0)]))],
+                BusSample::default(),
+            ),
+        );
+        let j = h.json(t(0), Some(""));
+        assert_eq!(j["meters"], serde_json::json!({}));
+        assert_eq!(
+            j["buses"]["rs485-1"]["utilisation"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(j["sinks"]["mqtt"]["waiting"][0][1], 3.0);
+        assert!(j["alerts"].is_array());
+        assert!(h.json(t(0), None)["meters"].get("m1").is_some());
+    }
+
+    #[test]
     fn the_timeline_has_an_event_per_new_alert_change_of_state_and_resolution() {
         use crate::alerts::rules::State;
         let alert = |state: State| Alert {
