@@ -117,19 +117,26 @@ impl Trend {
         self.cells[i] = pack(v);
     }
 
-    /// `[unix ms, value]` per sampled step of `column`, oldest first, within the hour
-    /// before `now`.
-    pub fn points(&self, column: usize, now: SystemTime) -> Vec<(u64, f64)> {
-        let rows = self.rows();
-        let first = (self.last + 1).saturating_sub(rows as u64);
+    /// `column` within the hour before `now`, as the page's charts take it:
+    /// `{"start": unix ms of its first sampled step, "values": [a value, or null for a step
+    /// with none, per step from there]}` (a third of the size of `[ms, value]` pairs: at
+    /// 2,000 meters the whole history is still about 10 MB of JSON).
+    pub fn series(&self, column: usize, now: SystemTime) -> serde_json::Value {
+        let rows = self.rows() as u64;
+        let first = (self.last + 1).saturating_sub(rows);
         let oldest = slot(now).saturating_sub(KEPT as u64 - 1);
-        (0..rows)
-            .filter_map(|r| {
-                let at = first + r as u64;
-                let v = unpack(*self.cells.get(r * self.width + column)?);
-                (!v.is_nan() && at >= oldest).then(|| (at * STEP.as_millis() as u64, v))
-            })
-            .collect()
+        let value = |step: u64| {
+            let r = (step - first) as usize;
+            let v = unpack(*self.cells.get(r * self.width + column)?);
+            (!v.is_nan()).then_some(v)
+        };
+        let steps = first.max(oldest)..first + rows;
+        let sampled: Vec<u64> = steps.filter(|s| value(*s).is_some()).collect();
+        let (Some(&from), Some(&to)) = (sampled.first(), sampled.last()) else {
+            return serde_json::json!({ "start": 0, "values": [] });
+        };
+        let values: Vec<Option<f64>> = (from..=to).map(value).collect();
+        serde_json::json!({ "start": from * STEP.as_millis() as u64, "values": values })
     }
 }
 
@@ -342,7 +349,7 @@ impl History {
                     .enumerate()
                     .filter_map(|(i, q)| {
                         let c = m.column(i)?;
-                        Some((q.to_string(), serde_json::json!(m.trend.points(c, now))))
+                        Some((q.to_string(), m.trend.series(c, now)))
                     })
                     .collect();
                 (id.to_string(), serde_json::Value::Object(qs))
@@ -355,9 +362,9 @@ impl History {
                 (
                     name.clone(),
                     serde_json::json!({
-                        "utilisation": b.trend.points(0, now),
-                        "latency_ms": b.trend.points(1, now),
-                        "failures": b.trend.points(2, now),
+                        "utilisation": b.trend.series(0, now),
+                        "latency_ms": b.trend.series(1, now),
+                        "failures": b.trend.series(2, now),
                     }),
                 )
             })
@@ -369,8 +376,8 @@ impl History {
                 (
                     name.clone(),
                     serde_json::json!({
-                        "waiting": k.0.points(0, now),
-                        "oldest_age_s": k.0.points(1, now),
+                        "waiting": k.0.series(0, now),
+                        "oldest_age_s": k.0.series(1, now),
                     }),
                 )
             })
@@ -429,6 +436,21 @@ mod tests {
         assert_eq!(main_index("energy_import_kwh"), None);
     }
 
+    /// A series as `[[unix ms, value], …]`, the sampled steps only, as the page's charts
+    /// draw it.
+    fn pts(series: &serde_json::Value) -> serde_json::Value {
+        let start = series["start"].as_u64().unwrap();
+        let step = STEP.as_millis() as u64;
+        series["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(i, v)| serde_json::json!([start + i as u64 * step, v]))
+            .collect()
+    }
+
     fn sample(meters: Vec<(&str, crate::state::MainValues)>, bus: BusSample) -> Sample {
         Sample {
             meters: meters
@@ -470,7 +492,7 @@ mod tests {
                         .as_millis() as u64
                 };
                 assert_eq!(
-                    j["meters"]["m1"]["voltage_l1_v"],
+                    pts(&j["meters"]["m1"]["voltage_l1_v"]),
                     serde_json::json!([[ms(0), 231.0], [ms(60), 232.0]])
                 );
                 assert!(
@@ -480,7 +502,7 @@ mod tests {
             }
         }
         let j = h.json(t(3660), None);
-        let points = j["meters"]["m1"]["voltage_l1_v"]
+        let points = pts(&j["meters"]["m1"]["voltage_l1_v"])
             .as_array()
             .unwrap()
             .clone();
@@ -550,11 +572,11 @@ mod tests {
         }
         let j = h.json(t(120), Some("m1"));
         assert_eq!(
-            j["meters"]["m1"]["voltage_l1_v"],
+            pts(&j["meters"]["m1"]["voltage_l1_v"]),
             serde_json::json!([[ms(0), 230.0], [ms(60), 231.0]])
         );
         assert_eq!(
-            j["meters"]["m1"]["current_l1_a"],
+            pts(&j["meters"]["m1"]["current_l1_a"]),
             serde_json::json!([[ms(60), 5.0], [ms(120), 6.0]])
         );
         assert!(j["meters"]["m1"].get("power_w").is_none(), "never had it");
@@ -577,13 +599,43 @@ mod tests {
         h.sample(t(60), sample(vec![], bus(30, 4, 2.0)));
         let j = h.json(t(60), None);
         let b = &j["buses"]["rs485-1"];
-        assert_eq!(b["latency_ms"][0][1], 50.0, "1 s over 20 polls");
-        assert_eq!(b["failures"][0][1], 3.0);
-        assert_eq!(b["utilisation"].as_array().unwrap().len(), 2);
-        assert_eq!(j["sinks"]["mqtt"]["waiting"][1][1], 3.0);
+        assert_eq!(pts(&b["latency_ms"])[0][1], 50.0, "1 s over 20 polls");
+        assert_eq!(pts(&b["failures"])[0][1], 3.0);
+        assert_eq!(pts(&b["utilisation"]).as_array().unwrap().len(), 2);
+        assert_eq!(pts(&j["sinks"]["mqtt"]["waiting"])[1][1], 3.0);
+        assert_eq!(
+            b["latency_ms"],
+            serde_json::json!({"start": 1_800_000_060_000u64, "values": [50.0]}),
+            "starts at its first sampled step"
+        );
         assert!(
             j["meters"].get("m1").is_none(),
             "m1 is no longer configured"
+        );
+    }
+
+    #[test]
+    fn a_series_is_its_first_sampled_step_and_a_value_or_null_per_step_from_there() {
+        let mut h = History::default();
+        // (seconds, power): a step with none between two, then only voltage.
+        for (at, vs) in [
+            (0, vec![("power_w", 1.0)]),
+            (120, vec![("power_w", 3.0)]),
+            (180, vec![("voltage_l1_v", 230.0)]),
+        ] {
+            h.sample(
+                t(at),
+                sample(vec![("m1", values(&vs))], BusSample::default()),
+            );
+        }
+        let j = h.json(t(180), None);
+        assert_eq!(
+            j["meters"]["m1"]["power_w"],
+            serde_json::json!({"start": 1_800_000_000_000u64, "values": [1.0, null, 3.0]})
+        );
+        assert_eq!(
+            j["meters"]["m1"]["voltage_l1_v"],
+            serde_json::json!({"start": 1_800_000_180_000u64, "values": [230.0]})
         );
     }
 
@@ -600,13 +652,13 @@ mod tests {
         let j = h.json(t(0), Some(""));
         assert_eq!(j["meters"], serde_json::json!({}));
         assert_eq!(
-            j["buses"]["rs485-1"]["utilisation"]
+            pts(&j["buses"]["rs485-1"]["utilisation"])
                 .as_array()
                 .unwrap()
                 .len(),
             1
         );
-        assert_eq!(j["sinks"]["mqtt"]["waiting"][0][1], 3.0);
+        assert_eq!(pts(&j["sinks"]["mqtt"]["waiting"])[0][1], 3.0);
         assert!(j["alerts"].is_array());
         assert!(h.json(t(0), None)["meters"].get("m1").is_some());
     }

@@ -453,8 +453,9 @@ static HISTORY_BUILDS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_ne
 
 /// The trends as JSON. One meter's is small and built at once (`?meter=` with no name: the
 /// buses, sinks and alert timeline only, which the status page asks for every 10 s). The
-/// whole hour of every meter is not: at 2,000 meters about 30 MB, 0.37 s to build, asked for
-/// by every open status page once a minute (a point is added once a minute). So it is built from a copy (the lock is held only to copy, a few milliseconds)
+/// whole hour of every meter is not: at 2,000 meters about 10 MB (30 MB as `[ms, value]`
+/// pairs, 0.37 s to build), asked for by every open status page once a minute (a point is
+/// added once a minute). So it is built from a copy (the lock is held only to copy, a few milliseconds)
 /// on a blocking thread, never on the daemon's one runtime thread where the buses run, and
 /// one at a time, so a flood of requests queues instead of building many copies at once.
 async fn api_history(

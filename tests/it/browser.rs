@@ -132,7 +132,7 @@ async fn the_status_page_shows_every_meter_online_the_firing_alerts_and_updates(
         .unwrap();
     assert_eq!(history["step_s"], 60, "a point a minute");
     assert!(
-        history["meters"]["m2"]["voltage_l3_v"]
+        history["meters"]["m2"]["voltage_l3_v"]["values"]
             .as_array()
             .is_some_and(|p| !p.is_empty()),
         "{history}"
@@ -142,7 +142,7 @@ async fn the_status_page_shows_every_meter_online_the_firing_alerts_and_updates(
         "?meter= gives one meter: {history}"
     );
     assert!(
-        history["buses"]["b"]["utilisation"]
+        history["buses"]["b"]["utilisation"]["values"]
             .as_array()
             .is_some_and(|p| !p.is_empty()),
         "{history}"
