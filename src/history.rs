@@ -130,11 +130,12 @@ impl Trend {
             let v = unpack(*self.cells.get(r * self.width + column)?);
             (!v.is_nan()).then_some(v)
         };
-        let steps = first.max(oldest)..first + rows;
-        let sampled: Vec<u64> = steps.filter(|s| value(*s).is_some()).collect();
-        let (Some(&from), Some(&to)) = (sampled.first(), sampled.last()) else {
+        let mut steps = first.max(oldest)..first + rows;
+        let Some(from) = steps.find(|s| value(*s).is_some()) else {
             return serde_json::json!({ "start": 0, "values": [] });
         };
+        // What `find` left: the steps after `from`.
+        let to = steps.rfind(|s| value(*s).is_some()).unwrap_or(from);
         let values: Vec<Option<f64>> = (from..=to).map(value).collect();
         serde_json::json!({ "start": from * STEP.as_millis() as u64, "values": values })
     }

@@ -45,13 +45,10 @@ impl Values {
     /// same names, compared by pointer first): a bus task keeps the lists it made, so its
     /// readings share them. A new list is added to `known`, up to [`KNOWN_LISTS`].
     pub fn shared(pairs: Vec<(Arc<str>, f64)>, known: &mut Vec<Arc<[Arc<str>]>>) -> Values {
-        let same = |l: &[Arc<str>]| {
-            l.len() == pairs.len()
-                && l.iter()
-                    .zip(&pairs)
-                    .all(|(a, (b, _))| Arc::ptr_eq(a, b) || a == b)
-        };
-        let names = match known.iter().find(|l| same(l)) {
+        let names = match known
+            .iter()
+            .find(|l| same_names(l, pairs.iter().map(|(q, _)| q)))
+        {
             Some(l) => l.clone(),
             None => {
                 let l: Arc<[Arc<str>]> = pairs.iter().map(|(q, _)| q.clone()).collect();
@@ -97,6 +94,16 @@ impl Values {
     pub fn heap_bytes(&self) -> usize {
         self.nums.len() * std::mem::size_of::<f64>()
     }
+}
+
+/// Whether two quantity names are the same; the same `Arc` compares without reading the text.
+pub fn same_name(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+/// Whether `a` and `b` name the same quantities in the same order.
+pub fn same_names<'a>(a: &[Arc<str>], b: impl ExactSizeIterator<Item = &'a Arc<str>>) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_name(x, y))
 }
 
 /// Lists of names a bus task keeps to share among its readings: one per point group of each

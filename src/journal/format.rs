@@ -52,7 +52,7 @@ pub struct Shape {
 impl Shape {
     /// Whether `r` has this shape; names that are the same `Arc` compare without reading them.
     pub fn describes(&self, r: &crate::reading::Reading) -> bool {
-        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
+        use crate::reading::same_name as same;
         same(&self.meter, &r.meter)
             && same(&self.bus, &r.bus)
             && same(&self.profile, &r.profile)
@@ -63,12 +63,7 @@ impl Shape {
 /// Whether `quantities` are `r`'s quantities, in order.
 pub fn names(quantities: &Arc<[Arc<str>]>, r: &crate::reading::Reading) -> bool {
     let theirs = r.values.names();
-    Arc::ptr_eq(quantities, theirs)
-        || (quantities.len() == theirs.len()
-            && quantities
-                .iter()
-                .zip(theirs.iter())
-                .all(|(q, n)| Arc::ptr_eq(q, n) || q == n))
+    Arc::ptr_eq(quantities, theirs) || crate::reading::same_names(quantities, theirs.iter())
 }
 
 /// A reading record, framed, appended to `out` as [`Record::encode`] would write it, without
