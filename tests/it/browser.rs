@@ -28,8 +28,15 @@ fn chromium(profile_dir: &std::path::Path) -> Command {
 
 /// The page's DOM after its scripts ran for a couple of (virtual) seconds.
 fn render(url: &str, profile_dir: &std::path::Path) -> String {
+    render_after(url, profile_dir, 2500)
+}
+
+/// The page's DOM after its scripts ran for `ms` of virtual time (timers fire without the
+/// wait).
+fn render_after(url: &str, profile_dir: &std::path::Path, ms: u32) -> String {
     let out = chromium(profile_dir)
-        .args(["--virtual-time-budget=2500", "--dump-dom", url])
+        .arg(format!("--virtual-time-budget={ms}"))
+        .args(["--dump-dom", url])
         .output()
         .expect("run chromium");
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -176,5 +183,25 @@ async fn the_status_page_shows_every_meter_online_the_firing_alerts_and_updates(
     assert!(
         after > before,
         "the page shows newer readings: seq {before} then {after}"
+    );
+    // Past the 10 s refresh of buses, sinks and the timeline (`?meter=`, no meters): the
+    // meters' trends fetched at load are still drawn, the bus and the timeline still shown.
+    let profile = dir.path().join("chromium");
+    let url3 = url2.clone();
+    let later = tokio::task::spawn_blocking(move || render_after(&url3, &profile, 12_500))
+        .await
+        .unwrap();
+    let m2 = later
+        .split("data-meter=\"m2\"")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_default();
+    assert!(
+        m2.contains("<polyline"),
+        "m2's sparklines after the 10 s refresh:\n{later}"
+    );
+    assert!(
+        later.contains("data-bus=\"b\"") && later.contains("FrequencyHigh firing"),
+        "the bus and the timeline after the 10 s refresh:\n{later}"
     );
 }
