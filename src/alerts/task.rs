@@ -144,6 +144,10 @@ fn status(
     }
 }
 
+/// At most this many readings judged in one turn of the alert task, so that its timers and
+/// reconfiguration are never kept waiting behind a long queue.
+const JUDGED_PER_TURN: usize = 256;
+
 pub async fn run(
     mut t: AlertTask,
     live: Arc<LiveState>,
@@ -163,7 +167,17 @@ pub async fn run(
             // Give way on the daemon's single thread, whatever the branches below do.
             tokio::task::consume_budget().await;
             let events = tokio::select! {
-                Some(r) = readings.recv() => t.engine.on_reading(&r, SystemTime::now()),
+                Some(r) = readings.recv() => {
+                    let now = SystemTime::now();
+                    let mut ev = t.engine.on_reading(&r, now);
+                    // Readings already waiting are judged in the same turn: a bus's burst
+                    // costs one pass through this loop, not one each.
+                    for _ in 0..JUDGED_PER_TURN {
+                        let Ok(r) = readings.try_recv() else { break };
+                        ev.extend(t.engine.on_reading(&r, now));
+                    }
+                    ev
+                }
                 _ = tick.tick() => {
                     let skipped = live.readings_skipped();
                     if skipped > skipped_seen {

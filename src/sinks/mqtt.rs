@@ -274,20 +274,36 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                 && can_feed(&el);
             tokio::select! {
                 ev = el.poll() => match ev {
-                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                        backoff.reset();
-                        stats.failing.ok();
-                        s.reconnected(log.position(cursor));
-                        info!(from = s.next, "connected to broker");
-                        published_avail.clear();
-                        avail_dirty = true;
-                        if client.try_publish(topics.status(), QoS::AtLeastOnce, true, "online").is_ok() {
-                            s.fifo.push_back(Sent::Control);
+                    Ok(first) => {
+                        // rumqttc queues an event per publish fed and per packet read; they are
+                        // taken here in one turn (not a turn of this loop each), and what they
+                        // confirm is applied to the journal once.
+                        let mut done = Confirmed::default();
+                        let mut event = Some(first);
+                        while let Some(ev) = event {
+                            match ev {
+                                Event::Incoming(Incoming::ConnAck(_)) => {
+                                    // What the old connection confirmed moves the cursor
+                                    // before the new one starts from it.
+                                    apply(std::mem::take(&mut done));
+                                    backoff.reset();
+                                    stats.failing.ok();
+                                    s.reconnected(log.position(cursor));
+                                    info!(from = s.next, "connected to broker");
+                                    published_avail.clear();
+                                    avail_dirty = true;
+                                    if client.try_publish(topics.status(), QoS::AtLeastOnce, true, "online").is_ok() {
+                                        s.fifo.push_back(Sent::Control);
+                                    }
+                                }
+                                Event::Outgoing(Outgoing::Publish(pkid)) => done.add(s.on_outgoing(pkid, qos)),
+                                Event::Incoming(Incoming::PubAck(ack)) => done.add(s.on_puback(ack.pkid)),
+                                _ => {}
+                            }
+                            event = el.state.events.pop_front();
                         }
+                        apply(done);
                     }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => apply(s.on_outgoing(pkid, qos)),
-                    Ok(Event::Incoming(Incoming::PubAck(ack))) => apply(s.on_puback(ack.pkid)),
-                    Ok(_) => {}
                     Err(e) => {
                         broker_failed(&stats, &mut s, log.position(cursor), e.to_string());
                         if stopping {
@@ -399,6 +415,16 @@ struct Confirmed {
     /// The sampling times of the readings confirmed.
     sampled: Vec<SystemTime>,
     alerts: Vec<u64>,
+}
+
+impl Confirmed {
+    /// Join a later confirmation to this one: the journal may then advance to the later's
+    /// point, and both sets of readings and alert events are confirmed.
+    fn add(&mut self, later: Confirmed) {
+        self.upto = self.upto.max(later.upto);
+        self.sampled.extend(later.sampled);
+        self.alerts.extend(later.alerts);
+    }
 }
 
 /// Bookkeeping of one connection, pure: which publish got which packet id, and which are
@@ -621,5 +647,36 @@ mod tests {
             }
         );
         assert!(s.alerts_inflight.is_empty());
+    }
+
+    #[test]
+    fn confirmations_taken_together_move_the_cursor_as_far_as_the_furthest_and_keep_them_all() {
+        let mut s = session_with(4);
+        s.fifo.push_back(Sent::Alert(7));
+        s.alerts_inflight.insert(7);
+        let mut done = Confirmed::default();
+        for pkid in 1..=5 {
+            done.add(s.on_outgoing(pkid, QoS::AtLeastOnce));
+        }
+        // PUBACKs read in one go, out of order: the alert, then readings 1, 0 and 3.
+        for pkid in [5, 2, 1, 4] {
+            done.add(s.on_puback(pkid));
+        }
+        assert_eq!(
+            done,
+            Confirmed {
+                upto: Some(2),
+                sampled: vec![sampled(0), sampled(1)],
+                alerts: vec![7]
+            },
+            "3 waits for 2"
+        );
+        // An earlier point joined later never moves the cursor back.
+        let mut later = Confirmed {
+            upto: Some(5),
+            ..Confirmed::default()
+        };
+        later.add(done);
+        assert_eq!(later.upto, Some(5));
     }
 }
