@@ -124,7 +124,8 @@ const METERS_PER_PIECE: usize = 64;
 /// written only when the body is sent that far. Written whole, the text took 1.7 KB per
 /// meter at once (3.4 MB at 2,000 meters, more while the string doubled), on every scrape.
 fn meter_metrics(meters: Vec<MeterMetrics>) -> impl Iterator<Item = String> {
-    let meters: Arc<[MeterMetrics]> = meters.into();
+    // Shared by the families' pieces as it is: `Arc<[_]>` from the `Vec` would copy it.
+    let meters = Arc::new(meters);
     METER_FAMILIES.into_iter().flat_map(move |(head, line)| {
         let meters = meters.clone();
         let pieces = meters.len().div_ceil(METERS_PER_PIECE).max(1);
@@ -150,12 +151,10 @@ fn meter_metrics(meters: Vec<MeterMetrics>) -> impl Iterator<Item = String> {
 /// the rest (buses, sinks, alerts, the journal), written when the body gets there.
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     let meters = s.live.each_meter(MeterMetrics::of);
-    let pieces = meter_metrics(meters)
-        .chain(std::iter::once_with(move || other_metrics(&s)))
-        .map(|piece| Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(piece)));
+    let pieces = meter_metrics(meters).chain(std::iter::once_with(move || other_metrics(&s)));
     (
         [("content-type", "text/plain; version=0.0.4")],
-        axum::body::Body::from_stream(futures::stream::iter(pieces)),
+        axum::body::Body::from_stream(crate::body::PieceByPiece::new(pieces)),
     )
 }
 

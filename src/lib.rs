@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod backoff;
+pub mod body;
 pub mod bus;
 pub mod config;
 pub mod contract;

@@ -149,8 +149,8 @@ impl Writer {
 /// for more. Written whole, a batch of 5,000 SDM630 readings was a 2.5 MB string, and hyper
 /// kept a copy as large with the pooled connection: it flattens a body into its connection
 /// buffer when the connection cannot take vectored writes, which reqwest's rustls connector
-/// cannot. In pieces, hyper's buffer stops at its limit (about 400 KB) and asks for the next
-/// piece once it has sent some.
+/// cannot. In pieces, offered one per turn ([`crate::body::PieceByPiece`]), hyper holds
+/// about one.
 pub const PIECE: usize = 64 * 1024;
 
 /// How a reading of a batch is written: whole, or only some of its values (report by
@@ -193,9 +193,9 @@ fn streamed_body(
     batch: Vec<(u64, Arc<crate::reading::Reading>)>,
     lines: Vec<Option<Lines>>,
 ) -> reqwest::Body {
-    let pieces = pieces(gateway, batch, lines)
-        .map(|p| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(p)));
-    reqwest::Body::wrap_stream(futures::stream::iter(pieces))
+    reqwest::Body::wrap_stream(crate::body::PieceByPiece::new(pieces(
+        gateway, batch, lines,
+    )))
 }
 
 /// Whether `r` gives a line: some value kept is a number (the line protocol has no NaN).
