@@ -279,8 +279,8 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                         // taken here in one turn (not a turn of this loop each), and what they
                         // confirm is applied to the journal once.
                         let mut done = Confirmed::default();
-                        let mut event = Some(first);
-                        while let Some(ev) = event {
+                        let queued = std::iter::from_fn(|| el.state.events.pop_front());
+                        for ev in std::iter::once(first).chain(queued) {
                             match ev {
                                 Event::Incoming(Incoming::ConnAck(_)) => {
                                     // What the old connection confirmed moves the cursor
@@ -300,7 +300,6 @@ pub async fn run(cfg: MqttConfig, ctx: super::SinkCtx, mut shutdown: watch::Rece
                                 Event::Incoming(Incoming::PubAck(ack)) => done.add(s.on_puback(ack.pkid)),
                                 _ => {}
                             }
-                            event = el.state.events.pop_front();
                         }
                         apply(done);
                     }
