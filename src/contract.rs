@@ -316,7 +316,8 @@ pub fn alert_line(gateway: &str, a: &Alert, out: &mut String) {
 /// All fields are floats, so a later change of value can never conflict with a field type.
 pub fn status_lines(gateway: &str, live: &LiveState, now: SystemTime, out: &mut String) {
     let ts = unix_ms(now);
-    let mut per_bus: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    let mut per_bus: std::collections::BTreeMap<std::sync::Arc<str>, (f64, f64)> =
+        Default::default();
     // Written under the live state's lock, rather than from a copy of every meter.
     live.each_meter(|id, m| {
         let online = m.online.unwrap_or(false);
@@ -348,7 +349,7 @@ pub fn status_lines(gateway: &str, live: &LiveState, now: SystemTime, out: &mut 
         escape_tag(gateway, out);
         out.push_str(",bus=");
         escape_tag(&bus, out);
-        let u = buses.get(&bus).map_or(0.0, |b| b.utilisation);
+        let u = buses.get(&*bus).map_or(0.0, |b| b.utilisation);
         let _ = writeln!(
             out,
             " utilisation={u:?},meters={n:?},meters_online={up:?} {ts}"

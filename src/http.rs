@@ -708,7 +708,7 @@ mod tests {
     fn the_per_meter_metrics_written_in_pieces_join_into_one_family_each() {
         for meters in [0, 1, METERS_PER_PIECE, METERS_PER_PIECE + 1, 150] {
             let state = |i: usize| crate::state::MeterState {
-                bus: format!("bus{}", i % 3),
+                bus: format!("bus{}", i % 3).into(),
                 online: (i % 5 != 0).then_some(i % 2 == 0),
                 polls: i as u64,
                 timeouts: 1,

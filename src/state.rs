@@ -69,7 +69,8 @@ pub const ON_DEMAND_QUEUE: usize = 16;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MeterState {
-    pub bus: String,
+    /// Shared by the meters of a bus.
+    pub bus: Arc<str>,
     /// `None` until the first poll decided it.
     pub online: Option<bool>,
     pub polls: u64,
@@ -509,9 +510,9 @@ impl LiveState {
                 }
             }
             meters.push((id.clone(), main));
-            let b = match buses.get_mut(&m.bus) {
+            let b = match buses.get_mut(&*m.bus) {
                 Some(b) => b,
-                None => buses.entry(m.bus.clone()).or_default(),
+                None => buses.entry(m.bus.to_string()).or_default(),
             };
             b.polls += m.polls;
             b.failures += m.timeouts + m.link_errors + m.exceptions;

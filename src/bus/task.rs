@@ -182,7 +182,7 @@ pub async fn run_bus(
             .collect();
         let targets = targets(&bus);
         for m in &meters {
-            live.update(&m.id, |s| s.bus = bus.name.clone());
+            live.update(&m.id, |s| s.bus = bus_name.clone());
         }
         let intervals = bus
             .meters

@@ -36,46 +36,41 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Validate config text; `file` names it in errors. Relative paths in the config are taken
 /// relative to the config file's directory.
 pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
-    let mut r = Reporter {
+    read(&mut Reporter {
         file: file.to_string(),
         text,
         line_starts: Default::default(),
-        doc: None,
+        doc: Default::default(),
         errors: Vec::new(),
-    };
-    let doc = match toml_edit::ImDocument::parse(text) {
-        Ok(d) => d,
+    })
+}
+
+fn read(r: &mut Reporter) -> Result<Config, ConfigErrors> {
+    let value: toml::Table = match toml::from_str(r.text) {
+        Ok(v) => v,
         Err(e) => {
             let position = e.span().map(|s| r.line_col(s.start));
             let message = e.message().trim().replace('\n', ": ");
             return Err(ConfigErrors(vec![ConfigError {
-                file: file.into(),
+                file: r.file.clone(),
                 position,
                 key: String::new(),
                 message,
             }]));
         }
     };
-    r.doc = Some(doc);
-    let value: toml::Table = match toml::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            r.error(&[], e.message().to_string());
-            return Err(ConfigErrors(r.errors));
-        }
-    };
-    let base = Path::new(file)
+    let base = Path::new(&r.file)
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
     for (path, message) in super::bounds::check(&value) {
         r.error(&path, message);
     }
-    let raw = parse_sections(&mut r, value);
-    let config = raw.and_then(|raw| check(&mut r, raw, &base));
+    let raw = parse_sections(r, value);
+    let config = raw.and_then(|raw| check(r, raw, &base));
     match config {
         Some(c) if r.errors.is_empty() => Ok(c),
-        _ => Err(ConfigErrors(r.errors)),
+        _ => Err(ConfigErrors(std::mem::take(&mut r.errors))),
     }
 }
 
@@ -281,4 +276,41 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
         alerts,
         remote,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reporter<'a>(text: &'a str) -> Reporter<'a> {
+        Reporter {
+            file: "t.toml".into(),
+            text,
+            line_starts: Default::default(),
+            doc: Default::default(),
+            errors: Vec::new(),
+        }
+    }
+
+    const GOOD: &str = "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/s\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"127.0.0.1:502\"\n[[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm630\"\n";
+
+    #[test]
+    fn a_good_config_is_read_without_building_the_document_that_locates_problems() {
+        let mut r = reporter(GOOD);
+        if let Err(e) = read(&mut r) {
+            panic!("{e}");
+        }
+        assert!(r.doc.get().is_none(), "the located document was built");
+    }
+
+    #[test]
+    fn a_problem_is_still_located_at_its_line_and_column() {
+        let text = GOOD.replace("unit = 1", "unit = 300");
+        let mut r = reporter(&text);
+        let errors = read(&mut r).expect_err("unit 300 is out of range").0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].key, "bus[0].meter[0].unit");
+        assert_eq!(errors[0].position, Some((10, 1)), "{}", errors[0]);
+        assert!(r.doc.get().is_some_and(Option::is_some));
+    }
 }

@@ -261,10 +261,11 @@ impl Disk {
                     quantities,
                 };
                 w.buf.extend(Record::Shape(id, shape.clone()).encode());
-                w.shapes
-                    .entry(r.meter.clone())
-                    .or_default()
-                    .push((id, shape));
+                let known = w.shapes.entry(r.meter.clone()).or_default();
+                // A meter has a shape or two (one per point group): grown one at a time,
+                // not to Vec's first four (72 bytes each, 288 KB at 2,000 meters).
+                known.reserve_exact(1);
+                known.push((id, shape));
                 id
             }
         };
