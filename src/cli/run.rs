@@ -42,21 +42,6 @@ pub(super) fn stop_signal() -> anyhow::Result<watch::Receiver<bool>> {
     Ok(rx)
 }
 
-/// Hand the pages freed after reading a config back to the system. `toml` parses the whole
-/// file into a document before the config is taken from it: 2.3 KB a meter (4.6 MB at 2,000
-/// meters) that is freed at once but stays resident in glibc's heap, where the tasks'
-/// buffers that come next land on pages already touched (tokio-modbus keeps 16 KiB per
-/// connection, of which a reply uses a few hundred bytes). Measured at 2,000 meters: peak
-/// RSS 21.2–21.5 → 20.7 MiB (BENCHMARKS.md, "Ninth session").
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers and only releases free memory; glibc documents it
-    // as safe to call at any time, from any thread.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 pub(super) async fn run(path: &Path) -> anyhow::Result<i32> {
     // First: a SIGTERM during start-up must still mean a clean stop, and a SIGHUP (whose
     // default action would end the process) a reload.
@@ -66,7 +51,6 @@ pub(super) async fn run(path: &Path) -> anyhow::Result<i32> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    release_freed_memory();
     // `systemctl reload` sends SIGHUP: re-read and validate the file, hand the result over.
     let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
     let path_owned = path.to_path_buf();
@@ -84,7 +68,6 @@ pub(super) async fn run(path: &Path) -> anyhow::Result<i32> {
                         message: format!("loading failed: {e}"),
                     }]))
                 });
-            release_freed_memory();
             if reload_tx.send(loaded).is_err() {
                 break;
             }
