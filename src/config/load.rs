@@ -36,13 +36,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Validate config text; `file` names it in errors. Relative paths in the config are taken
 /// relative to the config file's directory.
 pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
-    read(&mut Reporter {
-        file: file.to_string(),
-        text,
-        line_starts: Default::default(),
-        doc: Default::default(),
-        errors: Vec::new(),
-    })
+    read(&mut Reporter::new(text, file))
 }
 
 fn read(r: &mut Reporter) -> Result<Config, ConfigErrors> {
@@ -282,21 +276,11 @@ fn check(r: &mut Reporter, raw: RawAll, base: &Path) -> Option<Config> {
 mod tests {
     use super::*;
 
-    fn reporter<'a>(text: &'a str) -> Reporter<'a> {
-        Reporter {
-            file: "t.toml".into(),
-            text,
-            line_starts: Default::default(),
-            doc: Default::default(),
-            errors: Vec::new(),
-        }
-    }
-
     const GOOD: &str = "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/s\"\n[[bus]]\nname = \"b\"\nprotocol = \"modbus-tcp\"\ntcp = \"127.0.0.1:502\"\n[[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron-sdm630\"\n";
 
     #[test]
     fn a_good_config_is_read_without_building_the_document_that_locates_problems() {
-        let mut r = reporter(GOOD);
+        let mut r = Reporter::new(GOOD, "t.toml");
         if let Err(e) = read(&mut r) {
             panic!("{e}");
         }
@@ -306,7 +290,7 @@ mod tests {
     #[test]
     fn a_problem_is_still_located_at_its_line_and_column() {
         let text = GOOD.replace("unit = 1", "unit = 300");
-        let mut r = reporter(&text);
+        let mut r = Reporter::new(&text, "t.toml");
         let errors = read(&mut r).expect_err("unit 300 is out of range").0;
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].key, "bus[0].meter[0].unit");
