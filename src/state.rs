@@ -12,6 +12,11 @@ use tokio::{
 
 use crate::{alerts::rules::Alert, reading::Reading};
 
+/// An on-demand read as its bus's queue holds it. Boxed: tokio's bounded channel allocates
+/// its slots 32 at a time when it is made, and an `OnDemandRead` is 80 bytes, so every bus
+/// held 2.6 KB for a queue that is nearly always empty (5.2 MB at 2,000 buses of one meter).
+pub type OnDemandQueued = Box<OnDemandRead>;
+
 /// Work on one meter now, for the task that owns its bus (the remote commands).
 pub struct OnDemandRead {
     pub meter: String,
@@ -314,7 +319,7 @@ pub struct LiveState {
     /// Remote commands by (command, status): `meterd_commands_total`.
     commands: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Each running bus's queue of on-demand reads.
-    on_demand: Mutex<BTreeMap<String, mpsc::Sender<OnDemandRead>>>,
+    on_demand: Mutex<BTreeMap<String, mpsc::Sender<OnDemandQueued>>>,
     /// The latest remote-command audit events, newest last (the status page shows them).
     audit: Mutex<std::collections::VecDeque<serde_json::Value>>,
 }
@@ -341,7 +346,7 @@ impl Default for LiveState {
 
 impl LiveState {
     /// A bus task takes its queue of on-demand reads (a new one each time it starts).
-    pub fn on_demand_queue(&self, bus: &str) -> mpsc::Receiver<OnDemandRead> {
+    pub fn on_demand_queue(&self, bus: &str) -> mpsc::Receiver<OnDemandQueued> {
         let (tx, rx) = mpsc::channel(ON_DEMAND_QUEUE);
         self.on_demand
             .lock()
@@ -351,7 +356,7 @@ impl LiveState {
     }
 
     /// Where to send an on-demand read for a meter on `bus`.
-    pub fn on_demand(&self, bus: &str) -> Option<mpsc::Sender<OnDemandRead>> {
+    pub fn on_demand(&self, bus: &str) -> Option<mpsc::Sender<OnDemandQueued>> {
         self.on_demand
             .lock()
             .unwrap_or_else(|e| e.into_inner())

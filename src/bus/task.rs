@@ -260,7 +260,7 @@ pub async fn run_bus(
                         request.kind.clone(),
                     ),
                 };
-                inflight.push(async move {
+                let fut = async move {
                     let ts = SystemTime::now();
                     let started = Instant::now();
                     let mut results = Vec::with_capacity(scheduled_targets.len() + 2);
@@ -270,7 +270,7 @@ pub async fn run_bus(
                         match &kind {
                             OnDemandKind::Read { group, identifiers: ids } => {
                                 if !ids.is_empty() && identifiers.is_empty() {
-                                    identifiers = super::read_identifiers(&mut link, target, ids, retries).await;
+                                    identifiers = Box::pin(super::read_identifiers(&mut link, target, ids, retries)).await;
                                 }
                                 if group.is_some() || ids.is_empty() {
                                     results.push(poll(&mut link, target, retries).await);
@@ -279,7 +279,7 @@ pub async fn run_bus(
                             OnDemandKind::SyncClock => {
                                 // The clock read before, the setting, and the clock read after.
                                 results.push(poll(&mut link, target, retries).await);
-                                let set = super::set_clock(&mut link, target, retries).await;
+                                let set = Box::pin(super::set_clock(&mut link, target, retries)).await;
                                 results.push(GroupResult {
                                     errors: set.err().into_iter().collect(),
                                     ..GroupResult::default()
@@ -287,17 +287,18 @@ pub async fn run_bus(
                                 results.push(poll(&mut link, target, retries).await);
                             }
                             OnDemandKind::Recollect { from, to } => results.push(
-                                super::recollect(&mut link, target, *from, *to, retries).await,
+                                Box::pin(super::recollect(&mut link, target, *from, *to, retries)).await,
                             ),
                             OnDemandKind::Relay { command, creds } => {
                                 // Never retried: a trip is not sent twice on a guess.
-                                let r = super::relay(&mut link, target, *command, *creds).await;
+                                let r = Box::pin(super::relay(&mut link, target, *command, *creds)).await;
                                 relay_state = Some(r);
                             }
                         }
                     }
                     (work, link, ts, started.elapsed(), results, relay_state, identifiers)
-                });
+                };
+                inflight.push(fut);
             }
             let wake = sched.next_wakeup();
             tokio::select! {
@@ -395,7 +396,7 @@ pub async fn run_bus(
                 _ = sleep_until(wake), if inflight.len() < bus.concurrency => {}
                 Some(request) = od_rx.recv(), if pending.len() < crate::state::ON_DEMAND_QUEUE => {
                     match on_demand_groups(&meters, &request) {
-                        Ok(_) => pending.push_back(request),
+                        Ok(_) => pending.push_back(*request),
                         Err(e) => {
                             let _ = request.reply.send(OnDemandResult { errors: vec![e], ..Default::default() });
                         }

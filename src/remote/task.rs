@@ -256,11 +256,11 @@ async fn enqueue(
         .ok_or_else(|| Missed::NotRunning(bus.to_string()))?;
     let (reply, rx) = tokio::sync::oneshot::channel();
     let refuse_when_full = matches!(kind, OnDemandKind::Read { .. });
-    let job = OnDemandRead {
+    let job = Box::new(OnDemandRead {
         meter: meter.to_string(),
         kind,
         reply,
-    };
+    });
     if refuse_when_full {
         queue.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => Missed::Busy,
@@ -790,7 +790,7 @@ mod tests {
             Bus::Full => {
                 let rx = live.on_demand_queue("b");
                 let tx = live.on_demand("b").unwrap();
-                while tx.try_send(job()).is_ok() {}
+                while tx.try_send(Box::new(job())).is_ok() {}
                 Some(tokio::spawn(async move {
                     let _taking_nothing = rx;
                     std::future::pending::<()>().await
