@@ -260,6 +260,8 @@ pub async fn run_bus(
                         request.kind.clone(),
                     ),
                 };
+                // Rare work (identifiers, clock, recollection, relay) is boxed where it runs, so
+                // that its futures do not size every poll in flight (see `super::poll`).
                 let fut = async move {
                     let ts = SystemTime::now();
                     let started = Instant::now();
