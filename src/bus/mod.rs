@@ -207,6 +207,24 @@ pub struct MeterOnBus<'a> {
     pub time_sync: Option<dlt645::TimeSync>,
 }
 
+impl<'a> MeterOnBus<'a> {
+    /// A Modbus meter at `unit` with the default request limits (125 registers, gaps of up to
+    /// 16 read through) and nothing else: what tests and one-off reads start from.
+    pub fn modbus(profile: &'a Arc<meterd_protocols::profile::Profile>, unit: u8) -> Self {
+        MeterOnBus {
+            profile,
+            unit,
+            address: None,
+            server_address: None,
+            frame_gap: Duration::ZERO,
+            max_registers: 125,
+            max_gap: 16,
+            utc_offset_s: 0,
+            time_sync: None,
+        }
+    }
+}
+
 impl PollTarget {
     /// The targets of every group of one meter; what the meter teaches a poll (it refuses
     /// block reads, its newest daily freeze) is shared by its groups.
@@ -503,17 +521,8 @@ mod tests {
         // of their size. With the DL/T 645 and 698 polls inline a poll took 2,944 bytes,
         // about 6 KB per bus (12 MB at 2,000 Modbus TCP meters of a bus each).
         let set = crate::config::ProfileSet::builtin();
-        let targets = PollTarget::for_meter(MeterOnBus {
-            profile: set.get("eastron-sdm630").unwrap(),
-            unit: 1,
-            address: None,
-            server_address: None,
-            frame_gap: Duration::ZERO,
-            max_registers: 125,
-            max_gap: 16,
-            utc_offset_s: 0,
-            time_sync: None,
-        });
+        let targets =
+            PollTarget::for_meter(MeterOnBus::modbus(set.get("eastron-sdm630").unwrap(), 1));
         let mut link = BusLink::for_protocol(
             crate::config::BusProtocol::ModbusTcp,
             crate::config::Link::Tcp("127.0.0.1:1".into()),
@@ -532,15 +541,8 @@ mod tests {
             set.get("eastron-sdm120").unwrap(),
         );
         let on_bus = |profile, unit, max_registers| MeterOnBus {
-            profile,
-            unit,
-            address: None,
-            server_address: None,
-            frame_gap: Duration::ZERO,
             max_registers,
-            max_gap: 16,
-            utc_offset_s: 0,
-            time_sync: None,
+            ..MeterOnBus::modbus(profile, unit)
         };
         let blocks = |t: &[Arc<PollTarget>], g: usize| match &t[g].meter {
             MeterTarget::Modbus { blocks, .. } => blocks.clone(),

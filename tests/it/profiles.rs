@@ -27,17 +27,7 @@ async fn every_builtin_modbus_profile_reads_back_what_the_simulator_serves() {
             Link::Tcp(addr),
             Duration::from_secs(1),
         );
-        let targets = PollTarget::for_meter(MeterOnBus {
-            profile,
-            unit: 1,
-            address: None,
-            server_address: None,
-            frame_gap: Duration::ZERO,
-            max_registers: 125,
-            max_gap: 16,
-            utc_offset_s: 0,
-            time_sync: None,
-        });
+        let targets = PollTarget::for_meter(MeterOnBus::modbus(profile, 1));
         let expected = sim.values(1).unwrap();
         let mut seen = Vec::new();
         for target in &targets {
