@@ -260,8 +260,9 @@ pub async fn run_bus(
                         request.kind.clone(),
                     ),
                 };
-                // Rare work (identifiers, clock, recollection, relay) is boxed where it runs, so
-                // that its futures do not size every poll in flight (see `super::poll`).
+                // Rare work (identifiers, clock, recollection, relay: DL/T exchanges) is boxed
+                // where it runs, like the DL/T polls in `super::poll`, so that its futures do
+                // not size every poll in flight.
                 let fut = async move {
                     let ts = SystemTime::now();
                     let started = Instant::now();
