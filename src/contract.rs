@@ -321,12 +321,8 @@ pub fn status_lines(gateway: &str, live: &LiveState, now: SystemTime, out: &mut 
     // Written under the live state's lock, rather than from a copy of every meter.
     live.each_meter(|id, m| {
         let online = m.online.unwrap_or(false);
-        if !per_bus.contains_key(&m.bus) {
-            per_bus.insert(m.bus.clone(), (0.0, 0.0));
-        }
-        let Some(e) = per_bus.get_mut(&m.bus) else {
-            return;
-        };
+        // The key is the bus's shared name: taking it costs a count, not a copy.
+        let e = per_bus.entry(m.bus.clone()).or_default();
         e.0 += 1.0;
         e.1 += f64::from(u8::from(online));
         out.push_str("meter_status,gateway=");
