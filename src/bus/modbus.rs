@@ -1,5 +1,15 @@
-//! The I/O side of a Modbus bus: tokio-modbus over the bus's link (`link.rs`), requests
-//! with timeouts and retries; the register plan and decoding are `protocols::modbus`.
+//! The I/O side of a Modbus bus: requests over the bus's link (`link.rs`) with timeouts and
+//! retries; the register plan, the request and reply checks and decoding are
+//! `protocols::modbus`.
+//!
+//! Modbus TCP is framed here (`protocols::modbus::tcp`), RTU by tokio-modbus. tokio-modbus
+//! frames through tokio-util's `Framed`, which gives every connection an 8 KiB read and an
+//! 8 KiB write buffer. A frame is at most 260 bytes, and a gateway may hold a connection per
+//! meter (a Modbus TCP meter with an address of its own is a bus of its own): 16 KiB a
+//! connection was two thirds of what a bus cost (BENCHMARKS.md, "Tenth session"). MBAP
+//! framing is a length-prefixed header; its checks are tested in `protocols`. RTU framing has
+//! no length field and must resynchronise on a shared line, which tokio-modbus does, so RTU
+//! stays with it: a serial line is one connection, not one per meter.
 
 use std::{
     sync::{
@@ -10,11 +20,12 @@ use std::{
 };
 
 use meterd_protocols::{
-    modbus::{ReadBlock, RegisterKind},
+    modbus::{master, tcp as mbap, ReadBlock, RegisterKind},
     profile::Profile,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_modbus::{
-    client::{rtu, tcp, Client, Context},
+    client::{rtu, Client, Context},
     prelude::SlaveContext,
     Request, Response, Slave,
 };
@@ -25,15 +36,68 @@ use super::{
 };
 use crate::config::{BusProtocol, Link};
 
-/// A connection to a bus: a tokio-modbus context that is rebuilt after any failure that may
-/// have left it out of step (a timeout, a garbled reply).
+/// A connection to a bus, rebuilt after any failure that may have left it out of step (a
+/// timeout, a garbled reply).
 pub struct ModbusLink {
     protocol: BusProtocol,
     link: Link,
     timeout: Duration,
-    ctx: Option<Context>,
-    /// The peer closed the stream of the current connection.
+    conn: Option<Connection>,
+    /// The registers of the last reply.
+    words: Vec<u16>,
+    /// The peer closed the stream of the current RTU connection.
     closed: Arc<AtomicBool>,
+}
+
+enum Connection {
+    Tcp(TcpConnection),
+    Rtu(Context),
+}
+
+/// A Modbus TCP connection: the stream, the last transaction id and room for one frame.
+struct TcpConnection {
+    stream: link::Stream,
+    transaction: u16,
+    buf: Box<[u8; mbap::MAX_FRAME]>,
+}
+
+impl TcpConnection {
+    /// Send a request and read its reply; the reply's PDU is `self.buf[7..len]`.
+    async fn exchange(
+        &mut self,
+        unit: u8,
+        pdu: &[u8],
+    ) -> Result<std::ops::Range<usize>, PollError> {
+        let link = |e: std::io::Error| PollError::Link(e.to_string());
+        self.transaction = self.transaction.wrapping_add(1);
+        let request = mbap::frame(self.transaction, unit, pdu);
+        self.stream.write_all(&request).await.map_err(link)?;
+        let mut filled = 0;
+        loop {
+            match mbap::scan(&self.buf[..filled]) {
+                Err(bad) => return Err(PollError::Link(bad.to_string())),
+                Ok(Some(frame)) if (frame.transaction, frame.unit) != (self.transaction, unit) => {
+                    return Err(PollError::Link(format!(
+                        "reply to transaction {} of unit {}, not {} of unit {unit}",
+                        frame.transaction, frame.unit, self.transaction
+                    )))
+                }
+                Ok(Some(frame)) => return Ok(7..frame.len),
+                Ok(None) => {}
+            }
+            // A frame is at most the buffer's size (`scan` refuses longer headers), so there
+            // is always room for the rest of it.
+            let n = self
+                .stream
+                .read(&mut self.buf[filled..])
+                .await
+                .map_err(link)?;
+            if n == 0 {
+                return Err(PollError::Link("the peer closed the connection".into()));
+            }
+            filled += n;
+        }
+    }
 }
 
 impl ModbusLink {
@@ -42,65 +106,101 @@ impl ModbusLink {
             protocol,
             link,
             timeout,
-            ctx: None,
+            conn: None,
+            words: Vec::new(),
             closed: Arc::default(),
         }
     }
 
-    async fn connect(&mut self) -> Result<&mut Context, PollError> {
-        if self.ctx.is_none() {
-            let stream = fresh(link::open(&self.link, self.timeout).await?, &self.closed);
-            // RTU frames on a serial line and through a serial server; MBAP on Modbus TCP.
-            let ctx = if self.protocol == BusProtocol::ModbusTcp {
-                tcp::attach_slave(stream, Slave(0))
+    async fn connect(&mut self) -> Result<(), PollError> {
+        if self.conn.is_none() {
+            let stream = link::open(&self.link, self.timeout).await?;
+            // MBAP on Modbus TCP; RTU frames on a serial line and through a serial server.
+            let conn = if self.protocol == BusProtocol::ModbusTcp {
+                Connection::Tcp(TcpConnection {
+                    stream,
+                    transaction: 0,
+                    buf: Box::new([0; mbap::MAX_FRAME]),
+                })
             } else {
-                rtu::attach_slave(stream, Slave(0))
+                Connection::Rtu(rtu::attach_slave(fresh(stream, &self.closed), Slave(0)))
             };
-            self.ctx = Some(ctx);
+            self.conn = Some(conn);
         }
-        self.ctx
-            .as_mut()
-            .ok_or_else(|| PollError::Link("not connected".into()))
+        Ok(())
     }
 
-    /// One read request with a timeout. A failure other than an exception reply drops the
-    /// connection so the next request starts clean.
+    /// One read request with a timeout: the registers read, or why there are none. A failure
+    /// other than an exception reply drops the connection so the next request starts clean.
     pub async fn read(
         &mut self,
         unit: u8,
         kind: RegisterKind,
         start: u16,
         count: u16,
-    ) -> Result<Vec<u16>, PollError> {
+    ) -> Result<&[u16], PollError> {
         let timeout = self.timeout;
-        let ctx = self.connect().await?;
-        ctx.set_slave(Slave(unit));
-        // `Client::call` rather than the `Reader` methods: those debug-assert on a reply of
-        // the wrong length (a stale reply on an RTU line), and wire data must never panic.
-        let request = match kind {
-            RegisterKind::Holding => Request::ReadHoldingRegisters(start, count),
-            RegisterKind::Input => Request::ReadInputRegisters(start, count),
+        self.connect().await?;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(PollError::Link("not connected".into()));
         };
-        let result = match tokio::time::timeout(timeout, ctx.call(request)).await {
-            Err(_) => Err(PollError::Timeout(timeout)),
-            Ok(Err(_)) if self.closed.load(Ordering::Relaxed) => {
-                Err(PollError::Link("the peer closed the connection".into()))
+        let result = match conn {
+            Connection::Tcp(c) => {
+                let pdu = master::read_request(kind, start, count);
+                match tokio::time::timeout(timeout, c.exchange(unit, &pdu)).await {
+                    Err(_) => Err(PollError::Timeout(timeout)),
+                    Ok(Err(e)) => Err(e),
+                    Ok(Ok(range)) => {
+                        let reply = &c.buf[range];
+                        match master::read_reply(kind, count, reply, &mut self.words) {
+                            Ok(()) => Ok(()),
+                            Err(master::ReplyError::Exception(code)) => {
+                                Err(PollError::Exception { code })
+                            }
+                            Err(e) => Err(PollError::Link(e.to_string())),
+                        }
+                    }
+                }
             }
-            Ok(Err(e)) => Err(PollError::Link(e.to_string())),
-            Ok(Ok(Err(exception))) => Err(PollError::Exception {
-                code: u8::from(exception),
-            }),
-            Ok(Ok(Ok(
-                Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words),
-            ))) if words.len() == usize::from(count) => Ok(words),
-            Ok(Ok(Ok(other))) => Err(PollError::Link(format!(
-                "reply does not match the request for {count} registers: {other:?}"
-            ))),
+            Connection::Rtu(ctx) => {
+                ctx.set_slave(Slave(unit));
+                // `Client::call` rather than the `Reader` methods: those debug-assert on a
+                // reply of the wrong length (a stale reply on an RTU line), and wire data must
+                // never panic.
+                let request = match kind {
+                    RegisterKind::Holding => Request::ReadHoldingRegisters(start, count),
+                    RegisterKind::Input => Request::ReadInputRegisters(start, count),
+                };
+                match tokio::time::timeout(timeout, ctx.call(request)).await {
+                    Err(_) => Err(PollError::Timeout(timeout)),
+                    Ok(Err(_)) if self.closed.load(Ordering::Relaxed) => {
+                        Err(PollError::Link("the peer closed the connection".into()))
+                    }
+                    Ok(Err(e)) => Err(PollError::Link(e.to_string())),
+                    Ok(Ok(Err(exception))) => Err(PollError::Exception {
+                        code: u8::from(exception),
+                    }),
+                    Ok(Ok(Ok(
+                        Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words),
+                    ))) if words.len() == usize::from(count) => {
+                        self.words = words;
+                        Ok(())
+                    }
+                    Ok(Ok(Ok(other))) => Err(PollError::Link(format!(
+                        "reply does not match the request for {count} registers: {other:?}"
+                    ))),
+                }
+            }
         };
-        if matches!(result, Err(PollError::Timeout(_) | PollError::Link(_))) {
-            self.ctx = None;
+        match result {
+            Ok(()) => Ok(&self.words),
+            Err(e) => {
+                if matches!(e, PollError::Timeout(_) | PollError::Link(_)) {
+                    self.conn = None;
+                }
+                Err(e)
+            }
         }
-        result
     }
 }
 
@@ -134,7 +234,7 @@ pub async fn poll_group(
         match result {
             Ok(words) => out.values.extend(
                 block
-                    .decode(points, &words)
+                    .decode(points, words)
                     .map(|(i, v)| (points[i].quantity.clone(), v)),
             ),
             Err(e @ PollError::Exception { .. }) => out.errors.push(e),
@@ -145,4 +245,154 @@ pub async fn poll_group(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meterd_protocols::modbus::slave;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::net::TcpListener;
+
+    /// What a test server answers to a request frame (transaction id, unit id, PDU).
+    type Answer = fn(u16, u8, &[u8]) -> Vec<u8>;
+
+    /// A Modbus TCP server on loopback answering every request with `answer` (closing the
+    /// connection instead when there is none), written one byte at a time when `dribble`; it
+    /// counts the connections it accepted.
+    async fn server(answer: Option<Answer>, dribble: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local address").to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut request = [0u8; 12];
+                    while sock.read_exact(&mut request).await.is_ok() {
+                        let Some(answer) = answer else {
+                            return;
+                        };
+                        let tid = u16::from_be_bytes([request[0], request[1]]);
+                        let reply = answer(tid, request[6], &request[7..]);
+                        if dribble {
+                            for b in reply {
+                                let _ = sock.write_all(&[b]).await;
+                                tokio::time::sleep(Duration::from_millis(2)).await;
+                            }
+                        } else {
+                            let _ = sock.write_all(&reply).await;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn registers(tid: u16, unit: u8, _: &[u8]) -> Vec<u8> {
+        mbap::frame(tid, unit, &slave::read_response(4, &[0x0102, 0x0304]))
+    }
+
+    fn link(addr: String) -> ModbusLink {
+        ModbusLink::new(
+            BusProtocol::ModbusTcp,
+            Link::Tcp(addr),
+            Duration::from_secs(2),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_arrives_byte_by_byte_is_read_whole_on_one_connection() {
+        let (addr, accepted) = server(Some(registers), true).await;
+        let mut link = link(addr);
+        for _ in 0..2 {
+            let words = link
+                .read(7, RegisterKind::Input, 0x48, 2)
+                .await
+                .map(<[u16]>::to_vec);
+            assert_eq!(words, Ok(vec![0x0102, 0x0304]));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_exception_reply_keeps_the_connection() {
+        let (addr, accepted) = server(
+            Some(|tid, unit, _| mbap::frame(tid, unit, &slave::exception_response(4, 2))),
+            false,
+        )
+        .await;
+        let mut link = link(addr);
+        for _ in 0..2 {
+            let r = link
+                .read(7, RegisterKind::Input, 0x48, 2)
+                .await
+                .map(<[u16]>::to_vec);
+            assert_eq!(r, Err(PollError::Exception { code: 2 }));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn replies_that_do_not_answer_the_request_fail_and_the_next_request_reconnects() {
+        // (what the server answers, what the error says)
+        let cases: [(Option<Answer>, &str); 6] = [
+            (
+                Some(|tid, unit, p| registers(tid.wrapping_add(1), unit, p)),
+                "reply to transaction 2 of unit 7, not 1 of unit 7",
+            ),
+            (
+                Some(|tid, _, p| registers(tid, 8, p)),
+                "reply to transaction 1 of unit 8, not 1 of unit 7",
+            ),
+            (
+                Some(|tid, unit, p| {
+                    let mut f = registers(tid, unit, p);
+                    f[2] = 0xFF;
+                    f
+                }),
+                "bad MBAP header: protocol id 65280, length 7",
+            ),
+            (
+                Some(|tid, unit, _| mbap::frame(tid, unit, &slave::read_response(4, &[1]))),
+                "reply carries 2 bytes, not the 4 of the registers asked for",
+            ),
+            (
+                Some(|tid, unit, _| mbap::frame(tid, unit, &slave::read_response(3, &[1, 2]))),
+                "reply has function code 3, not 4",
+            ),
+            (None, "the peer closed the connection"),
+        ];
+        for (answer, error) in cases {
+            let (addr, accepted) = server(answer, false).await;
+            let mut link = link(addr);
+            for attempt in 1..=2 {
+                let r = link
+                    .read(7, RegisterKind::Input, 0x48, 2)
+                    .await
+                    .map(<[u16]>::to_vec);
+                assert_eq!(r, Err(PollError::Link(error.into())), "{error}");
+                assert_eq!(accepted.load(Ordering::SeqCst), attempt, "{error}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_meter_that_does_not_answer_times_out_and_the_next_request_reconnects() {
+        let (addr, accepted) = server(Some(|_, _, _| Vec::new()), false).await;
+        let timeout = Duration::from_millis(100);
+        let mut link = ModbusLink::new(BusProtocol::ModbusTcp, Link::Tcp(addr), timeout);
+        for attempt in 1..=2 {
+            let r = link
+                .read(7, RegisterKind::Input, 0x48, 2)
+                .await
+                .map(<[u16]>::to_vec);
+            assert_eq!(r, Err(PollError::Timeout(timeout)));
+            assert_eq!(accepted.load(Ordering::SeqCst), attempt);
+        }
+    }
 }

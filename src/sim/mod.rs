@@ -20,7 +20,7 @@ use std::{
 use meterd_protocols::{
     modbus::{
         slave::{self, exception, Request, RtuScan},
-        RegisterKind,
+        tcp, RegisterKind,
     },
     profile::Profile,
 };
@@ -248,25 +248,25 @@ impl Simulator {
                 let mut buf = Vec::with_capacity(512);
                 let mut chunk = [0u8; 512];
                 loop {
-                    match slave::scan_tcp_request(&buf) {
+                    match tcp::scan(&buf) {
                         Err(_) => return,
-                        Ok(Some(slave::TcpFrame {
+                        Ok(Some(tcp::Frame {
                             transaction: tid,
                             unit,
                             pdu,
                             len,
                         })) => {
+                            let (reply, delay) = sim.handle(unit, pdu);
                             buf.drain(..len);
-                            let (reply, delay) = sim.handle(unit, &pdu);
                             if !delay.is_zero() {
                                 tokio::time::sleep(delay).await;
                             }
                             let bytes = match reply {
                                 Reply::Nothing => continue,
-                                Reply::Pdu(p) => slave::tcp_frame(tid, unit, &p),
+                                Reply::Pdu(p) => tcp::frame(tid, unit, &p),
                                 Reply::Garbage(g) => g,
                                 Reply::BadCrc(p) => {
-                                    let mut f = slave::tcp_frame(tid, unit, &p);
+                                    let mut f = tcp::frame(tid, unit, &p);
                                     f[2] = 0xFF;
                                     f
                                 }

@@ -1,9 +1,9 @@
 //! The server (slave) side of the Modbus wire, for the simulator.
 //!
-//! meterd's master side uses tokio-modbus. The simulator needs what tokio-modbus's server does
-//! not expose: staying silent for one unit id on a shared line, corrupting a CRC, answering with
-//! garbage. So it frames requests itself with this small codec (function codes 3, 4, 6 and 16;
-//! anything else gets an "illegal function" exception).
+//! The simulator needs what tokio-modbus's server does not expose: staying silent for one unit
+//! id on a shared line, corrupting a CRC, answering with garbage. So it parses requests itself
+//! with this small codec (function codes 3, 4, 6 and 16; anything else gets an "illegal
+//! function" exception), frames RTU here and Modbus TCP with [`super::tcp`].
 
 use crc::{Crc, CRC_16_MODBUS};
 
@@ -111,17 +111,6 @@ pub fn rtu_frame(unit: u8, pdu: &[u8]) -> Vec<u8> {
     f
 }
 
-/// A Modbus TCP frame: MBAP header (transaction id, protocol 0, length, unit id) and PDU.
-pub fn tcp_frame(transaction: u16, unit: u8, pdu: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(pdu.len() + 7);
-    f.extend_from_slice(&transaction.to_be_bytes());
-    f.extend_from_slice(&0u16.to_be_bytes());
-    f.extend_from_slice(&((pdu.len() + 1) as u16).to_be_bytes());
-    f.push(unit);
-    f.extend_from_slice(pdu);
-    f
-}
-
 /// What the front of an RTU receive buffer holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RtuScan {
@@ -159,48 +148,6 @@ pub fn scan_rtu_request(buf: &[u8]) -> RtuScan {
         pdu: body[1..].to_vec(),
         len,
     }
-}
-
-/// A Modbus TCP request frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpFrame {
-    pub transaction: u16,
-    pub unit: u8,
-    pub pdu: Vec<u8>,
-    /// Bytes the frame took from the buffer.
-    pub len: usize,
-}
-
-/// An MBAP header no device would send: the connection should be dropped, as real devices do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad MBAP header: protocol id {protocol}, length {length}")]
-pub struct BadHeader {
-    pub protocol: u16,
-    pub length: usize,
-}
-
-/// The frame at the front of a Modbus TCP receive buffer; `Ok(None)` when more bytes are
-/// needed.
-pub fn scan_tcp_request(buf: &[u8]) -> Result<Option<TcpFrame>, BadHeader> {
-    if buf.len() < 7 {
-        return Ok(None);
-    }
-    let transaction = u16::from_be_bytes([buf[0], buf[1]]);
-    let protocol = u16::from_be_bytes([buf[2], buf[3]]);
-    let length = usize::from(u16::from_be_bytes([buf[4], buf[5]]));
-    if protocol != 0 || !(2..=254).contains(&length) {
-        return Err(BadHeader { protocol, length });
-    }
-    let len = 6 + length;
-    if buf.len() < len {
-        return Ok(None);
-    }
-    Ok(Some(TcpFrame {
-        transaction,
-        unit: buf[6],
-        pdu: buf[7..len].to_vec(),
-        len,
-    }))
 }
 
 #[cfg(test)]
@@ -255,35 +202,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn tcp_frames_round_trip() {
-        let f = tcp_frame(0x1234, 5, &[3, 0, 1, 0, 2]);
-        assert_eq!(
-            scan_tcp_request(&f),
-            Ok(Some(TcpFrame {
-                transaction: 0x1234,
-                unit: 5,
-                pdu: vec![3, 0, 1, 0, 2],
-                len: f.len()
-            }))
-        );
-        assert_eq!(scan_tcp_request(&f[..9]), Ok(None));
-        let mut bad = f.clone();
-        bad[2] = 1;
-        assert_eq!(
-            scan_tcp_request(&bad),
-            Err(BadHeader {
-                protocol: 256,
-                length: 6
-            })
-        );
-    }
-
     proptest! {
         #[test]
         fn scanning_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = scan_rtu_request(&bytes);
-            let _ = scan_tcp_request(&bytes);
             let _ = parse_pdu(&bytes);
         }
     }
