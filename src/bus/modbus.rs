@@ -381,6 +381,82 @@ mod tests {
         }
     }
 
+    /// Registers as tokio-modbus's own TCP server serves them: each holds its address plus
+    /// 1,000 times the unit id (input registers) or plus 1 (holding registers); addresses from
+    /// 1,000 up are refused.
+    struct Registers;
+
+    impl tokio_modbus::server::Service for Registers {
+        type Request = tokio_modbus::prelude::SlaveRequest<'static>;
+        type Response = Response;
+        type Exception = tokio_modbus::ExceptionCode;
+        type Future = std::future::Ready<Result<Response, tokio_modbus::ExceptionCode>>;
+
+        fn call(&self, req: Self::Request) -> Self::Future {
+            let words = |start: u16, count: u16, plus: u16| {
+                (start..start + count)
+                    .map(|a| a.wrapping_add(plus))
+                    .collect()
+            };
+            std::future::ready(match req.request {
+                Request::ReadInputRegisters(start, count) if start < 1000 => Ok(
+                    Response::ReadInputRegisters(words(start, count, u16::from(req.slave) * 1000)),
+                ),
+                Request::ReadHoldingRegisters(start, count) if start < 1000 => {
+                    Ok(Response::ReadHoldingRegisters(words(start, count, 1)))
+                }
+                _ => Err(tokio_modbus::ExceptionCode::IllegalDataAddress),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn what_tokio_modbus_own_server_serves_is_read_register_for_register() {
+        use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local address").to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            let on_connected = |stream, peer| {
+                count.fetch_add(1, Ordering::SeqCst);
+                async move { accept_tcp_connection(stream, peer, |_| Ok(Some(Registers))) }
+            };
+            let _ = Server::new(listener).serve(&on_connected, |_| {}).await;
+        });
+        // (unit, kind, start, count, what is read)
+        type Case = (u8, RegisterKind, u16, u16, Result<Vec<u16>, PollError>);
+        let cases: [Case; 4] = [
+            (1, RegisterKind::Input, 0, 2, Ok(vec![1000, 1001])),
+            (7, RegisterKind::Input, 100, 125, Ok((7100..7225).collect())),
+            (247, RegisterKind::Holding, 999, 1, Ok(vec![1000])),
+            (
+                2,
+                RegisterKind::Input,
+                1000,
+                1,
+                Err(PollError::Exception { code: 2 }),
+            ),
+        ];
+        let mut link = link(addr);
+        // Rounds enough for transaction ids past one byte, on one connection throughout.
+        for round in 0..80 {
+            for (unit, kind, start, count, want) in &cases {
+                let got = link
+                    .read(*unit, *kind, *start, *count)
+                    .await
+                    .map(<[u16]>::to_vec);
+                assert_eq!(
+                    &got, want,
+                    "round {round}, unit {unit}, {kind:?} {start}+{count}"
+                );
+            }
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn a_meter_that_does_not_answer_times_out_and_the_next_request_reconnects() {
         let (addr, accepted) = server(Some(|_, _, _| Vec::new()), false).await;
