@@ -70,8 +70,17 @@ impl TcpConnection {
     ) -> Result<std::ops::Range<usize>, PollError> {
         let link = |e: std::io::Error| PollError::Link(e.to_string());
         self.transaction = self.transaction.wrapping_add(1);
-        let request = mbap::frame(self.transaction, unit, pdu);
-        self.stream.write_all(&request).await.map_err(link)?;
+        // The request is framed in the reply's buffer: no allocation per exchange.
+        let len = 7 + pdu.len();
+        let Some(request) = self.buf.get_mut(..len) else {
+            return Err(PollError::Link(format!(
+                "a request PDU of {} bytes",
+                pdu.len()
+            )));
+        };
+        request[..7].copy_from_slice(&mbap::header(self.transaction, unit, pdu.len()));
+        request[7..].copy_from_slice(pdu);
+        self.stream.write_all(request).await.map_err(link)?;
         let mut filled = 0;
         loop {
             match mbap::scan(&self.buf[..filled]) {

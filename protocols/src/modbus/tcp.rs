@@ -10,13 +10,18 @@
 /// unit id and a PDU of at most 253), after the 6 bytes before it.
 pub const MAX_FRAME: usize = 6 + 254;
 
-/// A Modbus TCP frame: MBAP header (transaction id, protocol 0, length, unit id) and PDU.
+/// The MBAP header of a frame whose PDU is `pdu_len` bytes (at most 253): transaction id,
+/// protocol 0, the length of what follows it, unit id.
+pub fn header(transaction: u16, unit: u8, pdu_len: usize) -> [u8; 7] {
+    let [t0, t1] = transaction.to_be_bytes();
+    let [l0, l1] = ((pdu_len + 1) as u16).to_be_bytes();
+    [t0, t1, 0, 0, l0, l1, unit]
+}
+
+/// A Modbus TCP frame: MBAP header and PDU.
 pub fn frame(transaction: u16, unit: u8, pdu: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(pdu.len() + 7);
-    f.extend_from_slice(&transaction.to_be_bytes());
-    f.extend_from_slice(&0u16.to_be_bytes());
-    f.extend_from_slice(&((pdu.len() + 1) as u16).to_be_bytes());
-    f.push(unit);
+    f.extend_from_slice(&header(transaction, unit, pdu.len()));
     f.extend_from_slice(pdu);
     f
 }
