@@ -263,6 +263,16 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use tokio::net::TcpListener;
 
+    /// A listener on a free loopback port, its address, and a count of connections for the
+    /// server on it to keep.
+    async fn loopback() -> (TcpListener, String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local address").to_string();
+        (listener, addr, Arc::default())
+    }
+
     /// What a test server answers to a request frame (transaction id, unit id, PDU).
     type Answer = fn(u16, u8, &[u8]) -> Vec<u8>;
 
@@ -270,11 +280,7 @@ mod tests {
     /// connection instead when there is none), written one byte at a time when `dribble`; it
     /// counts the connections it accepted.
     async fn server(answer: Option<Answer>, dribble: bool) -> (String, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local address").to_string();
-        let accepted = Arc::new(AtomicUsize::new(0));
+        let (listener, addr, accepted) = loopback().await;
         let count = accepted.clone();
         tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
@@ -315,35 +321,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reply_that_arrives_byte_by_byte_is_read_whole_on_one_connection() {
-        let (addr, accepted) = server(Some(registers), true).await;
-        let mut link = link(addr);
-        for _ in 0..2 {
-            let words = link
-                .read(7, RegisterKind::Input, 0x48, 2)
-                .await
-                .map(<[u16]>::to_vec);
-            assert_eq!(words, Ok(vec![0x0102, 0x0304]));
+    async fn replies_that_answer_the_request_keep_the_connection_even_when_they_arrive_byte_by_byte(
+    ) {
+        // (what the server answers, one byte at a time, what is read)
+        let cases: [(Answer, bool, Result<Vec<u16>, PollError>); 3] = [
+            (registers, false, Ok(vec![0x0102, 0x0304])),
+            (registers, true, Ok(vec![0x0102, 0x0304])),
+            (
+                |tid, unit, _| mbap::frame(tid, unit, &slave::exception_response(4, 2)),
+                false,
+                Err(PollError::Exception { code: 2 }),
+            ),
+        ];
+        for (answer, dribble, want) in cases {
+            let (addr, accepted) = server(Some(answer), dribble).await;
+            let mut link = link(addr);
+            for _ in 0..2 {
+                let got = link
+                    .read(7, RegisterKind::Input, 0x48, 2)
+                    .await
+                    .map(<[u16]>::to_vec);
+                assert_eq!(got, want, "one byte at a time: {dribble}");
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 1);
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn an_exception_reply_keeps_the_connection() {
-        let (addr, accepted) = server(
-            Some(|tid, unit, _| mbap::frame(tid, unit, &slave::exception_response(4, 2))),
-            false,
-        )
-        .await;
-        let mut link = link(addr);
-        for _ in 0..2 {
-            let r = link
-                .read(7, RegisterKind::Input, 0x48, 2)
-                .await
-                .map(<[u16]>::to_vec);
-            assert_eq!(r, Err(PollError::Exception { code: 2 }));
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
@@ -422,11 +423,7 @@ mod tests {
     #[tokio::test]
     async fn what_tokio_modbus_own_server_serves_is_read_register_for_register() {
         use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local address").to_string();
-        let accepted = Arc::new(AtomicUsize::new(0));
+        let (listener, addr, accepted) = loopback().await;
         let count = accepted.clone();
         tokio::spawn(async move {
             let on_connected = |stream, peer| {
