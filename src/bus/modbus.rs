@@ -74,7 +74,7 @@ impl TcpConnection {
         let len = 7 + pdu.len();
         let Some(request) = self.buf.get_mut(..len) else {
             return Err(PollError::Link(format!(
-                "a request PDU of {} bytes",
+                "a request of {} bytes is longer than Modbus TCP allows",
                 pdu.len()
             )));
         };
