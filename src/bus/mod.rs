@@ -517,9 +517,9 @@ mod tests {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_modbus_poll_in_flight_takes_what_modbus_needs_not_what_dlt645_needs() {
-        // A bus holds `concurrency` polls in flight, and its `FuturesUnordered` one more slot
-        // of their size. With the DL/T 645 and 698 polls inline a poll took 2,944 bytes,
-        // about 6 KB per bus (12 MB at 2,000 Modbus TCP meters of a bus each).
+        // A bus holds up to `concurrency` polls in flight, each in a box of its size. With
+        // the DL/T 645 and 698 polls inline a poll took 2,944 bytes (and, before the polls
+        // in flight were boxed, the `FuturesUnordered`'s stub task one more of that size).
         let set = crate::config::ProfileSet::builtin();
         let targets =
             PollTarget::for_meter(MeterOnBus::modbus(set.get("eastron-sdm630").unwrap(), 1));

@@ -464,17 +464,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_meter_that_does_not_answer_times_out_and_the_next_request_reconnects() {
-        let (addr, accepted) = server(Some(|_, _, _| Vec::new()), false).await;
-        let timeout = Duration::from_millis(100);
-        let mut link = ModbusLink::new(BusProtocol::ModbusTcp, Link::Tcp(addr), timeout);
-        for attempt in 1..=2 {
-            let r = link
-                .read(7, RegisterKind::Input, 0x48, 2)
-                .await
-                .map(<[u16]>::to_vec);
-            assert_eq!(r, Err(PollError::Timeout(timeout)));
-            assert_eq!(accepted.load(Ordering::SeqCst), attempt);
+    async fn a_meter_that_does_not_answer_or_stalls_mid_reply_times_out_and_the_next_request_reconnects(
+    ) {
+        // (what the server answers, as bytes before it stalls)
+        let cases: [(Answer, &str); 3] = [
+            (|_, _, _| Vec::new(), "nothing"),
+            // A header that promises a PDU, and no PDU.
+            (
+                |tid, unit, p| registers(tid, unit, p)[..7].to_vec(),
+                "the header only",
+            ),
+            (
+                |tid, unit, p| registers(tid, unit, p)[..10].to_vec(),
+                "part of the PDU",
+            ),
+        ];
+        for (answer, what) in cases {
+            let (addr, accepted) = server(Some(answer), false).await;
+            let timeout = Duration::from_millis(100);
+            let mut link = ModbusLink::new(BusProtocol::ModbusTcp, Link::Tcp(addr), timeout);
+            for attempt in 1..=2 {
+                let r = link
+                    .read(7, RegisterKind::Input, 0x48, 2)
+                    .await
+                    .map(<[u16]>::to_vec);
+                assert_eq!(r, Err(PollError::Timeout(timeout)), "{what}");
+                assert_eq!(accepted.load(Ordering::SeqCst), attempt, "{what}");
+            }
         }
     }
 }
